@@ -1,0 +1,1 @@
+"""GPU node agents: collectors, the simulated fleet, and the Kafka publisher."""

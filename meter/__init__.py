@@ -1,0 +1,1 @@
+"""GPU usage metering: shared domain pieces (errors, units, windows, config, CLI)."""

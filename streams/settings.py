@@ -1,0 +1,47 @@
+"""Worker configuration, validated once when built."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from meter.errors import ConfigError
+from streams.processor import ProcessorSettings
+from warehouse.client import ClickHouseSettings
+
+_TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    bootstrap: str
+    topic: str
+    clickhouse: ClickHouseSettings
+    app_id: str = "gpu-meter"
+    partitions: int = 8
+    dlq_topic: str = ""  # default: "<topic>.dlq"
+    batch_max_messages: int = 2_000
+    batch_within_s: float = 0.5
+    processor: ProcessorSettings = field(default_factory=ProcessorSettings)
+    datadir: Path = Path(".stack/faust")
+    # From shared/BROKER.md: the local broker holds JoinGroup for half the session timeout,
+    # so a short one makes a worker ready in ~3 s instead of ~30 s.
+    session_timeout_s: float = 2.0
+    heartbeat_interval_s: float = 0.5
+    commit_interval_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in ("topic", "app_id"):
+            if not _TOPIC.match(getattr(self, name)):
+                raise ConfigError(f"{name} {getattr(self, name)!r} must match {_TOPIC.pattern}")
+        if not self.dlq_topic:
+            object.__setattr__(self, "dlq_topic", f"{self.topic}.dlq")
+        if not _TOPIC.match(self.dlq_topic):
+            raise ConfigError(f"dlq_topic {self.dlq_topic!r} must match {_TOPIC.pattern}")
+        if not self.bootstrap or " " in self.bootstrap:
+            raise ConfigError(f"bootstrap {self.bootstrap!r} must be host:port[,host:port]")
+        if self.partitions < 1 or self.batch_max_messages < 1 or self.batch_within_s <= 0:
+            raise ConfigError("partitions, batch size and batch wait must be positive")
+        if self.heartbeat_interval_s * 3 > self.session_timeout_s:
+            raise ConfigError("heartbeat interval must be at most a third of the session timeout")

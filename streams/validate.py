@@ -1,0 +1,115 @@
+"""The contract a decoded report must meet before it is metered.
+
+A report is the unit of identity, so it is accepted or rejected whole: one bad sample
+rejects the report, with a reason naming the sample, rather than metering part of it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from meter import reasons
+from meter.errors import RejectedReport
+from meter.units import INT64_MAX, US_PER_SECOND
+
+DEFAULT_SKUS = frozenset({"A100", "H100", "H200", "B200", "GB200", "L40S", "MI300X"})
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
+_TENANT = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+_COUNTERS = ("allocated_us", "busy_us", "unhealthy_us", "energy_mj", "memory_peak_bytes")
+
+
+@dataclass(frozen=True)
+class ReportLimits:
+    """Bounds that make a report physically plausible; overflow is impossible inside them."""
+
+    known_skus: frozenset[str] = DEFAULT_SKUS
+    max_samples: int = 65_536
+    max_interval_us: int = 24 * 3600 * US_PER_SECOND
+    max_future_us: int = 15 * 60 * US_PER_SECOND  # clock skew an agent may have
+    max_power_mw: int = 10_000_000  # 10 kW per GPU: above any board we meter
+    max_memory_bytes: int = 2**41  # 2 TiB per GPU
+    extra_tenant_ids: frozenset[str] = field(default_factory=frozenset)
+
+
+def _reject(reason: str, detail: str) -> RejectedReport:
+    return RejectedReport(reason, detail)
+
+
+def validate_report(report: Mapping[str, Any], limits: ReportLimits, now_us: int) -> None:
+    """Raise :class:`RejectedReport` unless ``report`` can be metered as it stands."""
+    for name in ("node_id", "boot_id", "cluster"):
+        if not _NAME.match(report[name]):
+            raise _reject(reasons.INVALID_IDENTITY, f"{name}={report[name]!r}")
+    if report["seq"] < 0:
+        raise _reject(reasons.INVALID_IDENTITY, f"seq={report['seq']}")
+    start, end = report["interval_start_us"], report["interval_end_us"]
+    if start < 0:
+        raise _reject(reasons.NEGATIVE_COUNTER, f"interval_start_us={start}")
+    if end <= start:
+        raise _reject(reasons.END_BEFORE_START, f"interval [{start}, {end})")
+    if end - start > limits.max_interval_us:
+        raise _reject(reasons.COUNTER_OUT_OF_RANGE, f"interval of {end - start} us")
+    if end > now_us + limits.max_future_us:
+        raise _reject(reasons.FUTURE_TIMESTAMP, f"interval ends {end - now_us} us after now")
+    samples = report["samples"]
+    if len(samples) > limits.max_samples:
+        raise _reject(reasons.TOO_MANY_SAMPLES, f"{len(samples)} > {limits.max_samples}")
+    seen: set[tuple[str, int]] = set()
+    for index, sample in enumerate(samples):
+        _validate_sample(index, sample, start, end, limits)
+        identity = (sample["gpu_uuid"], sample["tick_start_us"])
+        if identity in seen:
+            raise _reject(reasons.DUPLICATE_SAMPLE, f"sample {index}: {identity} twice")
+        seen.add(identity)
+
+
+def _validate_sample(
+    index: int, sample: Mapping[str, Any], start: int, end: int, limits: ReportLimits
+) -> None:
+    where = f"sample {index}"
+    if not _NAME.match(sample["gpu_uuid"]) or sample["gpu_index"] < 0:
+        raise _reject(reasons.INVALID_IDENTITY, f"{where}: gpu {sample['gpu_uuid']!r}")
+    if not _TENANT.match(sample["tenant_id"]) and sample["tenant_id"] not in (
+        limits.extra_tenant_ids
+    ):
+        raise _reject(reasons.INVALID_TENANT, f"{where}: tenant_id={sample['tenant_id']!r}")
+    if sample["sku"] not in limits.known_skus:
+        raise _reject(reasons.UNKNOWN_SKU, f"{where}: sku={sample['sku']!r}")
+    if len(sample["job_id"]) > 256:
+        raise _reject(reasons.INVALID_IDENTITY, f"{where}: job_id longer than 256")
+    tick_start, tick_end = sample["tick_start_us"], sample["tick_end_us"]
+    if tick_end <= tick_start:
+        raise _reject(reasons.END_BEFORE_START, f"{where}: tick [{tick_start}, {tick_end})")
+    if tick_start < start or tick_end > end:
+        raise _reject(
+            reasons.TICK_OUTSIDE_INTERVAL,
+            f"{where}: tick [{tick_start}, {tick_end}) outside [{start}, {end})",
+        )
+    for name in _COUNTERS:
+        if sample[name] < 0:
+            raise _reject(reasons.NEGATIVE_COUNTER, f"{where}: {name}={sample[name]}")
+    tick_us = tick_end - tick_start
+    allocated = sample["allocated_us"]
+    if allocated > tick_us:
+        raise _reject(
+            reasons.COUNTER_EXCEEDS_TICK, f"{where}: allocated_us {allocated} > {tick_us}"
+        )
+    for name in ("busy_us", "unhealthy_us"):
+        if sample[name] > allocated:
+            raise _reject(
+                reasons.COUNTER_EXCEEDS_TICK, f"{where}: {name} {sample[name]} > allocated_us"
+            )
+    max_energy_mj = limits.max_power_mw * tick_us // US_PER_SECOND
+    if sample["energy_mj"] > min(max_energy_mj, INT64_MAX):
+        raise _reject(
+            reasons.COUNTER_OUT_OF_RANGE,
+            f"{where}: energy_mj {sample['energy_mj']} above {limits.max_power_mw} mW",
+        )
+    if sample["memory_peak_bytes"] > limits.max_memory_bytes:
+        raise _reject(
+            reasons.COUNTER_OUT_OF_RANGE,
+            f"{where}: memory_peak_bytes {sample['memory_peak_bytes']}",
+        )

@@ -1,0 +1,1 @@
+"""ClickHouse: the client the pipeline writes through, migrations, and finance views."""

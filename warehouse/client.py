@@ -1,0 +1,139 @@
+"""One place that talks to ClickHouse: settings validated once, retries with backoff."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import urlparse
+
+from clickhouse_driver import Client
+from clickhouse_driver import errors as ch_errors
+
+from meter.errors import ConfigError, SinkError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+# Failures that mean "the server is not reachable right now", worth waiting out.
+_TRANSIENT = (ch_errors.NetworkError, ch_errors.SocketTimeoutError, EOFError, OSError)
+
+
+def check_identifier(name: str, what: str = "database") -> str:
+    if not _IDENTIFIER.match(name):
+        raise ConfigError(f"{what} name {name!r} must match {_IDENTIFIER.pattern}")
+    return name
+
+
+@dataclass(frozen=True)
+class ClickHouseSettings:
+    host: str = "127.0.0.1"
+    port: int = 9000
+    database: str = "gpu_meter"
+    user: str = "default"
+    password: str = ""
+
+    def __post_init__(self) -> None:
+        check_identifier(self.database)
+        if not 0 < self.port < 65536:
+            raise ConfigError(f"ClickHouse port {self.port} out of range")
+
+    @classmethod
+    def from_url(cls, url: str, database: str | None = None) -> ClickHouseSettings:
+        """``clickhouse://user:password@host:port/database`` (native protocol)."""
+        parsed = urlparse(url)
+        if parsed.scheme != "clickhouse" or not parsed.hostname:
+            raise ConfigError(f"ClickHouse URL {url!r} must look like clickhouse://host:port/db")
+        return cls(
+            host=parsed.hostname,
+            port=parsed.port or 9000,
+            database=database or parsed.path.lstrip("/") or cls.database,
+            user=parsed.username or "default",
+            password=parsed.password or "",
+        )
+
+
+@dataclass(frozen=True)
+class Backoff:
+    first_s: float = 0.1
+    max_s: float = 5.0
+    give_up_after_s: float | None = None  # None: keep trying (a worker must not drop data)
+
+    def delays(self) -> Any:
+        delay = self.first_s
+        while True:
+            yield delay
+            delay = min(delay * 2, self.max_s)
+
+
+class Warehouse:
+    """A ClickHouse connection that reconnects and retries transient failures."""
+
+    def __init__(
+        self,
+        settings: ClickHouseSettings,
+        backoff: Backoff | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.settings = settings
+        self.backoff = backoff or Backoff()
+        self._sleep = sleep
+        self._client = self._connect(settings.database)
+
+    def _connect(self, database: str) -> Client:
+        s = self.settings
+        return Client(
+            s.host,
+            port=s.port,
+            database=database,
+            user=s.user,
+            password=s.password,
+            connect_timeout=5,
+            send_receive_timeout=60,
+        )
+
+    def close(self) -> None:
+        self._client.disconnect()
+
+    def _retrying(self, what: str, call: Callable[[], T]) -> T:
+        started = time.monotonic()
+        for delay in self.backoff.delays():
+            try:
+                return call()
+            except _TRANSIENT as exc:
+                limit = self.backoff.give_up_after_s
+                if limit is not None and time.monotonic() - started + delay > limit:
+                    raise SinkError(f"{what}: ClickHouse unreachable for {limit} s: {exc}") from exc
+                log.warning("%s: ClickHouse unreachable (%s); retrying in %.1f s", what, exc, delay)
+                self._client.disconnect()
+                self._sleep(delay)
+        raise AssertionError("unreachable")
+
+    def execute(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        return self._retrying("query", lambda: self._client.execute(sql, params))
+
+    def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> int:
+        if not rows:
+            return 0
+        sql = f"INSERT INTO {check_identifier(table, 'table')} ({', '.join(columns)}) VALUES"
+        self._retrying(f"insert into {table}", lambda: self._client.execute(sql, rows))
+        return len(rows)
+
+    def _on_default_database(self, sql: str) -> None:
+        """Run ``sql`` over a connection to ``default``: one to our database may not exist."""
+        admin = self._connect("default")
+        try:
+            self._retrying(sql.split(" IF ")[0].lower(), lambda: admin.execute(sql))
+        finally:
+            admin.disconnect()
+        self._client.disconnect()  # reconnect to the database as it now is
+
+    def ensure_database(self) -> None:
+        self._on_default_database(f"CREATE DATABASE IF NOT EXISTS {self.settings.database}")
+
+    def drop_database(self) -> None:
+        self._on_default_database(f"DROP DATABASE IF EXISTS {self.settings.database}")

@@ -1,0 +1,96 @@
+"""Versioned ``.sql`` migrations, applied in order and recorded in ``schema_migrations``.
+
+A migration file is ``NNNN_name.sql``: statements separated by a line holding only ``;``
+or by a ``;`` at the end of a line. ``{db}`` is replaced by the target database, because
+ClickHouse views must name the tables they read fully. An applied migration is never
+edited: its SHA-256 is recorded and a changed file stops ``meter migrate``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from importlib import resources
+
+from meter.errors import MigrationError
+from warehouse.client import Warehouse
+
+_FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+
+_LEDGER_DDL = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version UInt32,
+    name String,
+    sha256 String,
+    applied_at DateTime('UTC')
+) ENGINE = MergeTree() ORDER BY version
+"""
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.sql.encode("utf-8")).hexdigest()
+
+    def statements(self, database: str) -> list[str]:
+        text = "\n".join(
+            line for line in self.sql.splitlines() if not line.lstrip().startswith("--")
+        )
+        parts = re.split(r";\s*(?:\n|$)", text.replace("{db}", database))
+        return [part.strip() for part in parts if part.strip()]
+
+
+def available() -> list[Migration]:
+    found = []
+    for entry in resources.files("warehouse").joinpath("migrations").iterdir():
+        match = _FILE.match(entry.name)
+        if match:
+            found.append(Migration(int(match.group(1)), match.group(2), entry.read_text("utf-8")))
+    found.sort(key=lambda m: m.version)
+    versions = [m.version for m in found]
+    if len(set(versions)) != len(versions):
+        raise MigrationError(f"two migrations share a version: {versions}")
+    return found
+
+
+def applied(warehouse: Warehouse) -> dict[int, tuple[str, str]]:
+    rows = warehouse.execute("SELECT version, name, sha256 FROM schema_migrations")
+    return {int(v): (name, digest) for v, name, digest in rows}
+
+
+def migrate(warehouse: Warehouse) -> list[Migration]:
+    """Apply pending migrations in order; returns the ones applied now."""
+    warehouse.ensure_database()
+    warehouse.execute(_LEDGER_DDL)
+    done = applied(warehouse)
+    newly: list[Migration] = []
+    for migration in available():
+        if migration.version in done:
+            name, digest = done[migration.version]
+            if digest != migration.sha256:
+                raise MigrationError(
+                    f"migration {migration.version:04d}_{name} changed after it was applied; "
+                    "add a new migration instead"
+                )
+            continue
+        for statement in migration.statements(warehouse.settings.database):
+            try:
+                warehouse.execute(statement)
+            except Exception as exc:
+                raise MigrationError(
+                    f"migration {migration.version:04d}_{migration.name} failed on:\n"
+                    f"{statement}\n{exc}"
+                ) from exc
+        warehouse.execute(
+            "INSERT INTO schema_migrations (version, name, sha256, applied_at) "
+            "SELECT %(v)s, %(n)s, %(d)s, now()",
+            {"v": migration.version, "n": migration.name, "d": migration.sha256},
+        )
+        newly.append(migration)
+    return newly
