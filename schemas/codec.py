@@ -68,6 +68,7 @@ class UnknownSchemaError(DecodeError):
 @dataclass(frozen=True)
 class SchemaVersion:
     version: int
+    schema_json: dict[str, Any]  # the .avsc file as released
     schema: dict[str, Any]  # as parsed by fastavro
     canonical_form: str
     fingerprint: bytes  # 8 bytes, little-endian, as written in the frame
@@ -80,7 +81,7 @@ class SchemaVersion:
 def _schema_version(version: int, raw: dict[str, Any]) -> SchemaVersion:
     canonical = to_parsing_canonical_form(raw)
     fingerprint = crc64_avro(canonical.encode("utf-8")).to_bytes(8, "little")
-    return SchemaVersion(version, parse_schema(raw), canonical, fingerprint)
+    return SchemaVersion(version, raw, parse_schema(raw), canonical, fingerprint)
 
 
 @cache

@@ -1,0 +1,118 @@
+"""Simulated fleet → real Tansu broker → real Faust worker process → real ClickHouse."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from kafka import KafkaConsumer
+
+from agent.fleet import FleetSpec, fleet_reports
+from agent.publisher import ReportPublisher
+from agent.totals import EmittedTotals
+from meter import reasons
+from meter.runner import WorkerProcess, differences, publish_fleet, warehouse_totals
+from schemas import ReportCodec
+from streams.dlq import parse_headers
+from streams.progress import wait_until_consumed
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def worker(worker_settings, tmp_path):
+    process = WorkerProcess.start(worker_settings, tmp_path / "worker.log")
+    yield process
+    process.stop()
+
+
+def _wait(settings, end_offsets, worker, timeout_s=240.0):
+    def alive(done: int, target: int) -> None:
+        assert worker.alive(), worker.log_path.read_text()[-3000:]
+
+    wait_until_consumed(
+        settings.bootstrap, settings.app_id, settings.topic, end_offsets, timeout_s, alive
+    )
+
+
+def test_fleet_totals_in_clickhouse_equal_what_was_emitted(worker_settings, worker, warehouse):
+    spec = FleetSpec(nodes=50, gpus_per_node=8, tenants=3, reports_per_node=30, seed=11)
+    emitted, end_offsets = publish_fleet(spec, worker_settings.bootstrap, worker_settings.topic)
+    assert emitted.samples == 50 * 8 * 30 * 6
+    assert len(end_offsets) == worker_settings.partitions  # keys spread over every partition
+    _wait(worker_settings, end_offsets, worker)
+
+    stored = warehouse_totals(warehouse)
+    assert differences(emitted.by_key, stored) == []
+    assert {k[0] for k in stored} >= {"aurora-labs", "borealis-ai", "cinder-research"}
+    assert sum(r["sample_count"] for r in stored.values()) == emitted.samples
+    assert warehouse.execute("SELECT count() FROM rejected_reports") == [(0,)]
+
+
+def _bad_frames(codec: ReportCodec, good_report: dict) -> dict[str, bytes]:
+    unknown = bytearray(codec.encode(good_report))
+    unknown[2:10] = bytes.fromhex("0123456789abcdef")
+    negative = {**good_report, "seq": 10_000}
+    negative["samples"] = [dict(s) for s in good_report["samples"]]
+    negative["samples"][3]["busy_us"] = -1
+    return {
+        reasons.BAD_MAGIC: b"\x00\xffthis is not a usage report",
+        reasons.UNKNOWN_SCHEMA: bytes(unknown),
+        reasons.NEGATIVE_COUNTER: codec.encode(negative),
+    }
+
+
+def test_bad_messages_go_to_the_dead_letter_topic_and_table_good_ones_stay_exact(
+    worker_settings, worker, warehouse
+):
+    spec = FleetSpec(nodes=12, gpus_per_node=8, tenants=3, reports_per_node=6, seed=3)
+    codec = ReportCodec()
+    reports = list(fleet_reports(spec))
+    bad = _bad_frames(codec, reports[0])
+    emitted = EmittedTotals()
+    with ReportPublisher(worker_settings.bootstrap, worker_settings.topic) as publisher:
+        for i, report in enumerate(reports):
+            emitted.add_report(report)
+            publisher.publish(report["node_id"].encode(), codec.encode(report))
+            if i % 20 == 5:  # interleave the bad ones among good reports
+                for frame in bad.values():
+                    publisher.publish(report["node_id"].encode(), frame)
+        publisher.flush()
+        end_offsets = dict(publisher.end_offsets)
+    bad_sent = publisher.sent - len(reports)
+    _wait(worker_settings, end_offsets, worker)
+
+    assert differences(emitted.by_key, warehouse_totals(warehouse)) == []
+    by_reason = dict(
+        warehouse.execute("SELECT reason, count() FROM rejected_reports FINAL GROUP BY reason")
+    )
+    assert by_reason == {reason: bad_sent // 3 for reason in bad}
+    negative_row = warehouse.execute(
+        "SELECT node_id, seq, detail FROM rejected_reports FINAL WHERE reason = %(r)s LIMIT 1",
+        {"r": reasons.NEGATIVE_COUNTER},
+    )
+    assert negative_row[0][:2] == (reports[0]["node_id"], 10_000)
+    assert "busy_us" in negative_row[0][2]
+
+    dead = _read_topic(worker_settings.bootstrap, worker_settings.dlq_topic, bad_sent)
+    assert len(dead) == bad_sent
+    for record in dead:
+        headers = parse_headers(record.headers)
+        assert record.value == bad[headers["reason"]]  # original bytes, untouched
+        assert headers["topic"] == worker_settings.topic and int(headers["offset"]) >= 0
+    assert worker.alive()
+
+
+def _read_topic(bootstrap: str, topic: str, expected: int, timeout_s: float = 30.0) -> list:
+    consumer = KafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+        enable_auto_commit=False, consumer_timeout_ms=1_000,
+    )  # fmt: skip
+    records: list = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(records) < expected and time.monotonic() < deadline:
+            records.extend(consumer)
+    finally:
+        consumer.close()
+    return records

