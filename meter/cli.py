@@ -27,6 +27,26 @@ def _flag(parser: argparse.ArgumentParser, flag: str, env: str, **kwargs: object
     parser.add_argument(flag, default=default, help=f"{help_text} [env METER_{env}]", **kwargs)  # type: ignore[arg-type]
 
 
+def _fleet_flags(parser: argparse.ArgumentParser) -> None:
+    _flag(parser, "--nodes", "FLEET_NODES", default="100", type=int, help="GPU nodes")
+    _flag(parser, "--gpus", "FLEET_GPUS", default="8", type=int, help="GPUs per node")
+    _flag(parser, "--tenants", "FLEET_TENANTS", default="3", type=int, help="tenants")
+    _flag(parser, "--reports", "FLEET_REPORTS", default="30", type=int, help="reports per node")
+    _flag(parser, "--seed", "FLEET_SEED", default="7", type=int, help="fleet seed")
+
+
+def _fleet_spec(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from agent.fleet import FleetSpec
+
+    return FleetSpec(
+        nodes=args.nodes,
+        gpus_per_node=args.gpus,
+        tenants=args.tenants,
+        reports_per_node=args.reports,
+        seed=args.seed,
+    )
+
+
 def _stack_dir(parser: argparse.ArgumentParser) -> None:
     _flag(parser, "--stack-dir", "STACK_DIR", default=".stack", help="folder of the local stack")
 
@@ -56,12 +76,15 @@ def build_parser() -> argparse.ArgumentParser:
           help="event-time lateness bound, seconds")  # fmt: skip
     _stack_dir(worker)
 
+    fleet = sub.add_parser("fleet", help="publish a simulated fleet; write what it emitted")
+    _fleet_flags(fleet)
+    _flag(fleet, "--bootstrap", "BOOTSTRAP", help="Kafka bootstrap host:port")
+    _flag(fleet, "--topic", "TOPIC", default="gpu-usage", help="usage report topic")
+    _flag(fleet, "--totals-out", "TOTALS_OUT", default="", help="JSON file for emitted totals")
+    _stack_dir(fleet)
+
     demo = sub.add_parser("demo", help="simulated fleet through the whole pipeline, checked")
-    _flag(demo, "--nodes", "DEMO_NODES", default="100", type=int, help="GPU nodes")
-    _flag(demo, "--gpus", "DEMO_GPUS", default="8", type=int, help="GPUs per node")
-    _flag(demo, "--tenants", "DEMO_TENANTS", default="3", type=int, help="tenants")
-    _flag(demo, "--reports", "DEMO_REPORTS", default="30", type=int, help="reports per node")
-    _flag(demo, "--seed", "DEMO_SEED", default="7", type=int, help="fleet seed")
+    _fleet_flags(demo)
     _flag(demo, "--database", "DEMO_DATABASE", default="demo", help="database (recreated)")
     demo.add_argument("--keep-stack", action="store_true", help="leave the stack running")
     _stack_dir(demo)
@@ -110,19 +133,12 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
-    from stack import LocalStack
     from streams.processor import ProcessorSettings
     from streams.settings import WorkerSettings
     from streams.worker import run_worker
 
-    bootstrap = args.bootstrap
-    if not bootstrap:
-        info = LocalStack(Path(args.stack_dir)).running()
-        if info is None:
-            raise MeterError("no --bootstrap given and no local stack running (meter stack up)")
-        bootstrap = info.bootstrap
     settings = WorkerSettings(
-        bootstrap=bootstrap,
+        bootstrap=_bootstrap(args),
         topic=args.topic,
         dlq_topic=args.dlq_topic,
         app_id=args.app_id,
@@ -135,18 +151,38 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bootstrap(args: argparse.Namespace) -> str:
+    from stack import LocalStack
+
+    if args.bootstrap:
+        return str(args.bootstrap)
+    info = LocalStack(Path(args.stack_dir)).running()
+    if info is None:
+        raise MeterError("no --bootstrap given and no local stack running (meter stack up)")
+    return info.bootstrap
+
+
+def _cmd_fleet(args: argparse.Namespace) -> int:
+    from agent.fleet import spec_dict
+    from meter.runner import publish_fleet
+
+    spec = _fleet_spec(args)
+    emitted, end_offsets = publish_fleet(
+        spec, _bootstrap(args), args.topic, lambda n: print(f"published {n:,} reports", flush=True)
+    )
+    print(f"published {emitted.reports:,} reports, {emitted.samples:,} samples; ends {end_offsets}")
+    if args.totals_out:
+        emitted.write(Path(args.totals_out), {"spec": spec_dict(spec), "topic": args.topic})
+        print(f"emitted totals written to {args.totals_out}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from agent.fleet import FleetSpec
     from meter.demo import DemoOptions, main_demo
 
-    spec = FleetSpec(
-        nodes=args.nodes,
-        gpus_per_node=args.gpus,
-        tenants=args.tenants,
-        reports_per_node=args.reports,
-        seed=args.seed,
+    options = DemoOptions(
+        spec=_fleet_spec(args), database=args.database, keep_stack=args.keep_stack
     )
-    options = DemoOptions(spec=spec, database=args.database, keep_stack=args.keep_stack)
     return main_demo(options, Path(args.stack_dir))
 
 
@@ -154,6 +190,7 @@ COMMANDS = {
     "stack": _cmd_stack,
     "migrate": _cmd_migrate,
     "worker": _cmd_worker,
+    "fleet": _cmd_fleet,
     "demo": _cmd_demo,
 }
 

