@@ -74,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(worker, "--datadir", "DATADIR", default=".stack/faust", help="Faust data folder")
     _flag(worker, "--lateness-s", "LATENESS_S", default="600", type=float,
           help="event-time lateness bound, seconds")  # fmt: skip
+    _flag(worker, "--metrics-port", "METRICS_PORT", default=None, type=int,
+          help="serve Prometheus /metrics on this port")  # fmt: skip
+    _flag(worker, "--metrics-host", "METRICS_HOST", default="127.0.0.1",
+          help="address for /metrics")  # fmt: skip
     _stack_dir(worker)
 
     fleet = sub.add_parser("fleet", help="publish a simulated fleet; write what it emitted")
@@ -146,6 +150,8 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         clickhouse=_clickhouse_settings(args),
         datadir=Path(args.datadir),
         processor=ProcessorSettings(lateness_us=int(args.lateness_s * US_PER_SECOND)),
+        metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
     )
     run_worker(settings, loglevel=args.log_level.lower())
     return 0

@@ -9,11 +9,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
-from meter.windows import split_counters, window_start
+from meter.windows import split_counters
 
 SUMMED = ("allocated_us", "busy_us", "unhealthy_us", "energy_mj")
 # Column order of a sums list: the SUMMED counters, then the sample count.
 SAMPLE_COUNT = len(SUMMED)
+WIDTH = SAMPLE_COUNT + 1
 
 
 class RollupKey(NamedTuple):
@@ -24,29 +25,35 @@ class RollupKey(NamedTuple):
 
 
 def empty_sums() -> list[int]:
-    return [0] * (len(SUMMED) + 1)
+    return [0] * WIDTH
 
 
-def add_sample(
-    sums_by_key: dict[RollupKey, list[int]],
-    cluster: str,
-    sample: Mapping[str, Any],
-    width_us: int,
-) -> list[RollupKey]:
-    """Add one sample; returns the keys whose sums it changed."""
-    start, end = sample["tick_start_us"], sample["tick_end_us"]
+def sample_pieces(
+    cluster: str, sample: Mapping[str, Any], width_us: int
+) -> list[tuple[RollupKey, list[int]]]:
+    """What one sample adds to each window it touches: SUMMED parts, then its count.
+
+    The sample is counted once, in the window holding its tick start (the first piece).
+    """
     tenant, sku = sample["tenant_id"], sample["sku"]
     values = [sample[name] for name in SUMMED]
-    touched = []
-    for w, parts in split_counters(values, start, end, width_us):
-        key = RollupKey(tenant, sku, cluster, w)
-        sums = sums_by_key.setdefault(key, empty_sums())
+    pieces = [
+        (RollupKey(tenant, sku, cluster, w), [*parts, 0])
+        for w, parts in split_counters(
+            values, sample["tick_start_us"], sample["tick_end_us"], width_us
+        )
+    ]
+    pieces[0][1][SAMPLE_COUNT] = 1
+    return pieces
+
+
+def add_into(sums_by_key: dict[RollupKey, list[int]], key: RollupKey, parts: list[int]) -> None:
+    sums = sums_by_key.get(key)
+    if sums is None:
+        sums_by_key[key] = list(parts)
+    else:
         for i, part in enumerate(parts):
             sums[i] += part
-        touched.append(key)
-    # touched[0] is the window holding the tick start, where the sample is counted.
-    sums_by_key[touched[0]][SAMPLE_COUNT] += 1
-    return touched
 
 
 def aggregate_reports(
@@ -56,9 +63,6 @@ def aggregate_reports(
     sums_by_key: dict[RollupKey, list[int]] = {}
     for report in reports:
         for sample in report["samples"]:
-            add_sample(sums_by_key, report["cluster"], sample, width_us)
+            for key, parts in sample_pieces(report["cluster"], sample, width_us):
+                add_into(sums_by_key, key, parts)
     return sums_by_key
-
-
-def earliest_window(report: Mapping[str, Any], width_us: int) -> int:
-    return window_start(min(s["tick_start_us"] for s in report["samples"]), width_us)

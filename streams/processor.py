@@ -1,21 +1,23 @@
-"""One input partition's processing: decode → validate → aggregate into open windows.
+"""One input partition's processing: decode → validate → dedupe → aggregate.
 
 Parameters (:class:`ProcessorSettings`), logic (:class:`PartitionProcessor`) and state
-(:class:`PartitionState`, a plain snapshot-able dataclass) are separate objects, so the
-state can later be stored and restored without touching the logic. No Kafka, no
-ClickHouse: a batch of :class:`SourceMessage` in, a :class:`BatchOutcome` out.
+(:class:`~streams.state.PartitionState`) are separate objects. No Kafka, no ClickHouse: a
+batch of :class:`SourceMessage` in, a :class:`BatchOutcome` out.
 
-Windows are event-time, 1 minute by default. A window stays open until the partition's
-event time (the latest report end seen) has passed its end by the lateness bound; then it
-is dropped from memory (its last cumulative row is already written). A report that would
-touch a closed window is rejected as ``late_beyond_bound``, never folded into a stored
-partial and never dropped silently.
+The outcome is a function of the partition's message sequence alone, never of where the
+batches were cut or of the wall clock: windows close per message, and "the future" is
+judged against the record's log timestamp. That is what makes a replay after a crash
+write exactly the rows the first attempt wrote (see ``streams/EXACTLY_ONCE.md``).
+
+Windows are event-time, 1 minute by default. A window closes once the partition's event
+time (the latest report end accepted) has passed its end by the lateness bound. A sample
+piece that belongs to a closed window is metered as an *adjustment* for that window,
+keyed by its source offset; it never rewrites the closed window's stored partial.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,12 +25,10 @@ from meter import reasons
 from meter.errors import ConfigError, RejectedReport
 from meter.units import US_PER_MINUTE
 from schemas import ReportCodec
-from streams.aggregate import RollupKey, add_sample, earliest_window
+from streams.aggregate import RollupKey, add_into, sample_pieces
+from streams.seqtrack import GapRow, NodeSeq, SeqVerdict
+from streams.state import PartitionState
 from streams.validate import ReportLimits, validate_report
-
-
-def wall_clock_us() -> int:
-    return time.time_ns() // 1_000
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,7 @@ class SourceMessage:
     offset: int
     key: bytes | None
     value: bytes
+    timestamp_us: int  # the record's log timestamp
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,16 @@ class RollupRow:
 
 
 @dataclass(frozen=True)
+class AdjustmentRow:
+    """Usage of one late report for one already-closed window."""
+
+    key: RollupKey
+    partition: int
+    offset: int
+    sums: tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class ProcessorSettings:
     window_us: int = US_PER_MINUTE
     lateness_us: int = 10 * US_PER_MINUTE
@@ -74,23 +85,28 @@ class ProcessorSettings:
 
 
 @dataclass
-class PartitionState:
-    partition: int
-    windows: dict[RollupKey, list[int]] = field(default_factory=dict)
-    applied_offset: int = -1
-    max_event_us: int = 0
-    closed_before_us: int = 0
-
-
-@dataclass
 class BatchOutcome:
+    topic: str
     partition: int
+    applied_offset: int = -1
+    ledger: list[tuple[Any, ...]] = field(default_factory=list)
     rollups: list[RollupRow] = field(default_factory=list)
+    adjustments: list[AdjustmentRow] = field(default_factory=list)
+    gap_rows: list[GapRow] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
     accepted_reports: int = 0
     accepted_samples: int = 0
+    duplicate_reports: int = 0
+    late_reports: int = 0
     skipped_replays: int = 0
-    closed_windows: int = 0
+
+
+# Column order of a ledger row (see warehouse/migrations/0004_exactly_once.sql).
+LEDGER_COLUMNS = (
+    "node_id", "boot_id", "seq", "gpu_uuid", "tick_start_us", "tick_end_us", "gpu_index",
+    "cluster", "sku", "tenant_id", "job_id", "allocated_us", "busy_us", "unhealthy_us",
+    "energy_mj", "memory_peak_bytes", "source_partition", "source_offset", "late",
+)  # fmt: skip
 
 
 class PartitionProcessor:
@@ -99,65 +115,135 @@ class PartitionProcessor:
         state: PartitionState,
         settings: ProcessorSettings,
         codec: ReportCodec | None = None,
-        clock_us: Callable[[], int] = wall_clock_us,
     ) -> None:
         self.state = state
         self.settings = settings
         self.codec = codec or ReportCodec()
-        self._clock_us = clock_us
 
     def process(self, messages: Iterable[SourceMessage]) -> BatchOutcome:
-        state, settings = self.state, self.settings
-        outcome = BatchOutcome(state.partition)
-        touched: set[RollupKey] = set()
-        now_us = self._clock_us()
-        last_offset = state.applied_offset
+        state = self.state
+        outcome = BatchOutcome(state.topic, state.partition)
+        touched: dict[RollupKey, list[int]] = {}  # key -> its sums list (live or closed)
         for message in messages:
             if message.offset <= state.applied_offset:
                 outcome.skipped_replays += 1
                 continue
-            last_offset = max(last_offset, message.offset)
-            report: dict[str, Any] | None = None
-            try:
-                report = self.codec.decode(message.value)
-                validate_report(report, settings.limits, now_us)
-                if report["samples"]:
-                    first = earliest_window(report, settings.window_us)
-                    if first < state.closed_before_us:
-                        raise RejectedReport(
-                            reasons.LATE_BEYOND_BOUND,
-                            f"window {first} us closed (partition closed before "
-                            f"{state.closed_before_us} us)",
-                        )
-            except RejectedReport as rejected:
-                outcome.rejections.append(_rejection(message, rejected, report))
-                continue
-            for sample in report["samples"]:
-                touched.update(
-                    add_sample(state.windows, report["cluster"], sample, settings.window_us)
-                )
-            state.max_event_us = max(state.max_event_us, report["interval_end_us"])
-            outcome.accepted_reports += 1
-            outcome.accepted_samples += len(report["samples"])
-        state.applied_offset = last_offset
+            self._one(message, outcome, touched)
+            state.applied_offset = message.offset
+        outcome.applied_offset = state.applied_offset
+        # A window closed during the batch is gone from state.windows, but its last sums
+        # are still in ``touched``: they are its final row.
         outcome.rollups = [
-            RollupRow(key, state.partition, tuple(state.windows[key]), last_offset)
+            RollupRow(key, state.partition, tuple(touched[key]), state.applied_offset)
             for key in sorted(touched)
         ]
-        outcome.closed_windows = self._close_windows()
+        counters = state.counters
+        counters["accepted_reports"] += outcome.accepted_reports
+        counters["accepted_samples"] += outcome.accepted_samples
+        counters["duplicate_reports"] += outcome.duplicate_reports
+        counters["late_reports"] += outcome.late_reports
+        counters["rejected_reports"] += len(outcome.rejections)
         return outcome
 
-    def _close_windows(self) -> int:
+    def _one(
+        self, message: SourceMessage, outcome: BatchOutcome, touched: dict[RollupKey, list[int]]
+    ) -> None:
+        report: dict[str, Any] | None = None
+        try:
+            report = self.codec.decode(message.value)
+            validate_report(report, self.settings.limits, message.timestamp_us)
+        except RejectedReport as rejected:
+            if report is not None and rejected.reason != reasons.INVALID_IDENTITY:
+                # A rejected report is accounted for: its seq is not missing data.
+                verdict = self._observe_seq(report, message, outcome)
+                if verdict is SeqVerdict.DUPLICATE:
+                    outcome.duplicate_reports += 1
+                    return
+            outcome.rejections.append(_rejection(message, rejected, report))
+            return
+        if self._observe_seq(report, message, outcome) is SeqVerdict.DUPLICATE:
+            outcome.duplicate_reports += 1
+            return
+        self._meter(report, message, outcome, touched)
+
+    def _observe_seq(
+        self, report: dict[str, Any], message: SourceMessage, outcome: BatchOutcome
+    ) -> SeqVerdict:
+        node_key = (report["node_id"], report["boot_id"])
+        tracker = self.state.nodes.get(node_key)
+        if tracker is None:
+            tracker = self.state.nodes[node_key] = NodeSeq()
+        verdict, rows = tracker.observe(
+            *node_key, report["seq"], message.timestamp_us, message.offset
+        )
+        outcome.gap_rows.extend(rows)
+        return verdict
+
+    def _meter(
+        self,
+        report: dict[str, Any],
+        message: SourceMessage,
+        outcome: BatchOutcome,
+        touched: dict[RollupKey, list[int]],
+    ) -> None:
+        state, width = self.state, self.settings.window_us
+        cluster, node, boot, seq = (
+            report["cluster"], report["node_id"], report["boot_id"], report["seq"]
+        )  # fmt: skip
+        late: dict[RollupKey, list[int]] = {}
+        for s in report["samples"]:
+            is_late = False
+            for key, parts in sample_pieces(cluster, s, width):
+                if key.window_start_us < state.closed_before_us:
+                    add_into(late, key, parts)
+                    is_late = True
+                else:
+                    add_into(state.windows, key, parts)
+                    touched[key] = state.windows[key]
+            outcome.ledger.append(
+                (
+                    node,
+                    boot,
+                    seq,
+                    s["gpu_uuid"],
+                    s["tick_start_us"],
+                    s["tick_end_us"],
+                    s["gpu_index"],
+                    cluster,
+                    s["sku"],
+                    s["tenant_id"],
+                    s["job_id"],
+                    s["allocated_us"],
+                    s["busy_us"],
+                    s["unhealthy_us"],
+                    s["energy_mj"],
+                    s["memory_peak_bytes"],
+                    state.partition,
+                    message.offset,
+                    int(is_late),
+                )
+            )
+        if late:
+            outcome.late_reports += 1
+            outcome.adjustments.extend(
+                AdjustmentRow(key, state.partition, message.offset, tuple(sums))
+                for key, sums in sorted(late.items())
+            )
+        outcome.accepted_reports += 1
+        outcome.accepted_samples += len(report["samples"])
+        if report["interval_end_us"] > state.max_event_us:
+            state.max_event_us = report["interval_end_us"]
+            self._close_windows()
+
+    def _close_windows(self) -> None:
         state, width = self.state, self.settings.window_us
         horizon = state.max_event_us - self.settings.lateness_us
         closed_before = horizon - horizon % width
         if closed_before <= state.closed_before_us:
-            return 0
+            return
         state.closed_before_us = closed_before
-        stale = [key for key in state.windows if key.window_start_us < closed_before]
-        for key in stale:
+        for key in [k for k in state.windows if k.window_start_us < closed_before]:
             del state.windows[key]
-        return len(stale)
 
 
 def _rejection(

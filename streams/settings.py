@@ -30,6 +30,8 @@ class WorkerSettings:
     session_timeout_s: float = 2.0
     heartbeat_interval_s: float = 0.5
     commit_interval_s: float = 1.0
+    metrics_port: int | None = None  # Prometheus /metrics on this port; None: no web server
+    metrics_host: str = "127.0.0.1"
 
     def __post_init__(self) -> None:
         for name in ("topic", "app_id"):

@@ -1,7 +1,9 @@
-"""Writing a batch's outcome to ClickHouse: rejected reports, then touched rollup rows.
+"""Writing a batch's outcome to ClickHouse, every table idempotent, the state last.
 
-Both tables are ReplacingMergeTree keyed so that writing the same batch again rewrites the
-same rows: a retry after a timeout, or a batch redelivered after a crash, is harmless.
+Order: rejected reports → ledger → rollup partials → adjustments → seq gaps → partition
+state. Each table is a ReplacingMergeTree keyed so that writing the same batch again
+rewrites the same rows; the partition state is written last, so a crash anywhere before it
+makes the next owner of the partition replay the batch and rewrite identical rows.
 """
 
 from __future__ import annotations
@@ -12,24 +14,39 @@ from datetime import UTC, datetime
 
 from meter.units import US_PER_SECOND
 from streams.aggregate import SAMPLE_COUNT
-from streams.processor import BatchOutcome, wall_clock_us
+from streams.processor import LEDGER_COLUMNS, BatchOutcome
+from streams.state import PartitionState
 from warehouse.client import Warehouse
 
-ROLLUP_TABLE = "usage_rollup_partials"
 ROLLUP_COLUMNS = (
     "tenant_id", "sku", "cluster", "window_start", "source_partition",
     "allocated_us", "busy_us", "unhealthy_us", "energy_mj", "sample_count",
     "version", "written_at",
 )  # fmt: skip
-REJECTED_TABLE = "rejected_reports"
+ADJUSTMENT_COLUMNS = (
+    "tenant_id", "sku", "cluster", "window_start", "source_partition", "source_offset",
+    "allocated_us", "busy_us", "unhealthy_us", "energy_mj", "sample_count", "recorded_at",
+)  # fmt: skip
 REJECTED_COLUMNS = (
     "source_topic", "source_partition", "source_offset", "reason", "detail",
     "node_id", "boot_id", "seq", "payload_size", "payload_sha256", "payload", "rejected_at",
 )  # fmt: skip
+GAP_COLUMNS = (
+    "node_id", "boot_id", "first_missing", "last_missing", "first_seen", "is_open",
+    "source_partition", "version", "updated_at",
+)  # fmt: skip
+STATE_COLUMNS = (
+    "topic", "partition", "applied_offset", "accepted_reports", "accepted_samples",
+    "duplicate_reports", "late_reports", "rejected_reports", "open_gaps", "state", "written_at",
+)  # fmt: skip
 
 
-def _utc(t_us: int) -> datetime:
+def utc(t_us: int) -> datetime:
     return datetime.fromtimestamp(t_us // US_PER_SECOND, tz=UTC)
+
+
+def wall_clock_us() -> int:
+    return int(datetime.now(tz=UTC).timestamp() * US_PER_SECOND)
 
 
 class WarehouseSink:
@@ -37,38 +54,111 @@ class WarehouseSink:
         self.warehouse = warehouse
         self._clock_us = clock_us
 
-    def write(self, outcome: BatchOutcome) -> None:
-        now = _utc(self._clock_us())
-        rejected = [
-            (
-                r.message.topic,
-                r.message.partition,
-                r.message.offset,
-                r.reason,
-                r.detail,
-                r.node_id,
-                r.boot_id,
-                r.seq,
-                len(r.message.value),
-                hashlib.sha256(r.message.value).hexdigest(),
-                r.message.value,
-                now,
-            )
-            for r in outcome.rejections
-        ]
-        self.warehouse.insert(REJECTED_TABLE, REJECTED_COLUMNS, rejected)
-        rollups = [
-            (
-                row.key.tenant_id,
-                row.key.sku,
-                row.key.cluster,
-                _utc(row.key.window_start_us),
-                row.partition,
-                *row.sums[:SAMPLE_COUNT],
-                row.sums[SAMPLE_COUNT],
-                row.version,
-                now,
-            )
-            for row in outcome.rollups
-        ]
-        self.warehouse.insert(ROLLUP_TABLE, ROLLUP_COLUMNS, rollups)
+    def write(self, outcome: BatchOutcome, state: PartitionState) -> None:
+        now = utc(self._clock_us())
+        insert = self.warehouse.insert
+        insert(
+            "rejected_reports",
+            REJECTED_COLUMNS,
+            [
+                (
+                    r.message.topic,
+                    r.message.partition,
+                    r.message.offset,
+                    r.reason,
+                    r.detail,
+                    r.node_id,
+                    r.boot_id,
+                    max(r.seq, -1),
+                    len(r.message.value),
+                    hashlib.sha256(r.message.value).hexdigest(),
+                    r.message.value,
+                    now,
+                )
+                for r in outcome.rejections
+            ],
+        )
+        insert("usage_ledger", LEDGER_COLUMNS, outcome.ledger)
+        insert(
+            "usage_rollup_partials",
+            ROLLUP_COLUMNS,
+            [
+                (
+                    *row.key[:3],
+                    utc(row.key.window_start_us),
+                    row.partition,
+                    *row.sums[:SAMPLE_COUNT],
+                    row.sums[SAMPLE_COUNT],
+                    row.version,
+                    now,
+                )
+                for row in outcome.rollups
+            ],
+        )
+        insert(
+            "usage_adjustments",
+            ADJUSTMENT_COLUMNS,
+            [
+                (
+                    *row.key[:3],
+                    utc(row.key.window_start_us),
+                    row.partition,
+                    row.offset,
+                    *row.sums[:SAMPLE_COUNT],
+                    row.sums[SAMPLE_COUNT],
+                    now,
+                )
+                for row in outcome.adjustments
+            ],
+        )
+        insert(
+            "seq_gaps",
+            GAP_COLUMNS,
+            [
+                (
+                    g.node_id,
+                    g.boot_id,
+                    g.first_missing,
+                    g.last_missing,
+                    utc(g.first_seen_us),
+                    int(g.is_open),
+                    outcome.partition,
+                    g.version,
+                    now,
+                )
+                for g in outcome.gap_rows
+            ],
+        )
+        c = state.counters
+        insert(
+            "partition_state",
+            STATE_COLUMNS,
+            [
+                (
+                    state.topic,
+                    state.partition,
+                    state.applied_offset,
+                    c["accepted_reports"],
+                    c["accepted_samples"],
+                    c["duplicate_reports"],
+                    c["late_reports"],
+                    c["rejected_reports"],
+                    state.open_gaps(),
+                    state.to_snapshot(),
+                    now,
+                )
+            ],
+        )
+
+
+def load_state(warehouse: Warehouse, topic: str, partition: int) -> PartitionState:
+    """The partition's latest stored state, or a fresh one if it was never processed."""
+    rows = warehouse.execute(
+        "SELECT hex(argMax(state, applied_offset)), count() FROM partition_state "
+        "WHERE topic = %(topic)s AND partition = %(partition)s",
+        {"topic": topic, "partition": partition},
+    )
+    blob_hex, count = rows[0]
+    if not count:
+        return PartitionState(topic, partition)
+    return PartitionState.from_snapshot(bytes.fromhex(blob_hex))

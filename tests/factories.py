@@ -52,8 +52,10 @@ def make_report(
     return report
 
 
-def messages(values: list[bytes], partition: int = 0, first_offset: int = 0) -> list[SourceMessage]:
+def messages(
+    values: list[bytes], partition: int = 0, first_offset: int = 0, timestamp_us: int = NOW_US
+) -> list[SourceMessage]:
     return [
-        SourceMessage("usage", partition, first_offset + i, b"node", value)
+        SourceMessage("usage", partition, first_offset + i, b"node", value, timestamp_us)
         for i, value in enumerate(values)
     ]

@@ -49,14 +49,18 @@ def test_fleet_totals_in_clickhouse_equal_what_was_emitted(worker_settings, work
     assert warehouse.execute("SELECT count() FROM rejected_reports") == [(0,)]
 
 
-def _bad_frames(codec: ReportCodec, good_report: dict) -> dict[str, bytes]:
+BAD_NODE = "sc1-node-bad"
+
+
+def _bad_frames(codec: ReportCodec, good_report: dict, n: int) -> dict[str, bytes]:
+    """Three bad messages; the negative-counter one is report ``n`` of a node of its own."""
     unknown = bytearray(codec.encode(good_report))
     unknown[2:10] = bytes.fromhex("0123456789abcdef")
-    negative = {**good_report, "seq": 10_000}
+    negative = {**good_report, "node_id": BAD_NODE, "seq": n}
     negative["samples"] = [dict(s) for s in good_report["samples"]]
     negative["samples"][3]["busy_us"] = -1
     return {
-        reasons.BAD_MAGIC: b"\x00\xffthis is not a usage report",
+        reasons.BAD_MAGIC: b"\x00\xffthis is not a usage report %d" % n,
         reasons.UNKNOWN_SCHEMA: bytes(unknown),
         reasons.NEGATIVE_COUNTER: codec.encode(negative),
     }
@@ -68,15 +72,19 @@ def test_bad_messages_go_to_the_dead_letter_topic_and_table_good_ones_stay_exact
     spec = FleetSpec(nodes=12, gpus_per_node=8, tenants=3, reports_per_node=6, seed=3)
     codec = ReportCodec()
     reports = list(fleet_reports(spec))
-    bad = _bad_frames(codec, reports[0])
     emitted = EmittedTotals()
+    bad_values: dict[bytes, str] = {}
+    rounds = 0
     with ReportPublisher(worker_settings.bootstrap, worker_settings.topic) as publisher:
         for i, report in enumerate(reports):
             emitted.add_report(report)
             publisher.publish(report["node_id"].encode(), codec.encode(report))
             if i % 20 == 5:  # interleave the bad ones among good reports
-                for frame in bad.values():
-                    publisher.publish(report["node_id"].encode(), frame)
+                bad = _bad_frames(codec, reports[0], rounds)
+                rounds += 1
+                for reason, frame in bad.items():
+                    bad_values[frame] = reason
+                    publisher.publish(BAD_NODE.encode(), frame)
         publisher.flush()
         end_offsets = dict(publisher.end_offsets)
     bad_sent = publisher.sent - len(reports)
@@ -86,19 +94,24 @@ def test_bad_messages_go_to_the_dead_letter_topic_and_table_good_ones_stay_exact
     by_reason = dict(
         warehouse.execute("SELECT reason, count() FROM rejected_reports FINAL GROUP BY reason")
     )
-    assert by_reason == {reason: bad_sent // 3 for reason in bad}
-    negative_row = warehouse.execute(
-        "SELECT node_id, seq, detail FROM rejected_reports FINAL WHERE reason = %(r)s LIMIT 1",
+    assert by_reason == {
+        reasons.BAD_MAGIC: rounds,
+        reasons.UNKNOWN_SCHEMA: rounds,
+        reasons.NEGATIVE_COUNTER: rounds,
+    }
+    negative_rows = warehouse.execute(
+        "SELECT node_id, seq, detail FROM rejected_reports FINAL WHERE reason = %(r)s ORDER BY seq",
         {"r": reasons.NEGATIVE_COUNTER},
     )
-    assert negative_row[0][:2] == (reports[0]["node_id"], 10_000)
-    assert "busy_us" in negative_row[0][2]
+    assert [(node, seq) for node, seq, _ in negative_rows] == [(BAD_NODE, n) for n in range(rounds)]
+    assert all("busy_us" in detail for *_, detail in negative_rows)
+    assert warehouse.execute("SELECT count() FROM open_seq_gaps") == [(0,)]
 
     dead = _read_topic(worker_settings.bootstrap, worker_settings.dlq_topic, bad_sent)
     assert len(dead) == bad_sent
     for record in dead:
         headers = parse_headers(record.headers)
-        assert record.value == bad[headers["reason"]]  # original bytes, untouched
+        assert bad_values[record.value] == headers["reason"]  # original bytes, untouched
         assert headers["topic"] == worker_settings.topic and int(headers["offset"]) >= 0
     assert worker.alive()
 

@@ -3,7 +3,8 @@ import pytest
 from meter.errors import MigrationError
 from streams.aggregate import RollupKey
 from streams.processor import BatchOutcome, Rejection, RollupRow, SourceMessage
-from streams.sink import WarehouseSink
+from streams.sink import WarehouseSink, load_state
+from streams.state import PartitionState
 from warehouse import migrate as migrate_module
 from warehouse.migrate import Migration, available, migrate
 
@@ -27,26 +28,37 @@ def test_an_edited_applied_migration_is_refused(warehouse, monkeypatch):
 
 def _outcome(allocated_us: int, version: int) -> BatchOutcome:
     key = RollupKey("aurora-labs", "H100", "sc1", T0_US)
-    rejected = Rejection(SourceMessage("usage", 0, 3, b"k", b"\xc3\x01\xff\x00garbage"), "bad", "d")
+    message = SourceMessage("usage", 0, 3, b"k", b"\xc3\x01\xff\x00garbage", 0)
     return BatchOutcome(
+        topic="usage",
         partition=0,
+        applied_offset=version,
         rollups=[RollupRow(key, 0, (allocated_us, 1, 0, 5, 1), version)],
-        rejections=[rejected],
+        rejections=[Rejection(message, "bad", "d")],
     )
+
+
+def _state(applied_offset: int) -> PartitionState:
+    state = PartitionState("usage", 0, applied_offset=applied_offset)
+    state.counters["accepted_reports"] = applied_offset
+    return state
 
 
 def test_sink_rewrites_are_idempotent_and_the_highest_version_wins(warehouse):
     sink = WarehouseSink(warehouse)
-    sink.write(_outcome(10, version=3))
-    sink.write(_outcome(10, version=3))  # a retried batch
-    sink.write(_outcome(25, version=7))  # the window grew
-    sink.write(_outcome(10, version=3))  # an old batch redelivered late must not win
+    sink.write(_outcome(10, version=3), _state(3))
+    sink.write(_outcome(10, version=3), _state(3))  # a retried batch
+    sink.write(_outcome(25, version=7), _state(7))  # the window grew
+    sink.write(_outcome(10, version=3), _state(3))  # an old batch redelivered late must not win
     assert warehouse.execute("SELECT allocated_us, sample_count FROM usage_by_minute") == [(25, 1)]
     rows = warehouse.execute(
         "SELECT reason, lower(hex(payload)), payload_size FROM rejected_reports FINAL"
     )
     assert rows == [("bad", b"\xc3\x01\xff\x00garbage".hex(), 11)]
     assert warehouse.execute("SELECT reason, reports FROM rejected_by_reason") == [("bad", 1)]
+    # The partition state with the highest applied offset is the one a new owner resumes.
+    assert load_state(warehouse, "usage", 0) == _state(7)
+    assert load_state(warehouse, "usage", 1) == PartitionState("usage", 1)
 
 
 def test_finance_user_cannot_write(stack, warehouse):

@@ -46,7 +46,7 @@ def test_packaged_migrations_are_numbered_without_gaps():
 
 def test_dead_letter_headers_round_trip():
     rejection = Rejection(
-        SourceMessage("usage", 4, 77, b"k", b"v"), "negative_counter", "sample 0: x",
+        SourceMessage("usage", 4, 77, b"k", b"v", 0), "negative_counter", "sample 0: x",
         node_id="n1", boot_id="b1", seq=12,
     )  # fmt: skip
     headers = parse_headers(dead_letter_headers(rejection))

@@ -1,9 +1,12 @@
+import random
+
 from meter import reasons
 from meter.units import US_PER_MINUTE, US_PER_SECOND
 from schemas import ReportCodec
 from streams.aggregate import RollupKey, aggregate_reports
-from streams.processor import PartitionProcessor, PartitionState, ProcessorSettings
-from tests.factories import NOW_US, TICK_US, make_report, make_sample, messages
+from streams.processor import PartitionProcessor, ProcessorSettings
+from streams.state import PartitionState
+from tests.factories import TICK_US, make_report, make_sample, messages
 
 T0 = make_sample()["tick_start_us"]  # minute-aligned
 W = US_PER_MINUTE
@@ -12,9 +15,7 @@ CODEC = ReportCodec()
 
 def processor(lateness_us: int = 10 * W) -> PartitionProcessor:
     return PartitionProcessor(
-        PartitionState(partition=3),
-        ProcessorSettings(lateness_us=lateness_us),
-        clock_us=lambda: NOW_US,
+        PartitionState("usage", partition=3), ProcessorSettings(lateness_us=lateness_us)
     )
 
 
@@ -29,6 +30,7 @@ def test_batch_becomes_cumulative_rows_versioned_by_offset():
     p = processor()
     out = p.process(messages(encoded(r1, r2), first_offset=100))
     assert out.accepted_reports == 2 and out.accepted_samples == 3 and not out.rejections
+    assert len(out.ledger) == 3 and out.applied_offset == 101
     rows = {row.key.window_start_us: row for row in out.rollups}
     assert rows[T0].sums == (2 * TICK_US, TICK_US, 0, 8_000_000, 2)
     assert rows[T0 + W].sums == (TICK_US, TICK_US // 2, 0, 4_000_000, 1)
@@ -36,7 +38,8 @@ def test_batch_becomes_cumulative_rows_versioned_by_offset():
     assert {row.partition for row in out.rollups} == {3}
 
     # The next batch touches minute 1 only: its row carries the running total.
-    out2 = p.process(messages(encoded(make_report([make_sample(T0 + W + TICK_US)], seq=2)), 0, 102))
+    r3 = make_report([make_sample(T0 + W + TICK_US)], seq=2)
+    out2 = p.process(messages(encoded(r3), 0, 102))
     assert [(r.key.window_start_us, r.sums[0], r.version) for r in out2.rollups] == [
         (T0 + W, 2 * TICK_US, 102)
     ]
@@ -53,6 +56,7 @@ def test_rejected_messages_do_not_touch_the_sums_and_carry_identity():
     assert out.rejections[1].node_id == good["node_id"] and out.rejections[1].seq == 1
     assert [r.sums[0] for r in out.rollups] == [TICK_US]
     assert out.rollups[0].version == 2  # the offset of the last message, rejected or not
+    assert not out.gap_rows  # a rejected seq is accounted for, not missing
 
 
 def test_offsets_already_applied_are_skipped():
@@ -60,24 +64,60 @@ def test_offsets_already_applied_are_skipped():
     frames = encoded(make_report([make_sample(T0)]))
     p.process(messages(frames, first_offset=5))
     again = p.process(messages(frames, first_offset=5))
-    assert again.skipped_replays == 1 and not again.rollups
+    assert again.skipped_replays == 1 and not again.rollups and not again.ledger
     assert p.state.windows[RollupKey("aurora-labs", "H100", "sc1", T0)][0] == TICK_US
 
 
-def test_windows_close_after_the_lateness_bound_and_late_reports_are_rejected():
+def test_duplicate_reports_at_new_offsets_are_counted_not_metered():
+    p = processor()
+    frames = encoded(*(make_report([make_sample(T0 + i * TICK_US)], seq=i) for i in range(3)))
+    p.process(messages(frames))
+    out = p.process(messages([frames[1], frames[0], frames[1]], first_offset=3))
+    assert out.duplicate_reports == 3 and not out.ledger and not out.rollups
+    assert p.state.counters["duplicate_reports"] == 3
+    assert p.state.windows[RollupKey("aurora-labs", "H100", "sc1", T0)][0] == 3 * TICK_US
+
+
+def test_gaps_open_and_late_reports_close_them():
+    p = processor()
+    reports = [make_report([make_sample(T0 + i * TICK_US)], seq=i) for i in range(6)]
+    out = p.process(messages(encoded(reports[0], reports[3], reports[5])))
+    gaps = [(g.first_missing, g.last_missing, g.is_open) for g in out.gap_rows]
+    assert gaps == [(1, 2, True), (4, 4, True)]
+    assert p.state.open_gaps() == 2
+    out = p.process(messages(encoded(reports[1], reports[4], reports[2]), first_offset=3))
+    gaps = [(g.first_missing, g.last_missing, g.is_open, g.version) for g in out.gap_rows]
+    # seq 1 closes row "1" and opens [2, 2]; seq 4 closes [4, 4]; seq 2 closes row "2"
+    assert gaps == [(2, 2, True, 3), (1, 1, False, 3), (4, 4, False, 4), (2, 2, False, 5)]
+    assert p.state.open_gaps() == 0 and out.accepted_reports == 3
+
+
+def test_late_usage_becomes_an_adjustment_for_its_window():
     #  event time ----------------------------------------------------------->
-    #  |T0 |T0+1m |  ...  |T0+12m: report ends here, watermark = 12m - 10m lateness
-    #  windows T0 and T0+1m are closed; a report for T0 is late beyond the bound
+    #  |T0 |T0+1m |  ...  |T0+12m: report ends here; closed before 12m - 10m = T0+2m
+    #  a report for T0 arriving now is metered as an adjustment of window T0
     p = processor(lateness_us=10 * W)
     p.process(messages(encoded(make_report([make_sample(T0)]))))
-    out = p.process(messages(encoded(make_report([make_sample(T0 + 12 * W - TICK_US)])), 0, 1))
-    assert out.closed_windows == 1
+    p.process(messages(encoded(make_report([make_sample(T0 + 12 * W - TICK_US)], seq=1)), 0, 1))
     assert p.state.closed_before_us == T0 + 2 * W
-    late = p.process(messages(encoded(make_report([make_sample(T0 + TICK_US)])), 0, 2))
-    assert [r.reason for r in late.rejections] == [reasons.LATE_BEYOND_BOUND]
-    assert not late.rollups
-    ok = p.process(messages(encoded(make_report([make_sample(T0 + 2 * W)])), 0, 3))
-    assert not ok.rejections and ok.rollups
+    assert RollupKey("aurora-labs", "H100", "sc1", T0) not in p.state.windows
+    late = p.process(messages(encoded(make_report([make_sample(T0 + TICK_US)], seq=2)), 0, 2))
+    assert not late.rejections and not late.rollups and late.late_reports == 1
+    assert [(a.key.window_start_us, a.offset, a.sums[0], a.sums[4]) for a in late.adjustments] == [
+        (T0, 2, TICK_US, 1)
+    ]
+    assert late.ledger[0][-1] == 1  # flagged late in the ledger
+
+
+def test_a_window_closed_mid_batch_still_gets_its_final_row():
+    p = processor(lateness_us=0)
+    r1 = make_report([make_sample(T0)])
+    r2 = make_report([make_sample(T0 + 5 * W)], seq=1)  # closes T0 within the batch
+    out = p.process(messages(encoded(r1, r2)))
+    assert [(r.key.window_start_us, r.sums[0]) for r in out.rollups] == [
+        (T0, TICK_US),
+        (T0 + 5 * W, TICK_US),
+    ]
 
 
 def test_straddling_sample_is_split_and_counted_once():
@@ -91,6 +131,68 @@ def test_straddling_sample_is_split_and_counted_once():
     assert by_window[T0][0] == by_window[T0 + W][0] == 10 * US_PER_SECOND
     assert by_window[T0][1] + by_window[T0 + W][1] == 3
     assert by_window[T0][4] + by_window[T0 + W][4] == 1
+
+
+def test_far_future_is_judged_against_the_record_timestamp_not_the_wall_clock():
+    report = make_report([make_sample(T0)])
+    early = processor().process(messages(encoded(report), timestamp_us=T0 - 3600 * US_PER_SECOND))
+    assert [r.reason for r in early.rejections] == [reasons.FUTURE_TIMESTAMP]
+    assert not processor().process(messages(encoded(report), timestamp_us=T0)).rejections
+
+
+def _final_rows(outcomes):
+    rows: dict = {}
+    for out in outcomes:
+        for r in out.rollups:
+            if r.key not in rows or rows[r.key][0] <= r.version:
+                rows[r.key] = (r.version, r.sums)
+    adjustments = {(a.key, a.offset): a.sums for out in outcomes for a in out.adjustments}
+    return {k: v[1] for k, v in rows.items()}, adjustments
+
+
+def test_output_does_not_depend_on_where_batches_are_cut():
+    rng = random.Random(4)
+    reports = []
+    for i in range(120):  # out-of-order event times, duplicates and gaps
+        start = T0 + rng.randrange(0, 40) * TICK_US
+        reports.append(make_report([make_sample(start, energy_mj=i)], seq=rng.randrange(0, 90)))
+    frames = messages(encoded(*reports))
+    reference = processor(lateness_us=5 * W)
+    ref = _final_rows([reference.process(frames)])
+    # The value of each key after every single offset: what any row at version V must hold.
+    one_by_one, history = processor(lateness_us=5 * W), {}
+    for frame in frames:
+        for r in one_by_one.process([frame]).rollups:
+            history.setdefault(r.key, []).append((r.version, r.sums))
+
+    def prefix_value(key, version):
+        return [sums for v, sums in history[key] if v <= version][-1]
+
+    for _ in range(20):
+        p, outcomes, at = processor(lateness_us=5 * W), [], 0
+        while at < len(frames):
+            step = rng.randint(1, 17)
+            outcomes.append(p.process(frames[at : at + step]))
+            at += step
+        assert _final_rows(outcomes) == ref
+        assert p.state.to_snapshot() == reference.state.to_snapshot()
+        for out in outcomes:  # a replay with other cuts rewrites only true prefix values
+            for r in out.rollups:
+                assert r.sums == prefix_value(r.key, r.version)
+
+
+def test_state_snapshot_round_trips_and_resumes_identically():
+    reports = [make_report([make_sample(T0 + i * TICK_US)], seq=i * 2) for i in range(30)]
+    frames = messages(encoded(*reports))
+    straight = processor()
+    straight.process(frames)
+    first = processor()
+    first.process(frames[:11])
+    resumed = PartitionProcessor(
+        PartitionState.from_snapshot(first.state.to_snapshot()), first.settings
+    )
+    resumed.process(frames)  # a replay from an earlier offset: the first 11 are skipped
+    assert resumed.state == straight.state
 
 
 def test_processor_matches_the_plain_aggregation():
