@@ -80,6 +80,15 @@ def build_parser() -> argparse.ArgumentParser:
           help="address for /metrics")  # fmt: skip
     _stack_dir(worker)
 
+    status = sub.add_parser("status", help="pipeline progress, lag, gaps and rejections")
+    _flag(status, "--clickhouse-url", "CLICKHOUSE_URL", help="clickhouse://host:port/db")
+    status.add_argument(
+        "--metrics-url", action="append", default=[],
+        help="a worker's /metrics URL, for lag (repeat per worker)",
+    )  # fmt: skip
+    status.add_argument("--json", action="store_true", help="print JSON")
+    _stack_dir(status)
+
     fleet = sub.add_parser("fleet", help="publish a simulated fleet; write what it emitted")
     _fleet_flags(fleet)
     _flag(fleet, "--bootstrap", "BOOTSTRAP", help="Kafka bootstrap host:port")
@@ -157,6 +166,18 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_status(args: argparse.Namespace) -> int:
+    from meter.status import collect, render
+    from warehouse.client import Warehouse
+
+    status = collect(Warehouse(_clickhouse_settings(args)), args.metrics_url)
+    if args.json:
+        print(json.dumps(status, default=str, indent=2))
+    else:
+        print("\n".join(render(status)))
+    return 0
+
+
 def _bootstrap(args: argparse.Namespace) -> str:
     from stack import LocalStack
 
@@ -196,6 +217,7 @@ COMMANDS = {
     "stack": _cmd_stack,
     "migrate": _cmd_migrate,
     "worker": _cmd_worker,
+    "status": _cmd_status,
     "fleet": _cmd_fleet,
     "demo": _cmd_demo,
 }

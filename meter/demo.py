@@ -16,7 +16,13 @@ from pathlib import Path
 
 from agent.fleet import FleetSpec, spec_dict
 from agent.totals import COUNTERS, per_tenant
-from meter.runner import WorkerProcess, differences, publish_fleet, warehouse_totals
+from meter.runner import (
+    WorkerProcess,
+    differences,
+    ledger_totals,
+    publish_fleet,
+    warehouse_totals,
+)
 from meter.units import MJ_PER_KWH, US_PER_GPU_HOUR
 from stack import LocalStack
 from streams.progress import wait_until_consumed
@@ -139,19 +145,23 @@ def _run(options: DemoOptions, folder: Path, bootstrap: str, ch_port: int) -> in
     print()
     for line in render_table(emitted.per_tenant(), per_tenant(stored)):
         print(line)
-    diffs = differences(emitted.by_key, stored)
     print()
     keys = len(emitted.by_key)
-    if diffs:
-        print(f"MISMATCH: {len(diffs)} differences over {keys} (tenant, sku, window) keys; first:")
-        for d in diffs[:10]:
-            print(f"  {d}")
-        return 1
-    print(
-        f"OK: all {keys:,} (tenant, sku, cluster, minute) totals equal, exactly "
-        f"(allocated/busy/unhealthy µs, energy mJ, sample counts). Emitted totals: {emitted_path}"
-    )
-    return 0
+    failed = False
+    for side, totals in (("rollups", stored), ("ledger", ledger_totals(warehouse))):
+        diffs = differences(emitted.by_key, totals)
+        if diffs:
+            failed = True
+            print(f"MISMATCH in the {side}: {len(diffs)} differences over {keys} keys; first:")
+            for d in diffs[:10]:
+                print(f"  {d}")
+        else:
+            print(
+                f"OK {side}: all {keys:,} (tenant, sku, cluster, minute) totals equal the fleet's,"
+                " exactly (allocated/busy/unhealthy µs, energy mJ, sample counts)"
+            )
+    print(f"emitted totals: {emitted_path}")
+    return 1 if failed else 0
 
 
 def main_demo(options: DemoOptions, folder: Path | None) -> int:

@@ -16,7 +16,7 @@ from typing import Any
 from agent.fleet import FleetSpec, fleet_reports
 from agent.publisher import ReportPublisher, publish_all
 from agent.totals import COUNTERS, EmittedTotals, TotalsKey
-from meter.units import US_PER_SECOND
+from meter.units import US_PER_MINUTE, US_PER_SECOND
 from schemas import ReportCodec
 from streams.settings import WorkerSettings
 from warehouse.client import Warehouse
@@ -108,6 +108,26 @@ def warehouse_totals(warehouse: Warehouse) -> dict[TotalsKey, dict[str, int]]:
     names = (*COUNTERS, "sample_count")
     return {
         (t, s, c, int(w) * US_PER_SECOND): dict(zip(names, map(int, rest), strict=True))
+        for t, s, c, w, *rest in rows
+    }
+
+
+def ledger_totals(
+    warehouse: Warehouse, window_us: int = US_PER_MINUTE
+) -> dict[TotalsKey, dict[str, int]]:
+    """The ledger summed per (tenant, sku, cluster, window of the tick start).
+
+    Equal to the rollups when ticks do not straddle windows (agents align them).
+    """
+    rows = warehouse.execute(
+        "SELECT tenant_id, sku, cluster, intDiv(tick_start_us, %(w)s) * %(w)s AS window_us, "
+        f"{', '.join(f'sum({c})' for c in COUNTERS)}, count() "
+        "FROM usage_ledger FINAL GROUP BY tenant_id, sku, cluster, window_us",
+        {"w": window_us},
+    )
+    names = (*COUNTERS, "sample_count")
+    return {
+        (t, s, c, int(w)): dict(zip(names, map(int, rest), strict=True))
         for t, s, c, w, *rest in rows
     }
 

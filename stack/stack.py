@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -97,6 +98,18 @@ class LocalStack:
                 if attempt == _START_ATTEMPTS:
                     raise
         raise AssertionError("unreachable")
+
+    def restart_clickhouse(self, pause_s: float = 0.0) -> StackInfo:
+        """Stop ClickHouse, wait ``pause_s``, start it again on the same ports and data."""
+        info = self.read()
+        if info is None:
+            raise StackError("the stack is not up")
+        process.stop(info.clickhouse_pid, grace_s=30.0)
+        time.sleep(pause_s)
+        pid = clickhouse.start(self.folder, info.clickhouse_port, info.clickhouse_http_port)
+        info = StackInfo(**{**asdict(info), "clickhouse_pid": pid})
+        self.state_path.write_text(json.dumps(asdict(info), indent=2) + "\n")
+        return info
 
     def down(self) -> bool:
         """Stop whatever the state file names; True if something was running."""

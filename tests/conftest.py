@@ -19,13 +19,20 @@ from warehouse.migrate import migrate
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackInfo]:
+def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     local = LocalStack(tmp_path_factory.mktemp("stack"))
-    info = local.up()  # raises StackError naming the install command if a binary is missing
+    local.up()  # raises StackError naming the install command if a binary is missing
     try:
-        yield info
+        yield local
     finally:
         local.down()
+
+
+@pytest.fixture
+def stack(local_stack: LocalStack) -> StackInfo:
+    info = local_stack.running()
+    assert info is not None, f"the session stack died; see {local_stack.folder}"
+    return info
 
 
 @pytest.fixture

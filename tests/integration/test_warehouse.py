@@ -79,3 +79,27 @@ def test_finance_user_cannot_write(stack, warehouse):
     ):
         with pytest.raises(ServerException):
             finance.execute(sql)
+
+
+def test_meter_status_reports_progress_gaps_and_rejections(stack, warehouse):
+    import subprocess
+    import sys
+
+    from streams.seqtrack import GapRow, NodeSeq
+
+    outcome = _outcome(10, version=3)
+    outcome.gap_rows = [GapRow("sc1-node-00009", "b" * 36, 4, 6, T0_US, True, 3)]
+    state = _state(3)
+    state.counters["duplicate_reports"] = 2
+    state.nodes[("sc1-node-00009", "b" * 36)] = NodeSeq(next_seq=8, gaps=[[4, 6, T0_US]])
+    WarehouseSink(warehouse).write(outcome, state)
+    url = f"clickhouse://127.0.0.1:{stack.clickhouse_port}/{warehouse.settings.database}"
+    done = subprocess.run(
+        [sys.executable, "-m", "meter", "status", "--clickhouse-url", url],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    row = next(line for line in done.stdout.splitlines() if line.startswith("usage "))
+    assert row.split() == ["usage", "0", "3", "?", "3", "0", "2", "0", "0", "1"]
+    assert "sc1-node-00009 boot bbbbbbbb seqs 4..6 (3)" in done.stdout
+    assert "rejected reports by reason: bad=1" in done.stdout

@@ -1,0 +1,82 @@
+"""``meter status``: what an operator asks first. Per partition progress, duplicates, late
+and rejected reports, open seq gaps (from the warehouse), and lag (from the workers'
+Prometheus endpoints, which see the fetch high watermark).
+"""
+
+from __future__ import annotations
+
+import urllib.request
+from collections.abc import Sequence
+from typing import Any
+
+from warehouse.client import Warehouse
+
+_PROGRESS_COLUMNS = (
+    "topic", "partition", "applied_offset", "accepted_reports", "accepted_samples",
+    "duplicate_reports", "late_reports", "rejected_reports", "open_gaps",
+)  # fmt: skip
+
+
+def scrape_lag(metrics_urls: Sequence[str]) -> dict[tuple[str, int], int]:
+    """``meter_partition_lag`` per (topic, partition) from each worker's /metrics."""
+    lag: dict[tuple[str, int], int] = {}
+    for url in metrics_urls:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text = response.read().decode("utf-8")
+        for line in text.splitlines():
+            if not line.startswith("meter_partition_lag{"):
+                continue
+            labels, value = line[len("meter_partition_lag{") :].rsplit("} ", 1)
+            parsed = dict(part.split("=", 1) for part in labels.split(","))
+            key = (parsed["topic"].strip('"'), int(parsed["partition"].strip('"')))
+            lag[key] = int(value)
+    return lag
+
+
+def collect(warehouse: Warehouse, metrics_urls: Sequence[str] = ()) -> dict[str, Any]:
+    progress = [
+        dict(zip(_PROGRESS_COLUMNS, row, strict=True))
+        for row in warehouse.execute(
+            f"SELECT {', '.join(_PROGRESS_COLUMNS)} FROM pipeline_progress "
+            "ORDER BY topic, partition"
+        )
+    ]
+    lag = scrape_lag(metrics_urls) if metrics_urls else {}
+    for row in progress:
+        row["lag"] = lag.get((row["topic"], row["partition"]))
+    gaps = warehouse.execute(
+        "SELECT node_id, boot_id, first_missing, last_missing, missing_reports, first_seen "
+        "FROM open_seq_gaps ORDER BY first_seen, node_id LIMIT 20"
+    )
+    rejected = warehouse.execute(
+        "SELECT reason, reports FROM rejected_by_reason ORDER BY reports DESC"
+    )
+    return {"partitions": progress, "open_gaps": gaps, "rejected": rejected}
+
+
+def render(status: dict[str, Any]) -> list[str]:
+    head = (
+        f"{'topic':<28} {'part':>4} {'applied':>10} {'lag':>7} {'reports':>10} "
+        f"{'samples':>12} {'dup':>7} {'late':>6} {'rejected':>8} {'gaps':>5}"
+    )
+    lines = [head, "-" * len(head)]
+    for p in status["partitions"]:
+        lag = "?" if p["lag"] is None else str(p["lag"])
+        lines.append(
+            f"{p['topic']:<28} {p['partition']:>4} {p['applied_offset']:>10} {lag:>7} "
+            f"{p['accepted_reports']:>10,} {p['accepted_samples']:>12,} "
+            f"{p['duplicate_reports']:>7,} {p['late_reports']:>6,} "
+            f"{p['rejected_reports']:>8,} {p['open_gaps']:>5}"
+        )
+    if not status["partitions"]:
+        lines.append("(no partition has been processed yet)")
+    lines.append("")
+    if status["open_gaps"]:
+        lines.append("open seq gaps (possible data loss), oldest first:")
+        for node, boot, lo, hi, n, first_seen in status["open_gaps"]:
+            lines.append(f"  {node} boot {boot[:8]} seqs {lo}..{hi} ({n}) since {first_seen}")
+    else:
+        lines.append("open seq gaps: none")
+    rejected = ", ".join(f"{reason}={n}" for reason, n in status["rejected"]) or "none"
+    lines.append(f"rejected reports by reason: {rejected}")
+    return lines
