@@ -113,7 +113,7 @@ def _clickhouse_settings(args: argparse.Namespace):  # type: ignore[no-untyped-d
     info = LocalStack(Path(args.stack_dir)).running()
     if info is None:
         raise MeterError("no --clickhouse-url given and no local stack running (meter stack up)")
-    return ClickHouseSettings(port=info.clickhouse_port)
+    return ClickHouseSettings(port=info.clickhouse_port, http_port=info.clickhouse_http_port)
 
 
 def _cmd_stack(args: argparse.Namespace) -> int:

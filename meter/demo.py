@@ -80,17 +80,19 @@ def run_demo(options: DemoOptions, folder: Path | None = None) -> int:
     info = stack.up()
     say(f"broker {info.bootstrap}, ClickHouse {info.clickhouse_url}")
     try:
-        return _run(options, stack.folder, info.bootstrap, info.clickhouse_port)
+        return _run(
+            options, stack.folder, info.bootstrap, info.clickhouse_port, info.clickhouse_http_port
+        )
     finally:
         if not (already_up or options.keep_stack):
             say("stopping the local stack")
             stack.down()
 
 
-def _run(options: DemoOptions, folder: Path, bootstrap: str, ch_port: int) -> int:
+def _run(options: DemoOptions, folder: Path, bootstrap: str, ch_port: int, ch_http: int) -> int:
     spec = options.spec
     run_id = uuid.uuid4().hex[:8]
-    ch = ClickHouseSettings(port=ch_port, database=options.database)
+    ch = ClickHouseSettings(port=ch_port, http_port=ch_http, database=options.database)
     warehouse = Warehouse(ch)
     say(f"recreating database {ch.database!r} and applying migrations")
     warehouse.drop_database()

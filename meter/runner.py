@@ -23,7 +23,6 @@ from warehouse.client import Warehouse
 
 
 def worker_argv(settings: WorkerSettings) -> list[str]:
-    ch = settings.clickhouse
     return [
         sys.executable, "-m", "meter", "worker",
         "--bootstrap", settings.bootstrap,
@@ -31,7 +30,7 @@ def worker_argv(settings: WorkerSettings) -> list[str]:
         "--dlq-topic", settings.dlq_topic,
         "--app-id", settings.app_id,
         "--partitions", str(settings.partitions),
-        "--clickhouse-url", f"clickhouse://{ch.user}:{ch.password}@{ch.host}:{ch.port}/{ch.database}",
+        "--clickhouse-url", settings.clickhouse.to_url(),
         "--datadir", str(settings.datadir),
         "--lateness-s", str(settings.processor.lateness_us / US_PER_SECOND),
         *(["--metrics-port", str(settings.metrics_port)] if settings.metrics_port else []),

@@ -26,6 +26,7 @@ from meter.errors import ConfigError, RejectedReport
 from meter.units import US_PER_MINUTE
 from schemas import ReportCodec
 from streams.aggregate import RollupKey, add_into, sample_pieces
+from streams.rowbinary import LEDGER_TYPES, encode_row
 from streams.seqtrack import GapRow, NodeSeq, SeqVerdict
 from streams.state import PartitionState
 from streams.validate import ReportLimits, validate_report
@@ -89,7 +90,8 @@ class BatchOutcome:
     topic: str
     partition: int
     applied_offset: int = -1
-    ledger: list[tuple[Any, ...]] = field(default_factory=list)
+    ledger: bytearray = field(default_factory=bytearray)  # RowBinary, LEDGER_COLUMNS
+    ledger_rows: int = 0
     rollups: list[RollupRow] = field(default_factory=list)
     adjustments: list[AdjustmentRow] = field(default_factory=list)
     gap_rows: list[GapRow] = field(default_factory=list)
@@ -200,7 +202,9 @@ class PartitionProcessor:
                 else:
                     add_into(state.windows, key, parts)
                     touched[key] = state.windows[key]
-            outcome.ledger.append(
+            outcome.ledger_rows += 1
+            outcome.ledger += encode_row(
+                LEDGER_TYPES,
                 (
                     node,
                     boot,
@@ -221,7 +225,7 @@ class PartitionProcessor:
                     state.partition,
                     message.offset,
                     int(is_late),
-                )
+                ),
             )
         if late:
             outcome.late_reports += 1

@@ -78,7 +78,9 @@ class WarehouseSink:
                 for r in outcome.rejections
             ],
         )
-        insert("usage_ledger", LEDGER_COLUMNS, outcome.ledger)
+        self.warehouse.insert_rowbinary(
+            "usage_ledger", LEDGER_COLUMNS, bytes(outcome.ledger), outcome.ledger_rows
+        )
         insert(
             "usage_rollup_partials",
             ROLLUP_COLUMNS,

@@ -43,7 +43,13 @@ def unique_name(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def warehouse(stack: StackInfo, unique_name: str) -> Iterator[Warehouse]:
-    wh = Warehouse(ClickHouseSettings(port=stack.clickhouse_port, database=f"t_{unique_name}"))
+    wh = Warehouse(
+        ClickHouseSettings(
+            port=stack.clickhouse_port,
+            http_port=stack.clickhouse_http_port,
+            database=f"t_{unique_name}",
+        )
+    )
     migrate(wh)
     try:
         yield wh

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import http.client
 import logging
 import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import urlparse
+from urllib.parse import parse_qs, urlencode, urlparse
 
 from clickhouse_driver import Client
 from clickhouse_driver import errors as ch_errors
@@ -36,24 +37,38 @@ class ClickHouseSettings:
     database: str = "gpu_meter"
     user: str = "default"
     password: str = ""
+    http_port: int = 8123  # bulk inserts (RowBinary) go over HTTP
 
     def __post_init__(self) -> None:
         check_identifier(self.database)
-        if not 0 < self.port < 65536:
-            raise ConfigError(f"ClickHouse port {self.port} out of range")
+        for port in (self.port, self.http_port):
+            if not 0 < port < 65536:
+                raise ConfigError(f"ClickHouse port {port} out of range")
+
+    def to_url(self) -> str:
+        return (
+            f"clickhouse://{self.user}:{self.password}@{self.host}:{self.port}/{self.database}"
+            f"?http_port={self.http_port}"
+        )
 
     @classmethod
     def from_url(cls, url: str, database: str | None = None) -> ClickHouseSettings:
-        """``clickhouse://user:password@host:port/database`` (native protocol)."""
+        """``clickhouse://user:password@host:port/database?http_port=8123`` (native port)."""
         parsed = urlparse(url)
         if parsed.scheme != "clickhouse" or not parsed.hostname:
             raise ConfigError(f"ClickHouse URL {url!r} must look like clickhouse://host:port/db")
+        query = parse_qs(parsed.query)
+        try:
+            http_port = int(query.get("http_port", ["8123"])[0])
+        except ValueError as exc:
+            raise ConfigError(f"http_port in {url!r} is not a number") from exc
         return cls(
             host=parsed.hostname,
             port=parsed.port or 9000,
             database=database or parsed.path.lstrip("/") or cls.database,
             user=parsed.username or "default",
             password=parsed.password or "",
+            http_port=http_port,
         )
 
 
@@ -122,6 +137,37 @@ class Warehouse:
         sql = f"INSERT INTO {check_identifier(table, 'table')} ({', '.join(columns)}) VALUES"
         self._retrying(f"insert into {table}", lambda: self._client.execute(sql, rows))
         return len(rows)
+
+    def insert_rowbinary(self, table: str, columns: Sequence[str], data: bytes, rows: int) -> int:
+        """Insert pre-encoded RowBinary rows over HTTP (one request, retried as a whole)."""
+        if not rows:
+            return 0
+        s = self.settings
+        query = urlencode(
+            {
+                "database": s.database,
+                "user": s.user,
+                "password": s.password,
+                "query": f"INSERT INTO {check_identifier(table, 'table')} "
+                f"({', '.join(columns)}) FORMAT RowBinary",
+            }
+        )
+
+        def post() -> None:
+            conn = http.client.HTTPConnection(s.host, s.http_port, timeout=120)
+            try:
+                conn.request("POST", f"/?{query}", body=data)
+                response = conn.getresponse()
+                body = response.read()
+            finally:
+                conn.close()
+            if response.status != 200:
+                if response.status >= 500 and b"Code: 241" not in body:
+                    raise OSError(f"HTTP {response.status}: {body[:300]!r}")  # retried
+                raise SinkError(f"insert into {table}: HTTP {response.status}: {body[:500]!r}")
+
+        self._retrying(f"insert into {table}", post)
+        return rows
 
     def _on_default_database(self, sql: str) -> None:
         """Run ``sql`` over a connection to ``default``: one to our database may not exist."""

@@ -54,3 +54,11 @@ def test_dead_letter_headers_round_trip():
         "reason": "negative_counter", "detail": "sample 0: x", "topic": "usage",
         "partition": "4", "offset": "77", "node_id": "n1", "boot_id": "b1", "seq": "12",
     }  # fmt: skip
+
+
+def test_rowbinary_encoding_of_strings_and_integers():
+    from streams.rowbinary import encode_row, uleb128
+
+    assert uleb128(0) == b"\x00" and uleb128(127) == b"\x7f" and uleb128(300) == b"\xac\x02"
+    row = encode_row("SQIB", ("é" * 200, 2**64 - 1, 7, 1))
+    assert row == b"\x90\x03" + "é".encode() * 200 + b"\xff" * 8 + b"\x07\x00\x00\x00" + b"\x01"
