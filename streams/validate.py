@@ -15,9 +15,12 @@ from meter import reasons
 from meter.errors import RejectedReport
 from meter.units import INT64_MAX, US_PER_SECOND
 
+INT32_MAX = 2**31 - 1
+
 DEFAULT_SKUS = frozenset({"A100", "H100", "H200", "B200", "GB200", "L40S", "MI300X"})
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
-_TENANT = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+# fullmatch, not match with $: "$" also matches before a trailing newline.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}")
+_TENANT = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 _COUNTERS = ("allocated_us", "busy_us", "unhealthy_us", "energy_mj", "memory_peak_bytes")
 
 
@@ -34,6 +37,10 @@ class ReportLimits:
     extra_tenant_ids: frozenset[str] = field(default_factory=frozenset)
 
 
+def is_valid_tenant(tenant_id: str, limits: ReportLimits) -> bool:
+    return bool(_TENANT.fullmatch(tenant_id)) or tenant_id in limits.extra_tenant_ids
+
+
 def _reject(reason: str, detail: str) -> RejectedReport:
     return RejectedReport(reason, detail)
 
@@ -41,7 +48,7 @@ def _reject(reason: str, detail: str) -> RejectedReport:
 def validate_report(report: Mapping[str, Any], limits: ReportLimits, now_us: int) -> None:
     """Raise :class:`RejectedReport` unless ``report`` can be metered as it stands."""
     for name in ("node_id", "boot_id", "cluster"):
-        if not _NAME.match(report[name]):
+        if not _NAME.fullmatch(report[name]):
             raise _reject(reasons.INVALID_IDENTITY, f"{name}={report[name]!r}")
     if report["seq"] < 0:
         raise _reject(reasons.INVALID_IDENTITY, f"seq={report['seq']}")
@@ -70,11 +77,9 @@ def _validate_sample(
     index: int, sample: Mapping[str, Any], start: int, end: int, limits: ReportLimits
 ) -> None:
     where = f"sample {index}"
-    if not _NAME.match(sample["gpu_uuid"]) or sample["gpu_index"] < 0:
+    if not _NAME.fullmatch(sample["gpu_uuid"]) or not 0 <= sample["gpu_index"] <= INT32_MAX:
         raise _reject(reasons.INVALID_IDENTITY, f"{where}: gpu {sample['gpu_uuid']!r}")
-    if not _TENANT.match(sample["tenant_id"]) and sample["tenant_id"] not in (
-        limits.extra_tenant_ids
-    ):
+    if not is_valid_tenant(sample["tenant_id"], limits):
         raise _reject(reasons.INVALID_TENANT, f"{where}: tenant_id={sample['tenant_id']!r}")
     if sample["sku"] not in limits.known_skus:
         raise _reject(reasons.UNKNOWN_SKU, f"{where}: sku={sample['sku']!r}")

@@ -92,3 +92,10 @@ def test_too_many_samples():
     with pytest.raises(RejectedReport) as info:
         validate_report(make_report(samples), limits, NOW_US)
     assert info.value.reason == reasons.TOO_MANY_SAMPLES
+
+
+def test_a_trailing_newline_is_not_a_valid_name():
+    assert reason_of(make_report(node_id="sc1-node-1\n")) == reasons.INVALID_IDENTITY
+    assert reason_of(make_report([make_sample(tenant_id="aurora-labs\n")])) == (
+        reasons.INVALID_TENANT
+    )

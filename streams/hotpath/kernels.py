@@ -1,0 +1,335 @@
+"""Compiled per-sample work after decoding: checks, string hashing, routing, RowBinary.
+
+Each kernel mirrors a rule of the readable path (``streams/validate.py``,
+``streams/processor.py``, ``streams/rowbinary.py``). A check that fails only marks the
+message INVALID; the exact reason always comes from the readable path.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from streams.hotpath.decode import (
+    INVALID,
+    OK,
+    S_GPU,
+    S_JOB,
+    V_ALLOC,
+    V_BUSY,
+    V_ENERGY,
+    V_GPU_INDEX,
+    V_MEMORY,
+    V_TICK_END,
+    V_TICK_START,
+    V_UNHEALTHY,
+)
+
+INT64_MAX = np.int64(2**63 - 1)
+_FNV_OFFSET = np.uint64(0xCBF29CE484222325)
+_FNV_PRIME = np.uint64(0x100000001B3)
+
+
+@njit(cache=True, inline="always")
+def _is_name(buf, off, n):
+    """[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}, as streams.validate._NAME."""
+    if n < 1 or n > 128:
+        return False
+    for i in range(n):
+        c = buf[off + i]
+        alnum = (48 <= c <= 57) or (65 <= c <= 90) or (97 <= c <= 122)
+        if not alnum and (i == 0 or not (c == 46 or c == 95 or c == 58 or c == 47 or c == 45)):
+            return False
+    return True
+
+
+@njit(cache=True, inline="always")
+def _is_utf8(buf, off, n):
+    i = off
+    end = off + n
+    while i < end:
+        c = buf[i]
+        if c < 0x80:
+            i += 1
+            continue
+        if 0xC2 <= c <= 0xDF:
+            need, low, high = 1, 0x80, 0xBF
+        elif 0xE0 <= c <= 0xEF:
+            need = 2
+            low = 0xA0 if c == 0xE0 else 0x80
+            high = 0x9F if c == 0xED else 0xBF
+        elif 0xF0 <= c <= 0xF4:
+            need = 3
+            low = 0x90 if c == 0xF0 else 0x80
+            high = 0x8F if c == 0xF4 else 0xBF
+        else:
+            return False
+        if i + need >= end:  # the last continuation byte would be past the string
+            return False
+        if not (low <= buf[i + 1] <= high):
+            return False
+        for j in range(2, need + 1):
+            if not (0x80 <= buf[i + j] <= 0xBF):
+                return False
+        i += need + 1
+    return True
+
+
+@njit(cache=True)
+def _has_duplicate_sample(buf, s_str_off, s_str_len, s_val, first, count, table):
+    """True if two samples of one report share (gpu_uuid, tick_start): O(count) by hashing."""
+    mask = table.shape[0] - 1  # a power of two, at least twice the largest report
+    table[:] = -1
+    for k in range(first, first + count):
+        h = _FNV_OFFSET ^ np.uint64(s_val[k, V_TICK_START])
+        off, n = s_str_off[k, S_GPU], s_str_len[k, S_GPU]
+        for b in range(n):
+            h = (h ^ np.uint64(buf[off + b])) * _FNV_PRIME
+        slot = np.int64(h >> np.uint64(1)) & mask
+        while table[slot] >= 0:
+            j = table[slot]
+            if s_val[j, V_TICK_START] == s_val[k, V_TICK_START] and s_str_len[j, S_GPU] == n:
+                same = True
+                for b in range(n):
+                    if buf[s_str_off[j, S_GPU] + b] != buf[off + b]:
+                        same = False
+                        break
+                if same:
+                    return True
+            slot = (slot + 1) & mask
+        table[slot] = k
+    return False
+
+
+@njit(cache=True)
+def check_v1(buf, timestamp_us, m_status, m_str_off, m_str_len, m_long, m_first, m_count,
+             s_str_off, s_str_len, s_val, max_samples, max_interval_us, max_future_us,
+             max_power_mw, max_memory_bytes):  # fmt: skip
+    """Mark INVALID every decoded message that breaks a rule of validate_report, apart
+    from the tenant and SKU checks (done per distinct string, see :func:`hash_strings`)."""
+    size = 16
+    while m_status.shape[0] and size < 2 * m_count.max():
+        size *= 2
+    table = np.full(size, -1, np.int64)  # one scratch table for every report
+    for m in range(m_status.shape[0]):
+        if m_status[m] != OK:
+            continue
+        ok = True
+        for f in range(3):
+            if not _is_name(buf, m_str_off[m, f], m_str_len[m, f]):
+                ok = False
+        seq, start, end = m_long[m, 0], m_long[m, 1], m_long[m, 2]
+        if seq < 0 or start < 0 or end <= start or end - start > max_interval_us:
+            ok = False
+        if end > timestamp_us[m] + max_future_us or m_count[m] > max_samples:
+            ok = False
+        first, count = m_first[m], m_count[m]
+        for k in range(first, first + count):
+            if not ok:
+                break
+            v = s_val[k]
+            if not _is_name(buf, s_str_off[k, S_GPU], s_str_len[k, S_GPU]) or v[V_GPU_INDEX] < 0:
+                ok = False
+            if s_str_len[k, S_JOB] > 256 or not _is_utf8(
+                buf, s_str_off[k, S_JOB], s_str_len[k, S_JOB]
+            ):
+                ok = False
+            t0, t1 = v[V_TICK_START], v[V_TICK_END]
+            if t1 <= t0 or t0 < start or t1 > end:
+                ok = False
+                break
+            for f in range(V_ALLOC, V_MEMORY + 1):
+                if v[f] < 0:
+                    ok = False
+            tick = t1 - t0
+            if v[V_ALLOC] > tick or v[V_BUSY] > v[V_ALLOC] or v[V_UNHEALTHY] > v[V_ALLOC]:
+                ok = False
+            if v[V_ENERGY] > max_power_mw * tick // 1_000_000 or v[V_MEMORY] > max_memory_bytes:
+                ok = False
+        if ok and _has_duplicate_sample(buf, s_str_off, s_str_len, s_val, first, count, table):
+            ok = False
+        if not ok:
+            m_status[m] = INVALID
+
+
+@njit(cache=True)
+def hash_strings(buf, off, length):
+    """FNV-1a 64 of each string; equal strings have equal hashes (distinct ones are then
+    told apart by :func:`all_equal_to_representative`)."""
+    out = np.empty(off.shape[0], np.uint64)
+    for i in range(off.shape[0]):
+        h = _FNV_OFFSET
+        for b in range(length[i]):
+            h = (h ^ np.uint64(buf[off[i] + b])) * _FNV_PRIME
+        out[i] = h
+    return out
+
+
+@njit(cache=True)
+def all_equal_to_representative(buf, off, length, inverse, rep_off, rep_len):
+    for i in range(off.shape[0]):
+        r = inverse[i]
+        if length[i] != rep_len[r]:
+            return False
+        for b in range(length[i]):
+            if buf[off[i] + b] != buf[rep_off[r] + b]:
+                return False
+    return True
+
+
+@njit(cache=True)
+def invalidate_samples(m_status, s_msg, bad):
+    """Mark INVALID the message of every sample whose flag in ``bad`` is set."""
+    for k in range(s_msg.shape[0]):
+        if bad[k]:
+            m_status[s_msg[k]] = INVALID
+
+
+@njit(cache=True)
+def route(s_msg, s_val, accepted, closed_before_at, width_us):
+    """Per sample of an accepted message: its window, and whether it straddles windows or
+    falls in a closed one. Samples of other messages get window -1."""
+    n = s_msg.shape[0]
+    window = np.full(n, -1, np.int64)
+    straddle = np.zeros(n, np.bool_)
+    late = np.zeros(n, np.bool_)
+    for k in range(n):
+        m = s_msg[k]
+        if not accepted[m]:
+            continue
+        t0 = s_val[k, V_TICK_START]
+        w = t0 - t0 % width_us
+        window[k] = w
+        straddle[k] = s_val[k, V_TICK_END] > w + width_us
+        late[k] = w < closed_before_at[m]
+    return window, straddle, late
+
+
+@njit(cache=True)
+def sum_groups(group, n_groups, s_val, selected):
+    """Per group: allocated, busy, unhealthy, energy sums and sample count, in int64.
+
+    Returns (sums, overflowed). The caller has bounded the inputs so that overflow cannot
+    happen; the flag is a second line of defence.
+    """
+    sums = np.zeros((n_groups, 5), np.int64)
+    overflow = False
+    for k in range(group.shape[0]):
+        if not selected[k]:
+            continue
+        g = group[k]
+        for c in range(4):
+            v = s_val[k, V_ALLOC + c]
+            if sums[g, c] > INT64_MAX - v:
+                overflow = True
+            sums[g, c] += v
+        sums[g, 4] += 1
+    return sums, overflow
+
+
+@njit(cache=True, inline="always")
+def _uleb_size(n):
+    size = 1
+    while n >= 0x80:
+        n >>= 7
+        size += 1
+    return size
+
+
+@njit(cache=True, inline="always")
+def _put_str(out, pos, buf, off, n):
+    v = n
+    while v >= 0x80:
+        out[pos] = (v & 0x7F) | 0x80
+        v >>= 7
+        pos += 1
+    out[pos] = v
+    pos += 1
+    out[pos : pos + n] = buf[off : off + n]
+    return pos + n
+
+
+@njit(cache=True, inline="always")
+def _put_int(out, pos, value, width):
+    v = np.uint64(value)
+    for b in range(width):
+        out[pos + b] = np.uint8(v & np.uint64(0xFF))
+        v >>= np.uint64(8)
+    return pos + width
+
+
+@njit(cache=True)
+def ledger_rowbinary(buf, s_msg, s_str_off, s_str_len, s_val, m_str_off, m_str_len, m_long,
+                     m_offset, selected, late, partition):  # fmt: skip
+    """RowBinary rows (LEDGER_COLUMNS order) of the selected samples, in sample order."""
+    size = 0
+    rows = 0
+    for k in range(s_msg.shape[0]):
+        if not selected[k]:
+            continue
+        m = s_msg[k]
+        rows += 1
+        size += 81  # fixed-width columns
+        for f in range(3):  # node, boot, cluster
+            size += _uleb_size(m_str_len[m, f]) + m_str_len[m, f]
+        for f in range(4):  # gpu, sku, tenant, job
+            size += _uleb_size(s_str_len[k, f]) + s_str_len[k, f]
+    out = np.empty(size, np.uint8)
+    pos = 0
+    for k in range(s_msg.shape[0]):
+        if not selected[k]:
+            continue
+        m = s_msg[k]
+        v = s_val[k]
+        pos = _put_str(out, pos, buf, m_str_off[m, 0], m_str_len[m, 0])  # node_id
+        pos = _put_str(out, pos, buf, m_str_off[m, 1], m_str_len[m, 1])  # boot_id
+        pos = _put_int(out, pos, m_long[m, 0], 8)  # seq
+        pos = _put_str(out, pos, buf, s_str_off[k, 0], s_str_len[k, 0])  # gpu_uuid
+        pos = _put_int(out, pos, v[V_TICK_START], 8)
+        pos = _put_int(out, pos, v[V_TICK_END], 8)
+        pos = _put_int(out, pos, v[V_GPU_INDEX], 4)
+        pos = _put_str(out, pos, buf, m_str_off[m, 2], m_str_len[m, 2])  # cluster
+        for f in range(1, 4):  # sku, tenant_id, job_id
+            pos = _put_str(out, pos, buf, s_str_off[k, f], s_str_len[k, f])
+        for f in range(V_ALLOC, V_MEMORY + 1):
+            pos = _put_int(out, pos, v[f], 8)
+        pos = _put_int(out, pos, partition, 4)
+        pos = _put_int(out, pos, m_offset[m], 8)
+        pos = _put_int(out, pos, 1 if late[k] else 0, 1)
+    return out, rows
+
+
+@njit(cache=True)
+def group_ids(keys):
+    """Dense ids for equal int64 keys, in order of first appearance, by open addressing.
+
+    Returns (group of each key, index of each group's first key).
+    """
+    n = keys.shape[0]
+    size = 16
+    while size < 2 * n:
+        size *= 2
+    mask = size - 1
+    slot_key = np.empty(size, np.int64)
+    slot_group = np.full(size, -1, np.int64)
+    group = np.empty(n, np.int64)
+    first = np.empty(n, np.int64)
+    groups = 0
+    for i in range(n):
+        key = keys[i]
+        h = (np.uint64(key) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(32)
+        s = np.int64(h) & mask
+        while True:
+            g = slot_group[s]
+            if g < 0:
+                slot_key[s] = key
+                slot_group[s] = groups
+                first[groups] = i
+                group[i] = groups
+                groups += 1
+                break
+            if slot_key[s] == key:
+                group[i] = g
+                break
+            s = (s + 1) & mask
+    return group, first[:groups]

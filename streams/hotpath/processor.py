@@ -1,0 +1,357 @@
+"""The hot path's partition processor: same contract and output as
+:class:`streams.processor.PartitionProcessor`, its readable twin.
+
+Per batch: one compiled decode of all frames, compiled checks, string interning by hash,
+then one Python step per *message* (seq dedupe and event-time progress, which are
+sequential by nature) and compiled per-*sample* routing, summing and ledger encoding.
+Nothing is allocated per sample. Messages the kernels cannot accept go to the twin's
+decode and validation for their exact rejection; a batch the fast path cannot take whole
+(another released schema version, inputs beyond its integer bounds) is processed by the
+twin, on the same state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from meter import reasons
+from meter.errors import RejectedReport
+from meter.windows import split_counters
+from schemas import ReportCodec, load_released_versions
+from streams.aggregate import SAMPLE_COUNT, SUMMED, RollupKey, add_into
+from streams.hotpath import decode as d
+from streams.hotpath import kernels as k
+from streams.processor import (
+    AdjustmentRow,
+    BatchOutcome,
+    PartitionProcessor,
+    ProcessorSettings,
+    RollupRow,
+    SourceMessage,
+    _rejection,
+)
+from streams.seqtrack import NodeSeq, SeqVerdict
+from streams.state import PartitionState
+from streams.validate import is_valid_tenant, validate_report
+
+_V1 = next(v for v in load_released_versions() if v.version == 1)
+_FINGERPRINT = np.frombuffer(_V1.fingerprint, np.uint8)
+# Batch sums stay in int64 when (largest value) x (samples) stays below this.
+_SAFE_PRODUCT = 2**62
+
+
+@dataclass
+class Decoded:
+    """Columns of one decoded batch (see streams.hotpath.decode)."""
+
+    buf: np.ndarray
+    status: np.ndarray
+    m_str_off: np.ndarray
+    m_str_len: np.ndarray
+    m_long: np.ndarray
+    m_first: np.ndarray
+    m_count: np.ndarray
+    s_msg: np.ndarray
+    s_str_off: np.ndarray
+    s_str_len: np.ndarray
+    s_val: np.ndarray
+
+    def text(self, offset: int, length: int) -> str:
+        return self.buf[offset : offset + length].tobytes().decode("utf-8")
+
+
+def decode_batch(values: list[bytes], samples_hint: int) -> Decoded:
+    n = len(values)
+    lengths = np.fromiter(map(len, values), np.int64, n)
+    offsets = np.zeros(n, np.int64)
+    np.cumsum(lengths[:-1], out=offsets[1:])
+    buf = np.frombuffer(b"".join(values), np.uint8)
+    capacity = max(samples_hint, 1)
+    while True:
+        status = np.zeros(n, np.int8)
+        m_str_off = np.zeros((n, 3), np.int64)
+        m_str_len = np.zeros((n, 3), np.int64)
+        m_long = np.zeros((n, 3), np.int64)
+        m_first = np.zeros(n, np.int64)
+        m_count = np.zeros(n, np.int64)
+        s_msg = np.empty(capacity, np.int64)
+        s_str_off = np.empty((capacity, 4), np.int64)
+        s_str_len = np.empty((capacity, 4), np.int64)
+        s_val = np.empty((capacity, 8), np.int64)
+        total = d.decode_v1(
+            buf, offsets, lengths, _FINGERPRINT, capacity, status, m_str_off, m_str_len,
+            m_long, m_first, m_count, s_msg, s_str_off, s_str_len, s_val,
+        )  # fmt: skip
+        if total <= capacity:
+            return Decoded(
+                buf, status, m_str_off, m_str_len, m_long, m_first, m_count,
+                s_msg[:total], s_str_off[:total], s_str_len[:total], s_val[:total],
+            )  # fmt: skip
+        capacity = total  # the hint was short: decode again with room for every sample
+
+
+class _Interned:
+    """Distinct strings of one column, by hash, checked equal byte for byte."""
+
+    def __init__(self, dec: Decoded, off: np.ndarray, length: np.ndarray) -> None:
+        hashes = k.hash_strings(dec.buf, off, length)
+        self.inverse, first = k.group_ids(hashes.view(np.int64))
+        rep_off, rep_len = off[first], length[first]
+        if not k.all_equal_to_representative(dec.buf, off, length, self.inverse, rep_off, rep_len):
+            raise _HashCollision
+        self.values: list[str | None] = []
+        for o, n in zip(rep_off.tolist(), rep_len.tolist(), strict=True):
+            try:
+                self.values.append(dec.text(o, n))
+            except UnicodeDecodeError:
+                self.values.append(None)
+
+
+class _HashCollision(Exception):  # noqa: N818 - internal signal, never escapes
+    pass
+
+
+class _TwinTakesBatch(Exception):  # noqa: N818 - internal signal, never escapes
+    pass
+
+
+class FastPartitionProcessor:
+    def __init__(
+        self,
+        state: PartitionState,
+        settings: ProcessorSettings,
+        codec: ReportCodec | None = None,
+    ) -> None:
+        self.state = state
+        self.settings = settings
+        self.codec = codec or ReportCodec()
+        self.twin = PartitionProcessor(state, settings, self.codec)
+        self._samples_per_message = 64
+
+    def process(self, messages: Iterable[SourceMessage]) -> BatchOutcome:
+        messages = list(messages)
+        fresh = [m for m in messages if m.offset > self.state.applied_offset]
+        if not fresh:
+            outcome = BatchOutcome(self.state.topic, self.state.partition)
+            outcome.applied_offset = self.state.applied_offset
+            outcome.skipped_replays = len(messages)
+            return outcome
+        try:
+            prepared = self._prepare(fresh)
+        except (_TwinTakesBatch, _HashCollision):
+            return self.twin.process(messages)
+        outcome = self._apply(fresh, *prepared)
+        outcome.skipped_replays = len(messages) - len(fresh)
+        return outcome
+
+    def _prepare(self, msgs: list[SourceMessage]) -> tuple[Any, ...]:
+        """Everything that does not touch the state; raises _TwinTakesBatch to hand over."""
+        limits = self.settings.limits
+        dec = decode_batch([m.value for m in msgs], len(msgs) * self._samples_per_message)
+        self._samples_per_message = max(16, 1 + len(dec.s_msg) // len(msgs))
+        timestamps = np.fromiter((m.timestamp_us for m in msgs), np.int64, len(msgs))
+        k.check_v1(
+            dec.buf, timestamps, dec.status, dec.m_str_off, dec.m_str_len, dec.m_long,
+            dec.m_first, dec.m_count, dec.s_str_off, dec.s_str_len, dec.s_val,
+            limits.max_samples, limits.max_interval_us, limits.max_future_us,
+            limits.max_power_mw, limits.max_memory_bytes,
+        )  # fmt: skip
+        tenants = _Interned(dec, dec.s_str_off[:, 2].copy(), dec.s_str_len[:, 2].copy())
+        skus = _Interned(dec, dec.s_str_off[:, 1].copy(), dec.s_str_len[:, 1].copy())
+        clusters = _Interned(dec, dec.m_str_off[:, 2].copy(), dec.m_str_len[:, 2].copy())
+        tenant_ok = np.array(
+            [t is not None and is_valid_tenant(t, limits) for t in tenants.values], np.bool_
+        )
+        sku_ok = np.array([s in limits.known_skus for s in skus.values], np.bool_)
+        bad = ~(tenant_ok[tenants.inverse] & sku_ok[skus.inverse])
+        k.invalidate_samples(dec.status, dec.s_msg, bad)
+        if len(dec.s_val) and not self._sums_fit(dec):
+            raise _TwinTakesBatch
+        twin_verdicts: dict[int, tuple[RejectedReport, dict[str, Any] | None]] = {}
+        for i in np.flatnonzero(dec.status != d.OK).tolist():
+            report = None
+            try:
+                report = self.codec.decode(msgs[i].value)
+                validate_report(report, limits, msgs[i].timestamp_us)
+            except RejectedReport as rejected:
+                twin_verdicts[i] = (rejected, report)
+            else:
+                raise _TwinTakesBatch  # valid, but not for the kernels (another version)
+        return dec, tenants, skus, clusters, twin_verdicts
+
+    @staticmethod
+    def _sums_fit(dec: Decoded) -> bool:
+        valid = dec.status[dec.s_msg] == d.OK
+        if not valid.any():
+            return True
+        largest = int(dec.s_val[valid, d.V_ALLOC : d.V_ENERGY + 1].max())
+        return largest * int(valid.sum()) < _SAFE_PRODUCT
+
+    def _apply(
+        self,
+        msgs: list[SourceMessage],
+        dec: Decoded,
+        tenants: _Interned,
+        skus: _Interned,
+        clusters: _Interned,
+        twin_verdicts: dict[int, tuple[RejectedReport, dict[str, Any] | None]],
+    ) -> BatchOutcome:
+        state, settings = self.state, self.settings
+        width = settings.window_us
+        outcome = BatchOutcome(state.topic, state.partition)
+        n = len(msgs)
+        accepted = np.zeros(n, np.bool_)
+        closed_before_at = np.zeros(n, np.int64)
+        ok = (dec.status == d.OK).tolist()
+        node_ids = _Interned(dec, dec.m_str_off[:, 0].copy(), dec.m_str_len[:, 0].copy())
+        boot_ids = _Interned(dec, dec.m_str_off[:, 1].copy(), dec.m_str_len[:, 1].copy())
+        node_of, boot_of = node_ids.inverse.tolist(), boot_ids.inverse.tolist()
+        seqs, ends = dec.m_long[:, 0].tolist(), dec.m_long[:, 2].tolist()
+        nodes = state.nodes
+        for i, message in enumerate(msgs):
+            if ok[i]:
+                node_key = (node_ids.values[node_of[i]], boot_ids.values[boot_of[i]])
+                tracker = nodes.get(node_key)
+                if tracker is None:
+                    tracker = nodes[node_key] = NodeSeq()
+                verdict, rows = tracker.observe(
+                    *node_key, seqs[i], message.timestamp_us, message.offset
+                )
+                outcome.gap_rows.extend(rows)
+                if verdict is SeqVerdict.DUPLICATE:
+                    outcome.duplicate_reports += 1
+                    continue
+                accepted[i] = True
+                closed_before_at[i] = state.closed_before_us
+                if ends[i] > state.max_event_us:
+                    state.max_event_us = ends[i]
+                    horizon = ends[i] - settings.lateness_us
+                    state.closed_before_us = max(state.closed_before_us, horizon - horizon % width)
+            else:
+                rejected, report = twin_verdicts[i]
+                if report is not None and rejected.reason != reasons.INVALID_IDENTITY:
+                    tracker = nodes.get((report["node_id"], report["boot_id"]))
+                    if tracker is None:
+                        tracker = nodes[(report["node_id"], report["boot_id"])] = NodeSeq()
+                    verdict, rows = tracker.observe(
+                        report["node_id"], report["boot_id"], report["seq"],
+                        message.timestamp_us, message.offset,
+                    )  # fmt: skip
+                    outcome.gap_rows.extend(rows)
+                    if verdict is SeqVerdict.DUPLICATE:
+                        outcome.duplicate_reports += 1
+                        continue
+                outcome.rejections.append(_rejection(message, rejected, report))
+        self._meter(msgs, dec, tenants, skus, clusters, accepted, closed_before_at, outcome)
+        state.applied_offset = msgs[-1].offset
+        outcome.applied_offset = state.applied_offset
+        counters = state.counters
+        counters["accepted_reports"] += outcome.accepted_reports
+        counters["accepted_samples"] += outcome.accepted_samples
+        counters["duplicate_reports"] += outcome.duplicate_reports
+        counters["late_reports"] += outcome.late_reports
+        counters["rejected_reports"] += len(outcome.rejections)
+        return outcome
+
+    def _meter(
+        self,
+        msgs: list[SourceMessage],
+        dec: Decoded,
+        tenants: _Interned,
+        skus: _Interned,
+        clusters: _Interned,
+        accepted: np.ndarray,
+        closed_before_at: np.ndarray,
+        outcome: BatchOutcome,
+    ) -> None:
+        state, width = self.state, self.settings.window_us
+        outcome.accepted_reports = int(accepted.sum())
+        outcome.accepted_samples = int(dec.m_count[accepted].sum())
+        window, straddle, late = k.route(dec.s_msg, dec.s_val, accepted, closed_before_at, width)
+        in_batch = window >= 0
+        sample_cluster = clusters.inverse[dec.s_msg]
+
+        def key_of(t: int, s: int, c: int, w: int) -> RollupKey:
+            return RollupKey(tenants.values[t], skus.values[s], clusters.values[c], w)  # type: ignore[arg-type]
+
+        touched: dict[RollupKey, list[int]] = {}
+        late_by_msg: dict[int, dict[RollupKey, list[int]]] = {}
+
+        # Samples inside one window: grouped and summed in compiled code.
+        simple = in_batch & ~straddle
+        for selected, is_late in ((simple & ~late, False), (simple & late, True)):
+            if not selected.any():
+                continue
+            idx = np.flatnonzero(selected)
+            # One int64 per (tenant, sku, cluster, window[, message]): mixed radix.
+            w0 = int(window[idx].min())
+            radix = [len(tenants.values), len(skus.values), len(clusters.values),
+                     int(window[idx].max() - w0) // width + 1, len(msgs)]  # fmt: skip
+            if np.prod(np.array(radix, dtype=object)) >= 2**62:  # pragma: no cover
+                raise AssertionError("group key does not fit in int64")
+            key = tenants.inverse[idx] * radix[1] + skus.inverse[idx]
+            key = (key * radix[2] + sample_cluster[idx]) * radix[3] + (window[idx] - w0) // width
+            if is_late:
+                key = key * radix[4] + dec.s_msg[idx]
+            group_of, first = k.group_ids(key)
+            group = np.full(len(window), -1, np.int64)
+            group[idx] = group_of
+            sums, overflow = k.sum_groups(group, len(first), dec.s_val, selected)
+            if overflow:
+                raise AssertionError("int64 overflow despite the input bound")  # pragma: no cover
+            rep = idx[first]
+            for t, s, c, w, m, parts in zip(
+                tenants.inverse[rep].tolist(), skus.inverse[rep].tolist(),
+                sample_cluster[rep].tolist(), window[rep].tolist(), dec.s_msg[rep].tolist(),
+                sums.tolist(), strict=True,
+            ):  # fmt: skip
+                key = key_of(t, s, c, w)
+                if is_late:
+                    add_into(late_by_msg.setdefault(m, {}), key, parts)
+                else:
+                    add_into(state.windows, key, parts)
+                    touched[key] = state.windows[key]
+
+        # Samples straddling windows (rare: agents align ticks): split in Python integers.
+        for s in np.flatnonzero(straddle).tolist():
+            m = int(dec.s_msg[s])
+            values = dec.s_val[s]
+            key_base = (int(tenants.inverse[s]), int(skus.inverse[s]), int(sample_cluster[s]))
+            t0, t1 = int(values[d.V_TICK_START]), int(values[d.V_TICK_END])
+            counters = [int(values[d.V_ALLOC + c]) for c in range(len(SUMMED))]
+            is_late = False
+            for n, (w, parts) in enumerate(split_counters(counters, t0, t1, width)):
+                key = key_of(*key_base, w)
+                row = [*parts, 1 if n == 0 else 0]
+                if w < closed_before_at[m]:
+                    is_late = True
+                    add_into(late_by_msg.setdefault(m, {}), key, row)
+                else:
+                    add_into(state.windows, key, row)
+                    touched[key] = state.windows[key]
+            late[s] = is_late
+
+        offsets = np.fromiter((m.offset for m in msgs), np.int64, len(msgs))
+        ledger, rows = k.ledger_rowbinary(
+            dec.buf, dec.s_msg, dec.s_str_off, dec.s_str_len, dec.s_val, dec.m_str_off,
+            dec.m_str_len, dec.m_long, offsets, in_batch, late, state.partition,
+        )  # fmt: skip
+        outcome.ledger = bytearray(ledger.tobytes())
+        outcome.ledger_rows = int(rows)
+        for m in sorted(late_by_msg):
+            outcome.late_reports += 1
+            outcome.adjustments.extend(
+                AdjustmentRow(key, state.partition, msgs[m].offset, tuple(sums))
+                for key, sums in sorted(late_by_msg[m].items())
+            )
+        for key in [key for key in state.windows if key.window_start_us < state.closed_before_us]:
+            del state.windows[key]
+        outcome.rollups = [
+            RollupRow(key, state.partition, tuple(touched[key]), msgs[-1].offset)
+            for key in sorted(touched)
+        ]
+        assert all(len(sums) == SAMPLE_COUNT + 1 for sums in touched.values())
