@@ -76,6 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
           help="event-time lateness bound, seconds")  # fmt: skip
     _flag(worker, "--metrics-port", "METRICS_PORT", default=None, type=int,
           help="serve Prometheus /metrics on this port")  # fmt: skip
+    worker.add_argument(
+        "--plain", action="store_true", default=_env("PLAIN") == "1",
+        help="use the readable twin instead of the hot path [env METER_PLAIN=1]",
+    )  # fmt: skip
     _flag(worker, "--metrics-host", "METRICS_HOST", default="127.0.0.1",
           help="address for /metrics")  # fmt: skip
     _stack_dir(worker)
@@ -161,6 +165,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         processor=ProcessorSettings(lateness_us=int(args.lateness_s * US_PER_SECOND)),
         metrics_port=args.metrics_port,
         metrics_host=args.metrics_host,
+        hot_path=not args.plain,
     )
     run_worker(settings, loglevel=args.log_level.lower())
     return 0

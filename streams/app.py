@@ -26,6 +26,7 @@ import faust
 
 from streams import metrics
 from streams.dlq import dead_letter_headers
+from streams.hotpath.processor import FastPartitionProcessor
 from streams.processor import BatchOutcome, PartitionProcessor, SourceMessage
 from streams.settings import WorkerSettings
 from streams.sink import WarehouseSink, load_state
@@ -43,11 +44,11 @@ class BatchHandler:
         self.warehouse = warehouse
         self.sink = WarehouseSink(warehouse)
         self.dlq = dlq
-        self.processors: dict[int, PartitionProcessor] = {}
+        self.processors: dict[int, PartitionProcessor | FastPartitionProcessor] = {}
         self.rejected_by_reason: Counter[str] = Counter()
         self.batches = 0
 
-    async def processor(self, partition: int) -> PartitionProcessor:
+    async def processor(self, partition: int) -> PartitionProcessor | FastPartitionProcessor:
         found = self.processors.get(partition)
         if found is None:
             loop = asyncio.get_running_loop()
@@ -55,7 +56,10 @@ class BatchHandler:
                 None, load_state, self.warehouse, self.settings.topic, partition
             )
             log.info("partition %d: resuming after offset %d", partition, state.applied_offset)
-            found = PartitionProcessor(state, self.settings.processor)
+            processor_class = (
+                FastPartitionProcessor if self.settings.hot_path else PartitionProcessor
+            )
+            found = processor_class(state, self.settings.processor)
             self.processors[partition] = found
         return found
 
