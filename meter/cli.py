@@ -100,6 +100,15 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(fleet, "--totals-out", "TOTALS_OUT", default="", help="JSON file for emitted totals")
     _stack_dir(fleet)
 
+    bench = sub.add_parser("bench", help="benchmarks: hotpath (in process) or e2e")
+    bench_sub = bench.add_subparsers(dest="bench", required=True)
+    hot = bench_sub.add_parser("hotpath", help="hot path vs plain per-sample path, one core")
+    hot.add_argument("--nodes", type=int, default=200)
+    hot.add_argument("--reports", type=int, default=20, help="reports per node")
+    hot.add_argument("--repeats", type=int, default=7)
+    hot.add_argument("--cpu", type=int, default=0, help="core to pin to (-1: no pinning)")
+    hot.add_argument("--json", action="store_true", help="last line: one JSON object")
+
     demo = sub.add_parser("demo", help="simulated fleet through the whole pipeline, checked")
     _fleet_flags(demo)
     _flag(demo, "--database", "DEMO_DATABASE", default="demo", help="database (recreated)")
@@ -218,6 +227,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return main_demo(options, Path(args.stack_dir))
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from meter.bench_hotpath import print_hotpath, run_hotpath_bench
+
+    result = run_hotpath_bench(
+        args.nodes, args.reports, args.repeats, None if args.cpu < 0 else args.cpu
+    )
+    print_hotpath(result, args.json)
+    return 0
+
+
 COMMANDS = {
     "stack": _cmd_stack,
     "migrate": _cmd_migrate,
@@ -225,6 +244,7 @@ COMMANDS = {
     "status": _cmd_status,
     "fleet": _cmd_fleet,
     "demo": _cmd_demo,
+    "bench": _cmd_bench,
 }
 
 

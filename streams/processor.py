@@ -77,6 +77,7 @@ class ProcessorSettings:
     window_us: int = US_PER_MINUTE
     lateness_us: int = 10 * US_PER_MINUTE
     limits: ReportLimits = field(default_factory=ReportLimits)
+    emit_ledger: bool = True  # False: sums, seqs and rejects only (benchmarks, replays)
 
     def __post_init__(self) -> None:
         if self.window_us <= 0 or US_PER_MINUTE * 60 % self.window_us:
@@ -90,7 +91,7 @@ class BatchOutcome:
     topic: str
     partition: int
     applied_offset: int = -1
-    ledger: bytearray = field(default_factory=bytearray)  # RowBinary, LEDGER_COLUMNS
+    ledger: bytes | bytearray = b""  # RowBinary rows in LEDGER_COLUMNS order
     ledger_rows: int = 0
     rollups: list[RollupRow] = field(default_factory=list)
     adjustments: list[AdjustmentRow] = field(default_factory=list)
@@ -125,6 +126,7 @@ class PartitionProcessor:
     def process(self, messages: Iterable[SourceMessage]) -> BatchOutcome:
         state = self.state
         outcome = BatchOutcome(state.topic, state.partition)
+        outcome.ledger = bytearray()
         touched: dict[RollupKey, list[int]] = {}  # key -> its sums list (live or closed)
         for message in messages:
             if message.offset <= state.applied_offset:
@@ -202,6 +204,8 @@ class PartitionProcessor:
                 else:
                     add_into(state.windows, key, parts)
                     touched[key] = state.windows[key]
+            if not self.settings.emit_ledger:
+                continue
             outcome.ledger_rows += 1
             outcome.ledger += encode_row(
                 LEDGER_TYPES,

@@ -136,7 +136,7 @@ class FastPartitionProcessor:
         messages = list(messages)
         fresh = [m for m in messages if m.offset > self.state.applied_offset]
         if not fresh:
-            outcome = BatchOutcome(self.state.topic, self.state.partition)
+            outcome = BatchOutcome(self.state.topic, self.state.partition, ledger=bytearray())
             outcome.applied_offset = self.state.applied_offset
             outcome.skipped_replays = len(messages)
             return outcome
@@ -335,13 +335,14 @@ class FastPartitionProcessor:
                     touched[key] = state.windows[key]
             late[s] = is_late
 
-        offsets = np.fromiter((m.offset for m in msgs), np.int64, len(msgs))
-        ledger, rows = k.ledger_rowbinary(
-            dec.buf, dec.s_msg, dec.s_str_off, dec.s_str_len, dec.s_val, dec.m_str_off,
-            dec.m_str_len, dec.m_long, offsets, in_batch, late, state.partition,
-        )  # fmt: skip
-        outcome.ledger = bytearray(ledger.tobytes())
-        outcome.ledger_rows = int(rows)
+        if self.settings.emit_ledger:
+            offsets = np.fromiter((m.offset for m in msgs), np.int64, len(msgs))
+            ledger, rows = k.ledger_rowbinary(
+                dec.buf, dec.s_msg, dec.s_str_off, dec.s_str_len, dec.s_val, dec.m_str_off,
+                dec.m_str_len, dec.m_long, offsets, in_batch, late, state.partition,
+            )  # fmt: skip
+            outcome.ledger = ledger.tobytes()
+            outcome.ledger_rows = int(rows)
         for m in sorted(late_by_msg):
             outcome.late_reports += 1
             outcome.adjustments.extend(

@@ -109,8 +109,10 @@ def report_frames(draw) -> list[bytes]:
     return frames
 
 
-def _run_both(frames: list[bytes], cuts: list[int], lateness_us: int) -> None:
-    proc_settings = ProcessorSettings(lateness_us=lateness_us)
+def _run_both(
+    frames: list[bytes], cuts: list[int], lateness_us: int, emit_ledger: bool = True
+) -> None:
+    proc_settings = ProcessorSettings(lateness_us=lateness_us, emit_ledger=emit_ledger)
     twin = PartitionProcessor(PartitionState("usage", 0), proc_settings)
     fast = FastPartitionProcessor(PartitionState("usage", 0), proc_settings)
     messages = [SourceMessage("usage", 0, i, b"k", f, NOW_US) for i, f in enumerate(frames)]
@@ -157,6 +159,7 @@ def test_a_fleet_with_late_nodes_duplicates_and_gaps():
     frames = [CODEC.encode(r) for r in reports if r not in late]
     frames += [CODEC.encode(r) for r in late] + frames[:30:3]
     _run_both(frames, [17, 90, 91, 150], 2 * US_PER_MINUTE)
+    _run_both(frames, [17, 90, 91, 150], 2 * US_PER_MINUTE, emit_ledger=False)
 
 
 def test_a_report_of_another_released_version_goes_to_the_twin(monkeypatch):
