@@ -108,6 +108,14 @@ def build_parser() -> argparse.ArgumentParser:
     hot.add_argument("--repeats", type=int, default=7)
     hot.add_argument("--cpu", type=int, default=0, help="core to pin to (-1: no pinning)")
     hot.add_argument("--json", action="store_true", help="last line: one JSON object")
+    e2e = bench_sub.add_parser("e2e", help="fleet -> broker -> worker -> ClickHouse, measured")
+    e2e.add_argument("--nodes", type=int, default=200)
+    e2e.add_argument("--reports", type=int, default=1_250, help="reports per node (backlog)")
+    e2e.add_argument("--partitions", type=int, default=4)
+    e2e.add_argument("--floor-seconds", type=float, default=20.0,
+                     help="how long the no-op and plain agents are measured")  # fmt: skip
+    e2e.add_argument("--stack-dir", default="", help="stack folder (default: a fresh temp dir)")
+    e2e.add_argument("--json", action="store_true", help="last line: one JSON object")
 
     demo = sub.add_parser("demo", help="simulated fleet through the whole pipeline, checked")
     _fleet_flags(demo)
@@ -228,6 +236,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
+    if args.bench == "e2e":
+        from meter.bench_e2e import main_e2e
+
+        return main_e2e(args)
     from meter.bench_hotpath import print_hotpath, run_hotpath_bench
 
     result = run_hotpath_bench(

@@ -1,0 +1,239 @@
+"""``meter bench e2e``: simulated fleet → Tansu → Faust worker → ClickHouse, measured.
+
+A backlog of node reports (8 GPUs × 6 ticks = 48 samples each) is published first. Then,
+one after another and each in its own consumer group on the same topic:
+
+1. a no-op Faust agent (what Faust itself moves per second: the floor),
+2. the plain per-message agent (fastavro decode + dict aggregation per message),
+3. the metering worker with the hot path, over the whole backlog, writing the ledger,
+   rollups and state to ClickHouse; its totals are then checked against what was emitted.
+
+Rates come from the groups' committed offsets over time; the worker's memory is sampled
+from /proc. Run it on a quiet machine and read ratios, not absolute figures.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from agent.fleet import FleetSpec, build_nodes, node_report
+from agent.publisher import ReportPublisher
+from agent.totals import EmittedTotals
+from meter.runner import WorkerProcess, differences, ledger_totals, warehouse_totals
+from schemas import ReportCodec
+from stack import LocalStack
+from streams.progress import committed_offsets
+from streams.settings import WorkerSettings
+from streams.topics import ensure_topics
+from warehouse.client import ClickHouseSettings, Warehouse
+from warehouse.migrate import migrate
+
+
+def say(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def build_backlog(nodes: int, reports: int) -> tuple[list[tuple[bytes, bytes]], EmittedTotals]:
+    """Frames of ``nodes`` × ``reports`` reports and their exact emitted totals.
+
+    Report ``seq`` of a node repeats the node's first report shifted by ``seq`` publish
+    intervals (one window), so the totals are the first report's, shifted per seq.
+    """
+    spec = FleetSpec(nodes=nodes, gpus_per_node=8, tenants=3, reports_per_node=reports)
+    codec = ReportCodec()
+    shift_us = spec.report_us
+    frames: list[tuple[bytes, bytes]] = []
+    totals = EmittedTotals()
+    templates = [(node, node_report(spec, node, 0)) for node in build_nodes(spec)]
+    per_node: list[EmittedTotals] = []
+    for _, template in templates:
+        t = EmittedTotals()
+        t.add_report(template)
+        per_node.append(t)
+    for seq in range(reports):
+        for (node, template), _ in zip(templates, per_node, strict=True):
+            report = dict(template, seq=seq)
+            report["interval_start_us"] += seq * shift_us
+            report["interval_end_us"] += seq * shift_us
+            report["samples"] = [
+                dict(s, tick_start_us=s["tick_start_us"] + seq * shift_us,
+                     tick_end_us=s["tick_end_us"] + seq * shift_us)
+                for s in template["samples"]
+            ]  # fmt: skip
+            frames.append((node.node_id.encode(), codec.encode(report)))
+    for t in per_node:
+        for (tenant, sku, cluster, w), row in t.by_key.items():
+            for seq in range(reports):
+                acc = totals._row((tenant, sku, cluster, w + seq * shift_us))
+                for name, value in row.items():
+                    acc[name] += value
+        totals.reports += t.reports * reports
+        totals.samples += t.samples * reports
+    return frames, totals
+
+
+def _rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def _consumed(bootstrap: str, group: str, topic: str, partitions: int) -> int:
+    return sum(committed_offsets(bootstrap, group, topic, partitions).values())
+
+
+def measure_rate(
+    argv: list[str], bootstrap: str, group: str, topic: str, partitions: int,
+    seconds: float, log: Path,
+) -> float:  # fmt: skip
+    """Messages/s a consumer process commits over ``seconds``, after it got going."""
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while _consumed(bootstrap, group, topic, partitions) == 0:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError(f"{argv[3]} agent never committed; see {log}")
+            time.sleep(0.5)
+        start_n, start_t = _consumed(bootstrap, group, topic, partitions), time.monotonic()
+        time.sleep(seconds)
+        end_n, end_t = _consumed(bootstrap, group, topic, partitions), time.monotonic()
+        return (end_n - start_n) / (end_t - start_t)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def run_e2e_bench(nodes: int, reports: int, partitions: int, floor_seconds: float,
+                  folder: Path | None) -> dict[str, Any]:  # fmt: skip
+    folder = folder or Path(tempfile.mkdtemp(prefix="meter-bench-"))
+    stack = LocalStack(folder)
+    info = stack.up()
+    run_id = uuid.uuid4().hex[:8]
+    try:
+        say(f"stack up in {folder}; building {nodes * reports:,} reports")
+        frames, emitted = build_backlog(nodes, reports)
+        ch = ClickHouseSettings(
+            port=info.clickhouse_port, http_port=info.clickhouse_http_port,
+            database=f"bench_{run_id}",
+        )  # fmt: skip
+        warehouse = Warehouse(ch)
+        migrate(warehouse)
+        topic = f"bench-{run_id}"
+        settings = WorkerSettings(
+            bootstrap=info.bootstrap, topic=topic, app_id=f"bench-worker-{run_id}",
+            partitions=partitions, clickhouse=ch, datadir=folder / "faust",
+        )  # fmt: skip
+        ensure_topics(info.bootstrap, {topic: partitions, settings.dlq_topic: 1})
+        say(f"publishing {len(frames):,} messages ({emitted.samples:,} samples)")
+        started = time.monotonic()
+        with ReportPublisher(info.bootstrap, topic, linger_ms=20) as publisher:
+            for key, value in frames:
+                publisher.publish(key, value)
+            publisher.flush(timeout_s=600)
+            end_offsets = dict(publisher.end_offsets)
+        say(f"published in {time.monotonic() - started:.0f} s")
+        total_messages = sum(end_offsets.values())
+        agent = [sys.executable, "-m", "meter.bench_agents"]
+        noop_rate = measure_rate(
+            [*agent, "noop", info.bootstrap, topic, f"bench-noop-{run_id}"],
+            info.bootstrap, f"bench-noop-{run_id}", topic, partitions, floor_seconds,
+            folder / "noop.log",
+        )  # fmt: skip
+        say(f"no-op Faust agent: {noop_rate:,.0f} messages/s")
+        plain_rate = measure_rate(
+            [*agent, "plain", info.bootstrap, topic, f"bench-plain-{run_id}"],
+            info.bootstrap, f"bench-plain-{run_id}", topic, partitions, floor_seconds,
+            folder / "plain.log",
+        )  # fmt: skip
+        say(f"plain per-message agent: {plain_rate:,.0f} messages/s")
+
+        worker = WorkerProcess.start(settings, folder / "worker.log")
+        rss: list[float] = []
+        points: list[tuple[float, int]] = []
+        try:
+            while True:
+                done = _consumed(info.bootstrap, settings.app_id, topic, partitions)
+                points.append((time.monotonic(), done))
+                rss.append(_rss_mb(worker.proc.pid))
+                if done >= total_messages:
+                    break
+                if not worker.alive():
+                    raise RuntimeError(f"worker exited; see {worker.log_path}")
+                time.sleep(2)
+        finally:
+            worker.stop()
+        moving = [(t, n) for t, n in points if n > 0]
+        first_t, first_n = moving[0]
+        last_t, last_n = moving[-1]
+        seconds = last_t - first_t
+        worker_rate = (last_n - first_n) / seconds if seconds > 0 else 0.0
+        per_message = emitted.samples / total_messages
+        stored = warehouse_totals(warehouse)
+        exact = not differences(emitted.by_key, stored) and not differences(
+            emitted.by_key, ledger_totals(warehouse)
+        )
+        steady = rss[len(rss) // 4 :] or rss
+        return {
+            "messages": total_messages,
+            "samples": emitted.samples,
+            "samples_per_message": per_message,
+            "seconds": round(seconds, 1),
+            "messages_per_s": round(worker_rate),
+            "samples_per_s": round(worker_rate * per_message),
+            "noop_messages_per_s": round(noop_rate),
+            "baseline_messages_per_s": round(plain_rate),
+            "baseline_samples_per_s": round(plain_rate * per_message),
+            "ratio": round(worker_rate / plain_rate, 1) if plain_rate else None,
+            "vs_noop": round(worker_rate / noop_rate, 2) if noop_rate else None,
+            "peak_rss_mb": round(max(rss), 1),
+            "rss_first_quarter_mb": round(rss[len(rss) // 4], 1) if rss else None,
+            "rss_last_mb": round(rss[-1], 1) if rss else None,
+            "rss_steady_spread_mb": round(max(steady) - min(steady), 1) if steady else None,
+            "exact": exact,
+        }
+    finally:
+        stack.down()
+
+
+def print_e2e(result: dict[str, Any], as_json: bool) -> None:
+    r = result
+    print(
+        f"worker        {r['samples_per_s']:>10,} samples/s  {r['messages_per_s']:>7,} messages/s"
+        f"  over {r['seconds']} s, {r['samples']:,} samples, exact={r['exact']}"
+    )
+    print(
+        f"plain agent   {r['baseline_samples_per_s']:>10,} samples/s  "
+        f"{r['baseline_messages_per_s']:>7,} messages/s  (fastavro + dict per message)"
+    )
+    print(
+        f"no-op agent   {'':>10}            {r['noop_messages_per_s']:>7,} messages/s"
+        "  (Faust's floor)"
+    )
+    print(f"ratio {r['ratio']}x the plain agent; {r['vs_noop']:.0%} of the no-op agent's message"
+          f" rate; worker RSS peak {r['peak_rss_mb']} MB, last {r['rss_last_mb']} MB")  # fmt: skip
+    if as_json:
+        print(json.dumps(r, sort_keys=True))
+
+
+def main_e2e(args: Any) -> int:
+    result = run_e2e_bench(
+        args.nodes, args.reports, args.partitions, args.floor_seconds,
+        Path(args.stack_dir) if args.stack_dir else None,
+    )  # fmt: skip
+    print_e2e(result, args.json)
+    return 0 if result["exact"] else 1
