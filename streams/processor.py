@@ -141,12 +141,7 @@ class PartitionProcessor:
             RollupRow(key, state.partition, tuple(touched[key]), state.applied_offset)
             for key in sorted(touched)
         ]
-        counters = state.counters
-        counters["accepted_reports"] += outcome.accepted_reports
-        counters["accepted_samples"] += outcome.accepted_samples
-        counters["duplicate_reports"] += outcome.duplicate_reports
-        counters["late_reports"] += outcome.late_reports
-        counters["rejected_reports"] += len(outcome.rejections)
+        count_outcome(state, outcome)
         return outcome
 
     def _one(
@@ -163,7 +158,7 @@ class PartitionProcessor:
                 if verdict is SeqVerdict.DUPLICATE:
                     outcome.duplicate_reports += 1
                     return
-            outcome.rejections.append(_rejection(message, rejected, report))
+            outcome.rejections.append(rejection_from(message, rejected, report))
             return
         if self._observe_seq(report, message, outcome) is SeqVerdict.DUPLICATE:
             outcome.duplicate_reports += 1
@@ -173,15 +168,9 @@ class PartitionProcessor:
     def _observe_seq(
         self, report: dict[str, Any], message: SourceMessage, outcome: BatchOutcome
     ) -> SeqVerdict:
-        node_key = (report["node_id"], report["boot_id"])
-        tracker = self.state.nodes.get(node_key)
-        if tracker is None:
-            tracker = self.state.nodes[node_key] = NodeSeq()
-        verdict, rows = tracker.observe(
-            *node_key, report["seq"], message.timestamp_us, message.offset
+        return observe_seq(
+            self.state, report["node_id"], report["boot_id"], report["seq"], message, outcome
         )
-        outcome.gap_rows.extend(rows)
-        return verdict
 
     def _meter(
         self,
@@ -254,7 +243,34 @@ class PartitionProcessor:
             del state.windows[key]
 
 
-def _rejection(
+def observe_seq(
+    state: PartitionState,
+    node_id: str,
+    boot_id: str,
+    seq: int,
+    message: SourceMessage,
+    outcome: BatchOutcome,
+) -> SeqVerdict:
+    """Record a report's seq for its (node, boot); gap rows go into ``outcome``."""
+    tracker = state.nodes.get((node_id, boot_id))
+    if tracker is None:
+        tracker = state.nodes[(node_id, boot_id)] = NodeSeq()
+    verdict, rows = tracker.observe(node_id, boot_id, seq, message.timestamp_us, message.offset)
+    outcome.gap_rows.extend(rows)
+    return verdict
+
+
+def count_outcome(state: PartitionState, outcome: BatchOutcome) -> None:
+    """Add a batch's outcome to the partition's persistent counters."""
+    counters = state.counters
+    counters["accepted_reports"] += outcome.accepted_reports
+    counters["accepted_samples"] += outcome.accepted_samples
+    counters["duplicate_reports"] += outcome.duplicate_reports
+    counters["late_reports"] += outcome.late_reports
+    counters["rejected_reports"] += len(outcome.rejections)
+
+
+def rejection_from(
     message: SourceMessage, rejected: RejectedReport, report: dict[str, Any] | None
 ) -> Rejection:
     if report is None:

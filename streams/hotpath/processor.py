@@ -32,9 +32,11 @@ from streams.processor import (
     ProcessorSettings,
     RollupRow,
     SourceMessage,
-    _rejection,
+    count_outcome,
+    observe_seq,
+    rejection_from,
 )
-from streams.seqtrack import NodeSeq, SeqVerdict
+from streams.seqtrack import SeqVerdict
 from streams.state import PartitionState
 from streams.validate import is_valid_tenant, validate_report
 
@@ -211,17 +213,10 @@ class FastPartitionProcessor:
         boot_ids = _Interned(dec, dec.m_str_off[:, 1].copy(), dec.m_str_len[:, 1].copy())
         node_of, boot_of = node_ids.inverse.tolist(), boot_ids.inverse.tolist()
         seqs, ends = dec.m_long[:, 0].tolist(), dec.m_long[:, 2].tolist()
-        nodes = state.nodes
         for i, message in enumerate(msgs):
             if ok[i]:
-                node_key = (node_ids.values[node_of[i]], boot_ids.values[boot_of[i]])
-                tracker = nodes.get(node_key)
-                if tracker is None:
-                    tracker = nodes[node_key] = NodeSeq()
-                verdict, rows = tracker.observe(
-                    *node_key, seqs[i], message.timestamp_us, message.offset
-                )
-                outcome.gap_rows.extend(rows)
+                node, boot = node_ids.values[node_of[i]], boot_ids.values[boot_of[i]]
+                verdict = observe_seq(state, node, boot, seqs[i], message, outcome)  # type: ignore[arg-type]
                 if verdict is SeqVerdict.DUPLICATE:
                     outcome.duplicate_reports += 1
                     continue
@@ -234,27 +229,17 @@ class FastPartitionProcessor:
             else:
                 rejected, report = twin_verdicts[i]
                 if report is not None and rejected.reason != reasons.INVALID_IDENTITY:
-                    tracker = nodes.get((report["node_id"], report["boot_id"]))
-                    if tracker is None:
-                        tracker = nodes[(report["node_id"], report["boot_id"])] = NodeSeq()
-                    verdict, rows = tracker.observe(
-                        report["node_id"], report["boot_id"], report["seq"],
-                        message.timestamp_us, message.offset,
-                    )  # fmt: skip
-                    outcome.gap_rows.extend(rows)
+                    verdict = observe_seq(
+                        state, report["node_id"], report["boot_id"], report["seq"], message, outcome
+                    )
                     if verdict is SeqVerdict.DUPLICATE:
                         outcome.duplicate_reports += 1
                         continue
-                outcome.rejections.append(_rejection(message, rejected, report))
+                outcome.rejections.append(rejection_from(message, rejected, report))
         self._meter(msgs, dec, tenants, skus, clusters, accepted, closed_before_at, outcome)
         state.applied_offset = msgs[-1].offset
         outcome.applied_offset = state.applied_offset
-        counters = state.counters
-        counters["accepted_reports"] += outcome.accepted_reports
-        counters["accepted_samples"] += outcome.accepted_samples
-        counters["duplicate_reports"] += outcome.duplicate_reports
-        counters["late_reports"] += outcome.late_reports
-        counters["rejected_reports"] += len(outcome.rejections)
+        count_outcome(state, outcome)
         return outcome
 
     def _meter(
