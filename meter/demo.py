@@ -11,7 +11,6 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass
-from decimal import Decimal
 from pathlib import Path
 
 from agent.fleet import FleetSpec, spec_dict
@@ -23,7 +22,7 @@ from meter.runner import (
     publish_fleet,
     warehouse_totals,
 )
-from meter.units import MJ_PER_KWH, US_PER_GPU_HOUR
+from meter.units import gpu_hours, kwh
 from stack import LocalStack
 from streams.progress import wait_until_consumed
 from streams.settings import WorkerSettings
@@ -46,11 +45,11 @@ def say(message: str) -> None:
 
 
 def _hours(gpu_us: int) -> str:
-    return f"{Decimal(gpu_us) / US_PER_GPU_HOUR:,.6f}"
+    return f"{gpu_hours(gpu_us):,.6f}"
 
 
 def _kwh(energy_mj: int) -> str:
-    return f"{Decimal(energy_mj) / MJ_PER_KWH:,.6f}"
+    return f"{kwh(energy_mj):,.6f}"
 
 
 def render_table(

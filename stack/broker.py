@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-import shutil
 from pathlib import Path
 
 from kafka import KafkaConsumer
@@ -66,7 +65,3 @@ def start(folder: Path, port: int, timeout_s: float = 20.0) -> int:
     pid = process.spawn(argv, log, env)
     process.wait_ready("tansu broker", pid, lambda: probe(f"127.0.0.1:{port}"), log, timeout_s)
     return pid
-
-
-def which_or_none(name: str) -> str | None:
-    return shutil.which(name)
