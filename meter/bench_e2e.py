@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +41,8 @@ def say(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def build_backlog(nodes: int, reports: int) -> tuple[list[tuple[bytes, bytes]], EmittedTotals]:
-    """Frames of ``nodes`` × ``reports`` reports and their exact emitted totals.
+def build_backlog(nodes: int, reports: int) -> tuple[Iterator[tuple[bytes, bytes]], EmittedTotals]:
+    """Frames (generated lazily) of ``nodes`` × ``reports`` reports, and their exact totals.
 
     Report ``seq`` of a node repeats the node's first report shifted by ``seq`` publish
     intervals (one window), so the totals are the first report's, shifted per seq.
@@ -49,7 +50,6 @@ def build_backlog(nodes: int, reports: int) -> tuple[list[tuple[bytes, bytes]], 
     spec = FleetSpec(nodes=nodes, gpus_per_node=8, tenants=3, reports_per_node=reports)
     codec = ReportCodec()
     shift_us = spec.report_us
-    frames: list[tuple[bytes, bytes]] = []
     totals = EmittedTotals()
     templates = [(node, node_report(spec, node, 0)) for node in build_nodes(spec)]
     per_node: list[EmittedTotals] = []
@@ -57,17 +57,12 @@ def build_backlog(nodes: int, reports: int) -> tuple[list[tuple[bytes, bytes]], 
         t = EmittedTotals()
         t.add_report(template)
         per_node.append(t)
-    for seq in range(reports):
-        for (node, template), _ in zip(templates, per_node, strict=True):
-            report = dict(template, seq=seq)
-            report["interval_start_us"] += seq * shift_us
-            report["interval_end_us"] += seq * shift_us
-            report["samples"] = [
-                dict(s, tick_start_us=s["tick_start_us"] + seq * shift_us,
-                     tick_end_us=s["tick_end_us"] + seq * shift_us)
-                for s in template["samples"]
-            ]  # fmt: skip
-            frames.append((node.node_id.encode(), codec.encode(report)))
+
+    def frames() -> Iterator[tuple[bytes, bytes]]:
+        for seq in range(reports):
+            for node, template in templates:
+                yield node.node_id.encode(), codec.encode(_shifted(template, seq, shift_us))
+
     for t in per_node:
         for (tenant, sku, cluster, w), row in t.by_key.items():
             for seq in range(reports):
@@ -76,7 +71,19 @@ def build_backlog(nodes: int, reports: int) -> tuple[list[tuple[bytes, bytes]], 
                     acc[name] += value
         totals.reports += t.reports * reports
         totals.samples += t.samples * reports
-    return frames, totals
+    return frames(), totals
+
+
+def _shifted(template: dict[str, Any], seq: int, shift_us: int) -> dict[str, Any]:
+    report = dict(template, seq=seq)
+    report["interval_start_us"] += seq * shift_us
+    report["interval_end_us"] += seq * shift_us
+    report["samples"] = [
+        dict(s, tick_start_us=s["tick_start_us"] + seq * shift_us,
+             tick_end_us=s["tick_end_us"] + seq * shift_us)
+        for s in template["samples"]
+    ]  # fmt: skip
+    return report
 
 
 def _rss_mb(pid: int) -> float:
@@ -139,9 +146,13 @@ def run_e2e_bench(nodes: int, reports: int, partitions: int, floor_seconds: floa
             partitions=partitions, clickhouse=ch, datadir=folder / "faust",
         )  # fmt: skip
         ensure_topics(info.bootstrap, {topic: partitions, settings.dlq_topic: 1})
-        say(f"publishing {len(frames):,} messages ({emitted.samples:,} samples)")
+        say(f"publishing {emitted.reports:,} messages ({emitted.samples:,} samples)")
         started = time.monotonic()
-        with ReportPublisher(info.bootstrap, topic, linger_ms=20) as publisher:
+        # Loopback, nothing retries: several requests in flight are safe and much faster.
+        with ReportPublisher(
+            info.bootstrap, topic, linger_ms=50, batch_size=1 << 20,
+            max_in_flight_requests_per_connection=5,
+        ) as publisher:  # fmt: skip
             for key, value in frames:
                 publisher.publish(key, value)
             publisher.flush(timeout_s=600)

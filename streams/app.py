@@ -76,16 +76,21 @@ class BatchHandler:
             by_partition.setdefault(m.partition, []).append(
                 SourceMessage(m.topic, m.partition, m.offset, m.key, m.value, timestamp_us)
             )
-        loop = asyncio.get_running_loop()
+        written = []
         for partition, messages in by_partition.items():
             processor = await self.processor(partition)
             outcome = processor.process(messages)
             if outcome.skipped_replays == len(messages):
                 continue  # every message was applied before: nothing new to write
             await self._dead_letter(outcome)
-            # clickhouse-driver blocks; off the loop so heartbeats keep flowing.
-            await loop.run_in_executor(None, self.sink.write, outcome, processor.state)
-            self.rejected_by_reason.update(r.reason for r in outcome.rejections)
+            written.append((outcome, processor.state))
+        if written:
+            # One write for every partition of the batch, off the loop (the driver
+            # blocks) so that heartbeats keep flowing.
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(None, self.sink.write_many, written)
+            for outcome, _ in written:
+                self.rejected_by_reason.update(r.reason for r in outcome.rejections)
         self.batches += 1
 
     async def _dead_letter(self, outcome: BatchOutcome) -> None:

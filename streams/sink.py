@@ -1,4 +1,4 @@
-"""Writing a batch's outcome to ClickHouse, every table idempotent, the state last.
+"""Writing a batch's outcomes to ClickHouse, every table idempotent, the states last.
 
 Order: rejected reports → ledger → rollup partials → adjustments → seq gaps → partition
 state. Each table is a ReplacingMergeTree keyed so that writing the same batch again
@@ -55,8 +55,13 @@ class WarehouseSink:
         self._clock_us = clock_us
 
     def write(self, outcome: BatchOutcome, state: PartitionState) -> None:
+        self.write_many([(outcome, state)])
+
+    def write_many(self, batch: list[tuple[BatchOutcome, PartitionState]]) -> None:
+        """One insert per table for all partitions of a batch; every state row last."""
         now = utc(self._clock_us())
         insert = self.warehouse.insert
+        outcomes = [outcome for outcome, _ in batch]
         insert(
             "rejected_reports",
             REJECTED_COLUMNS,
@@ -75,11 +80,15 @@ class WarehouseSink:
                     r.message.value,
                     now,
                 )
+                for outcome in outcomes
                 for r in outcome.rejections
             ],
         )
         self.warehouse.insert_rowbinary(
-            "usage_ledger", LEDGER_COLUMNS, bytes(outcome.ledger), outcome.ledger_rows
+            "usage_ledger",
+            LEDGER_COLUMNS,
+            b"".join(outcome.ledger for outcome in outcomes),
+            sum(outcome.ledger_rows for outcome in outcomes),
         )
         insert(
             "usage_rollup_partials",
@@ -94,6 +103,7 @@ class WarehouseSink:
                     row.version,
                     now,
                 )
+                for outcome in outcomes
                 for row in outcome.rollups
             ],
         )
@@ -110,6 +120,7 @@ class WarehouseSink:
                     row.sums[SAMPLE_COUNT],
                     now,
                 )
+                for outcome in outcomes
                 for row in outcome.adjustments
             ],
         )
@@ -128,29 +139,20 @@ class WarehouseSink:
                     g.version,
                     now,
                 )
+                for outcome in outcomes
                 for g in outcome.gap_rows
             ],
         )
-        c = state.counters
-        insert(
-            "partition_state",
-            STATE_COLUMNS,
-            [
-                (
-                    state.topic,
-                    state.partition,
-                    state.applied_offset,
-                    c["accepted_reports"],
-                    c["accepted_samples"],
-                    c["duplicate_reports"],
-                    c["late_reports"],
-                    c["rejected_reports"],
-                    state.open_gaps(),
-                    state.to_snapshot(),
-                    now,
-                )
-            ],
-        )
+        insert("partition_state", STATE_COLUMNS, [_state_row(state, now) for _, state in batch])
+
+
+def _state_row(state: PartitionState, now: datetime) -> tuple[object, ...]:
+    c = state.counters
+    return (
+        state.topic, state.partition, state.applied_offset, c["accepted_reports"],
+        c["accepted_samples"], c["duplicate_reports"], c["late_reports"],
+        c["rejected_reports"], state.open_gaps(), state.to_snapshot(), now,
+    )  # fmt: skip
 
 
 def load_state(warehouse: Warehouse, topic: str, partition: int) -> PartitionState:
