@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -98,6 +99,9 @@ class Warehouse:
         self.backoff = backoff or Backoff()
         self._sleep = sleep
         self._client = self._connect(settings.database)
+        # clickhouse-driver allows one query at a time per connection; the worker loads a
+        # partition's state while the previous batch is still being written.
+        self._lock = threading.RLock()
 
     def _connect(self, database: str) -> Client:
         s = self.settings
@@ -129,13 +133,15 @@ class Warehouse:
         raise AssertionError("unreachable")
 
     def execute(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
-        return self._retrying("query", lambda: self._client.execute(sql, params))
+        with self._lock:
+            return self._retrying("query", lambda: self._client.execute(sql, params))
 
     def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> int:
         if not rows:
             return 0
         sql = f"INSERT INTO {check_identifier(table, 'table')} ({', '.join(columns)}) VALUES"
-        self._retrying(f"insert into {table}", lambda: self._client.execute(sql, rows))
+        with self._lock:
+            self._retrying(f"insert into {table}", lambda: self._client.execute(sql, rows))
         return len(rows)
 
     def insert_rowbinary(self, table: str, columns: Sequence[str], data: bytes, rows: int) -> int:
@@ -176,7 +182,8 @@ class Warehouse:
             self._retrying(sql.split(" IF ")[0].lower(), lambda: admin.execute(sql))
         finally:
             admin.disconnect()
-        self._client.disconnect()  # reconnect to the database as it now is
+        with self._lock:
+            self._client.disconnect()  # reconnect to the database as it now is
 
     def ensure_database(self) -> None:
         self._on_default_database(f"CREATE DATABASE IF NOT EXISTS {self.settings.database}")

@@ -103,3 +103,18 @@ def test_meter_status_reports_progress_gaps_and_rejections(stack, warehouse):
     assert row.split() == ["usage", "0", "3", "?", "3", "0", "2", "0", "0", "1"]
     assert "sc1-node-00009 boot bbbbbbbb seqs 4..6 (3)" in done.stdout
     assert "rejected reports by reason: bad=1" in done.stdout
+
+
+def test_one_warehouse_can_be_used_from_several_threads_at_once(warehouse):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def work(i: int) -> int:
+        warehouse.insert("schema_migrations", ("version", "name"), [(1000 + i, "t")])
+        return warehouse.execute("SELECT count() FROM schema_migrations")[0][0]
+
+    with ThreadPoolExecutor(8) as pool:
+        counts = list(pool.map(work, range(40)))
+    assert len(counts) == 40
+    assert warehouse.execute("SELECT count() FROM schema_migrations WHERE version >= 1000") == [
+        (40,)
+    ]
