@@ -126,7 +126,7 @@ def measure_rate(
 
 
 def run_e2e_bench(nodes: int, reports: int, partitions: int, floor_seconds: float,
-                  folder: Path | None, batch_messages: int = 2_000) -> dict[str, Any]:  # fmt: skip
+                  folder: Path | None) -> dict[str, Any]:  # fmt: skip
     folder = folder or Path(tempfile.mkdtemp(prefix="meter-bench-"))
     stack = LocalStack(folder)
     info = stack.up()
@@ -144,7 +144,6 @@ def run_e2e_bench(nodes: int, reports: int, partitions: int, floor_seconds: floa
         settings = WorkerSettings(
             bootstrap=info.bootstrap, topic=topic, app_id=f"bench-worker-{run_id}",
             partitions=partitions, clickhouse=ch, datadir=folder / "faust",
-            batch_max_messages=batch_messages,
         )  # fmt: skip
         ensure_topics(info.bootstrap, {topic: partitions, settings.dlq_topic: 1})
         say(f"publishing {emitted.reports:,} messages ({emitted.samples:,} samples)")
@@ -217,7 +216,6 @@ def run_e2e_bench(nodes: int, reports: int, partitions: int, floor_seconds: floa
             "rss_last_mb": round(rss[-1], 1) if rss else None,
             "rss_steady_spread_mb": round(max(steady) - min(steady), 1) if steady else None,
             "exact": exact,
-            "batch_messages": batch_messages,
         }
     finally:
         stack.down()
@@ -246,7 +244,7 @@ def print_e2e(result: dict[str, Any], as_json: bool) -> None:
 def main_e2e(args: Any) -> int:
     result = run_e2e_bench(
         args.nodes, args.reports, args.partitions, args.floor_seconds,
-        Path(args.stack_dir) if args.stack_dir else None, args.batch_messages,
+        Path(args.stack_dir) if args.stack_dir else None,
     )  # fmt: skip
     print_e2e(result, args.json)
     return 0 if result["exact"] else 1

@@ -76,8 +76,6 @@ def build_parser() -> argparse.ArgumentParser:
           help="event-time lateness bound, seconds")  # fmt: skip
     _flag(worker, "--metrics-port", "METRICS_PORT", default=None, type=int,
           help="serve Prometheus /metrics on this port")  # fmt: skip
-    _flag(worker, "--batch-messages", "BATCH_MESSAGES", default="2000", type=int,
-          help="most messages per batch")  # fmt: skip
     worker.add_argument(
         "--plain", action="store_true", default=_env("PLAIN") == "1",
         help="use the readable twin instead of the hot path [env METER_PLAIN=1]",
@@ -114,7 +112,6 @@ def build_parser() -> argparse.ArgumentParser:
     e2e.add_argument("--nodes", type=int, default=200)
     e2e.add_argument("--reports", type=int, default=1_250, help="reports per node (backlog)")
     e2e.add_argument("--partitions", type=int, default=4)
-    e2e.add_argument("--batch-messages", type=int, default=2_000, help="worker batch size")
     e2e.add_argument("--floor-seconds", type=float, default=20.0,
                      help="how long the no-op and plain agents are measured")  # fmt: skip
     e2e.add_argument("--stack-dir", default="", help="stack folder (default: a fresh temp dir)")
@@ -186,7 +183,6 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port,
         metrics_host=args.metrics_host,
         hot_path=not args.plain,
-        batch_max_messages=args.batch_messages,
     )
     run_worker(settings, loglevel=args.log_level.lower())
     return 0

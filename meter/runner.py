@@ -35,7 +35,6 @@ def worker_argv(settings: WorkerSettings) -> list[str]:
         "--lateness-s", str(settings.processor.lateness_us / US_PER_SECOND),
         *(["--metrics-port", str(settings.metrics_port)] if settings.metrics_port else []),
         *([] if settings.hot_path else ["--plain"]),
-        "--batch-messages", str(settings.batch_max_messages),
     ]  # fmt: skip
 
 

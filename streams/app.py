@@ -68,8 +68,7 @@ class BatchHandler:
         for partition in partitions:
             self.processors.pop(partition, None)
 
-    async def prepare(self, events: Sequence[Any]) -> list[Any]:
-        """Process a batch and dead-letter its rejects; returns the inserts to run."""
+    async def handle(self, events: Sequence[Any]) -> None:
         by_partition: dict[int, list[SourceMessage]] = {}
         for event in events:
             m = event.message
@@ -85,9 +84,14 @@ class BatchHandler:
                 continue  # every message was applied before: nothing new to write
             await self._dead_letter(outcome)
             written.append((outcome, processor.state))
-            self.rejected_by_reason.update(r.reason for r in outcome.rejections)
+        if written:
+            # One write for every partition of the batch, off the loop (the driver
+            # blocks) so that heartbeats keep flowing.
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(None, self.sink.write_many, written)
+            for outcome, _ in written:
+                self.rejected_by_reason.update(r.reason for r in outcome.rejections)
         self.batches += 1
-        return self.sink.prepare(written) if written else []
 
     async def _dead_letter(self, outcome: BatchOutcome) -> None:
         pending = [
@@ -120,24 +124,6 @@ class BatchHandler:
                 )
             )
         return views
-
-
-def _exit_unacknowledged(why: str) -> None:
-    # Returning would let Faust acknowledge messages that were never written.
-    log.critical("%s; exiting with the batch unacknowledged", why, exc_info=True)
-    logging.shutdown()
-    os._exit(EXIT_UNPROCESSABLE_BATCH)
-
-
-def _ack_when_written(app: faust.App, events: list[Any]) -> Any:
-    def done(write: asyncio.Future[None]) -> None:
-        if write.cancelled() or write.exception() is not None:
-            log.critical("write failed: %r", None if write.cancelled() else write.exception())
-            _exit_unacknowledged("a batch could not be written")
-        for event in events:
-            event.ack()  # the final reference: now safe to commit
-
-    return done
 
 
 def create_app(settings: WorkerSettings) -> faust.App:
@@ -178,24 +164,16 @@ def create_app(settings: WorkerSettings) -> faust.App:
 
     @app.agent(usage, name="meter_usage_reports")
     async def meter_usage_reports(stream: faust.StreamT) -> None:
-        # Batch N+1 is processed while batch N is being written. Each message holds one
-        # extra reference, so take_events' own ack is never the final one; the final ack
-        # comes from the write's completion. Writes run one at a time, in batch order.
-        loop = asyncio.get_running_loop()
-        writing: asyncio.Future[None] | None = None
         async for events in stream.take_events(
             settings.batch_max_messages, within=settings.batch_within_s
         ):
-            for event in events:
-                event.message.incref()
             try:
-                inserts = await handler.prepare(events)
-                if writing is not None:
-                    await writing
-                writing = loop.run_in_executor(None, handler.sink.write_prepared, inserts)
-                writing.add_done_callback(_ack_when_written(app, list(events)))
+                await handler.handle(events)
             except BaseException:
-                _exit_unacknowledged("batch could not be processed")
+                # Returning would let Faust acknowledge a batch that was not written.
+                log.critical("batch could not be processed; exiting unacknowledged", exc_info=True)
+                logging.shutdown()
+                os._exit(EXIT_UNPROCESSABLE_BATCH)
 
     @app.timer(interval=10.0)
     async def log_progress() -> None:

@@ -11,17 +11,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
 
 from meter.units import US_PER_SECOND
 from streams.aggregate import SAMPLE_COUNT
 from streams.processor import LEDGER_COLUMNS, BatchOutcome
 from streams.state import PartitionState
 from warehouse.client import Warehouse
-
-# (table, columns, rows, None) for native inserts or (table, columns, bytes, row count)
-# for a RowBinary insert.
-Insert = tuple[str, tuple[str, ...], Any, int | None]
 
 ROLLUP_COLUMNS = (
     "tenant_id", "sku", "cluster", "window_start", "source_partition",
@@ -63,21 +58,10 @@ class WarehouseSink:
         self.write_many([(outcome, state)])
 
     def write_many(self, batch: list[tuple[BatchOutcome, PartitionState]]) -> None:
-        self.write_prepared(self.prepare(batch))
-
-    def prepare(self, batch: list[tuple[BatchOutcome, PartitionState]]) -> list[Insert]:
-        """Every row of a batch, states (snapshotted now) last: one insert per table.
-
-        Separate from :meth:`write_prepared` so that the state can be snapshotted on the
-        thread that owns it while the inserts run elsewhere.
-        """
+        """One insert per table for all partitions of a batch; every state row last."""
         now = utc(self._clock_us())
+        insert = self.warehouse.insert
         outcomes = [outcome for outcome, _ in batch]
-        inserts: list[Insert] = []
-
-        def insert(table: str, columns: tuple[str, ...], rows: list[Any]) -> None:
-            inserts.append((table, columns, rows, None))
-
         insert(
             "rejected_reports",
             REJECTED_COLUMNS,
@@ -100,13 +84,11 @@ class WarehouseSink:
                 for r in outcome.rejections
             ],
         )
-        inserts.append(
-            (
-                "usage_ledger",
-                LEDGER_COLUMNS,
-                b"".join(outcome.ledger for outcome in outcomes),
-                sum(outcome.ledger_rows for outcome in outcomes),
-            )
+        self.warehouse.insert_rowbinary(
+            "usage_ledger",
+            LEDGER_COLUMNS,
+            b"".join(outcome.ledger for outcome in outcomes),
+            sum(outcome.ledger_rows for outcome in outcomes),
         )
         insert(
             "usage_rollup_partials",
@@ -162,15 +144,6 @@ class WarehouseSink:
             ],
         )
         insert("partition_state", STATE_COLUMNS, [_state_row(state, now) for _, state in batch])
-        return inserts
-
-    def write_prepared(self, inserts: list[Insert]) -> None:
-        """Run the inserts in order (blocking; retried while ClickHouse is unreachable)."""
-        for table, columns, rows, rowbinary_rows in inserts:
-            if rowbinary_rows is None:
-                self.warehouse.insert(table, columns, rows)
-            else:
-                self.warehouse.insert_rowbinary(table, columns, rows, rowbinary_rows)
 
 
 def _state_row(state: PartitionState, now: datetime) -> tuple[object, ...]:
