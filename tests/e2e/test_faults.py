@@ -31,22 +31,32 @@ def test_worker_killed_with_sigkill_five_times_totals_exact(worker_settings, war
     assert spec.samples >= 200_000
     emitted = EmittedTotals()
     publisher = BackgroundPublisher(
-        worker_settings, encode_all(fleet_reports(spec), emitted), per_second=120
+        worker_settings, encode_all(fleet_reports(spec), emitted), per_second=80
     )
     rng = random.Random(2026)
     worker = WorkerProcess.start(worker_settings, tmp_path / "worker-0.log")
     publisher.start()
     kills = kills_while_processing = 0
-    while kills_while_processing < 5 or publisher.is_alive():
-        time.sleep(rng.uniform(2.0, 7.0))  # a random moment: joining, mid-batch, idle
-        was_processing = "resuming after offset" in worker.log_path.read_text()
-        worker.kill()
-        kills += 1
-        kills_while_processing += was_processing
-        worker = WorkerProcess.start(worker_settings, tmp_path / f"worker-{kills}.log")
-    end_offsets = publisher.finish()
+    deadline = time.monotonic() + 300
     try:
-        drain(worker_settings, end_offsets, [worker])
+        while kills_while_processing < 5 or publisher.is_alive():
+            assert time.monotonic() < deadline, (
+                f"only {kills_while_processing} kills while processing"
+            )
+            # Let the new worker join and start on the backlog that built up while it was
+            # down, then kill it at a random moment of its work (mid-batch, mid-write, idle).
+            waited = time.monotonic()
+            while "resuming after offset" not in worker.log_path.read_text():
+                if time.monotonic() - waited > 20:
+                    break
+                time.sleep(0.2)
+            time.sleep(rng.uniform(0.0, 3.0))
+            was_processing = "resuming after offset" in worker.log_path.read_text()
+            worker.kill()
+            kills += 1
+            kills_while_processing += was_processing
+            worker = WorkerProcess.start(worker_settings, tmp_path / f"worker-{kills}.log")
+        drain(worker_settings, publisher.finish(), [worker])
     finally:
         worker.stop()
     assert kills_while_processing >= 5
