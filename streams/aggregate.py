@@ -14,7 +14,6 @@ from meter.windows import split_counters
 SUMMED = ("allocated_us", "busy_us", "unhealthy_us", "energy_mj")
 # Column order of a sums list: the SUMMED counters, then the sample count.
 SAMPLE_COUNT = len(SUMMED)
-WIDTH = SAMPLE_COUNT + 1
 
 
 class RollupKey(NamedTuple):
@@ -22,10 +21,6 @@ class RollupKey(NamedTuple):
     sku: str
     cluster: str
     window_start_us: int
-
-
-def empty_sums() -> list[int]:
-    return [0] * WIDTH
 
 
 def sample_pieces(

@@ -228,19 +228,10 @@ class PartitionProcessor:
             )
         outcome.accepted_reports += 1
         outcome.accepted_samples += len(report["samples"])
-        if report["interval_end_us"] > state.max_event_us:
-            state.max_event_us = report["interval_end_us"]
-            self._close_windows()
-
-    def _close_windows(self) -> None:
-        state, width = self.state, self.settings.window_us
-        horizon = state.max_event_us - self.settings.lateness_us
-        closed_before = horizon - horizon % width
-        if closed_before <= state.closed_before_us:
-            return
-        state.closed_before_us = closed_before
-        for key in [k for k in state.windows if k.window_start_us < closed_before]:
-            del state.windows[key]
+        if state.advance_event_time(
+            report["interval_end_us"], self.settings.lateness_us, self.settings.window_us
+        ):
+            state.evict_closed()
 
 
 def observe_seq(

@@ -31,6 +31,27 @@ class PartitionState:
     closed_before_us: int = 0
     counters: Counter[str] = field(default_factory=Counter)
 
+    def advance_event_time(self, end_us: int, lateness_us: int, width_us: int) -> bool:
+        """Note an accepted report ending at ``end_us``; True if more windows closed.
+
+        A window closes once event time has passed its end by the lateness bound. Closed
+        windows stay in ``windows`` until :meth:`evict_closed`, so a caller may still
+        read their final sums.
+        """
+        if end_us <= self.max_event_us:
+            return False
+        self.max_event_us = end_us
+        horizon = end_us - lateness_us
+        closed_before = horizon - horizon % width_us
+        if closed_before <= self.closed_before_us:
+            return False
+        self.closed_before_us = closed_before
+        return True
+
+    def evict_closed(self) -> None:
+        for key in [k for k in self.windows if k.window_start_us < self.closed_before_us]:
+            del self.windows[key]
+
     def open_gaps(self) -> int:
         return sum(len(n.gaps) for n in self.nodes.values())
 

@@ -113,6 +113,19 @@ class _Interned:
                 self.values.append(None)
 
 
+@dataclass
+class _Prepared:
+    """A batch decoded and checked, before anything touched the partition's state."""
+
+    msgs: list[SourceMessage]
+    dec: Decoded
+    tenants: _Interned
+    skus: _Interned
+    clusters: _Interned
+    # Messages the kernels did not accept, with the twin's verdict and decoded report.
+    twin_verdicts: dict[int, tuple[RejectedReport, dict[str, Any] | None]]
+
+
 class _HashCollision(Exception):  # noqa: N818 - internal signal, never escapes
     pass
 
@@ -146,11 +159,11 @@ class FastPartitionProcessor:
             prepared = self._prepare(fresh)
         except (_TwinTakesBatch, _HashCollision):
             return self.twin.process(messages)
-        outcome = self._apply(fresh, *prepared)
+        outcome = self._apply(prepared)
         outcome.skipped_replays = len(messages) - len(fresh)
         return outcome
 
-    def _prepare(self, msgs: list[SourceMessage]) -> tuple[Any, ...]:
+    def _prepare(self, msgs: list[SourceMessage]) -> _Prepared:
         """Everything that does not touch the state; raises _TwinTakesBatch to hand over."""
         limits = self.settings.limits
         dec = decode_batch([m.value for m in msgs], len(msgs) * self._samples_per_message)
@@ -183,7 +196,7 @@ class FastPartitionProcessor:
                 twin_verdicts[i] = (rejected, report)
             else:
                 raise _TwinTakesBatch  # valid, but not for the kernels (another version)
-        return dec, tenants, skus, clusters, twin_verdicts
+        return _Prepared(msgs, dec, tenants, skus, clusters, twin_verdicts)
 
     @staticmethod
     def _sums_fit(dec: Decoded) -> bool:
@@ -193,17 +206,9 @@ class FastPartitionProcessor:
         largest = int(dec.s_val[valid, d.V_ALLOC : d.V_ENERGY + 1].max())
         return largest * int(valid.sum()) < _SAFE_PRODUCT
 
-    def _apply(
-        self,
-        msgs: list[SourceMessage],
-        dec: Decoded,
-        tenants: _Interned,
-        skus: _Interned,
-        clusters: _Interned,
-        twin_verdicts: dict[int, tuple[RejectedReport, dict[str, Any] | None]],
-    ) -> BatchOutcome:
+    def _apply(self, batch: _Prepared) -> BatchOutcome:
         state, settings = self.state, self.settings
-        width = settings.window_us
+        msgs, dec = batch.msgs, batch.dec
         outcome = BatchOutcome(state.topic, state.partition)
         n = len(msgs)
         accepted = np.zeros(n, np.bool_)
@@ -222,12 +227,10 @@ class FastPartitionProcessor:
                     continue
                 accepted[i] = True
                 closed_before_at[i] = state.closed_before_us
-                if ends[i] > state.max_event_us:
-                    state.max_event_us = ends[i]
-                    horizon = ends[i] - settings.lateness_us
-                    state.closed_before_us = max(state.closed_before_us, horizon - horizon % width)
+                # Windows closed here are evicted after metering (see _meter).
+                state.advance_event_time(ends[i], settings.lateness_us, settings.window_us)
             else:
-                rejected, report = twin_verdicts[i]
+                rejected, report = batch.twin_verdicts[i]
                 if report is not None and rejected.reason != reasons.INVALID_IDENTITY:
                     verdict = observe_seq(
                         state, report["node_id"], report["boot_id"], report["seq"], message, outcome
@@ -236,7 +239,7 @@ class FastPartitionProcessor:
                         outcome.duplicate_reports += 1
                         continue
                 outcome.rejections.append(rejection_from(message, rejected, report))
-        self._meter(msgs, dec, tenants, skus, clusters, accepted, closed_before_at, outcome)
+        self._meter(batch, accepted, closed_before_at, outcome)
         state.applied_offset = msgs[-1].offset
         outcome.applied_offset = state.applied_offset
         count_outcome(state, outcome)
@@ -244,16 +247,14 @@ class FastPartitionProcessor:
 
     def _meter(
         self,
-        msgs: list[SourceMessage],
-        dec: Decoded,
-        tenants: _Interned,
-        skus: _Interned,
-        clusters: _Interned,
+        batch: _Prepared,
         accepted: np.ndarray,
         closed_before_at: np.ndarray,
         outcome: BatchOutcome,
     ) -> None:
         state, width = self.state, self.settings.window_us
+        msgs, dec = batch.msgs, batch.dec
+        tenants, skus, clusters = batch.tenants, batch.skus, batch.clusters
         outcome.accepted_reports = int(accepted.sum())
         outcome.accepted_samples = int(dec.m_count[accepted].sum())
         window, straddle, late = k.route(dec.s_msg, dec.s_val, accepted, closed_before_at, width)
@@ -334,8 +335,7 @@ class FastPartitionProcessor:
                 AdjustmentRow(key, state.partition, msgs[m].offset, tuple(sums))
                 for key, sums in sorted(late_by_msg[m].items())
             )
-        for key in [key for key in state.windows if key.window_start_us < state.closed_before_us]:
-            del state.windows[key]
+        state.evict_closed()
         outcome.rollups = [
             RollupRow(key, state.partition, tuple(touched[key]), msgs[-1].offset)
             for key in sorted(touched)
