@@ -52,13 +52,18 @@ def _processor_run(cls: type, messages: list[SourceMessage], emit_ledger: bool =
     return samples
 
 
+def _rate(run: Callable[[], int]) -> tuple[float, int]:
+    started = time.perf_counter()
+    samples = run()
+    return samples / (time.perf_counter() - started), samples
+
+
 def _median_rate(run: Callable[[], int], repeats: int) -> tuple[float, int]:
-    times, samples = [], 0
+    rates, samples = [], 0
     for _ in range(repeats):
-        started = time.perf_counter()
-        samples = run()
-        times.append(time.perf_counter() - started)
-    return samples / statistics.median(times), samples
+        rate, samples = _rate(run)
+        rates.append(rate)
+    return statistics.median(rates), samples
 
 
 def run_hotpath_bench(nodes: int, reports: int, repeats: int, cpu: int | None) -> dict[str, Any]:
@@ -76,14 +81,23 @@ def run_hotpath_bench(nodes: int, reports: int, repeats: int, cpu: int | None) -
     # The slow paths get a slice (the same for both), the hot path everything.
     slow_slice = messages[: min(len(messages), 1_000)]
     window_us = ProcessorSettings().window_us
-    baseline_rate, _ = _median_rate(lambda: _baseline(slow_slice, window_us), 3)
     twin_rate, _ = _median_rate(lambda: _processor_run(PartitionProcessor, slow_slice), 3)
-    fast_rate, samples = _median_rate(
-        lambda: _processor_run(FastPartitionProcessor, messages), repeats
-    )
-    with_ledger_rate, _ = _median_rate(
-        lambda: _processor_run(FastPartitionProcessor, messages, emit_ledger=True), repeats
-    )
+    # Baseline and hot path alternate, and each ratio is taken within one round: the
+    # machine's speed drifts by tens of percent over seconds, a round takes about one.
+    baseline, fast, with_ledger = [], [], []
+    samples = 0
+    for _ in range(repeats):
+        baseline.append(_rate(lambda: _baseline(slow_slice, window_us))[0])
+        rate, samples = _rate(lambda: _processor_run(FastPartitionProcessor, messages))
+        fast.append(rate)
+        with_ledger.append(
+            _rate(lambda: _processor_run(FastPartitionProcessor, messages, emit_ledger=True))[0]
+        )
+    baseline_rate = statistics.median(baseline)
+    fast_rate = statistics.median(fast)
+    with_ledger_rate = statistics.median(with_ledger)
+    ratio = statistics.median(f / b for f, b in zip(fast, baseline, strict=True))
+    ledger_ratio = statistics.median(w / b for w, b in zip(with_ledger, baseline, strict=True))
     per_message = samples / len(messages)
     return {
         "samples": samples,
@@ -94,8 +108,12 @@ def run_hotpath_bench(nodes: int, reports: int, repeats: int, cpu: int | None) -
         "baseline_samples_per_s": round(baseline_rate),
         "twin_samples_per_s": round(twin_rate),
         "with_ledger_samples_per_s": round(with_ledger_rate),
-        "with_ledger_ratio": round(with_ledger_rate / baseline_rate, 1),
-        "ratio": round(fast_rate / baseline_rate, 1),
+        "with_ledger_ratio": round(ledger_ratio, 1),
+        "ratio": round(ratio, 1),
+        "ratio_range": [
+            round(min(f / b for f, b in zip(fast, baseline, strict=True)), 1),
+            round(max(f / b for f, b in zip(fast, baseline, strict=True)), 1),
+        ],
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "cpu": cpu,
         "repeats": repeats,
@@ -113,7 +131,8 @@ def print_hotpath(result: dict[str, Any], as_json: bool) -> None:
         f"readable twin {result['twin_samples_per_s']:>11,} samples/s  "
         f"{'':>8}             the hot path's contract in plain Python",
         f"ratio         {result['ratio']:>10}x  (+ ledger {result['with_ledger_ratio']}x) the "
-        f"baseline of the same run; medians of {result['repeats']}; "
+        f"baseline, median of {result['repeats']} paired rounds "
+        f"(range {result['ratio_range'][0]}-{result['ratio_range'][1]}x); "
         f"peak RSS {result['peak_rss_mb']} MB; {result['samples']:,} samples in "
         f"{result['messages']:,} messages",
     ]

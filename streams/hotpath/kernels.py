@@ -75,23 +75,37 @@ def _is_utf8(buf, off, n):
     return True
 
 
+@njit(cache=True, inline="always")
+def _name_hash(buf, off, n):
+    """FNV-1a 64 of a string and whether it is a name (as :func:`_is_name`), in one pass."""
+    h = _FNV_OFFSET
+    ok = 1 <= n <= 128
+    for i in range(n):
+        c = buf[off + i]
+        h = (h ^ np.uint64(c)) * _FNV_PRIME
+        alnum = (48 <= c <= 57) or (65 <= c <= 90) or (97 <= c <= 122)
+        if not alnum and (i == 0 or not (c == 46 or c == 95 or c == 58 or c == 47 or c == 45)):
+            ok = False
+    return h, ok
+
+
 @njit(cache=True)
-def _has_duplicate_sample(buf, s_str_off, s_str_len, s_val, first, count, table):
-    """True if two samples of one report share (gpu_uuid, tick_start): O(count) by hashing."""
+def _has_duplicate_sample(buf, s_str_off, s_str_len, s_val, gpu_hash, first, count, table):
+    """True if two samples of one report share (gpu_uuid, tick_start): O(count) by hashing.
+    ``gpu_hash`` holds each sample's gpu_uuid hash, by position in the report."""
     mask = table.shape[0] - 1  # a power of two, at least twice the largest report
     table[:] = -1
     for k in range(first, first + count):
-        h = _FNV_OFFSET ^ np.uint64(s_val[k, V_TICK_START])
-        off, n = s_str_off[k, S_GPU], s_str_len[k, S_GPU]
-        for b in range(n):
-            h = (h ^ np.uint64(buf[off + b])) * _FNV_PRIME
+        tick = s_val[k, V_TICK_START]
+        h = (gpu_hash[k - first] ^ np.uint64(tick)) * _FNV_PRIME
         slot = np.int64(h >> np.uint64(1)) & mask
         while table[slot] >= 0:
             j = table[slot]
-            if s_val[j, V_TICK_START] == s_val[k, V_TICK_START] and s_str_len[j, S_GPU] == n:
-                same = True
+            if s_val[j, V_TICK_START] == tick and gpu_hash[j - first] == gpu_hash[k - first]:
+                off, n = s_str_off[k, S_GPU], s_str_len[k, S_GPU]
+                same = s_str_len[j, S_GPU] == n
                 for b in range(n):
-                    if buf[s_str_off[j, S_GPU] + b] != buf[off + b]:
+                    if not same or buf[s_str_off[j, S_GPU] + b] != buf[off + b]:
                         same = False
                         break
                 if same:
@@ -106,11 +120,17 @@ def check_v1(buf, timestamp_us, m_status, m_str_off, m_str_len, m_long, m_first,
              s_str_off, s_str_len, s_val, max_samples, max_interval_us, max_future_us,
              max_power_mw, max_memory_bytes):  # fmt: skip
     """Mark INVALID every decoded message that breaks a rule of validate_report, apart
-    from the tenant and SKU checks (done per distinct string, see :func:`hash_strings`)."""
+    from the tenant and SKU checks (done per distinct string, see :func:`hash_strings`).
+
+    Returns the largest summed counter (allocated, busy, unhealthy, energy) over the
+    samples of the messages it left valid.
+    """
     size = 16
     while m_status.shape[0] and size < 2 * m_count.max():
         size *= 2
     table = np.full(size, -1, np.int64)  # one scratch table for every report
+    gpu_hash = np.empty(size, np.uint64)
+    largest = 0  # the largest summed counter of a valid report: bounds the batch sums
     for m in range(m_status.shape[0]):
         if m_status[m] != OK:
             continue
@@ -128,7 +148,9 @@ def check_v1(buf, timestamp_us, m_status, m_str_off, m_str_len, m_long, m_first,
             if not ok:
                 break
             v = s_val[k]
-            if not _is_name(buf, s_str_off[k, S_GPU], s_str_len[k, S_GPU]) or v[V_GPU_INDEX] < 0:
+            h, name_ok = _name_hash(buf, s_str_off[k, S_GPU], s_str_len[k, S_GPU])
+            gpu_hash[k - first] = h
+            if not name_ok or v[V_GPU_INDEX] < 0:
                 ok = False
             if s_str_len[k, S_JOB] > 256 or not _is_utf8(
                 buf, s_str_off[k, S_JOB], s_str_len[k, S_JOB]
@@ -146,10 +168,17 @@ def check_v1(buf, timestamp_us, m_status, m_str_off, m_str_len, m_long, m_first,
                 ok = False
             if v[V_ENERGY] > max_power_mw * tick // 1_000_000 or v[V_MEMORY] > max_memory_bytes:
                 ok = False
-        if ok and _has_duplicate_sample(buf, s_str_off, s_str_len, s_val, first, count, table):
+        if ok and _has_duplicate_sample(
+            buf, s_str_off, s_str_len, s_val, gpu_hash, first, count, table
+        ):
             ok = False
         if not ok:
             m_status[m] = INVALID
+        else:
+            for k in range(first, first + count):
+                for f in range(V_ALLOC, V_ENERGY + 1):
+                    largest = max(largest, s_val[k, f])
+    return largest
 
 
 @njit(cache=True)

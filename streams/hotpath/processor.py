@@ -169,22 +169,23 @@ class FastPartitionProcessor:
         dec = decode_batch([m.value for m in msgs], len(msgs) * self._samples_per_message)
         self._samples_per_message = max(16, 1 + len(dec.s_msg) // len(msgs))
         timestamps = np.fromiter((m.timestamp_us for m in msgs), np.int64, len(msgs))
-        k.check_v1(
+        largest = k.check_v1(
             dec.buf, timestamps, dec.status, dec.m_str_off, dec.m_str_len, dec.m_long,
             dec.m_first, dec.m_count, dec.s_str_off, dec.s_str_len, dec.s_val,
             limits.max_samples, limits.max_interval_us, limits.max_future_us,
             limits.max_power_mw, limits.max_memory_bytes,
         )  # fmt: skip
-        tenants = _Interned(dec, dec.s_str_off[:, 2].copy(), dec.s_str_len[:, 2].copy())
-        skus = _Interned(dec, dec.s_str_off[:, 1].copy(), dec.s_str_len[:, 1].copy())
-        clusters = _Interned(dec, dec.m_str_off[:, 2].copy(), dec.m_str_len[:, 2].copy())
+        tenants = _Interned(dec, dec.s_str_off[:, 2], dec.s_str_len[:, 2])
+        skus = _Interned(dec, dec.s_str_off[:, 1], dec.s_str_len[:, 1])
+        clusters = _Interned(dec, dec.m_str_off[:, 2], dec.m_str_len[:, 2])
         tenant_ok = np.array(
             [t is not None and is_valid_tenant(t, limits) for t in tenants.values], np.bool_
         )
         sku_ok = np.array([s in limits.known_skus for s in skus.values], np.bool_)
         bad = ~(tenant_ok[tenants.inverse] & sku_ok[skus.inverse])
         k.invalidate_samples(dec.status, dec.s_msg, bad)
-        if len(dec.s_val) and not self._sums_fit(dec):
+        # Bounded by the messages valid before the tenant and SKU checks: conservative.
+        if int(largest) * len(dec.s_val) >= _SAFE_PRODUCT:
             raise _TwinTakesBatch
         twin_verdicts: dict[int, tuple[RejectedReport, dict[str, Any] | None]] = {}
         for i in np.flatnonzero(dec.status != d.OK).tolist():
@@ -198,14 +199,6 @@ class FastPartitionProcessor:
                 raise _TwinTakesBatch  # valid, but not for the kernels (another version)
         return _Prepared(msgs, dec, tenants, skus, clusters, twin_verdicts)
 
-    @staticmethod
-    def _sums_fit(dec: Decoded) -> bool:
-        valid = dec.status[dec.s_msg] == d.OK
-        if not valid.any():
-            return True
-        largest = int(dec.s_val[valid, d.V_ALLOC : d.V_ENERGY + 1].max())
-        return largest * int(valid.sum()) < _SAFE_PRODUCT
-
     def _apply(self, batch: _Prepared) -> BatchOutcome:
         state, settings = self.state, self.settings
         msgs, dec = batch.msgs, batch.dec
@@ -214,8 +207,8 @@ class FastPartitionProcessor:
         accepted = np.zeros(n, np.bool_)
         closed_before_at = np.zeros(n, np.int64)
         ok = (dec.status == d.OK).tolist()
-        node_ids = _Interned(dec, dec.m_str_off[:, 0].copy(), dec.m_str_len[:, 0].copy())
-        boot_ids = _Interned(dec, dec.m_str_off[:, 1].copy(), dec.m_str_len[:, 1].copy())
+        node_ids = _Interned(dec, dec.m_str_off[:, 0], dec.m_str_len[:, 0])
+        boot_ids = _Interned(dec, dec.m_str_off[:, 1], dec.m_str_len[:, 1])
         node_of, boot_of = node_ids.inverse.tolist(), boot_ids.inverse.tolist()
         seqs, ends = dec.m_long[:, 0].tolist(), dec.m_long[:, 2].tolist()
         for i, message in enumerate(msgs):
