@@ -34,17 +34,27 @@ def split_points(start_us: int, end_us: int, width_us: int) -> list[tuple[int, i
     return pieces
 
 
+def split_by_elapsed(
+    values: Sequence[int], length: int, elapsed_ends: Sequence[int]
+) -> list[list[int]]:
+    """Parts of each value for pieces of a span of ``length`` ending at ``elapsed_ends``
+    (increasing, the last equal to ``length``), by the cumulative-floor rule."""
+    parts = []
+    previous = [0] * len(values)
+    for elapsed in elapsed_ends:
+        cumulative = [v * elapsed // length for v in values]
+        parts.append([c - p for c, p in zip(cumulative, previous, strict=True)])
+        previous = cumulative
+    return parts
+
+
 def split_counters(
     values: Sequence[int], start_us: int, end_us: int, width_us: int
 ) -> Iterator[tuple[int, list[int]]]:
     """Yield (window_start, parts of each value) for a tick, by the cumulative-floor rule."""
-    length = end_us - start_us
     pieces = split_points(start_us, end_us, width_us)
     if len(pieces) == 1:
         yield pieces[0][0], list(values)
         return
-    previous = [0] * len(values)
-    for w, elapsed in pieces:
-        cumulative = [v * elapsed // length for v in values]
-        yield w, [c - p for c, p in zip(cumulative, previous, strict=True)]
-        previous = cumulative
+    parts = split_by_elapsed(values, end_us - start_us, [elapsed for _, elapsed in pieces])
+    yield from zip([w for w, _ in pieces], parts, strict=True)

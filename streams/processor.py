@@ -27,7 +27,7 @@ from meter.units import US_PER_MINUTE
 from schemas import ReportCodec
 from streams.aggregate import RollupKey, add_into, sample_pieces
 from streams.rowbinary import LEDGER_TYPES, encode_row
-from streams.seqtrack import GapRow, NodeSeq, SeqVerdict
+from streams.seqtrack import GapRow, SeqVerdict
 from streams.state import PartitionState
 from streams.validate import ReportLimits, validate_report
 
@@ -245,7 +245,8 @@ def observe_seq(
     """Record a report's seq for its (node, boot); gap rows go into ``outcome``."""
     tracker = state.nodes.get((node_id, boot_id))
     if tracker is None:
-        tracker = state.nodes[(node_id, boot_id)] = NodeSeq()
+        tracker = state.nodes[(node_id, boot_id)] = state.first_seq_of_boot(node_id, seq)
+        state.latest_boot[node_id] = boot_id
     verdict, rows = tracker.observe(node_id, boot_id, seq, message.timestamp_us, message.offset)
     outcome.gap_rows.extend(rows)
     return verdict

@@ -26,6 +26,7 @@ class PartitionState:
     partition: int
     windows: dict[RollupKey, list[int]] = field(default_factory=dict)
     nodes: dict[tuple[str, str], NodeSeq] = field(default_factory=dict)
+    latest_boot: dict[str, str] = field(default_factory=dict)  # node_id -> boot_id
     applied_offset: int = -1
     max_event_us: int = 0
     closed_before_us: int = 0
@@ -52,6 +53,20 @@ class PartitionState:
         for key in [k for k in self.windows if k.window_start_us < self.closed_before_us]:
             del self.windows[key]
 
+    def first_seq_of_boot(self, node_id: str, seq: int) -> NodeSeq:
+        """Seq bookkeeping for a boot of ``node_id`` first seen at ``seq``.
+
+        Agents persist seq across restarts, so a new boot usually continues where the
+        node's previous boot stopped: gaps are counted from there (reports the previous
+        boot spooled but never delivered show up as a gap). A node never seen before, or
+        one whose seq went backwards (its state was lost), counts from 0.
+        """
+        previous = self.latest_boot.get(node_id)
+        tracker = self.nodes.get((node_id, previous)) if previous is not None else None
+        if tracker is not None and tracker.next_seq <= seq:
+            return NodeSeq(next_seq=tracker.next_seq)
+        return NodeSeq()
+
     def open_gaps(self) -> int:
         return sum(len(n.gaps) for n in self.nodes.values())
 
@@ -68,6 +83,7 @@ class PartitionState:
             "nodes": sorted(
                 [node, boot, s.next_seq, s.gaps] for (node, boot), s in self.nodes.items()
             ),
+            "latest_boot": dict(sorted(self.latest_boot.items())),
         }
         text = json.dumps(doc, separators=(",", ":"), sort_keys=True)
         return zlib.compress(text.encode("utf-8"), 6)
@@ -89,4 +105,6 @@ class PartitionState:
                 (n, b): NodeSeq(next_seq, [list(g) for g in gaps])
                 for n, b, next_seq, gaps in doc["nodes"]
             },
+            # Snapshots written before boots were linked have no such map.
+            latest_boot=dict(doc.get("latest_boot", {})),
         )

@@ -37,6 +37,22 @@ class ReportLimits:
     extra_tenant_ids: frozenset[str] = field(default_factory=frozenset)
 
 
+# A MIG instance bills as its own SKU: "<parent SKU>-MIG-<profile>", e.g. "H100-MIG-1g.10gb".
+_MIG_SKU = re.compile(r"(?P<parent>[A-Z0-9]+)-MIG-[0-9]+g\.[0-9]+gb")
+
+
+def is_known_sku(sku: str, limits: ReportLimits) -> bool:
+    if sku in limits.known_skus:
+        return True
+    mig = _MIG_SKU.fullmatch(sku)
+    return mig is not None and mig.group("parent") in limits.known_skus
+
+
+def is_valid_name(text: str) -> bool:
+    """The rule for node ids, boot ids, cluster names and GPU uuids."""
+    return bool(_NAME.fullmatch(text))
+
+
 def is_valid_tenant(tenant_id: str, limits: ReportLimits) -> bool:
     return bool(_TENANT.fullmatch(tenant_id)) or tenant_id in limits.extra_tenant_ids
 
@@ -81,7 +97,7 @@ def _validate_sample(
         raise _reject(reasons.INVALID_IDENTITY, f"{where}: gpu {sample['gpu_uuid']!r}")
     if not is_valid_tenant(sample["tenant_id"], limits):
         raise _reject(reasons.INVALID_TENANT, f"{where}: tenant_id={sample['tenant_id']!r}")
-    if sample["sku"] not in limits.known_skus:
+    if not is_known_sku(sample["sku"], limits):
         raise _reject(reasons.UNKNOWN_SKU, f"{where}: sku={sample['sku']!r}")
     if len(sample["job_id"]) > 256:
         raise _reject(reasons.INVALID_IDENTITY, f"{where}: job_id longer than 256")

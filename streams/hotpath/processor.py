@@ -38,7 +38,7 @@ from streams.processor import (
 )
 from streams.seqtrack import SeqVerdict
 from streams.state import PartitionState
-from streams.validate import is_valid_tenant, validate_report
+from streams.validate import is_known_sku, is_valid_tenant, validate_report
 
 _V1 = next(v for v in load_released_versions() if v.version == 1)
 _FINGERPRINT = np.frombuffer(_V1.fingerprint, np.uint8)
@@ -181,7 +181,9 @@ class FastPartitionProcessor:
         tenant_ok = np.array(
             [t is not None and is_valid_tenant(t, limits) for t in tenants.values], np.bool_
         )
-        sku_ok = np.array([s in limits.known_skus for s in skus.values], np.bool_)
+        sku_ok = np.array(
+            [s is not None and is_known_sku(s, limits) for s in skus.values], np.bool_
+        )
         bad = ~(tenant_ok[tenants.inverse] & sku_ok[skus.inverse])
         k.invalidate_samples(dec.status, dec.s_msg, bad)
         # Bounded by the messages valid before the tenant and SKU checks: conservative.
