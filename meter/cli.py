@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from meter.errors import MeterError
+from meter.errors import ConfigError, MeterError
 from meter.units import US_PER_SECOND
 
 
@@ -116,6 +116,17 @@ def build_parser() -> argparse.ArgumentParser:
                      help="how long the no-op and plain agents are measured")  # fmt: skip
     e2e.add_argument("--stack-dir", default="", help="stack folder (default: a fresh temp dir)")
     e2e.add_argument("--json", action="store_true", help="last line: one JSON object")
+
+    agent = sub.add_parser("agent", help="the GPU node agent")
+    agent_sub = agent.add_subparsers(dest="agent_command", required=True)
+    agent_run = agent_sub.add_parser("run", help="sample GPUs, spool and send reports")
+    _flag(agent_run, "--config", "AGENT_CONFIG", help="agent config file (TOML)")
+    agent_bench = agent_sub.add_parser("bench", help="CPU cost per tick, in process")
+    agent_bench.add_argument("--gpus", type=int, default=8)
+    agent_bench.add_argument("--ticks", type=int, default=600)
+    agent_bench.add_argument("--tick-seconds", type=int, default=10)
+    agent_bench.add_argument("--publish-ticks", type=int, default=6)
+    agent_bench.add_argument("--json", action="store_true", help="last line: one JSON object")
 
     demo = sub.add_parser("demo", help="simulated fleet through the whole pipeline, checked")
     _fleet_flags(demo)
@@ -249,6 +260,24 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_agent(args: argparse.Namespace) -> int:
+    if args.agent_command == "bench":
+        from agent.bench import main_agent_bench
+
+        return main_agent_bench(
+            args.gpus, args.ticks, args.tick_seconds, args.publish_ticks, args.json
+        )
+    from agent.config import load_config
+    from agent.logs import configure
+    from agent.runner import run_agent
+
+    if not args.config:
+        raise ConfigError("agent run needs --config FILE (or METER_AGENT_CONFIG)")
+    config = load_config(args.config)
+    configure(args.log_level, config.log_format == "json", node_id=config.node_id)
+    return run_agent(config)
+
+
 COMMANDS = {
     "stack": _cmd_stack,
     "migrate": _cmd_migrate,
@@ -257,6 +286,7 @@ COMMANDS = {
     "fleet": _cmd_fleet,
     "demo": _cmd_demo,
     "bench": _cmd_bench,
+    "agent": _cmd_agent,
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import socket
 from pathlib import Path
 
 from kafka import KafkaConsumer
@@ -48,9 +49,16 @@ def probe(bootstrap: str) -> None:
         consumer.close()
 
 
-def start(folder: Path, port: int, timeout_s: float = 20.0) -> int:
-    """Start Tansu on 127.0.0.1:``port``; returns its pid once it answers metadata."""
+def start(
+    folder: Path, port: int, timeout_s: float = 20.0, advertised_port: int | None = None
+) -> int:
+    """Start Tansu on 127.0.0.1:``port``; returns its pid once it answers metadata.
+
+    ``advertised_port`` is the port clients are told to use (a proxy in front of it);
+    readiness is then probed on the listener itself.
+    """
     url = f"tcp://127.0.0.1:{port}"
+    advertised = f"tcp://127.0.0.1:{advertised_port or port}"
     # Tansu reads its settings from the environment too (CLUSTER_ID, LISTENER_URL, ...):
     # hand it a minimal one so a stray variable cannot change where it listens.
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "RUST_LOG": "warn"}
@@ -58,10 +66,17 @@ def start(folder: Path, port: int, timeout_s: float = 20.0) -> int:
         str(tansu_binary()),
         "broker",
         "--listener-url", url,
-        "--advertised-listener-url", url,
+        "--advertised-listener-url", advertised,
         "--storage-engine", "memory://tansu/",
     ]  # fmt: skip
     log = folder / "broker.log"
     pid = process.spawn(argv, log, env)
-    process.wait_ready("tansu broker", pid, lambda: probe(f"127.0.0.1:{port}"), log, timeout_s)
+
+    def ready() -> None:
+        if advertised_port is None:
+            probe(f"127.0.0.1:{port}")
+        else:  # metadata would send the probe to the proxy, which may not be up yet
+            socket.create_connection(("127.0.0.1", port), 1).close()
+
+    process.wait_ready("tansu broker", pid, ready, log, timeout_s)
     return pid

@@ -1,0 +1,130 @@
+"""Sends the spool to Kafka in seq order and removes what the broker acknowledged.
+
+Runs in its own thread, so sampling and spooling never wait on the network. Records go
+out with ``acks=all`` and one request in flight, keyed by node (one partition per node,
+in order). A report leaves the spool only after its send future succeeded; on any error
+the sender backs off (1 s doubling to 30 s) and resends from the oldest unacknowledged
+report, so an outage of any length ends with the backlog delivered in order. A resend
+after an ambiguous failure (the broker wrote it but the acknowledgement was lost) puts
+the same bytes on the topic twice; the pipeline counts a (node, boot, seq) once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from kafka import KafkaProducer
+from kafka.errors import KafkaError
+
+from agent.metrics import AgentMetrics
+from agent.spool import Spool, SpoolEntry
+
+log = logging.getLogger("meter.agent.sender")
+
+CHUNK_BYTES = 512 * 1024
+
+
+def kafka_producer(bootstrap: str) -> KafkaProducer:
+    return KafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        max_in_flight_requests_per_connection=1,
+        retries=5,
+        # A chunk is appended in a tight loop: a short linger puts it in one record batch,
+        # which the broker takes or refuses whole.
+        linger_ms=20,
+        batch_size=CHUNK_BYTES * 2,
+        max_request_size=CHUNK_BYTES * 4,
+        request_timeout_ms=10_000,
+        delivery_timeout_ms=30_000,
+        max_block_ms=5_000,
+        reconnect_backoff_ms=200,
+        reconnect_backoff_max_ms=2_000,
+    )
+
+
+class SpoolSender(threading.Thread):
+    def __init__(
+        self, spool: Spool, topic: str, key: bytes, metrics: AgentMetrics,
+        producer_factory: Callable[[], Any],
+    ) -> None:  # fmt: skip
+        super().__init__(name="spool-sender", daemon=True)
+        self.spool = spool
+        self.topic = topic
+        self.key = key
+        self.metrics = metrics
+        self.producer_factory = producer_factory
+        self.wake = threading.Event()
+        self.stopping = threading.Event()
+        self._producer: Any = None
+        self._backoff_s = 0.0
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            sent = self.send_once()
+            if self._backoff_s:
+                self.stopping.wait(self._backoff_s)
+            elif not sent:
+                self.wake.wait(1.0)
+                self.wake.clear()
+        self.close()
+
+    def send_once(self) -> int:
+        """Send one chunk of the spool and wait for it; returns how many were acknowledged."""
+        entries = self.spool.pending(max_bytes=CHUNK_BYTES)
+        self.metrics.set_spool(len(self.spool), self.spool.bytes_used, self.spool.alarm)
+        if not entries:
+            return 0
+        acked = 0
+        try:
+            if self._producer is None:
+                self._producer = self.producer_factory()
+            started = time.monotonic()
+            futures = [(e, self._send(e)) for e in entries]
+            for entry, future in futures:
+                future.get(timeout=40)
+                self.spool.remove(entry.seq)
+                acked += 1
+            self.metrics.sent(acked, time.monotonic() - started)
+            self._backoff_s = 0.0
+        except (KafkaError, OSError) as exc:
+            self.metrics.send_failed()
+            # Whatever the producer still queues would reach the broker after the failed
+            # report and break seq order: drop it with the producer and resend from the spool.
+            self.close(timeout_s=0)
+            self._backoff_s = min(30.0, max(1.0, self._backoff_s * 2))
+            log.warning(
+                "send failed; will resend from the oldest unacknowledged report",
+                extra={"fields": {
+                    "error": repr(exc), "acked": acked, "backlog": len(self.spool),
+                    "retry_in_s": self._backoff_s,
+                }},
+            )  # fmt: skip
+        self.metrics.set_spool(len(self.spool), self.spool.bytes_used, self.spool.alarm)
+        return acked
+
+    def _send(self, entry: SpoolEntry) -> Any:
+        return self._producer.send(self.topic, key=self.key, value=entry.read())
+
+    def drain(self, timeout_s: float) -> bool:
+        """Send until the spool is empty or ``timeout_s`` passed; True if empty."""
+        deadline = time.monotonic() + timeout_s
+        while len(self.spool) and time.monotonic() < deadline:
+            if not self.send_once():
+                time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+        return not len(self.spool)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.wake.set()
+
+    def close(self, timeout_s: float = 5) -> None:
+        if self._producer is not None:
+            with contextlib.suppress(KafkaError):
+                self._producer.close(timeout=timeout_s)
+            self._producer = None

@@ -1,0 +1,158 @@
+"""The node agent for real: a broker outage through a proxy, kill -9 at random moments,
+and a full spool, each checked down to the warehouse's totals and gaps."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from meter.runner import WorkerProcess
+from stack import broker
+from stack import process as proc
+from streams.settings import WorkerSettings
+from streams.topics import ensure_topics
+from tests.e2e.agent_harness import (
+    AgentProcess,
+    emitted,
+    end_offsets,
+    read_topic,
+    unique_reports,
+)
+from tests.e2e.harness import assert_exact, drain, progress
+from tests.e2e.tcp_proxy import TcpProxy
+from warehouse.client import Warehouse
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def proxied(tmp_path: Path) -> Iterator[tuple[str, TcpProxy]]:
+    """A broker of its own whose clients all go through a proxy the test can cut."""
+    listen, front = proc.free_port(), proc.free_port()
+    proxy = TcpProxy(front, listen)
+    proxy.start()
+    pid = broker.start(tmp_path / "proxied-broker", listen, advertised_port=front)
+    try:
+        yield f"127.0.0.1:{front}", proxy
+    finally:
+        proxy.cut()
+        proc.stop(pid)
+
+
+def meter_topic(settings: WorkerSettings, warehouse: Warehouse, agent: AgentProcess,
+                tmp_path: Path) -> tuple[list, list[dict]]:  # fmt: skip
+    """Everything the agent minted must be on the topic; run a worker over it."""
+    state = agent.state()
+    dropped = {s for lo, hi in state["dropped"] for s in range(lo, hi + 1)}
+    minted = set(range(state["next_seq"])) - dropped
+    records = read_topic(settings.bootstrap, settings.topic, minted)
+    reports = unique_reports(records)
+    assert {r["seq"] for r in reports} == minted, "a report the agent minted never arrived"
+    firsts = [r["seq"] for r in reports]
+    assert firsts == sorted(firsts), "reports reached the topic out of seq order"
+    worker = WorkerProcess.start(settings, tmp_path / "worker.log")
+    try:
+        drain(settings, end_offsets(records), [worker])
+    finally:
+        worker.stop()
+    assert_exact(warehouse, emitted(reports))
+    counts = progress(warehouse)
+    assert counts["accepted_reports"] == len(reports)
+    assert counts["duplicate_reports"] == len(records) - len(reports)
+    return records, reports
+
+
+def test_broker_outage_of_30_s_loses_nothing(
+    proxied: tuple[str, TcpProxy], worker_settings: WorkerSettings, warehouse: Warehouse,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    bootstrap, proxy = proxied
+    settings = dataclasses.replace(worker_settings, bootstrap=bootstrap)
+    ensure_topics(bootstrap, {settings.topic: settings.partitions, settings.dlq_topic: 1})
+    agent = AgentProcess(tmp_path / "agent", bootstrap, settings.topic)
+    agent.start()
+    try:
+        agent.wait_metric("meter_agent_reports_sent_total", lambda v: v >= 3, 60)
+        proxy.cut()
+        cut_at = time.monotonic()
+        # A tenant switch while the broker is away: the split must survive the backlog.
+        agent.write_allocations({u: "borealis-ai" for u in agent.uuids[:6]})
+        while time.monotonic() - cut_at < 32:
+            time.sleep(1)
+        during = agent.metrics()
+        assert during["meter_agent_spool_reports"] >= 25, during
+        assert during["meter_agent_send_failures_total"] >= 1, during
+        proxy.restore()
+        agent.wait_metric("meter_agent_spool_reports", lambda v: v == 0, 90)
+        time.sleep(2)
+    finally:
+        assert agent.stop() == 0, agent.log_tail()
+    assert agent.state()["dropped"] == []
+    _records, reports = meter_topic(settings, warehouse, agent, tmp_path)
+    assert len(reports) >= 35
+    assert progress(warehouse)["open_gaps"] == 0
+    tenants = {s["tenant_id"] for r in reports for s in r["samples"]}
+    assert {"aurora-labs", "borealis-ai", "unallocated"} <= tenants
+
+
+def test_agent_kill_9_at_random_moments_loses_and_doubles_nothing(
+    worker_settings: WorkerSettings, warehouse: Warehouse, tmp_path: Path
+) -> None:
+    settings = worker_settings
+    agent = AgentProcess(tmp_path / "agent", settings.bootstrap, settings.topic)
+    rng = random.Random(5)
+    agent.start()
+    for _ in range(5):
+        time.sleep(rng.uniform(1.5, 4.0))
+        agent.kill()
+        agent.start()
+    time.sleep(3)
+    assert agent.stop() == 0, agent.log_tail()
+    assert agent.state()["dropped"] == []
+    _records, reports = meter_topic(settings, warehouse, agent, tmp_path)
+    boots = {r["boot_id"] for r in reports}
+    assert len(boots) == 6, "each start must have its own boot id"
+    seq_boot: dict[int, str] = {}
+    for r in reports:
+        assert seq_boot.setdefault(r["seq"], r["boot_id"]) == r["boot_id"], "seq reused"
+    assert progress(warehouse)["open_gaps"] == 0
+
+
+def test_full_spool_alarms_drops_newest_and_the_loss_is_a_gap_downstream(
+    proxied: tuple[str, TcpProxy], worker_settings: WorkerSettings, warehouse: Warehouse,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    bootstrap, proxy = proxied
+    settings = dataclasses.replace(worker_settings, bootstrap=bootstrap)
+    ensure_topics(bootstrap, {settings.topic: settings.partitions, settings.dlq_topic: 1})
+    # About six reports of 8 GPUs × 4 ticks fit in 24 KiB.
+    agent = AgentProcess(tmp_path / "agent", bootstrap, settings.topic, spool_max_mb=0.0234375)
+    agent.start()
+    try:
+        agent.wait_metric("meter_agent_reports_sent_total", lambda v: v >= 2, 60)
+        proxy.cut()
+        agent.wait_metric("meter_agent_spool_alarm", lambda v: v == 1, 30)
+        agent.wait_metric("meter_agent_reports_dropped_total", lambda v: v >= 3, 30)
+        assert agent.metrics()["meter_agent_spool_bytes"] <= 0.0234375 * 2**20
+        proxy.restore()
+        agent.wait_metric("meter_agent_spool_reports", lambda v: v == 0, 90)
+        agent.wait_metric("meter_agent_spool_alarm", lambda v: v == 0, 10)
+        time.sleep(2)  # reports after the loss: they make the gap visible
+    finally:
+        assert agent.stop() == 0, agent.log_tail()
+    dropped = agent.state()["dropped"]
+    assert dropped and all(lo <= hi for lo, hi in dropped)
+    logs = agent.log_records()
+    assert any(r["msg"].startswith("spool past its alarm level") for r in logs)
+    lost = [r for r in logs if r["msg"].startswith("spool full")]
+    assert len(lost) == sum(hi - lo + 1 for lo, hi in dropped)
+    meter_topic(settings, warehouse, agent, tmp_path)
+    gaps = warehouse.execute(
+        "SELECT first_missing, last_missing FROM open_seq_gaps ORDER BY first_missing"
+    )
+    assert [list(g) for g in gaps] == dropped, "the dropped reports must be the open gaps"
