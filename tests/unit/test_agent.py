@@ -22,7 +22,7 @@ from agent.allocation import (
 )
 from agent.collectors import GpuUnit, TickReading
 from agent.collectors.simulated import SimulatedCollector
-from agent.config import config_from_dict
+from agent.config import config_from_dict, load_config
 from agent.metrics import AgentMetrics
 from agent.report import tick_samples
 from agent.runner import Agent
@@ -149,6 +149,11 @@ def test_config_is_validated_at_the_edge(tmp_path: Path) -> None:
     ]:
         with pytest.raises(ConfigError, match=message):
             config_from_dict({**base, **patch}, tmp_path)
+
+
+def test_the_example_config_loads() -> None:
+    config = load_config(Path(__file__).parents[2] / "agent" / "agent.example.toml")
+    assert (config.collector, config.tick_us, config.spool_fsync) == ("nvml", TICK, "always")
 
 
 def run_agent_ticks(tmp_path: Path, ticks: int, alloc_writes: dict[int, dict]) -> list[dict]:
