@@ -36,6 +36,18 @@ class AgentMetrics:
             self._latency_counts[i] += 1
             self._latency_sum += seconds
 
+    def spooled(self, kept: bool, cpu_s: float) -> None:
+        with self._lock:
+            if kept:
+                self.reports_spooled += 1
+            else:
+                self.reports_dropped += 1
+            self.tick_cpu_s += cpu_s
+
+    def allocation_refused(self) -> None:
+        with self._lock:
+            self.allocation_errors += 1
+
     def send_failed(self) -> None:
         with self._lock:
             self.send_failures += 1

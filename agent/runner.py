@@ -110,7 +110,7 @@ class Agent:
         try:
             self._assignments = self.allocations.current()
         except (AllocationError, OSError, UnicodeDecodeError) as exc:
-            self.metrics.allocation_errors += 1
+            self.metrics.allocation_refused()
             log.error(
                 "allocation file refused; the last good allocation stays in force",
                 extra={"fields": {"error": str(exc)}},
@@ -144,8 +144,8 @@ class Agent:
             "seq": seq, "samples": len(report.samples), "bytes": len(frame),
             "interval_start_us": report.start_us, "interval_end_us": report.end_us,
         }  # fmt: skip
-        if self.spool.put(seq, frame):
-            self.metrics.reports_spooled += 1
+        kept = self.spool.put(seq, frame)
+        if kept:
             if self.spool.alarm:
                 log.warning(
                     "spool past its alarm level: the broker is not taking reports",
@@ -153,13 +153,12 @@ class Agent:
                                       "spool_max_bytes": self.spool.max_bytes}},
                 )  # fmt: skip
         else:
-            self.metrics.reports_dropped += 1
             log.error(
                 "spool full: report dropped; the pipeline will show its seq as a gap",
                 extra={"fields": {**fields, "dropped_total": self.spool.dropped_count()}},
             )
         self.metrics.set_spool(len(self.spool), self.spool.bytes_used, self.spool.alarm)
-        self.metrics.tick_cpu_s += time.thread_time() - cpu_started
+        self.metrics.spooled(kept, time.thread_time() - cpu_started)
         self.on_spooled()
 
 

@@ -126,6 +126,9 @@ class NvmlCollector:
                     nv.nvmlDeviceGetUUID(mig), index, f"{sku}-MIG-{profile}", gpu.unit.uuid
                 )
                 gpu.instances.append((mig, unit, int(nv.nvmlDeviceGetMemoryInfo(mig).total)))
+                self._startup_issues.append(
+                    CollectorIssue("nvmlDeviceGetUtilizationRates", unit.uuid, "MIG: no busy time")
+                )
         return gpu
 
     def _mig_enabled(self, gpu: _Gpu) -> bool:
@@ -180,9 +183,6 @@ class NvmlCollector:
                 cumulative += mem
                 share = energy * cumulative // total_mem
                 memory = self._call("nvmlDeviceGetMemoryInfo", unit, handle, issues=issues)
-                issues.append(
-                    CollectorIssue("nvmlDeviceGetUtilizationRates", unit.uuid, "MIG: no busy time")
-                )
                 readings.append(
                     TickReading(unit, 0, unhealthy, share - previous_share,
                                 int(memory.used) if memory is not None else 0)

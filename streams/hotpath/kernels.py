@@ -31,19 +31,6 @@ _FNV_PRIME = np.uint64(0x100000001B3)
 
 
 @njit(cache=True, inline="always")
-def _is_name(buf, off, n):
-    """[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}, as streams.validate._NAME."""
-    if n < 1 or n > 128:
-        return False
-    for i in range(n):
-        c = buf[off + i]
-        alnum = (48 <= c <= 57) or (65 <= c <= 90) or (97 <= c <= 122)
-        if not alnum and (i == 0 or not (c == 46 or c == 95 or c == 58 or c == 47 or c == 45)):
-            return False
-    return True
-
-
-@njit(cache=True, inline="always")
 def _is_utf8(buf, off, n):
     i = off
     end = off + n
@@ -77,7 +64,8 @@ def _is_utf8(buf, off, n):
 
 @njit(cache=True, inline="always")
 def _name_hash(buf, off, n):
-    """FNV-1a 64 of a string and whether it is a name (as :func:`_is_name`), in one pass."""
+    """FNV-1a 64 of a string, and whether it is a name ([A-Za-z0-9][A-Za-z0-9._:/-]{0,127},
+    as streams.validate._NAME), in one pass."""
     h = _FNV_OFFSET
     ok = 1 <= n <= 128
     for i in range(n):
@@ -87,6 +75,11 @@ def _name_hash(buf, off, n):
         if not alnum and (i == 0 or not (c == 46 or c == 95 or c == 58 or c == 47 or c == 45)):
             ok = False
     return h, ok
+
+
+@njit(cache=True, inline="always")
+def _is_name(buf, off, n):
+    return _name_hash(buf, off, n)[1]
 
 
 @njit(cache=True)

@@ -31,14 +31,20 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
-def proxied(tmp_path: Path) -> Iterator[tuple[str, TcpProxy]]:
-    """A broker of its own whose clients all go through a proxy the test can cut."""
+def proxied(
+    tmp_path: Path, worker_settings: WorkerSettings
+) -> Iterator[tuple[WorkerSettings, TcpProxy]]:
+    """A broker of its own whose clients all go through a proxy the test can cut, and
+    worker settings (topics created) that use it."""
     listen, front = proc.free_port(), proc.free_port()
     proxy = TcpProxy(front, listen)
     proxy.start()
     pid = broker.start(tmp_path / "proxied-broker", listen, advertised_port=front)
     try:
-        yield f"127.0.0.1:{front}", proxy
+        settings = dataclasses.replace(worker_settings, bootstrap=f"127.0.0.1:{front}")
+        ensure_topics(settings.bootstrap, {settings.topic: settings.partitions,
+                                           settings.dlq_topic: 1})  # fmt: skip
+        yield settings, proxy
     finally:
         proxy.cut()
         proc.stop(pid)
@@ -68,13 +74,10 @@ def meter_topic(settings: WorkerSettings, warehouse: Warehouse, agent: AgentProc
 
 
 def test_broker_outage_of_30_s_loses_nothing(
-    proxied: tuple[str, TcpProxy], worker_settings: WorkerSettings, warehouse: Warehouse,
-    tmp_path: Path,
-) -> None:  # fmt: skip
-    bootstrap, proxy = proxied
-    settings = dataclasses.replace(worker_settings, bootstrap=bootstrap)
-    ensure_topics(bootstrap, {settings.topic: settings.partitions, settings.dlq_topic: 1})
-    agent = AgentProcess(tmp_path / "agent", bootstrap, settings.topic)
+    proxied: tuple[WorkerSettings, TcpProxy], warehouse: Warehouse, tmp_path: Path
+) -> None:
+    settings, proxy = proxied
+    agent = AgentProcess(tmp_path / "agent", settings.bootstrap, settings.topic)
     agent.start()
     try:
         agent.wait_metric("meter_agent_reports_sent_total", lambda v: v >= 3, 60)
@@ -124,14 +127,13 @@ def test_agent_kill_9_at_random_moments_loses_and_doubles_nothing(
 
 
 def test_full_spool_alarms_drops_newest_and_the_loss_is_a_gap_downstream(
-    proxied: tuple[str, TcpProxy], worker_settings: WorkerSettings, warehouse: Warehouse,
-    tmp_path: Path,
-) -> None:  # fmt: skip
-    bootstrap, proxy = proxied
-    settings = dataclasses.replace(worker_settings, bootstrap=bootstrap)
-    ensure_topics(bootstrap, {settings.topic: settings.partitions, settings.dlq_topic: 1})
+    proxied: tuple[WorkerSettings, TcpProxy], warehouse: Warehouse, tmp_path: Path
+) -> None:
+    settings, proxy = proxied
     # About six reports of 8 GPUs × 4 ticks fit in 24 KiB.
-    agent = AgentProcess(tmp_path / "agent", bootstrap, settings.topic, spool_max_mb=0.0234375)
+    agent = AgentProcess(
+        tmp_path / "agent", settings.bootstrap, settings.topic, spool_max_mb=0.0234375
+    )
     agent.start()
     try:
         agent.wait_metric("meter_agent_reports_sent_total", lambda v: v >= 2, 60)
