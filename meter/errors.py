@@ -37,3 +37,11 @@ class RejectedReport(MeterError):  # noqa: N818 - a rejection is data, not a fai
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
+
+
+class ContractError(MeterError):
+    """A contracts file was refused; the message names the contract and field at fault."""
+
+
+class BillingError(MeterError):
+    """A statement or reconciliation could not be produced as asked (and nothing was issued)."""
