@@ -74,9 +74,9 @@ class ContractBook:
         return next((t for t in self.tenants if t.tenant_id == tenant_id), None)
 
     def contracts_of(self, tenant_id: str, start_us: int, end_us: int) -> list[Contract]:
+        mine = [c for c in self.contracts if c.tenant_id == tenant_id]
         return sorted(
-            (c for c in self.contracts if c.tenant_id == tenant_id and c.overlaps(start_us, end_us)),
-            key=lambda c: c.term_start_us,
+            (c for c in mine if c.overlaps(start_us, end_us)), key=lambda c: c.term_start_us
         )
 
 
@@ -106,7 +106,7 @@ def format_instant(micros: int) -> str:
 
 def parse_money(value: Any, where: str, places: int = MAX_PLACES) -> Decimal:
     if isinstance(value, bool) or not isinstance(value, str | int | Decimal):
-        raise ContractError(f"{where}: expected a decimal string such as \"2.45\", got {value!r}")
+        raise ContractError(f'{where}: expected a decimal string such as "2.45", got {value!r}')
     try:
         amount = Decimal(value)
     except InvalidOperation as exc:
@@ -186,7 +186,8 @@ def _parse_contract(raw: Any, i: int, tenants: set[str]) -> Contract:
     currency = entry["currency"]
     if currency not in CURRENCY_MINOR_UNITS:
         raise ContractError(
-            f"{where} currency: {currency!r} is not one of {', '.join(sorted(CURRENCY_MINOR_UNITS))}"
+            f"{where} currency: {currency!r} is not one of "
+            + ", ".join(sorted(CURRENCY_MINOR_UNITS))
         )
     term = _object(entry["term"], f"{where} term", {"start", "end"}, set())
     start_us = parse_instant(term["start"], f"{where} term.start")
@@ -203,7 +204,9 @@ def _parse_contract(raw: Any, i: int, tenants: set[str]) -> Contract:
     energy = None
     if entry.get("energy_rate_per_kwh") is not None:
         energy = parse_money(entry["energy_rate_per_kwh"], f"{where} energy_rate_per_kwh")
-    multiplier = parse_money(entry.get("sla_credit_multiplier", "1"), f"{where} sla_credit_multiplier")
+    multiplier = parse_money(
+        entry.get("sla_credit_multiplier", "1"), f"{where} sla_credit_multiplier"
+    )
     if multiplier > 10:
         raise ContractError(f"{where} sla_credit_multiplier: {multiplier} is above 10")
     rates = _parse_rates(entry["rates"], where, start_us, end_us)

@@ -128,24 +128,88 @@ def build_parser() -> argparse.ArgumentParser:
     agent_bench.add_argument("--publish-ticks", type=int, default=6)
     agent_bench.add_argument("--json", action="store_true", help="last line: one JSON object")
 
+    contracts = sub.add_parser("contracts", help="load a contracts file into the warehouse")
+    contracts.add_argument("action", choices=("load",))
+    contracts.add_argument("file", type=Path, help="contracts JSON (billing/README.md)")
+    _warehouse_flags(contracts)
+
+    stmts = sub.add_parser("statements", help="issue the usage statements of a closed month")
+    _flag(stmts, "--period", "PERIOD", required=True, help="month, YYYY-MM")
+    _flag(stmts, "--tenant", "TENANT", help="only this tenant")
+    _flag(stmts, "--out", "STATEMENTS_DIR", default="statements", type=Path, help="output folder")
+    _warehouse_flags(stmts)
+
+    verify = sub.add_parser("verify-statement", help="check a statement JSON file's digest")
+    verify.add_argument("file", type=Path)
+
+    rec = sub.add_parser("reconcile", help="ledger vs rollups, gaps, contracts, supplier invoice")
+    _flag(rec, "--period", "PERIOD", required=True, help="month, YYYY-MM")
+    _flag(rec, "--supplier-invoice", "SUPPLIER_INVOICE", type=Path, help="invoice CSV")
+    _flag(rec, "--tolerance-gpu-hours", "TOLERANCE_GPU_HOURS", default="0.01", help="per line")
+    _flag(rec, "--tolerance-amount", "TOLERANCE_AMOUNT", default="0.01", help="per line")
+    _warehouse_flags(rec)
+
     demo = sub.add_parser("demo", help="simulated fleet through the whole pipeline, checked")
     _fleet_flags(demo)
     _flag(demo, "--database", "DEMO_DATABASE", default="demo", help="database (recreated)")
     demo.add_argument("--keep-stack", action="store_true", help="leave the stack running")
+    _flag(demo, "--out", "STATEMENTS_DIR", default="statements", type=Path, help="statements")
     _stack_dir(demo)
     return parser
 
 
+def _warehouse_flags(parser: argparse.ArgumentParser) -> None:
+    _flag(parser, "--clickhouse-url", "CLICKHOUSE_URL", help="clickhouse://host:port/db")
+    _flag(parser, "--database", "DATABASE", help="database (overrides the URL's)")
+    _stack_dir(parser)
+
+
 def _clickhouse_settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from dataclasses import replace
+
     from stack import LocalStack
     from warehouse.client import ClickHouseSettings
 
     if args.clickhouse_url:
-        return ClickHouseSettings.from_url(args.clickhouse_url)
-    info = LocalStack(Path(args.stack_dir)).running()
-    if info is None:
-        raise MeterError("no --clickhouse-url given and no local stack running (meter stack up)")
-    return ClickHouseSettings(port=info.clickhouse_port, http_port=info.clickhouse_http_port)
+        settings = ClickHouseSettings.from_url(args.clickhouse_url)
+    else:
+        info = LocalStack(Path(args.stack_dir)).running()
+        if info is None:
+            raise MeterError(
+                "no --clickhouse-url given and no local stack running (meter stack up)"
+            )
+        settings = ClickHouseSettings(
+            port=info.clickhouse_port, http_port=info.clickhouse_http_port
+        )
+    database = getattr(args, "database", None)
+    return replace(settings, database=database) if database else settings
+
+
+def _cmd_contracts(args: argparse.Namespace) -> int:
+    from billing import commands
+
+    return commands.load_contracts(_clickhouse_settings(args), args.file)
+
+
+def _cmd_statements(args: argparse.Namespace) -> int:
+    from billing import commands
+
+    return commands.statements(_clickhouse_settings(args), args.period, args.out, args.tenant)
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from billing import commands
+
+    return commands.verify(args.file)
+
+
+def _cmd_reconcile(args: argparse.Namespace) -> int:
+    from billing import commands
+
+    return commands.reconcile_period(
+        _clickhouse_settings(args), args.period, args.supplier_invoice,
+        args.tolerance_gpu_hours, args.tolerance_amount,
+    )  # fmt: skip
 
 
 def _cmd_stack(args: argparse.Namespace) -> int:
@@ -238,10 +302,15 @@ def _cmd_fleet(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from meter.demo import DemoOptions, main_demo
+    from dataclasses import replace
+
+    from meter.demo import DEMO_START_US, DemoOptions, main_demo
 
     options = DemoOptions(
-        spec=_fleet_spec(args), database=args.database, keep_stack=args.keep_stack
+        spec=replace(_fleet_spec(args), start_us=DEMO_START_US),
+        database=args.database,
+        keep_stack=args.keep_stack,
+        statements_dir=args.out,
     )
     return main_demo(options, Path(args.stack_dir))
 
@@ -287,6 +356,10 @@ COMMANDS = {
     "demo": _cmd_demo,
     "bench": _cmd_bench,
     "agent": _cmd_agent,
+    "contracts": _cmd_contracts,
+    "statements": _cmd_statements,
+    "verify-statement": _cmd_verify,
+    "reconcile": _cmd_reconcile,
 }
 
 

@@ -11,6 +11,8 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import resources
 from pathlib import Path
 
 from agent.fleet import FleetSpec, spec_dict
@@ -22,13 +24,19 @@ from meter.runner import (
     publish_fleet,
     warehouse_totals,
 )
-from meter.units import gpu_hours, kwh
+from meter.units import US_PER_SECOND, gpu_hours, kwh
 from stack import LocalStack
 from streams.progress import wait_until_consumed
 from streams.settings import WorkerSettings
 from streams.topics import ensure_topics
 from warehouse.client import ClickHouseSettings, Warehouse
 from warehouse.migrate import migrate
+
+# The demo fleet runs in the last month that has closed for good, so its statements can be
+# issued; the contract book of the demo tenants ships beside the billing code.
+DEMO_PERIOD = "2026-10"
+DEMO_START_US = int(datetime(2026, 10, 1, tzinfo=UTC).timestamp()) * US_PER_SECOND
+CONTRACTS_EXAMPLE = Path(str(resources.files("billing").joinpath("contracts.example.json")))
 
 
 @dataclass(frozen=True)
@@ -38,6 +46,8 @@ class DemoOptions:
     partitions: int = 8
     keep_stack: bool = False
     timeout_s: float = 600.0
+    statements_dir: Path = Path("statements")
+    contracts: Path = CONTRACTS_EXAMPLE
 
 
 def say(message: str) -> None:
@@ -162,7 +172,23 @@ def _run(options: DemoOptions, folder: Path, bootstrap: str, ch_port: int, ch_ht
                 " exactly (allocated/busy/unhealthy µs, energy mJ, sample counts)"
             )
     print(f"emitted totals: {emitted_path}")
-    return 1 if failed else 0
+    if failed:
+        return 1
+    return _bill(options, ch)
+
+
+def _bill(options: DemoOptions, ch: ClickHouseSettings) -> int:
+    """Contracts in, statements of the demo month out, then the books reconciled."""
+    from billing import commands
+
+    print()
+    say(f"loading contracts from {options.contracts}")
+    commands.load_contracts(ch, options.contracts)
+    say(f"issuing the statements of {DEMO_PERIOD} into {options.statements_dir}/")
+    code = commands.statements(ch, DEMO_PERIOD, options.statements_dir, None)
+    print()
+    say(f"reconciling {DEMO_PERIOD}")
+    return max(code, commands.reconcile_period(ch, DEMO_PERIOD, None, "0.01", "0.01"))
 
 
 def main_demo(options: DemoOptions, folder: Path | None) -> int:

@@ -55,6 +55,7 @@ ORDER BY (tenant_id, period);
 
 -- The lines of issued statements. for_period = period for this period's charges, an
 -- earlier period for a prior-period adjustment. quantity is in `unit` (gpu_us, energy_mj).
+-- Lines are written before their statement row; a retried issue rewrites the same keys.
 CREATE TABLE IF NOT EXISTS statement_lines (
     tenant_id String,
     period String,
@@ -70,7 +71,7 @@ CREATE TABLE IF NOT EXISTS statement_lines (
     unit String,
     rate Decimal(38, 9),
     amount Decimal(38, 9)
-) ENGINE = MergeTree()
+) ENGINE = ReplacingMergeTree()
 ORDER BY (tenant_id, period, line_no);
 
 CREATE VIEW IF NOT EXISTS tenants_current AS
@@ -203,5 +204,6 @@ FROM {db}.statements;
 CREATE VIEW IF NOT EXISTS billed_by_period AS
 SELECT tenant_id, for_period, kind, contract_id, sku,
        sum(quantity) AS quantity, any(unit) AS unit, sum(amount) AS amount
-FROM {db}.statement_lines
+FROM {db}.statement_lines FINAL
+WHERE (tenant_id, period) IN (SELECT tenant_id, period FROM {db}.statements)
 GROUP BY tenant_id, for_period, kind, contract_id, sku;

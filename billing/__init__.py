@@ -1,0 +1,1 @@
+"""Billing: contracts, rating, statements and reconciliation over the metered usage."""

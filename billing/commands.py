@@ -1,0 +1,73 @@
+"""The billing subcommands of ``meter``: contracts load, statements, verify, reconcile."""
+
+from __future__ import annotations
+
+import hashlib
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+
+from billing.contracts import load_contract_file
+from billing.issue import run_statements
+from billing.reconcile import reconcile
+from billing.statement import verify_json_file
+from billing.store import store_contracts
+from meter.errors import ConfigError
+from warehouse.client import ClickHouseSettings, Warehouse
+from warehouse.migrate import migrate
+
+
+def load_contracts(settings: ClickHouseSettings, path: Path) -> int:
+    book = load_contract_file(path)  # refused whole, with the field at fault, before any write
+    warehouse = Warehouse(settings)
+    migrate(warehouse)
+    load_id = store_contracts(warehouse, book, hashlib.sha256(path.read_bytes()).hexdigest())
+    print(
+        f"{settings.database}: loaded {len(book.tenants)} tenants and {len(book.contracts)} "
+        f"contracts ({sum(len(c.rates) for c in book.contracts)} rate periods) as load {load_id}"
+    )
+    return 0
+
+
+def statements(settings: ClickHouseSettings, period: str, out: Path, tenant: str | None) -> int:
+    outcomes = run_statements(Warehouse(settings), period, out, tenant)
+    refused = 0
+    for o in outcomes:
+        if o.status == "refused":
+            refused += 1
+            print(f"{o.tenant_id:<18} REFUSED  {o.detail}")
+            continue
+        print(f"{o.tenant_id:<18} {o.status:<28} total {o.total:>18}  sha256 {o.digest_sha256}")
+        if o.detail:
+            print(f"{'':<18} note: {o.detail}")
+        for path in o.files:
+            print(f"{'':<18} {path}")
+    if not outcomes:
+        print(f"no tenant has a contract or usage in {period}")
+    return 1 if refused else 0
+
+
+def verify(path: Path) -> int:
+    digest = verify_json_file(path.read_bytes())
+    print(f"{path}: digest {digest} matches its content")
+    return 0
+
+
+def _decimal(text: str, what: str) -> Decimal:
+    try:
+        value = Decimal(text)
+    except InvalidOperation as exc:
+        raise ConfigError(f"{what} {text!r} is not a number") from exc
+    if value < 0:
+        raise ConfigError(f"{what} must be ≥ 0")
+    return value
+
+
+def reconcile_period(
+    settings: ClickHouseSettings, period: str, invoice: Path | None, tol_hours: str, tol_amount: str
+) -> int:
+    report = reconcile(
+        Warehouse(settings), period, invoice,
+        _decimal(tol_hours, "--tolerance-gpu-hours"), _decimal(tol_amount, "--tolerance-amount"),
+    )  # fmt: skip
+    print("\n".join(report.lines))
+    return report.exit_code

@@ -1,0 +1,169 @@
+"""``meter statements``: rate a closed month per tenant, issue each statement once, write files.
+
+For each tenant the statement holds this period's lines and, for every earlier period
+already issued to that tenant, an adjustment: that period re-rated on today's data minus
+everything statements have billed for it so far. Usage that arrives after a period was
+issued therefore appears, exactly once, on the next statement.
+
+An issued statement is never changed. Running again for an issued period re-renders its
+files from the canonical JSON stored at issue, byte for byte, and says whether the data
+has moved since (the difference then waits for the next statement).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from billing.contracts import ContractBook, Tenant
+from billing.rating import Line, Period, adjustment_lines, rate_period
+from billing.render import render_csv, render_html
+from billing.statement import (
+    StatementInput,
+    build_statement,
+    canonical_bytes,
+    digest,
+    json_file_bytes,
+    lines_of,
+)
+from billing.store import (
+    Clock,
+    issued_statements,
+    parse_statement,
+    read_contract_book,
+    read_usage,
+    record_statement,
+    tenants_with_usage,
+    utc_now,
+)
+from meter.errors import BillingError
+from warehouse.client import Warehouse
+
+
+@dataclass(frozen=True)
+class Outcome:
+    tenant_id: str
+    status: str  # issued | already issued | already issued, data changed | refused
+    detail: str = ""
+    digest_sha256: str = ""
+    total: str = ""
+    files: tuple[Path, ...] = ()
+
+
+def _rate(book: ContractBook, tenant_id: str, period: Period, usage: Any) -> list[Line]:
+    contracts = book.contracts_of(tenant_id, period.start_us, period.end_us)
+    lines, unrated = rate_period(contracts, period, usage)
+    if unrated:
+        first = "; ".join(u.describe() for u in unrated[:3])
+        more = f" (and {len(unrated) - 3} more windows)" if len(unrated) > 3 else ""
+        raise BillingError(
+            f"tenant {tenant_id!r} {period.label}: usage without a contract rate: {first}{more}"
+        )
+    return lines
+
+
+def compose(
+    warehouse: Warehouse, book: ContractBook, tenant: Tenant, period: Period,
+    issued: dict[str, tuple[str, str]],
+) -> dict[str, Any]:  # fmt: skip
+    """The statement document for ``tenant`` and ``period`` from the warehouse as it is now."""
+    contracts = book.contracts_of(tenant.tenant_id, period.start_us, period.end_us)
+    if not contracts:
+        raise BillingError(f"tenant {tenant.tenant_id!r} has no contract in {period.label}")
+    usage = read_usage(warehouse, tenant.tenant_id, period)
+    lines = _rate(book, tenant.tenant_id, period, usage)
+    billed: dict[str, list[Line]] = {}
+    for text, _ in issued.values():
+        for line in lines_of(parse_statement(text)):
+            billed.setdefault(line.for_period, []).append(line)
+    for earlier in sorted(p for p in issued if p < period.label):
+        before = Period.parse(earlier)
+        now = _rate(book, tenant.tenant_id, before, read_usage(warehouse, tenant.tenant_id, before))
+        lines.extend(adjustment_lines(now, billed.get(earlier, [])))
+    return build_statement(StatementInput(tenant, period, contracts, lines, usage))
+
+
+def write_files(out: Path, statement: dict[str, Any], digest_sha256: str) -> tuple[Path, ...]:
+    folder = out / statement["tenant"]["tenant_id"]
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = statement["statement_id"]
+    contents = {
+        f"{stem}.json": json_file_bytes(statement),
+        f"{stem}.csv": render_csv(statement),
+        f"{stem}.html": render_html(statement, digest_sha256),
+    }
+    paths = []
+    for name, data in contents.items():
+        path = folder / name
+        if path.exists() and path.read_bytes() == data:
+            paths.append(path)
+            continue
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+        paths.append(path)
+    return tuple(paths)
+
+
+def issue_statement(
+    warehouse: Warehouse, book: ContractBook, tenant_id: str, period: Period, out: Path,
+    clock: Clock = utc_now,
+) -> Outcome:  # fmt: skip
+    tenant = book.tenant(tenant_id) or Tenant(tenant_id, tenant_id)
+    issued = issued_statements(warehouse, tenant_id)
+    later = sorted(p for p in issued if p > period.label)
+    if period.label not in issued and later:
+        raise BillingError(
+            f"tenant {tenant_id!r}: {later[0]} is already issued; {period.label} cannot be "
+            "issued after a later period (its usage will show as adjustments instead)"
+        )
+    if period.label in issued:
+        text, stored_digest = issued[period.label]
+        statement = parse_statement(text)
+        files = write_files(out, statement, stored_digest)
+        fresh = compose(warehouse, book, tenant, period, {
+            p: v for p, v in issued.items() if p < period.label
+        })  # fmt: skip
+        if digest(fresh) == stored_digest:
+            return Outcome(tenant_id, "already issued", "", stored_digest,
+                           statement["totals"]["total"], files)  # fmt: skip
+        return Outcome(
+            tenant_id, "already issued, data changed",
+            "usage or contracts changed since issue; the issued statement stands and the "
+            "difference will appear as an adjustment on the next statement",
+            stored_digest, statement["totals"]["total"], files,
+        )  # fmt: skip
+    statement = compose(warehouse, book, tenant, period, issued)
+    statement_digest = digest(statement)
+    record_statement(warehouse, statement, statement_digest, canonical_bytes(statement).decode(),
+                     clock)  # fmt: skip
+    files = write_files(out, statement, statement_digest)
+    return Outcome(tenant_id, "issued", "", statement_digest, statement["totals"]["total"], files)
+
+
+def run_statements(
+    warehouse: Warehouse, period_label: str, out: Path, tenant_id: str | None = None,
+    clock: Clock = utc_now,
+) -> list[Outcome]:  # fmt: skip
+    period = Period.parse(period_label)
+    now_us = int(clock().timestamp()) * 1_000_000
+    if period.end_us > now_us:
+        raise BillingError(
+            f"period {period.label} has not ended yet; statements cover closed months"
+        )
+    book = read_contract_book(warehouse)
+    if tenant_id is not None:
+        tenants = [tenant_id]
+    else:
+        with_contract = {
+            c.tenant_id for c in book.contracts if c.overlaps(period.start_us, period.end_us)
+        }
+        tenants = sorted(with_contract | set(tenants_with_usage(warehouse, period)))
+    outcomes = []
+    for tid in tenants:
+        try:
+            outcomes.append(issue_statement(warehouse, book, tid, period, out, clock))
+        except BillingError as exc:
+            outcomes.append(Outcome(tid, "refused", str(exc)))
+    return outcomes

@@ -1,0 +1,236 @@
+"""``meter reconcile --period YYYY-MM``: do the books agree, is anything missing, where do we stand.
+
+(a) ledger vs rollups per tenant × SKU × cluster × minute window, exactly;
+(b) completeness: open seq gaps per node (possible data loss, whatever the period);
+(c) contract position per tenant: usage against committed capacity and the minimum;
+(d) optionally a supplier invoice compared line by line with metered usage.
+
+(a) and (b) decide the exit status; (c) and (d) are findings for finance to act on.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections import defaultdict
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+
+from billing.contracts import ContractBook
+from billing.rating import Period, prorated_minimum, rate_period
+from billing.store import read_contract_book, read_usage
+from meter.errors import BillingError
+from meter.runner import differences, ledger_totals, warehouse_totals
+from meter.units import US_PER_GPU_HOUR
+from warehouse.client import Warehouse
+
+INVOICE_COLUMNS = ("supplier", "invoice_id", "period", "tenant_id", "sku", "cluster",
+                   "gpu_hours", "amount", "currency")  # fmt: skip
+
+
+@dataclass
+class Report:
+    period: str
+    lines: list[str] = field(default_factory=list)
+    ledger_ok: bool = True
+    gaps_ok: bool = True
+    findings: int = 0
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.ledger_ok and self.gaps_ok else 1
+
+    def say(self, text: str = "") -> None:
+        self.lines.append(text)
+
+
+def _hours(gpu_us: int) -> Decimal:
+    return Decimal(gpu_us) / US_PER_GPU_HOUR
+
+
+def check_ledger(warehouse: Warehouse, period: Period, report: Report) -> None:
+    def in_period(totals: dict) -> dict:
+        return {k: v for k, v in totals.items() if period.start_us <= k[3] < period.end_us}
+
+    rollups = in_period(warehouse_totals(warehouse))
+    ledger = in_period(ledger_totals(warehouse))
+    diffs = differences(ledger, rollups)
+    report.say("(a) ledger vs rollups, per tenant × SKU × cluster × minute")
+    if diffs:
+        report.ledger_ok = False
+        report.say(f"  FAIL {len(diffs)} differences over {len(rollups | ledger)} windows:")
+        for d in diffs[:20]:
+            tenant, sku, cluster, window_us = d["key"]
+            report.say(
+                f"    {tenant} {sku} {cluster} window {window_us // 1_000_000}: {d['counter']} "
+                f"ledger={d['emitted']} rollups={d['stored']} (ledger - rollups = "
+                f"{d['emitted'] - d['stored']})"
+            )
+    else:
+        report.say(f"  OK   {len(rollups):,} windows, every counter equal")
+
+
+def check_gaps(warehouse: Warehouse, report: Report) -> None:
+    rows = warehouse.execute(
+        "SELECT node_id, boot_id, first_missing, last_missing, missing_reports "
+        "FROM open_seq_gaps ORDER BY node_id, boot_id, first_missing"
+    )
+    report.say("(b) completeness: open seq gaps (reports never received)")
+    if rows:
+        report.gaps_ok = False
+        by_node: dict[str, int] = defaultdict(int)
+        for node, _, _, _, missing in rows:
+            by_node[node] += int(missing)
+        report.say(f"  FAIL {len(rows)} open gaps on {len(by_node)} nodes:")
+        for node, boot, first, last, missing in rows[:20]:
+            report.say(f"    node {node} boot {boot}: seq {first}..{last} ({missing} reports)")
+    else:
+        report.say("  OK   no open gaps")
+
+
+def check_positions(
+    warehouse: Warehouse, book: ContractBook, period: Period, report: Report
+) -> None:
+    report.say("(c) contract position")
+    tenants = sorted(
+        {c.tenant_id for c in book.contracts if c.overlaps(period.start_us, period.end_us)}
+    )
+    if not tenants:
+        report.say("  no contract covers this period")
+    issued = {
+        tenant: digest
+        for tenant, digest in warehouse.execute(
+            "SELECT tenant_id, argMin(digest_sha256, issued_at) FROM statements "
+            "WHERE period = %(p)s GROUP BY tenant_id",
+            {"p": period.label},
+        )
+    }
+    for tenant in tenants:
+        usage = read_usage(warehouse, tenant, period)
+        for contract in book.contracts_of(tenant, period.start_us, period.end_us):
+            start = max(period.start_us, contract.term_start_us)
+            end = min(period.end_us, contract.term_end_us)
+            mine = [u for u in usage if start <= u.window_start_us < end]
+            used = sum(u.allocated_us for u in mine)
+            committed = contract.committed_gpus * (end - start)
+            lines, unrated = rate_period([contract], period, mine)
+            amount = sum((ln.amount for ln in lines if ln.kind == "usage"), Decimal(0))
+            minimum = prorated_minimum(contract, start, end, period)
+            over, short = max(used - committed, 0), max(committed - used, 0)
+            report.say(
+                f"  {tenant} {contract.contract_id}: used {_hours(used):,.6f} GPU-h of "
+                f"{_hours(committed):,.6f} committed (overage {_hours(over):,.6f}, "
+                f"shortfall {_hours(short):,.6f}); usage {amount:,} {contract.currency} vs "
+                f"minimum {minimum:,} → true-up {max(minimum - amount, Decimal(0)):,}; "
+                + (f"statement issued ({issued[tenant][:12]}…)" if tenant in issued
+                   else "statement not issued")
+            )  # fmt: skip
+            if unrated:
+                report.findings += 1
+                first = unrated[0].describe()
+                report.say(f"    FLAG {len(unrated)} windows without a rate: {first}")
+
+
+@dataclass(frozen=True)
+class InvoiceLine:
+    row: int
+    supplier: str
+    tenant_id: str
+    sku: str
+    cluster: str
+    gpu_hours: Decimal
+    amount: Decimal | None
+
+
+def read_invoice(path: Path, period: Period) -> list[InvoiceLine]:
+    """The documented supplier invoice CSV; every bad row is named, nothing is skipped."""
+    try:
+        handle = path.open(newline="", encoding="utf-8")
+    except OSError as exc:
+        raise BillingError(f"cannot read supplier invoice {path}: {exc}") from exc
+    lines = []
+    with handle:
+        reader = csv.DictReader(handle)
+        missing = [c for c in INVOICE_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise BillingError(f"{path}: missing column(s) {', '.join(missing)}")
+        for number, row in enumerate(reader, start=2):
+            if row["period"] != period.label:
+                raise BillingError(
+                    f"{path} row {number}: period {row['period']!r} is not {period.label}"
+                )
+            try:
+                hours = Decimal(row["gpu_hours"])
+                amount = Decimal(row["amount"]) if row["amount"].strip() else None
+            except InvalidOperation as exc:
+                raise BillingError(f"{path} row {number}: gpu_hours/amount not a number") from exc
+            lines.append(InvoiceLine(number, row["supplier"], row["tenant_id"], row["sku"],
+                                     row["cluster"], hours, amount))  # fmt: skip
+    return lines
+
+
+def check_invoice(
+    warehouse: Warehouse, book: ContractBook, period: Period, path: Path,
+    tolerance_gpu_hours: Decimal, tolerance_amount: Decimal, report: Report,
+) -> None:  # fmt: skip
+    invoice = read_invoice(path, period)
+    report.say(f"(d) supplier invoice {path.name}: {len(invoice)} lines, tolerance "
+               f"{tolerance_gpu_hours} GPU-h / {tolerance_amount} per line")  # fmt: skip
+    theirs: dict[tuple[str, str, str], list[InvoiceLine]] = defaultdict(list)
+    for line in invoice:
+        theirs[(line.tenant_id, line.sku, line.cluster)].append(line)
+    ours_us: dict[tuple[str, str, str], int] = defaultdict(int)
+    ours_amount: dict[tuple[str, str, str], Decimal] = defaultdict(Decimal)
+    for tenant in sorted({k[0] for k in theirs}):
+        usage = read_usage(warehouse, tenant, period)
+        for u in usage:
+            ours_us[(tenant, u.sku, u.cluster)] += u.allocated_us
+        contracts = book.contracts_of(tenant, period.start_us, period.end_us)
+        for ln in rate_period(contracts, period, usage)[0]:
+            if ln.kind == "usage":
+                ours_amount[(tenant, ln.sku, ln.cluster)] += ln.amount
+    flagged = 0
+    for key in sorted(theirs.keys() | ours_us.keys()):
+        billed = theirs.get(key, [])
+        hours = sum((b.gpu_hours for b in billed), Decimal(0))
+        ours = _hours(ours_us.get(key, 0))
+        label = "/".join(key)
+        rows = ",".join(str(b.row) for b in billed) or "-"
+        problems = []
+        if not billed:
+            problems.append(f"metered {ours:,.6f} GPU-h, not on the invoice")
+        elif abs(hours - ours) > tolerance_gpu_hours:
+            problems.append(f"invoice {hours:,} GPU-h vs metered {ours:,.6f} "
+                            f"(difference {hours - ours:+,.6f})")  # fmt: skip
+        amounts = [b.amount for b in billed if b.amount is not None]
+        if amounts and key in ours_amount:
+            theirs_amount = sum(amounts, Decimal(0))
+            if abs(theirs_amount - ours_amount[key]) > tolerance_amount:
+                problems.append(f"invoice amount {theirs_amount:,} vs rated {ours_amount[key]:,}")
+        if problems:
+            flagged += 1
+            report.say(f"  FLAG {label} (invoice rows {rows}): " + "; ".join(problems))
+        else:
+            report.say(f"  OK   {label}: {hours:,} GPU-h (metered {ours:,.6f})")
+    report.findings += flagged
+
+
+def reconcile(
+    warehouse: Warehouse, period_label: str, invoice: Path | None = None,
+    tolerance_gpu_hours: Decimal = Decimal("0.01"), tolerance_amount: Decimal = Decimal("0.01"),
+) -> Report:  # fmt: skip
+    period = Period.parse(period_label)
+    report = Report(period.label)
+    report.say(f"reconciliation for {period.label}")
+    check_ledger(warehouse, period, report)
+    check_gaps(warehouse, report)
+    book = read_contract_book(warehouse)
+    check_positions(warehouse, book, period, report)
+    if invoice is not None:
+        check_invoice(warehouse, book, period, invoice, tolerance_gpu_hours, tolerance_amount,
+                      report)  # fmt: skip
+    verdict = "OK" if report.exit_code == 0 else "FAILED"
+    ledger = "ok" if report.ledger_ok else "differs"
+    gaps = "none" if report.gaps_ok else "open"
+    report.say(f"result: {verdict} (ledger {ledger}, gaps {gaps}, {report.findings} findings)")
+    return report

@@ -1,0 +1,228 @@
+"""CSV line items and the HTML statement, rendered from the canonical document only.
+
+Renderers are pure functions of the document, so an issued statement re-rendered from the
+JSON stored in ClickHouse comes out byte for byte as first written.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from decimal import Decimal
+from html import escape
+from typing import Any
+
+from billing.statement import SECTIONS
+from meter.units import US_PER_GPU_HOUR
+
+CSV_COLUMNS = (
+    "statement_id", "line_no", "section", "kind", "for_period", "contract_id", "sku", "cluster",
+    "rate_from", "rate_to", "quantity", "unit", "quantity_display", "rate", "amount", "currency",
+)  # fmt: skip
+
+
+def _section(line: dict[str, Any], period: str) -> str:
+    if line["for_period"] != period:
+        return f"Adjustment for {line['for_period']}"
+    return SECTIONS[line["kind"]]
+
+
+def render_csv(statement: dict[str, Any]) -> bytes:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    period = statement["period"]["label"]
+    for line in statement["lines"]:
+        writer.writerow(
+            [statement["statement_id"], line["line_no"], _section(line, period)]
+            + [line[c] for c in CSV_COLUMNS[3:15]]
+            + [statement["currency"]]
+        )
+    writer.writerow(
+        [statement["statement_id"], "", "Total", "total", period, "", "", "", "", "", "", "", "",
+         "", statement["totals"]["total"], statement["currency"]]
+    )  # fmt: skip
+    return out.getvalue().encode("utf-8")
+
+
+def _amount(text: str, currency: str) -> str:
+    return f"{Decimal(text):,} {currency}"
+
+
+def _rate_cell(line: dict[str, Any], currency: str) -> str:
+    if not line["rate"]:
+        return ""
+    unit = "kWh" if line["unit"] == "energy_mj" else "GPU-h"
+    return f"{Decimal(line['rate']):,} {currency}/{unit}"
+
+
+def _qty_cell(line: dict[str, Any]) -> str:
+    if not line["quantity_display"]:
+        return ""
+    unit = "kWh" if line["unit"] == "energy_mj" else "GPU-h"
+    return f"{Decimal(line['quantity_display']):,} {unit}"
+
+
+def _period_cell(line: dict[str, Any]) -> str:
+    if not line["rate_from"]:
+        return ""
+    return f"{line['rate_from'][:16].replace('T', ' ')} – {line['rate_to'][:16].replace('T', ' ')}"
+
+
+def _lines_table(lines: list[dict[str, Any]], currency: str, period: str) -> str:
+    rows = []
+    current = None
+    for line in lines:
+        section = _section(line, period)
+        if section != current:
+            rows.append(f'<tr class="section"><th colspan="6">{escape(section)}</th></tr>')
+            current = section
+        what = " / ".join(escape(x) for x in (line["sku"], line["cluster"]) if x) or escape(
+            "Shortfall against the minimum monthly commitment"
+        )
+        rows.append(
+            "<tr>"
+            f"<td>{line['line_no']}</td>"
+            f'<td>{what}<div class="sub">contract {escape(line["contract_id"])}</div></td>'
+            f"<td>{escape(_period_cell(line))}</td>"
+            f'<td class="num">{escape(_qty_cell(line))}</td>'
+            f'<td class="num">{escape(_rate_cell(line, currency))}</td>'
+            f'<td class="num">{escape(_amount(line["amount"], currency))}</td>'
+            "</tr>"
+        )
+    if not rows:
+        rows.append('<tr><td colspan="6">No charges in this period.</td></tr>')
+    head = (
+        '<tr><th>#</th><th>Item</th><th>Rate period (UTC)</th><th class="num">Quantity</th>'
+        '<th class="num">Rate</th><th class="num">Amount</th></tr>'
+    )
+    return f'<table class="lines"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
+
+
+def _nice_ceiling(value: Decimal) -> Decimal:
+    if value <= 0:
+        return Decimal(1)
+    step = Decimal(10) ** (value.adjusted())
+    for factor in (1, 2, 5, 10):
+        if step * factor >= value:
+            return step * factor
+    return step * 10
+
+
+def daily_chart_svg(daily: list[dict[str, Any]]) -> str:
+    """Bars of GPU-hours per day; integer pixel geometry so the output is deterministic."""
+    width, height, left, bottom, top = 720, 220, 64, 28, 12
+    plot_w, plot_h = width - left - 8, height - bottom - top
+    hours = [Decimal(d["allocated_us"]) / US_PER_GPU_HOUR for d in daily]
+    ceiling = _nice_ceiling(max(hours, default=Decimal(0)))
+    slot = plot_w // max(len(daily), 1)
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" role="img" aria-label="GPU-hours per day">'
+    ]
+    for i in range(5):
+        value = ceiling * i / 4
+        y = top + plot_h - int(plot_h * i / 4)
+        parts.append(
+            f'<line x1="{left}" y1="{y}" x2="{left + plot_w}" y2="{y}" stroke="#e3e6ea"/>'
+            f'<text x="{left - 6}" y="{y + 4}" text-anchor="end" font-size="10" '
+            f'fill="#555">{value.normalize():,f}</text>'
+        )
+    for i, (day, value) in enumerate(zip(daily, hours, strict=True)):
+        bar_h = int(plot_h * value / ceiling)
+        x = left + i * slot + 1
+        parts.append(
+            f'<rect x="{x}" y="{top + plot_h - bar_h}" width="{max(slot - 2, 1)}" '
+            f'height="{bar_h}" fill="#2f6fb2">'
+            f"<title>{day['date']}: {value:.6f} GPU-h</title></rect>"
+        )
+        if i == 0 or (i + 1) % 5 == 0:
+            parts.append(
+                f'<text x="{x + slot // 2}" y="{height - bottom + 14}" text-anchor="middle" '
+                f'font-size="10" fill="#555">{int(day["date"][8:])}</text>'
+            )
+    parts.append(
+        f'<text x="12" y="{top + plot_h // 2}" font-size="10" fill="#555" '
+        f'transform="rotate(-90 12 {top + plot_h // 2})" text-anchor="middle">GPU-hours</text>'
+        "</svg>"
+    )
+    return "".join(parts)
+
+
+_CSS = """
+body{font-family:"DejaVu Sans",Helvetica,Arial,sans-serif;color:#1d232b;margin:32px auto;
+max-width:860px;font-size:13px;line-height:1.4}
+h1{font-size:22px;margin:0}h2{font-size:15px;margin:28px 0 8px;border-bottom:1px solid #ccd;
+padding-bottom:4px}.head{display:flex;justify-content:space-between;align-items:flex-start;gap:24px}
+.head h1{white-space:nowrap}table.meta{width:auto}
+.muted,.sub{color:#5d6670;font-size:11px}table{border-collapse:collapse;width:100%}
+th,td{text-align:left;padding:5px 8px;border-bottom:1px solid #eceef1;vertical-align:top}
+.num{text-align:right;white-space:nowrap}tr.section th{background:#f3f5f8;font-size:12px}
+.totals td{border:none;padding:3px 8px}.totals tr.grand td{font-weight:bold;font-size:15px;
+border-top:2px solid #1d232b}.meta td{border:none;padding:1px 12px 1px 0}
+code{font-size:11px;word-break:break-all}
+"""
+
+
+def render_html(statement: dict[str, Any], digest_sha256: str) -> bytes:
+    s = statement
+    cur = s["currency"]
+    period = s["period"]["label"]
+    tenant = s["tenant"]
+    t = s["totals"]
+    summary = s["usage_summary"]
+    totals_rows = [
+        ("GPU time", t["usage"]),
+        ("Energy pass-through", t["energy"]),
+        ("Minimum commitment true-up", t["commitment_true_up"]),
+        ("SLA credits", t["sla_credits"]),
+        ("Prior-period adjustments", t["prior_period_adjustments"]),
+    ]
+    totals_html = "".join(
+        f'<tr><td>{escape(name)}</td><td class="num">{escape(_amount(v, cur))}</td></tr>'
+        for name, v in totals_rows
+    ) + (
+        f'<tr class="grand"><td>Total due</td>'
+        f'<td class="num">{escape(_amount(t["total"], cur))}</td></tr>'
+    )
+    contracts_html = "".join(
+        f"<tr><td>{escape(c['contract_id'])}</td><td>{c['term_start'][:10]} – {c['term_end'][:10]}"
+        f'</td><td class="num">{c["committed_gpus"]:,}</td>'
+        f'<td class="num">{escape(_amount(c["minimum_monthly_commitment"], cur))}</td>'
+        f'<td class="num">{escape(c["energy_rate_per_kwh"] or "—")}</td>'
+        f'<td class="num">{escape(c["sla_credit_multiplier"])}</td></tr>'
+        for c in s["contracts"]
+    )
+    gpu_h = Decimal(summary["allocated_us"]) / US_PER_GPU_HOUR
+    bad_h = Decimal(summary["unhealthy_us"]) / US_PER_GPU_HOUR
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>Usage statement {escape(s["statement_id"])}</title><style>{_CSS}</style></head>
+<body>
+<div class="head"><div><h1>GPU usage statement</h1>
+<div class="muted">{escape(s["period"]["start"][:10])} to {escape(s["period"]["end"][:10])} \
+(UTC, end exclusive)</div></div>
+<table class="meta"><tr><td class="muted">Tenant</td><td><b>{escape(tenant["name"])}</b> \
+({escape(tenant["tenant_id"])})</td></tr>
+<tr><td class="muted">Statement</td><td>{escape(s["statement_id"])}</td></tr>
+<tr><td class="muted">Period</td><td>{escape(period)}</td></tr>
+<tr><td class="muted">Currency</td><td>{escape(cur)}</td></tr></table></div>
+<h2>Summary</h2>
+<table class="totals">{totals_html}</table>
+<p class="muted">Allocated GPU time this period: {gpu_h:,.6f} GPU-h, of which unhealthy \
+{bad_h:,.6f} GPU-h.</p>
+<h2>GPU-hours per day (UTC)</h2>
+{daily_chart_svg(s["daily_allocated_us"])}
+<h2>Line items</h2>
+{_lines_table(s["lines"], cur, period)}
+<h2>Contract terms</h2>
+<table><thead><tr><th>Contract</th><th>Term</th><th class="num">Committed GPUs</th>
+<th class="num">Minimum per month</th><th class="num">Energy rate / kWh</th>
+<th class="num">SLA credit multiplier</th></tr></thead><tbody>{contracts_html}</tbody></table>
+<h2>How to check this statement</h2>
+<p class="muted">{escape(s["rounding"])} Quantities are exact integers in the JSON file \
+(GPU-µs, mJ); GPU-hours and kWh are shown to 6 places. The SHA-256 digest of the canonical \
+JSON of this statement is <code>{escape(digest_sha256)}</code>.</p>
+</body></html>
+"""
+    return page.encode("utf-8")

@@ -1,0 +1,184 @@
+"""A statement as one canonical document: built from rated lines, serialised, digested.
+
+The canonical form is the JSON of the ``statement`` object with sorted keys, no
+insignificant whitespace, ASCII only, integers as JSON numbers and every decimal as a
+string. Its SHA-256 is the statement's digest; a tenant can recompute it from the JSON file
+alone (``meter statements verify FILE``). CSV and HTML are rendered from the same document,
+so they carry nothing the digest does not cover.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from billing.contracts import Contract, Tenant, format_instant, parse_instant
+from billing.rating import KINDS, Line, Period, UsageRow, round_money
+from meter.errors import BillingError
+from meter.units import MJ_PER_KWH, US_PER_GPU_HOUR
+
+FORMAT = "gpu-meter-statement/1"
+SECTIONS = {
+    "usage": "GPU time",
+    "energy": "Energy pass-through",
+    "commitment_true_up": "Minimum commitment true-up",
+    "sla_credit": "SLA credits",
+}
+ROUNDING_RULE = (
+    "Each line amount is rounded once, half up, to the currency's minor unit; "
+    "totals are sums of rounded lines."
+)
+
+
+def money(amount: Decimal, places: int) -> str:
+    return str(round_money(amount, places))
+
+
+def quantity_text(quantity: int, unit: str) -> str:
+    """GPU-hours or kWh to 6 places, for people; ``quantity`` is the exact figure."""
+    if unit == "gpu_us":
+        return f"{Decimal(quantity) / US_PER_GPU_HOUR:.6f}"
+    if unit == "energy_mj":
+        return f"{Decimal(quantity) / MJ_PER_KWH:.6f}"
+    return ""
+
+
+def _line_doc(number: int, line: Line, places: int) -> dict[str, Any]:
+    return {
+        "line_no": number,
+        "kind": line.kind,
+        "for_period": line.for_period,
+        "contract_id": line.contract_id,
+        "sku": line.sku,
+        "cluster": line.cluster,
+        "rate_from": format_instant(line.rate_from_us) if line.rate_from_us else "",
+        "rate_to": format_instant(line.rate_to_us) if line.rate_to_us else "",
+        "quantity": line.quantity,
+        "unit": line.unit,
+        "quantity_display": quantity_text(line.quantity, line.unit),
+        "rate": str(line.rate.normalize()) if line.rate else "",
+        "amount": money(line.amount, places),
+    }
+
+
+def _contract_doc(c: Contract) -> dict[str, Any]:
+    return {
+        "contract_id": c.contract_id,
+        "term_start": format_instant(c.term_start_us),
+        "term_end": format_instant(c.term_end_us),
+        "committed_gpus": c.committed_gpus,
+        "minimum_monthly_commitment": money(c.minimum_monthly_commitment, c.minor_units),
+        "energy_rate_per_kwh": str(c.energy_rate_per_kwh) if c.energy_rate_per_kwh is not None
+        else "",
+        "sla_credit_multiplier": str(c.sla_credit_multiplier),
+    }  # fmt: skip
+
+
+def _order(line: Line, period: str) -> tuple[Any, ...]:
+    # This period's charges first, by kind; then adjustments, oldest period first.
+    return (line.for_period != period, line.for_period, KINDS.index(line.kind), line.contract_id,
+            line.sku, line.cluster, line.rate_from_us)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class StatementInput:
+    tenant: Tenant
+    period: Period
+    contracts: list[Contract]
+    lines: list[Line]  # this period's lines and prior-period adjustments
+    usage: list[UsageRow]  # this period's metered usage (for the summary and the chart)
+
+
+def build_statement(data: StatementInput) -> dict[str, Any]:
+    """The canonical statement document (a plain dict of str, int, list and dict)."""
+    currencies = {c.currency for c in data.contracts}
+    if len(currencies) != 1:
+        raise BillingError(
+            f"tenant {data.tenant.tenant_id!r} in {data.period.label}: contracts in "
+            f"{sorted(currencies) or 'no currency'}; a statement has exactly one currency"
+        )
+    currency = currencies.pop()
+    places = data.contracts[0].minor_units
+    ordered = sorted(data.lines, key=lambda ln: _order(ln, data.period.label))
+    lines = [_line_doc(i + 1, ln, places) for i, ln in enumerate(ordered)]
+    totals = {kind: Decimal(0) for kind in KINDS}
+    adjustments = Decimal(0)
+    for ln in ordered:
+        if ln.for_period == data.period.label:
+            totals[ln.kind] += ln.amount
+        else:
+            adjustments += ln.amount
+    grand = sum(totals.values(), Decimal(0)) + adjustments
+    daily = dict.fromkeys(data.period.days, 0)
+    for row in data.usage:
+        day = format_instant(row.window_start_us - row.window_start_us % 86_400_000_000)[:10]
+        if day in daily:
+            daily[day] += row.allocated_us
+    return {
+        "format": FORMAT,
+        "statement_id": f"{data.tenant.tenant_id}-{data.period.label}",
+        "tenant": {"tenant_id": data.tenant.tenant_id, "name": data.tenant.name},
+        "period": {
+            "label": data.period.label,
+            "start": format_instant(data.period.start_us),
+            "end": format_instant(data.period.end_us),
+        },
+        "currency": currency,
+        "rounding": ROUNDING_RULE,
+        "contracts": [_contract_doc(c) for c in data.contracts],
+        "lines": lines,
+        "usage_summary": {
+            "allocated_us": sum(r.allocated_us for r in data.usage),
+            "unhealthy_us": sum(r.unhealthy_us for r in data.usage),
+            "energy_mj": sum(r.energy_mj for r in data.usage),
+        },
+        "daily_allocated_us": [{"date": d, "allocated_us": us} for d, us in daily.items()],
+        "totals": {
+            "usage": money(totals["usage"], places),
+            "energy": money(totals["energy"], places),
+            "commitment_true_up": money(totals["commitment_true_up"], places),
+            "sla_credits": money(totals["sla_credit"], places),
+            "prior_period_adjustments": money(adjustments, places),
+            "total": money(grand, places),
+        },
+    }
+
+
+def canonical_bytes(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def digest(statement: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical_bytes(statement)).hexdigest()
+
+
+def json_file_bytes(statement: dict[str, Any]) -> bytes:
+    """The JSON file: the statement and its digest, canonical too (so reruns are identical)."""
+    return canonical_bytes({"digest_sha256": digest(statement), "statement": statement}) + b"\n"
+
+
+def verify_json_file(data: bytes) -> str:
+    """The digest of a statement file after checking it; raises BillingError if it lies."""
+    try:
+        document = json.loads(data)
+        claimed, statement = document["digest_sha256"], document["statement"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BillingError(f"not a statement file: {exc}") from exc
+    actual = digest(statement)
+    if actual != claimed:
+        raise BillingError(f"digest mismatch: file says {claimed}, content hashes to {actual}")
+    return actual
+
+
+def lines_of(statement: dict[str, Any]) -> Iterable[Line]:
+    """The rated lines of an issued statement, as they were billed."""
+    for doc in statement["lines"]:
+        since = parse_instant(doc["rate_from"], "rate_from") if doc["rate_from"] else 0
+        until = parse_instant(doc["rate_to"], "rate_to") if doc["rate_to"] else 0
+        yield Line(doc["kind"], doc["for_period"], doc["contract_id"], doc["sku"], doc["cluster"],
+                   since, until, doc["quantity"], doc["unit"], Decimal(doc["rate"] or 0),
+                   Decimal(doc["amount"]))  # fmt: skip

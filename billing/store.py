@@ -1,0 +1,166 @@
+"""The warehouse side of billing: contracts in, usage and issued statements out.
+
+Every query filters by one tenant where it reads usage, so a statement is built from that
+tenant's rows only.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from agent.fleet import UNALLOCATED
+from billing.contracts import Contract, ContractBook, RatePeriod, Tenant
+from billing.rating import Period, UsageRow
+from meter.units import US_PER_SECOND
+from warehouse.client import Warehouse
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _dt(micros: int) -> datetime:
+    return datetime.fromtimestamp(micros // US_PER_SECOND, UTC)
+
+
+def _us(moment: datetime) -> int:
+    aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return int(aware.timestamp()) * US_PER_SECOND
+
+
+def store_contracts(
+    warehouse: Warehouse, book: ContractBook, source_sha256: str, clock: Clock = utc_now
+) -> int:
+    """Record a validated contract book as one new load; returns its load id."""
+    rows = warehouse.execute("SELECT max(load_id) FROM contracts")
+    load_id = int(rows[0][0] or 0) + 1
+    now = clock().replace(microsecond=0)
+    warehouse.insert(
+        "tenants", ("tenant_id", "name", "load_id", "loaded_at"),
+        [(t.tenant_id, t.name, load_id, now) for t in book.tenants],
+    )  # fmt: skip
+    warehouse.insert(
+        "contracts",
+        ("contract_id", "tenant_id", "currency", "term_start", "term_end", "committed_gpus",
+         "minimum_monthly_commitment", "energy_pass_through", "energy_rate_per_kwh",
+         "sla_credit_multiplier", "source_sha256", "load_id", "loaded_at"),
+        [(c.contract_id, c.tenant_id, c.currency, _dt(c.term_start_us), _dt(c.term_end_us),
+          c.committed_gpus, c.minimum_monthly_commitment, int(c.energy_rate_per_kwh is not None),
+          c.energy_rate_per_kwh or Decimal(0), c.sla_credit_multiplier, source_sha256, load_id,
+          now) for c in book.contracts],
+    )  # fmt: skip
+    warehouse.insert(
+        "contract_rates",
+        ("contract_id", "tenant_id", "sku", "effective_from", "effective_to",
+         "rate_per_gpu_hour", "load_id"),
+        [(c.contract_id, c.tenant_id, r.sku, _dt(r.from_us), _dt(r.to_us), r.rate_per_gpu_hour,
+          load_id) for c in book.contracts for r in c.rates],
+    )  # fmt: skip
+    return load_id
+
+
+def read_contract_book(warehouse: Warehouse) -> ContractBook:
+    tenants = tuple(
+        Tenant(tid, name)
+        for tid, name in warehouse.execute(
+            "SELECT tenant_id, name FROM tenants_current ORDER BY tenant_id"
+        )
+    )
+    rates: dict[str, list[RatePeriod]] = {}
+    for cid, sku, since, until, rate in warehouse.execute(
+        "SELECT contract_id, sku, effective_from, effective_to, rate_per_gpu_hour "
+        "FROM contract_rates_current ORDER BY contract_id, sku, effective_from"
+    ):
+        rates.setdefault(cid, []).append(RatePeriod(sku, _us(since), _us(until), Decimal(rate)))
+    contracts = tuple(
+        Contract(cid, tid, cur, _us(start), _us(end), int(gpus), Decimal(minimum),
+                 Decimal(energy) if has_energy else None, Decimal(mult),
+                 tuple(rates.get(cid, ())))
+        for cid, tid, cur, start, end, gpus, minimum, has_energy, energy, mult in warehouse.execute(
+            "SELECT contract_id, tenant_id, currency, term_start, term_end, committed_gpus, "
+            "minimum_monthly_commitment, energy_pass_through, energy_rate_per_kwh, "
+            "sla_credit_multiplier FROM contracts_current ORDER BY contract_id"
+        )
+    )  # fmt: skip
+    return ContractBook(tenants, contracts)
+
+
+def _period_params(period: Period, **extra: Any) -> dict[str, Any]:
+    return {"start": _dt(period.start_us), "end": _dt(period.end_us), **extra}
+
+
+def read_usage(warehouse: Warehouse, tenant_id: str, period: Period) -> list[UsageRow]:
+    rows = warehouse.execute(
+        "SELECT sku, cluster, toUInt32(window_start), allocated_us, unhealthy_us, energy_mj "
+        "FROM usage_by_minute WHERE tenant_id = %(tenant)s "
+        "AND window_start >= %(start)s AND window_start < %(end)s "
+        "ORDER BY sku, cluster, window_start",
+        _period_params(period, tenant=tenant_id),
+    )
+    return [
+        UsageRow(sku, cluster, int(w) * US_PER_SECOND, int(a), int(u), int(e))
+        for sku, cluster, w, a, u, e in rows
+    ]
+
+
+def tenants_with_usage(warehouse: Warehouse, period: Period) -> list[str]:
+    rows = warehouse.execute(
+        "SELECT DISTINCT tenant_id FROM usage_by_minute "
+        "WHERE window_start >= %(start)s AND window_start < %(end)s AND tenant_id != %(idle)s",
+        _period_params(period, idle=UNALLOCATED),
+    )
+    return sorted(r[0] for r in rows)
+
+
+def issued_statements(warehouse: Warehouse, tenant_id: str) -> dict[str, tuple[str, str]]:
+    """period → (canonical statement JSON, digest) of every statement issued to a tenant.
+
+    Should two operators have issued one concurrently, the first one issued is the one.
+    """
+    rows = warehouse.execute(
+        "SELECT period, argMin(canonical_json, issued_at), argMin(digest_sha256, issued_at) "
+        "FROM statements WHERE tenant_id = %(tenant)s GROUP BY period",
+        {"tenant": tenant_id},
+    )
+    return {period: (text, digest) for period, text, digest in rows}
+
+
+def record_statement(
+    warehouse: Warehouse, statement: dict[str, Any], digest_sha256: str, canonical: str,
+    clock: Clock = utc_now,
+) -> None:  # fmt: skip
+    tenant = statement["tenant"]["tenant_id"]
+    period = statement["period"]["label"]
+    sid = statement["statement_id"]
+    # Lines first: a statement row is the mark of issue, written only once its lines are in.
+    warehouse.insert(
+        "statement_lines",
+        ("tenant_id", "period", "statement_id", "line_no", "kind", "for_period", "contract_id",
+         "sku", "cluster", "rate_from", "quantity", "unit", "rate", "amount"),
+        [(tenant, period, sid, ln["line_no"], ln["kind"], ln["for_period"], ln["contract_id"],
+          ln["sku"], ln["cluster"], _instant(ln["rate_from"]), ln["quantity"], ln["unit"],
+          Decimal(ln["rate"] or 0), Decimal(ln["amount"])) for ln in statement["lines"]],
+    )  # fmt: skip
+    warehouse.insert(
+        "statements",
+        ("tenant_id", "period", "statement_id", "currency", "total", "digest_sha256",
+         "canonical_json", "issued_at"),
+        [(tenant, period, sid, statement["currency"], Decimal(statement["totals"]["total"]),
+          digest_sha256, canonical, clock().replace(microsecond=0))],
+    )  # fmt: skip
+
+
+def _instant(text: str) -> datetime:
+    if not text:
+        return datetime(1970, 1, 1, tzinfo=UTC)
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def parse_statement(canonical: str) -> dict[str, Any]:
+    return json.loads(canonical)

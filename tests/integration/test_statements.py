@@ -1,0 +1,189 @@
+"""Statements against the real ClickHouse, every amount computed by hand below.
+
+The contract (USD, term from 2026-09-16, 4 committed GPUs, minimum 5,000.00 a month,
+energy 0.10/kWh, SLA credit ×2) and the usage are chosen so that each rule shows:
+
+    September (term covers 15 of 30 days → minimum 2,500.00)
+      H100/sc1   900 GPU-h × 2.50                      = 2,250.00
+      true-up    2,500.00 − 2,250.00                   =   250.00    total 2,500.00
+    120 GPU-h of September usage arrive after September was issued.
+    October (rate change H100 2.50 → 2.00 at 2026-10-16T00:00Z)
+      H100/sc1   100 GPU-h × 2.50                      =   250.00
+      H100/sc1   (50 GPU-h + 1 µs) × 2.00 = 100.00000000055…   →   100.00
+      H200/sc2   7 GPU-h × 3.333333333 = 23.333333331  →    23.33
+      energy     1,000 kWh × 0.10 (H100)               =   100.00
+      energy     12.345 kWh × 0.10 = 1.2345            →     1.23
+      true-up    5,000.00 − 373.33                     = 4,626.67
+      credit     2 unhealthy GPU-h × 2.50 × 2          =   −10.00
+      adjustment for September: usage +120 GPU-h × 2.50 = +300.00,
+                 true-up 0 − 250.00                    =  −250.00
+      total 250 + 100 + 23.33 + 100 + 1.23 + 4,626.67 − 10 + 300 − 250 = 5,141.23
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from billing.contracts import parse_contract_book
+from billing.issue import run_statements
+from billing.statement import verify_json_file
+from billing.store import store_contracts
+
+H = 3_600_000_000  # GPU-µs per GPU-hour, mJ per kWh
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+
+CONTRACTS = {
+    "tenants": [
+        {"tenant_id": "aurora-labs", "name": "Aurora Labs, Inc."},
+        {"tenant_id": "borealis-ai", "name": "Borealis AI Ltd."},
+    ],
+    "contracts": [
+        {
+            "contract_id": "AUR-1", "tenant_id": "aurora-labs", "currency": "USD",
+            "term": {"start": "2026-09-16", "end": "2027-09-16"}, "committed_gpus": 4,
+            "minimum_monthly_commitment": "5000.00", "energy_rate_per_kwh": "0.10",
+            "sla_credit_multiplier": "2",
+            "rates": [
+                {"sku": "H100", "rate_per_gpu_hour": "2.50"},
+                {"sku": "H100", "rate_per_gpu_hour": "2.00",
+                 "effective_from": "2026-10-16T00:00:00Z"},
+                {"sku": "H200", "rate_per_gpu_hour": "3.333333333"},
+            ],
+        },
+        {
+            "contract_id": "BOR-1", "tenant_id": "borealis-ai", "currency": "USD",
+            "term": {"start": "2026-01-01", "end": "2027-01-01"}, "committed_gpus": 1,
+            "minimum_monthly_commitment": "0", "rates": [{"sku": "H100", "rate_per_gpu_hour": "9.99"}],
+        },
+    ],
+}  # fmt: skip
+
+PARTIAL_COLUMNS = ("tenant_id", "sku", "cluster", "window_start", "source_partition",
+                   "allocated_us", "busy_us", "unhealthy_us", "energy_mj", "sample_count",
+                   "version", "written_at")  # fmt: skip
+
+
+def _at(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+def _usage(warehouse, tenant, sku, cluster, window, allocated, unhealthy=0, energy=0, part=0):
+    warehouse.insert("usage_rollup_partials", PARTIAL_COLUMNS, [
+        (tenant, sku, cluster, _at(window), part, allocated, 0, unhealthy, energy, 1, 1, NOW)
+    ])  # fmt: skip
+
+
+def _late_usage(warehouse, tenant, sku, cluster, window, allocated):
+    warehouse.insert(
+        "usage_adjustments",
+        ("tenant_id", "sku", "cluster", "window_start", "source_partition", "source_offset",
+         "allocated_us", "busy_us", "unhealthy_us", "energy_mj", "sample_count", "recorded_at"),
+        [(tenant, sku, cluster, _at(window), 0, 99, allocated, 0, 0, 0, 1, NOW)],
+    )  # fmt: skip
+
+
+@pytest.fixture
+def billed(warehouse):
+    store_contracts(warehouse, parse_contract_book(CONTRACTS), "test", clock=lambda: NOW)
+    _usage(warehouse, "aurora-labs", "H100", "sc1", "2026-09-20 10:00:00", 900 * H)
+    # Another tenant's usage in the same windows: must never reach aurora's statement.
+    _usage(warehouse, "borealis-ai", "H100", "sc1", "2026-09-20 10:00:00", 77 * H + 12345)
+    _usage(warehouse, "borealis-ai", "H100", "sc1", "2026-10-10 12:00:00", 55 * H + 678)
+    return warehouse
+
+
+def _lines(statement):
+    return [(ln["kind"], ln["for_period"], ln["sku"], ln["cluster"], ln["quantity"], ln["amount"])
+            for ln in statement["lines"]]  # fmt: skip
+
+
+def _issue(warehouse, period, out, tenant="aurora-labs"):
+    (outcome,) = run_statements(warehouse, period, out, tenant, clock=lambda: NOW)
+    assert outcome.status != "refused", outcome.detail
+    document = json.loads(outcome.files[0].read_bytes())
+    assert verify_json_file(outcome.files[0].read_bytes()) == outcome.digest_sha256
+    return outcome, document["statement"]
+
+
+def test_statement_amounts_equal_the_hand_computed_ones_to_the_cent(billed, tmp_path: Path):
+    wh = billed
+    sept, september = _issue(wh, "2026-09", tmp_path / "a")
+    assert sept.status == "issued"
+    assert _lines(september) == [
+        ("usage", "2026-09", "H100", "sc1", 900 * H, "2250.00"),
+        ("commitment_true_up", "2026-09", "", "", 0, "250.00"),
+    ]
+    assert september["totals"]["total"] == "2500.00"
+
+    _late_usage(wh, "aurora-labs", "H100", "sc1", "2026-09-21 00:00:00", 120 * H)
+    _usage(wh, "aurora-labs", "H100", "sc1", "2026-10-10 12:00:00", 100 * H,
+           unhealthy=2 * H, energy=1000 * H)  # fmt: skip
+    _usage(wh, "aurora-labs", "H100", "sc1", "2026-10-20 08:00:00", 50 * H + 1)
+    _usage(wh, "aurora-labs", "H200", "sc2", "2026-10-20 08:00:00", 7 * H, energy=44_442_000_000)
+
+    octo, october = _issue(wh, "2026-10", tmp_path / "a")
+    assert _lines(october) == [
+        ("usage", "2026-10", "H100", "sc1", 100 * H, "250.00"),
+        ("usage", "2026-10", "H100", "sc1", 50 * H + 1, "100.00"),
+        ("usage", "2026-10", "H200", "sc2", 7 * H, "23.33"),
+        ("energy", "2026-10", "H100", "sc1", 1000 * H, "100.00"),
+        ("energy", "2026-10", "H200", "sc2", 44_442_000_000, "1.23"),
+        ("commitment_true_up", "2026-10", "", "", 0, "4626.67"),
+        ("sla_credit", "2026-10", "H100", "sc1", 2 * H, "-10.00"),
+        ("usage", "2026-09", "H100", "sc1", 120 * H, "300.00"),
+        ("commitment_true_up", "2026-09", "", "", 0, "-250.00"),
+    ]
+    assert october["totals"] == {
+        "usage": "373.33", "energy": "101.23", "commitment_true_up": "4626.67",
+        "sla_credits": "-10.00", "prior_period_adjustments": "50.00", "total": "5141.23",
+    }  # fmt: skip
+    rate_split = [(ln["rate_from"], ln["rate_to"], ln["rate"]) for ln in october["lines"][:2]]
+    assert rate_split == [
+        ("2026-10-01T00:00:00Z", "2026-10-16T00:00:00Z", "2.5"),
+        ("2026-10-16T00:00:00Z", "2026-11-01T00:00:00Z", "2"),
+    ]
+    # The lines add up to the total, and ClickHouse recorded the same total and digest.
+    assert sum(Decimal(ln["amount"]) for ln in october["lines"]) == Decimal("5141.23")
+    assert wh.execute(
+        "SELECT period, total, digest_sha256 FROM issued_statements "
+        "WHERE tenant_id = 'aurora-labs' ORDER BY period"
+    ) == [("2026-09", Decimal("2500"), sept.digest_sha256),
+          ("2026-10", Decimal("5141.23"), octo.digest_sha256)]  # fmt: skip
+    # Nothing of the other tenant's in aurora's files.
+    for path in (*sept.files, *octo.files):
+        text = path.read_text()
+        assert "borealis" not in text.lower() and "BOR-1" not in text and "9.99" not in text
+        assert str(77 * H + 12345) not in text and str(55 * H + 678) not in text
+
+
+def test_an_issued_statement_is_never_changed_and_reruns_are_byte_identical(billed, tmp_path):
+    wh = billed
+    first, _ = _issue(wh, "2026-09", tmp_path / "a")
+    again, _ = _issue(wh, "2026-09", tmp_path / "b")
+    assert again.status == "already issued"
+    assert [p.read_bytes() for p in first.files] == [p.read_bytes() for p in again.files]
+
+    _late_usage(wh, "aurora-labs", "H100", "sc1", "2026-09-21 00:00:00", 120 * H)
+    late, _ = _issue(wh, "2026-09", tmp_path / "c")
+    assert late.status == "already issued, data changed"
+    assert "adjustment on the next statement" in late.detail
+    assert late.digest_sha256 == first.digest_sha256
+    assert [p.read_bytes() for p in first.files] == [p.read_bytes() for p in late.files]
+    assert wh.execute("SELECT count() FROM statements WHERE period = '2026-09'") == [(1,)]
+
+
+def test_an_open_month_and_usage_without_a_rate_are_refused(billed, tmp_path):
+    from meter.errors import BillingError
+
+    with pytest.raises(BillingError, match="has not ended yet"):
+        run_statements(billed, "2026-11", tmp_path, clock=lambda: NOW)
+    _usage(billed, "aurora-labs", "B200", "sc1", "2026-10-02 00:00:00", 3 * H)
+    (outcome,) = run_statements(billed, "2026-10", tmp_path, "aurora-labs", clock=lambda: NOW)
+    assert outcome.status == "refused"
+    assert "B200/sc1" in outcome.detail and "no contract rate" in outcome.detail
+    assert billed.execute("SELECT count() FROM statements") == [(0,)]
