@@ -22,6 +22,7 @@ demo: setup
 # Lint, then the whole suite against a real broker and ClickHouse. pytest exits 5 when it
 # collects no test: that is a failure here, never a pass.
 test: setup
+	@scripts/ensure-chromium.sh
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	@$(BIN)/python -m pytest; rc=$$?; \

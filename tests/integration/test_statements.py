@@ -5,7 +5,7 @@ energy 0.10/kWh, SLA credit ×2) and the usage are chosen so that each rule show
 
     September (term covers 15 of 30 days → minimum 2,500.00)
       H100/sc1   900 GPU-h × 2.50                      = 2,250.00
-      true-up    2,500.00 − 2,250.00                   =   250.00    total 2,500.00
+      true-up    2,500.00 - 2,250.00                   =   250.00    total 2,500.00
     120 GPU-h of September usage arrive after September was issued.
     October (rate change H100 2.50 → 2.00 at 2026-10-16T00:00Z)
       H100/sc1   100 GPU-h × 2.50                      =   250.00
@@ -13,11 +13,11 @@ energy 0.10/kWh, SLA credit ×2) and the usage are chosen so that each rule show
       H200/sc2   7 GPU-h × 3.333333333 = 23.333333331  →    23.33
       energy     1,000 kWh × 0.10 (H100)               =   100.00
       energy     12.345 kWh × 0.10 = 1.2345            →     1.23
-      true-up    5,000.00 − 373.33                     = 4,626.67
-      credit     2 unhealthy GPU-h × 2.50 × 2          =   −10.00
+      true-up    5,000.00 - 373.33                     = 4,626.67
+      credit     2 unhealthy GPU-h × 2.50 × 2          =   -10.00
       adjustment for September: usage +120 GPU-h × 2.50 = +300.00,
-                 true-up 0 − 250.00                    =  −250.00
-      total 250 + 100 + 23.33 + 100 + 1.23 + 4,626.67 − 10 + 300 − 250 = 5,141.23
+                 true-up 0 - 250.00                    =  -250.00
+      total 250 + 100 + 23.33 + 100 + 1.23 + 4,626.67 - 10 + 300 - 250 = 5,141.23
 """
 
 from __future__ import annotations
@@ -58,7 +58,8 @@ CONTRACTS = {
         {
             "contract_id": "BOR-1", "tenant_id": "borealis-ai", "currency": "USD",
             "term": {"start": "2026-01-01", "end": "2027-01-01"}, "committed_gpus": 1,
-            "minimum_monthly_commitment": "0", "rates": [{"sku": "H100", "rate_per_gpu_hour": "9.99"}],
+            "minimum_monthly_commitment": "0",
+            "rates": [{"sku": "H100", "rate_per_gpu_hour": "9.99"}],
         },
     ],
 }  # fmt: skip
@@ -187,3 +188,28 @@ def test_an_open_month_and_usage_without_a_rate_are_refused(billed, tmp_path):
     assert outcome.status == "refused"
     assert "B200/sc1" in outcome.detail and "no contract rate" in outcome.detail
     assert billed.execute("SELECT count() FROM statements") == [(0,)]
+
+
+def test_reconcile_compares_a_supplier_invoice_line_by_line(billed, tmp_path):
+    from billing.reconcile import reconcile
+
+    invoice = tmp_path / "invoice.csv"
+    invoice.write_text(
+        "supplier,invoice_id,period,tenant_id,sku,cluster,gpu_hours,amount,currency\n"
+        "nimbus,INV-7,2026-09,aurora-labs,H100,sc1,900.004,2250.00,USD\n"
+        "nimbus,INV-7,2026-09,borealis-ai,H100,sc1,78.000003,,USD\n"
+        "nimbus,INV-7,2026-09,borealis-ai,H200,sc1,1,,USD\n"
+    )
+    report = reconcile(billed, "2026-09", invoice, Decimal("0.01"), Decimal("0.01"))
+    text = "\n".join(report.lines)
+    assert "OK   aurora-labs/H100/sc1: 900.004 GPU-h (metered 900.000000)" in text
+    assert ("FLAG borealis-ai/H100/sc1 (invoice rows 3): invoice 78.000003 GPU-h vs metered "
+            "77.000003 (difference +1.000000)") in text  # fmt: skip
+    assert "FLAG borealis-ai/H200/sc1 (invoice rows 4): invoice 1 GPU-h vs metered 0.000000" in text
+    assert report.findings == 2 and report.gaps_ok
+    # This fixture wrote rollups without ledger rows: (a) must say so and fail the run.
+    assert not report.ledger_ok and report.exit_code == 1
+
+    invoice.write_text(invoice.read_text().replace("2250.00", "2250.02"))
+    text = "\n".join(reconcile(billed, "2026-09", invoice).lines)
+    assert "invoice amount 2,250.02 vs rated 2,250.00" in text

@@ -72,13 +72,22 @@ def test_finance_user_cannot_write(stack, warehouse):
         database=warehouse.settings.database,
     )  # fmt: skip
     assert finance.execute("SELECT count() FROM usage_by_minute") == [(0,)]
+    assert finance.execute("SELECT count() FROM contract_position_by_month") == [(0,)]
     for sql in (
         "INSERT INTO rejected_reports (reason) VALUES ('x')",
         "DROP TABLE usage_rollup_partials",
         "ALTER TABLE usage_rollup_partials DELETE WHERE 1",
+        "INSERT INTO statements (tenant_id, period) VALUES ('aurora-labs', '2026-10')",
+        "ALTER TABLE contract_rates UPDATE rate_per_gpu_hour = 0 WHERE 1",
+        "ALTER TABLE contracts ADD COLUMN discount Float64",
+        "DROP TABLE statements",
+        "DROP DATABASE " + warehouse.settings.database,
+        "CREATE TABLE scratch (x UInt8) ENGINE = Memory",
     ):
-        with pytest.raises(ServerException):
+        with pytest.raises(ServerException) as refused:
             finance.execute(sql)
+        assert refused.value.code == 164, sql  # READONLY, not a typo in the statement
+    assert warehouse.execute("SELECT count() FROM statements") == [(0,)]
 
 
 def test_meter_status_reports_progress_gaps_and_rejections(stack, warehouse):
