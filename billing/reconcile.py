@@ -17,7 +17,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 from billing.contracts import ContractBook
-from billing.rating import Period, prorated_minimum, rate_period
+from billing.rating import Period, prorated_minimum, rate_period, round_money
 from billing.store import read_contract_book, read_usage
 from meter.errors import BillingError
 from meter.runner import differences, ledger_totals, warehouse_totals
@@ -114,7 +114,10 @@ def check_positions(
             used = sum(u.allocated_us for u in mine)
             committed = contract.committed_gpus * (end - start)
             lines, unrated = rate_period([contract], period, mine)
-            amount = sum((ln.amount for ln in lines if ln.kind == "usage"), Decimal(0))
+            amount = round_money(
+                sum((ln.amount for ln in lines if ln.kind == "usage"), Decimal(0)),
+                contract.minor_units,
+            )
             minimum = prorated_minimum(contract, start, end, period)
             over, short = max(used - committed, 0), max(committed - used, 0)
             report.say(
