@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 .PHONY: setup demo test lint clean
 
 setup: $(STAMP)
-	@scripts/ensure-clickhouse.sh
+	@scripts/ensure-debian-packages.sh clickhouse-server clickhouse-server clickhouse-client
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,7 @@ demo: setup
 # Lint, then the whole suite against a real broker and ClickHouse. pytest exits 5 when it
 # collects no test: that is a failure here, never a pass.
 test: setup
-	@scripts/ensure-chromium.sh
+	@scripts/ensure-debian-packages.sh chromium chromium
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	@$(BIN)/python -m pytest; rc=$$?; \

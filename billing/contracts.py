@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
 from agent.fleet import UNALLOCATED
 from meter.errors import ContractError
-from meter.units import US_PER_MINUTE, US_PER_SECOND
+from meter.units import US_PER_MINUTE, epoch_us, utc_datetime
 from streams.validate import ReportLimits, is_known_sku, is_valid_tenant
 
 # ISO 4217 minor units of the currencies we invoice in. Rounding is to this many places.
@@ -25,7 +25,6 @@ CURRENCY_MINOR_UNITS = {"USD": 2, "EUR": 2, "GBP": 2, "CHF": 2, "CAD": 2, "SGD":
 # The warehouse stores money as Decimal(38, 9): more places would be cut off there.
 MAX_PLACES = 9
 MAX_AMOUNT = Decimal(10) ** 15
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True, order=True)
@@ -57,6 +56,10 @@ class Contract:
 
     def overlaps(self, start_us: int, end_us: int) -> bool:
         return self.term_start_us < end_us and start_us < self.term_end_us
+
+    def covered(self, start_us: int, end_us: int) -> tuple[int, int]:
+        """The part of [start_us, end_us) inside the term (empty when start ≥ end)."""
+        return max(start_us, self.term_start_us), min(end_us, self.term_end_us)
 
 
 @dataclass(frozen=True)
@@ -93,7 +96,7 @@ def parse_instant(text: Any, where: str) -> int:
         raise ContractError(f"{where}: {text!r} is not an ISO 8601 date or timestamp") from exc
     if moment.tzinfo is None:
         raise ContractError(f"{where}: {text!r} has no UTC offset; write e.g. {text}Z")
-    micros = (moment - _EPOCH) // timedelta(microseconds=1)
+    micros = epoch_us(moment)
     if micros % US_PER_MINUTE:
         # Usage is metered in whole-minute windows: a change inside one cannot be split.
         raise ContractError(f"{where}: {text!r} must fall on a whole minute")
@@ -101,7 +104,7 @@ def parse_instant(text: Any, where: str) -> int:
 
 
 def format_instant(micros: int) -> str:
-    return datetime.fromtimestamp(micros // US_PER_SECOND, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return utc_datetime(micros).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_money(value: Any, where: str, places: int = MAX_PLACES) -> Decimal:

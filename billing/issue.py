@@ -22,7 +22,6 @@ from billing.render import render_csv, render_html
 from billing.statement import (
     StatementInput,
     build_statement,
-    canonical_bytes,
     digest,
     json_file_bytes,
     lines_of,
@@ -38,6 +37,7 @@ from billing.store import (
     utc_now,
 )
 from meter.errors import BillingError
+from meter.units import epoch_us
 from warehouse.client import Warehouse
 
 
@@ -96,9 +96,6 @@ def write_files(out: Path, statement: dict[str, Any], digest_sha256: str) -> tup
     paths = []
     for name, data in contents.items():
         path = folder / name
-        if path.exists() and path.read_bytes() == data:
-            paths.append(path)
-            continue
         tmp = path.with_suffix(path.suffix + ".tmp")
         tmp.write_bytes(data)
         tmp.replace(path)
@@ -136,8 +133,7 @@ def issue_statement(
         )  # fmt: skip
     statement = compose(warehouse, book, tenant, period, issued)
     statement_digest = digest(statement)
-    record_statement(warehouse, statement, statement_digest, canonical_bytes(statement).decode(),
-                     clock)  # fmt: skip
+    record_statement(warehouse, statement, statement_digest, clock)
     files = write_files(out, statement, statement_digest)
     return Outcome(tenant_id, "issued", "", statement_digest, statement["totals"]["total"], files)
 
@@ -147,8 +143,7 @@ def run_statements(
     clock: Clock = utc_now,
 ) -> list[Outcome]:  # fmt: skip
     period = Period.parse(period_label)
-    now_us = int(clock().timestamp()) * 1_000_000
-    if period.end_us > now_us:
+    if period.end_us > epoch_us(clock()):
         raise BillingError(
             f"period {period.label} has not ended yet; statements cover closed months"
         )

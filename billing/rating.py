@@ -26,7 +26,7 @@ from decimal import ROUND_HALF_UP, Context, Decimal, localcontext
 
 from billing.contracts import Contract, format_instant
 from meter.errors import BillingError
-from meter.units import MJ_PER_KWH, US_PER_GPU_HOUR, US_PER_SECOND
+from meter.units import MJ_PER_KWH, US_PER_DAY, US_PER_GPU_HOUR, epoch_us, utc_datetime
 
 # Wide enough that no product of a 20-digit quantity and a 9-place rate is ever rounded.
 _EXACT = Context(prec=80)
@@ -54,20 +54,14 @@ class Period:
             if start.month == 12
             else start.replace(month=start.month + 1)
         )
-        return cls(label, _micros(start), _micros(end))
+        return cls(label, epoch_us(start), epoch_us(end))
 
     @property
     def days(self) -> list[str]:
-        first = self.start_us // US_PER_SECOND
-        count = (self.end_us - self.start_us) // (86_400 * US_PER_SECOND)
         return [
-            datetime.fromtimestamp(first + 86_400 * i, UTC).strftime("%Y-%m-%d")
-            for i in range(count)
+            utc_datetime(day_us).strftime("%Y-%m-%d")
+            for day_us in range(self.start_us, self.end_us, US_PER_DAY)
         ]
-
-
-def _micros(moment: datetime) -> int:
-    return int(moment.timestamp()) * US_PER_SECOND
 
 
 @dataclass(frozen=True)
@@ -153,8 +147,7 @@ def _rate_contract(
     claimed: set[int],
     unrated: list[UnratedUsage],
 ) -> list[Line]:
-    start = max(period.start_us, contract.term_start_us)
-    end = min(period.end_us, contract.term_end_us)
+    start, end = contract.covered(period.start_us, period.end_us)
     if start >= end:
         return []
     places = contract.minor_units

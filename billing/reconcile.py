@@ -108,8 +108,7 @@ def check_positions(
     for tenant in tenants:
         usage = read_usage(warehouse, tenant, period)
         for contract in book.contracts_of(tenant, period.start_us, period.end_us):
-            start = max(period.start_us, contract.term_start_us)
-            end = min(period.end_us, contract.term_end_us)
+            start, end = contract.covered(period.start_us, period.end_us)
             mine = [u for u in usage if start <= u.window_start_us < end]
             used = sum(u.allocated_us for u in mine)
             committed = contract.committed_gpus * (end - start)

@@ -19,7 +19,7 @@ from typing import Any
 from billing.contracts import Contract, Tenant, format_instant, parse_instant
 from billing.rating import KINDS, Line, Period, UsageRow, round_money
 from meter.errors import BillingError
-from meter.units import MJ_PER_KWH, US_PER_GPU_HOUR
+from meter.units import MJ_PER_KWH, US_PER_GPU_HOUR, utc_datetime
 
 FORMAT = "gpu-meter-statement/1"
 SECTIONS = {
@@ -115,7 +115,7 @@ def build_statement(data: StatementInput) -> dict[str, Any]:
     grand = sum(totals.values(), Decimal(0)) + adjustments
     daily = dict.fromkeys(data.period.days, 0)
     for row in data.usage:
-        day = format_instant(row.window_start_us - row.window_start_us % 86_400_000_000)[:10]
+        day = utc_datetime(row.window_start_us).strftime("%Y-%m-%d")
         if day in daily:
             daily[day] += row.allocated_us
     return {

@@ -13,9 +13,10 @@ from decimal import Decimal
 from typing import Any
 
 from agent.fleet import UNALLOCATED
-from billing.contracts import Contract, ContractBook, RatePeriod, Tenant
+from billing.contracts import Contract, ContractBook, RatePeriod, Tenant, parse_instant
 from billing.rating import Period, UsageRow
-from meter.units import US_PER_SECOND
+from billing.statement import canonical_bytes
+from meter.units import US_PER_SECOND, epoch_us, utc_datetime
 from warehouse.client import Warehouse
 
 Clock = Callable[[], datetime]
@@ -23,15 +24,6 @@ Clock = Callable[[], datetime]
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-def _dt(micros: int) -> datetime:
-    return datetime.fromtimestamp(micros // US_PER_SECOND, UTC)
-
-
-def _us(moment: datetime) -> int:
-    aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-    return int(aware.timestamp()) * US_PER_SECOND
 
 
 def store_contracts(
@@ -50,17 +42,17 @@ def store_contracts(
         ("contract_id", "tenant_id", "currency", "term_start", "term_end", "committed_gpus",
          "minimum_monthly_commitment", "energy_pass_through", "energy_rate_per_kwh",
          "sla_credit_multiplier", "source_sha256", "load_id", "loaded_at"),
-        [(c.contract_id, c.tenant_id, c.currency, _dt(c.term_start_us), _dt(c.term_end_us),
-          c.committed_gpus, c.minimum_monthly_commitment, int(c.energy_rate_per_kwh is not None),
-          c.energy_rate_per_kwh or Decimal(0), c.sla_credit_multiplier, source_sha256, load_id,
-          now) for c in book.contracts],
+        [(c.contract_id, c.tenant_id, c.currency, utc_datetime(c.term_start_us),
+          utc_datetime(c.term_end_us), c.committed_gpus, c.minimum_monthly_commitment,
+          int(c.energy_rate_per_kwh is not None), c.energy_rate_per_kwh or Decimal(0),
+          c.sla_credit_multiplier, source_sha256, load_id, now) for c in book.contracts],
     )  # fmt: skip
     warehouse.insert(
         "contract_rates",
         ("contract_id", "tenant_id", "sku", "effective_from", "effective_to",
          "rate_per_gpu_hour", "load_id"),
-        [(c.contract_id, c.tenant_id, r.sku, _dt(r.from_us), _dt(r.to_us), r.rate_per_gpu_hour,
-          load_id) for c in book.contracts for r in c.rates],
+        [(c.contract_id, c.tenant_id, r.sku, utc_datetime(r.from_us), utc_datetime(r.to_us),
+          r.rate_per_gpu_hour, load_id) for c in book.contracts for r in c.rates],
     )  # fmt: skip
     return load_id
 
@@ -77,9 +69,11 @@ def read_contract_book(warehouse: Warehouse) -> ContractBook:
         "SELECT contract_id, sku, effective_from, effective_to, rate_per_gpu_hour "
         "FROM contract_rates_current ORDER BY contract_id, sku, effective_from"
     ):
-        rates.setdefault(cid, []).append(RatePeriod(sku, _us(since), _us(until), Decimal(rate)))
+        rates.setdefault(cid, []).append(
+            RatePeriod(sku, epoch_us(since), epoch_us(until), Decimal(rate))
+        )
     contracts = tuple(
-        Contract(cid, tid, cur, _us(start), _us(end), int(gpus), Decimal(minimum),
+        Contract(cid, tid, cur, epoch_us(start), epoch_us(end), int(gpus), Decimal(minimum),
                  Decimal(energy) if has_energy else None, Decimal(mult),
                  tuple(rates.get(cid, ())))
         for cid, tid, cur, start, end, gpus, minimum, has_energy, energy, mult in warehouse.execute(
@@ -92,7 +86,7 @@ def read_contract_book(warehouse: Warehouse) -> ContractBook:
 
 
 def _period_params(period: Period, **extra: Any) -> dict[str, Any]:
-    return {"start": _dt(period.start_us), "end": _dt(period.end_us), **extra}
+    return {"start": utc_datetime(period.start_us), "end": utc_datetime(period.end_us), **extra}
 
 
 def read_usage(warehouse: Warehouse, tenant_id: str, period: Period) -> list[UsageRow]:
@@ -132,9 +126,8 @@ def issued_statements(warehouse: Warehouse, tenant_id: str) -> dict[str, tuple[s
 
 
 def record_statement(
-    warehouse: Warehouse, statement: dict[str, Any], digest_sha256: str, canonical: str,
-    clock: Clock = utc_now,
-) -> None:  # fmt: skip
+    warehouse: Warehouse, statement: dict[str, Any], digest_sha256: str, clock: Clock = utc_now
+) -> None:
     tenant = statement["tenant"]["tenant_id"]
     period = statement["period"]["label"]
     sid = statement["statement_id"]
@@ -144,7 +137,7 @@ def record_statement(
         ("tenant_id", "period", "statement_id", "line_no", "kind", "for_period", "contract_id",
          "sku", "cluster", "rate_from", "quantity", "unit", "rate", "amount"),
         [(tenant, period, sid, ln["line_no"], ln["kind"], ln["for_period"], ln["contract_id"],
-          ln["sku"], ln["cluster"], _instant(ln["rate_from"]), ln["quantity"], ln["unit"],
+          ln["sku"], ln["cluster"], _rate_from(ln), ln["quantity"], ln["unit"],
           Decimal(ln["rate"] or 0), Decimal(ln["amount"])) for ln in statement["lines"]],
     )  # fmt: skip
     warehouse.insert(
@@ -152,14 +145,13 @@ def record_statement(
         ("tenant_id", "period", "statement_id", "currency", "total", "digest_sha256",
          "canonical_json", "issued_at"),
         [(tenant, period, sid, statement["currency"], Decimal(statement["totals"]["total"]),
-          digest_sha256, canonical, clock().replace(microsecond=0))],
+          digest_sha256, canonical_bytes(statement).decode(), clock().replace(microsecond=0))],
     )  # fmt: skip
 
 
-def _instant(text: str) -> datetime:
-    if not text:
-        return datetime(1970, 1, 1, tzinfo=UTC)
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+def _rate_from(line: dict[str, Any]) -> datetime:
+    text = line["rate_from"]
+    return utc_datetime(parse_instant(text, "rate_from") if text else 0)
 
 
 def parse_statement(canonical: str) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import hashlib
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from meter.units import US_PER_SECOND
+from meter.units import US_PER_SECOND, utc_datetime
 from streams.aggregate import SAMPLE_COUNT
 from streams.processor import LEDGER_COLUMNS, BatchOutcome
 from streams.state import PartitionState
@@ -41,10 +41,6 @@ STATE_COLUMNS = (
 )  # fmt: skip
 
 
-def utc(t_us: int) -> datetime:
-    return datetime.fromtimestamp(t_us // US_PER_SECOND, tz=UTC)
-
-
 def wall_clock_us() -> int:
     return int(datetime.now(tz=UTC).timestamp() * US_PER_SECOND)
 
@@ -59,7 +55,7 @@ class WarehouseSink:
 
     def write_many(self, batch: list[tuple[BatchOutcome, PartitionState]]) -> None:
         """One insert per table for all partitions of a batch; every state row last."""
-        now = utc(self._clock_us())
+        now = utc_datetime(self._clock_us())
         insert = self.warehouse.insert
         outcomes = [outcome for outcome, _ in batch]
         insert(
@@ -96,7 +92,7 @@ class WarehouseSink:
             [
                 (
                     *row.key[:3],
-                    utc(row.key.window_start_us),
+                    utc_datetime(row.key.window_start_us),
                     row.partition,
                     *row.sums[:SAMPLE_COUNT],
                     row.sums[SAMPLE_COUNT],
@@ -113,7 +109,7 @@ class WarehouseSink:
             [
                 (
                     *row.key[:3],
-                    utc(row.key.window_start_us),
+                    utc_datetime(row.key.window_start_us),
                     row.partition,
                     row.offset,
                     *row.sums[:SAMPLE_COUNT],
@@ -133,7 +129,7 @@ class WarehouseSink:
                     g.boot_id,
                     g.first_missing,
                     g.last_missing,
-                    utc(g.first_seen_us),
+                    utc_datetime(g.first_seen_us),
                     int(g.is_open),
                     outcome.partition,
                     g.version,

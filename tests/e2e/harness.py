@@ -75,6 +75,17 @@ def drain(settings: WorkerSettings, end_offsets: dict[int, int], workers: list[W
     )
 
 
+def meter_backlog(settings: WorkerSettings, end_offsets: dict[int, int], log_path: Path,
+                  warehouse: Warehouse, emitted: EmittedTotals) -> None:  # fmt: skip
+    """One worker meters the topic up to ``end_offsets`` and stops; totals must be exact."""
+    worker = WorkerProcess.start(settings, log_path)
+    try:
+        drain(settings, end_offsets, [worker])
+    finally:
+        worker.stop()
+    assert_exact(warehouse, emitted)
+
+
 def assert_exact(warehouse: Warehouse, emitted: EmittedTotals) -> None:
     """Rollups (with adjustments) and the ledger both equal what was emitted, exactly."""
     assert differences(emitted.by_key, warehouse_totals(warehouse)) == [], "rollups differ"

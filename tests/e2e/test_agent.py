@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from meter.runner import WorkerProcess
 from stack import broker
 from stack import process as proc
 from streams.settings import WorkerSettings
@@ -23,7 +22,7 @@ from tests.e2e.agent_harness import (
     read_topic,
     unique_reports,
 )
-from tests.e2e.harness import assert_exact, drain, progress
+from tests.e2e.harness import meter_backlog, progress
 from tests.e2e.tcp_proxy import TcpProxy
 from warehouse.client import Warehouse
 
@@ -61,12 +60,8 @@ def meter_topic(settings: WorkerSettings, warehouse: Warehouse, agent: AgentProc
     assert {r["seq"] for r in reports} == minted, "a report the agent minted never arrived"
     firsts = [r["seq"] for r in reports]
     assert firsts == sorted(firsts), "reports reached the topic out of seq order"
-    worker = WorkerProcess.start(settings, tmp_path / "worker.log")
-    try:
-        drain(settings, end_offsets(records), [worker])
-    finally:
-        worker.stop()
-    assert_exact(warehouse, emitted(reports))
+    meter_backlog(settings, end_offsets(records), tmp_path / "worker.log", warehouse,
+                  emitted(reports))  # fmt: skip
     counts = progress(warehouse)
     assert counts["accepted_reports"] == len(reports)
     assert counts["duplicate_reports"] == len(records) - len(reports)

@@ -30,11 +30,11 @@ from billing.contracts import load_contract_file
 from billing.issue import run_statements
 from billing.store import store_contracts
 from meter.demo import CONTRACTS_EXAMPLE, DEMO_PERIOD, DEMO_START_US
-from meter.runner import WorkerProcess, publish_fleet
+from meter.runner import publish_fleet
 from stack.clickhouse import FINANCE_PASSWORD, FINANCE_USER
 from streams.settings import WorkerSettings
 from streams.topics import ensure_topics
-from tests.e2e.harness import assert_exact, drain
+from tests.e2e.harness import meter_backlog
 from warehouse.client import ClickHouseSettings, Warehouse
 from warehouse.migrate import migrate
 
@@ -56,12 +56,7 @@ def _meter_into(stack, tmp: Path, name: str, topic: str, offsets, emitted):
         bootstrap=stack.bootstrap, topic=topic, app_id=f"meter-{name.replace('_', '-')}",
         partitions=4, clickhouse=warehouse.settings, datadir=tmp / name / "faust",
     )  # fmt: skip
-    worker = WorkerProcess.start(settings, tmp / f"{name}.log")
-    try:
-        drain(settings, offsets, [worker])
-    finally:
-        worker.stop()
-    assert_exact(warehouse, emitted)
+    meter_backlog(settings, offsets, tmp / f"{name}.log", warehouse, emitted)
     store_contracts(warehouse, load_contract_file(CONTRACTS_EXAMPLE), "example", lambda: NOW)
     out = tmp / f"statements-{name}"
     outcomes = run_statements(warehouse, DEMO_PERIOD, out, clock=lambda: NOW)
@@ -176,7 +171,7 @@ def _url(stack, warehouse) -> str:
 def test_html_statement_renders_in_headless_chromium(billed_twice):
     _, (_, _out, outcomes), _ = billed_twice
     browser = shutil.which("chromium")
-    assert browser, "chromium is missing: apt-get install -y chromium (scripts/ensure-chromium.sh)"
+    assert browser, "chromium is missing: apt-get install -y chromium (make test does it)"
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     outcome = outcomes[0]
     html = next(p for p in outcome.files if p.suffix == ".html")

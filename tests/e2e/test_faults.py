@@ -20,6 +20,7 @@ from tests.e2e.harness import (
     assert_exact,
     drain,
     encode_all,
+    meter_backlog,
     progress,
 )
 
@@ -171,12 +172,7 @@ def test_replay_from_offset_zero_by_fresh_groups_changes_nothing(
         if wipe_state:
             warehouse.execute("TRUNCATE TABLE partition_state")
         replay = dataclasses.replace(worker_settings, app_id=f"{worker_settings.app_id}-{name}")
-        worker = WorkerProcess.start(replay, tmp_path / f"{name}.log")
-        try:
-            drain(replay, end_offsets, [worker])
-        finally:
-            worker.stop()
-        assert_exact(warehouse, emitted)
+        meter_backlog(replay, end_offsets, tmp_path / f"{name}.log", warehouse, emitted)
         assert progress(warehouse) == before, name
 
 
