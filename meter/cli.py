@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench_sub = bench.add_subparsers(dest="bench", required=True)
     hot = bench_sub.add_parser("hotpath", help="hot path vs plain per-sample path, one core")
     hot.add_argument("--nodes", type=int, default=200)
-    hot.add_argument("--reports", type=int, default=20, help="reports per node")
+    hot.add_argument("--reports", type=int, default=100, help="reports per node")
     hot.add_argument("--repeats", type=int, default=9)
     hot.add_argument("--cpu", type=int, default=0, help="core to pin to (-1: no pinning)")
     hot.add_argument("--json", action="store_true", help="last line: one JSON object")

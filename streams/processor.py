@@ -91,7 +91,7 @@ class BatchOutcome:
     topic: str
     partition: int
     applied_offset: int = -1
-    ledger: bytes | bytearray = b""  # RowBinary rows in LEDGER_COLUMNS order
+    ledger: bytes | bytearray | memoryview = b""  # RowBinary rows in LEDGER_COLUMNS order
     ledger_rows: int = 0
     rollups: list[RollupRow] = field(default_factory=list)
     adjustments: list[AdjustmentRow] = field(default_factory=list)

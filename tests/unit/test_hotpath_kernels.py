@@ -1,0 +1,58 @@
+"""The hot path's string kernels against plain Python: interning and the name rule."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streams.hotpath import kernels
+from streams.validate import _NAME
+
+NAME_BYTES = b"aZ09._:/- \x00\xff\xc3"
+
+
+def _column(strings: list[bytes]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    buf = np.frombuffer(b"".join(strings) or b"\x00", np.uint8)
+    length = np.array([len(s) for s in strings], np.int64)
+    off = np.zeros(len(strings), np.int64)
+    np.cumsum(length[:-1], out=off[1:])
+    return buf, off, length
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.binary(max_size=20), min_size=1, max_size=8),
+    st.lists(st.integers(0, 7), min_size=1, max_size=400),
+    st.integers(0, 300),
+)
+def test_intern_strings_gives_first_appearance_ids(pool, picks, distinct_extra):
+    # Runs of one string (the shortcut), strings that are prefixes of others, the empty
+    # string, and enough distinct ones to grow the table several times.
+    strings = [pool[i % len(pool)] for i in picks]
+    strings += [b"x%d" % i for i in range(distinct_extra)] + strings[:50]
+    buf, off, length = _column(strings)
+    ids, first = kernels.intern_strings(buf, off, length)
+    expected: dict[bytes, int] = {}
+    for s in strings:
+        expected.setdefault(s, len(expected))
+    assert ids.tolist() == [expected[s] for s in strings]
+    assert [strings[i] for i in first.tolist()] == list(expected)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=140).map(lambda b: bytes(NAME_BYTES[x % len(NAME_BYTES)] for x in b)))
+def test_name_check_is_the_validators_rule(raw):
+    buf, _, _ = _column([b"#", raw])  # at an offset, after another string
+    _, ok = kernels._name_hash(buf, 1, len(raw))
+    text = raw.decode("latin-1")
+    assert ok == (_NAME.fullmatch(text) is not None and text.isascii())
+
+
+def test_equal_strings_hash_equal_wherever_they_lie():
+    for n in (0, 1, 7, 8, 9, 16, 40):
+        s = bytes(range(65, 65 + n))
+        buf, _, _ = _column([b"?", s, b"??", s])
+        assert kernels._hash(buf, 1, n) == kernels._hash(buf, 3 + n, n)
+        if n:
+            assert kernels._hash(buf, 1, n) != kernels._hash(buf, 1, n - 1)
