@@ -1,16 +1,17 @@
 """The Faust application: built by :func:`create_app`, never a module-level singleton.
 
-One agent, ``meter_usage_reports``, takes batches of raw messages (``take_events``) and
-hands each partition's slice to that partition's
-:class:`~streams.processor.PartitionProcessor`, whose state is loaded from the warehouse
-the first time this worker sees the partition and forgotten when the partition is
-revoked. Per batch and partition: process → dead-letter the rejects → write everything
-and then the state to ClickHouse → acknowledge (``streams/EXACTLY_ONCE.md``).
+The usage topic is read a batch at a time by :class:`~streams.ingest.BatchSource`, not by
+a Faust agent: Faust's per-message path caps an agent at a few thousand messages per second
+(shared/PERF.md). Faust hosts the worker around it: lifecycle and signals, the dead-letter
+producer, the metrics page and the progress timer; its own consumer is not started.
 
-Faust acknowledges a ``take_events`` batch in a ``finally`` block, even when the loop
-body raises, so a batch that was not written must never return: ClickHouse writes retry
-until they succeed, and anything unexpected ends the process before the acknowledgement
-(the batch is then redelivered to whoever owns the partition next).
+Each partition's slice of a batch goes to that partition's processor (the hot path, or its
+readable twin with ``--plain``), whose state is loaded from the warehouse the first time
+this worker sees the partition and forgotten when the partition is revoked. Per batch:
+process → dead-letter the rejects → write everything and then the states to ClickHouse →
+commit the offsets (``streams/EXACTLY_ONCE.md``). A batch that cannot be written is never
+committed: ClickHouse writes retry until they succeed, and anything unexpected ends the
+process (the batch is then read again by whoever owns the partition next).
 """
 
 from __future__ import annotations
@@ -19,15 +20,16 @@ import asyncio
 import logging
 import os
 from collections import Counter
-from collections.abc import Sequence
 from typing import Any
 
 import faust
+from faust.app.base import BootStrategy
 
 from streams import metrics
 from streams.dlq import dead_letter_headers
 from streams.hotpath.processor import FastPartitionProcessor
-from streams.processor import BatchOutcome, PartitionProcessor, SourceMessage
+from streams.ingest import Batch, BatchSource
+from streams.processor import BatchOutcome, PartitionProcessor
 from streams.settings import WorkerSettings
 from streams.sink import WarehouseSink, load_state
 from warehouse.client import Warehouse
@@ -68,14 +70,7 @@ class BatchHandler:
         for partition in partitions:
             self.processors.pop(partition, None)
 
-    async def handle(self, events: Sequence[Any]) -> None:
-        by_partition: dict[int, list[SourceMessage]] = {}
-        for event in events:
-            m = event.message
-            timestamp_us = round(m.timestamp * 1000) * 1000  # Kafka timestamps are ms
-            by_partition.setdefault(m.partition, []).append(
-                SourceMessage(m.topic, m.partition, m.offset, m.key, m.value, timestamp_us)
-            )
+    async def handle(self, by_partition: Batch) -> None:
         written = []
         for partition, messages in by_partition.items():
             processor = await self.processor(partition)
@@ -103,15 +98,9 @@ class BatchHandler:
         for delivery in pending:
             await delivery  # the broker acknowledged it: only now may the source be acked
 
-    def partition_views(self, consumer: Any) -> list[metrics.PartitionView]:
-        committed = getattr(consumer, "_committed_offset", {})
+    def partition_views(self, source: BatchSource) -> list[metrics.PartitionView]:
         views = []
         for partition, processor in sorted(self.processors.items()):
-            tp = faust.types.TP(self.settings.topic, partition)
-            try:
-                highwater = consumer.highwater(tp)
-            except Exception:  # not fetched yet, or no longer assigned
-                highwater = None
             state = processor.state
             views.append(
                 metrics.PartitionView(
@@ -119,11 +108,19 @@ class BatchHandler:
                     dict(state.counters),
                     state.open_gaps(),
                     state.applied_offset,
-                    committed.get(tp),
-                    highwater,
+                    source.committed.get(partition),
+                    source.highwater(partition),
                 )
             )
         return views
+
+
+class _HostBoot(BootStrategy):
+    enable_kafka_consumer = False  # the usage topic is read by BatchSource
+
+
+class _HostApp(faust.App):
+    BootStrategy = _HostBoot
 
 
 def create_app(settings: WorkerSettings) -> faust.App:
@@ -135,7 +132,7 @@ def create_app(settings: WorkerSettings) -> faust.App:
             "web_bind": settings.metrics_host,
             "web_host": settings.metrics_host,
         }
-    app = faust.App(
+    app = _HostApp(
         settings.app_id,
         broker=[f"kafka://{hostport}" for hostport in settings.bootstrap.split(",")],
         key_serializer="raw",
@@ -144,40 +141,29 @@ def create_app(settings: WorkerSettings) -> faust.App:
         datadir=str(settings.datadir),
         topic_replication_factor=1,
         topic_partitions=settings.partitions,
-        consumer_auto_offset_reset="earliest",
         producer_acks=-1,
-        broker_session_timeout=settings.session_timeout_s,
-        broker_heartbeat_interval=settings.heartbeat_interval_s,
-        broker_commit_interval=settings.commit_interval_s,
         **web,
-    )
-    usage = app.topic(
-        settings.topic, key_type=bytes, value_type=bytes, partitions=settings.partitions
     )
     dlq = app.topic(settings.dlq_topic, key_type=bytes, value_type=bytes, partitions=1)
     handler = BatchHandler(settings, Warehouse(settings.clickhouse), dlq)
+    source = BatchSource(settings, handler.handle, handler.forget)
     app.meter_handler = handler  # type: ignore[attr-defined]  # for tests and status
 
-    @app.on_partitions_revoked.connect
-    async def forget_revoked(sender: Any, revoked: set[Any], **kwargs: Any) -> None:
-        handler.forget({tp.partition for tp in revoked if tp.topic == settings.topic})
-
-    @app.agent(usage, name="meter_usage_reports")
-    async def meter_usage_reports(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(
-            settings.batch_max_messages, within=settings.batch_within_s
-        ):
-            try:
-                await handler.handle(events)
-            except BaseException:
-                # Returning would let Faust acknowledge a batch that was not written.
-                log.critical("batch could not be processed; exiting unacknowledged", exc_info=True)
-                logging.shutdown()
-                os._exit(EXIT_UNPROCESSABLE_BATCH)
+    @app.task
+    async def meter_usage_reports() -> None:
+        try:
+            await source.run()
+        except asyncio.CancelledError:
+            raise  # the worker is stopping
+        except BaseException:
+            # Nothing of the batch in hand was committed: its partitions are read again.
+            log.critical("batch could not be processed; exiting uncommitted", exc_info=True)
+            logging.shutdown()
+            os._exit(EXIT_UNPROCESSABLE_BATCH)
 
     @app.timer(interval=10.0)
     async def log_progress() -> None:
-        for view in handler.partition_views(app.consumer):
+        for view in handler.partition_views(source):
             log.info(
                 "partition %d: applied %d, %s, open gaps %d",
                 view.partition, view.applied_offset, dict(view.counters), view.open_gaps,
@@ -189,7 +175,7 @@ def create_app(settings: WorkerSettings) -> faust.App:
         async def prometheus_metrics(web: Any, request: Any) -> Any:
             body = metrics.render(
                 settings.topic,
-                handler.partition_views(app.consumer),
+                handler.partition_views(source),
                 handler.rejected_by_reason,
                 handler.batches,
             )

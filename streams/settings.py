@@ -29,7 +29,6 @@ class WorkerSettings:
     # so a short one makes a worker ready in ~3 s instead of ~30 s.
     session_timeout_s: float = 2.0
     heartbeat_interval_s: float = 0.5
-    commit_interval_s: float = 1.0
     hot_path: bool = True  # False: the readable twin (fastavro + dicts), e.g. to compare
     metrics_port: int | None = None  # Prometheus /metrics on this port; None: no web server
     metrics_host: str = "127.0.0.1"
