@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from agent.fleet import FleetSpec, build_nodes, node_report
-from agent.publisher import ReportPublisher
 from agent.totals import EmittedTotals
+from meter.loadgen import ShiftedReports, publish
 from meter.runner import WorkerProcess, differences, ledger_totals, warehouse_totals
 from schemas import ReportCodec
 from stack import LocalStack
@@ -41,8 +41,10 @@ def say(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def build_backlog(nodes: int, reports: int) -> tuple[Iterator[tuple[bytes, bytes]], EmittedTotals]:
-    """Frames (generated lazily) of ``nodes`` × ``reports`` reports, and their exact totals.
+def build_backlog(
+    nodes: int, reports: int
+) -> tuple[Iterator[tuple[bytes, bytes, int]], EmittedTotals]:
+    """Records (generated lazily) of ``nodes`` × ``reports`` reports, and their exact totals.
 
     Report ``seq`` of a node repeats the node's first report shifted by ``seq`` publish
     intervals (one window), so the totals are the first report's, shifted per seq.
@@ -52,16 +54,18 @@ def build_backlog(nodes: int, reports: int) -> tuple[Iterator[tuple[bytes, bytes
     shift_us = spec.report_us
     totals = EmittedTotals()
     templates = [(node, node_report(spec, node, 0)) for node in build_nodes(spec)]
+    keys = [node.node_id.encode() for node, _ in templates]
+    shifted = ShiftedReports([codec.encode(report) for _, report in templates])
     per_node: list[EmittedTotals] = []
     for _, template in templates:
         t = EmittedTotals()
         t.add_report(template)
         per_node.append(t)
 
-    def frames() -> Iterator[tuple[bytes, bytes]]:
+    def records() -> Iterator[tuple[bytes, bytes, int]]:
         for seq in range(reports):
-            for node, template in templates:
-                yield node.node_id.encode(), codec.encode(_shifted(template, seq, shift_us))
+            for key, (value, end_ms) in zip(keys, shifted.frames(seq, seq * shift_us), strict=True):
+                yield key, value, end_ms
 
     for t in per_node:
         for (tenant, sku, cluster, w), row in t.by_key.items():
@@ -71,19 +75,7 @@ def build_backlog(nodes: int, reports: int) -> tuple[Iterator[tuple[bytes, bytes
                     acc[name] += value
         totals.reports += t.reports * reports
         totals.samples += t.samples * reports
-    return frames(), totals
-
-
-def _shifted(template: dict[str, Any], seq: int, shift_us: int) -> dict[str, Any]:
-    report = dict(template, seq=seq)
-    report["interval_start_us"] += seq * shift_us
-    report["interval_end_us"] += seq * shift_us
-    report["samples"] = [
-        dict(s, tick_start_us=s["tick_start_us"] + seq * shift_us,
-             tick_end_us=s["tick_end_us"] + seq * shift_us)
-        for s in template["samples"]
-    ]  # fmt: skip
-    return report
+    return records(), totals
 
 
 def _rss_mb(pid: int) -> float:
@@ -148,17 +140,10 @@ def run_e2e_bench(nodes: int, reports: int, partitions: int, floor_seconds: floa
         ensure_topics(info.bootstrap, {topic: partitions, settings.dlq_topic: 1})
         say(f"publishing {emitted.reports:,} messages ({emitted.samples:,} samples)")
         started = time.monotonic()
-        # Loopback, nothing retries: several requests in flight are safe and much faster.
-        with ReportPublisher(
-            info.bootstrap, topic, linger_ms=50, batch_size=1 << 20,
-            max_in_flight_requests_per_connection=5,
-        ) as publisher:  # fmt: skip
-            for key, value in frames:
-                publisher.publish(key, value)
-            publisher.flush(timeout_s=600)
-            end_offsets = dict(publisher.end_offsets)
-        say(f"published in {time.monotonic() - started:.0f} s")
-        total_messages = sum(end_offsets.values())
+        sent = publish(info.bootstrap, topic, partitions, frames)
+        published_s = time.monotonic() - started
+        say(f"published in {published_s:.0f} s ({sum(sent.values()) / published_s:,.0f} msg/s)")
+        total_messages = sum(sent.values())  # a fresh topic: also its end offset
         rates = {}
         for kind in ("noop", "plain"):  # one after another: they must not share the CPU
             group = f"bench-{kind}-{run_id}"
