@@ -15,6 +15,7 @@ from /proc. Run it on a quiet machine and read ratios, not absolute figures.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -26,7 +27,7 @@ from typing import Any
 
 from agent.fleet import FleetSpec, build_nodes, node_report
 from agent.totals import EmittedTotals
-from meter.loadgen import ShiftedReports, publish
+from meter.loadgen import Record, ShiftedReports, publish
 from meter.runner import WorkerProcess, differences, ledger_totals, warehouse_totals
 from schemas import ReportCodec
 from stack import LocalStack
@@ -42,12 +43,14 @@ def say(message: str) -> None:
 
 
 def build_backlog(
-    nodes: int, reports: int
-) -> tuple[Iterator[tuple[bytes, bytes, int]], EmittedTotals]:
+    nodes: int, reports: int, messages_per_s: float | None = None
+) -> tuple[Iterator[Record | float], EmittedTotals]:
     """Records (generated lazily) of ``nodes`` × ``reports`` reports, and their exact totals.
 
     Report ``seq`` of a node repeats the node's first report shifted by ``seq`` publish
-    intervals (one window), so the totals are the first report's, shifted per seq.
+    intervals (one window), so the totals are the first report's, shifted per seq. With
+    ``messages_per_s``, each round of reports is followed by the moment the next may start
+    (see :func:`meter.loadgen.publish`).
     """
     spec = FleetSpec(nodes=nodes, gpus_per_node=8, tenants=3, reports_per_node=reports)
     codec = ReportCodec()
@@ -62,10 +65,13 @@ def build_backlog(
         t.add_report(template)
         per_node.append(t)
 
-    def records() -> Iterator[tuple[bytes, bytes, int]]:
+    def records() -> Iterator[Record | float]:
+        started = time.monotonic()
         for seq in range(reports):
             for key, (value, end_ms) in zip(keys, shifted.frames(seq, seq * shift_us), strict=True):
                 yield key, value, end_ms
+            if messages_per_s:
+                yield started + (seq + 1) * len(keys) / messages_per_s
 
     for t in per_node:
         for (tenant, sku, cluster, w), row in t.by_key.items():
@@ -86,6 +92,15 @@ def _rss_mb(pid: int) -> float:
     except OSError:
         pass
     return 0.0
+
+
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) ``pid`` has used so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _consumed(bootstrap: str, group: str, topic: str, partitions: int) -> int:
@@ -118,7 +133,7 @@ def measure_rate(
 
 
 def run_e2e_bench(nodes: int, reports: int, partitions: int, floor_seconds: float,
-                  folder: Path | None) -> dict[str, Any]:  # fmt: skip
+                  folder: Path | None, batch_messages: int = 2_000) -> dict[str, Any]:  # fmt: skip
     folder = folder or Path(tempfile.mkdtemp(prefix="meter-bench-"))
     stack = LocalStack(folder)
     info = stack.up()
@@ -136,6 +151,7 @@ def run_e2e_bench(nodes: int, reports: int, partitions: int, floor_seconds: floa
         settings = WorkerSettings(
             bootstrap=info.bootstrap, topic=topic, app_id=f"bench-worker-{run_id}",
             partitions=partitions, clickhouse=ch, datadir=folder / "faust",
+            batch_max_messages=batch_messages,
         )  # fmt: skip
         ensure_topics(info.bootstrap, {topic: partitions, settings.dlq_topic: 1})
         say(f"publishing {emitted.reports:,} messages ({emitted.samples:,} samples)")
@@ -156,13 +172,21 @@ def run_e2e_bench(nodes: int, reports: int, partitions: int, floor_seconds: floa
         noop_rate, plain_rate = rates["noop"], rates["plain"]
 
         worker = WorkerProcess.start(settings, folder / "worker.log")
+        pids = {
+            "worker": worker.proc.pid, "broker": info.broker_pid,
+            "clickhouse": info.clickhouse_pid,
+        }  # fmt: skip
         rss: list[float] = []
         points: list[tuple[float, int]] = []
+        cpu_at: dict[str, float] = {}
         try:
             while True:
                 done = _consumed(info.bootstrap, settings.app_id, topic, partitions)
+                if done and not cpu_at:
+                    cpu_at = {name: _cpu_s(pid) for name, pid in pids.items()}
                 points.append((time.monotonic(), done))
                 rss.append(_rss_mb(worker.proc.pid))
+                cpu_now = {name: _cpu_s(pid) for name, pid in pids.items()}
                 if done >= total_messages:
                     break
                 if not worker.alive():
@@ -181,6 +205,11 @@ def run_e2e_bench(nodes: int, reports: int, partitions: int, floor_seconds: floa
             emitted.by_key, ledger_totals(warehouse)
         )
         steady = rss[len(rss) // 4 :] or rss
+        # Cores each process kept busy while the worker was moving (2 here, shared).
+        cores = {
+            name: round((cpu_now[name] - cpu_at.get(name, 0.0)) / seconds, 2) if seconds else None
+            for name in pids
+        }
         return {
             "messages": total_messages,
             "samples": emitted.samples,
@@ -198,6 +227,8 @@ def run_e2e_bench(nodes: int, reports: int, partitions: int, floor_seconds: floa
             "rss_last_mb": round(rss[-1], 1) if rss else None,
             "rss_steady_spread_mb": round(max(steady) - min(steady), 1) if steady else None,
             "exact": exact,
+            "cpu_cores": cores,
+            "batch_messages": batch_messages,
         }
     finally:
         stack.down()
@@ -222,7 +253,8 @@ def print_e2e(result: dict[str, Any], as_json: bool) -> None:
     else:
         print(f"ratio {r['ratio']}x the plain agent; {r['vs_noop']:.0%} of the no-op agent's "
               "message rate")  # fmt: skip
-    print(f"worker RSS peak {r['peak_rss_mb']} MB, last {r['rss_last_mb']} MB")
+    print(f"worker RSS peak {r['peak_rss_mb']} MB, last {r['rss_last_mb']} MB; cores busy: "
+          + ", ".join(f"{name} {cores}" for name, cores in r["cpu_cores"].items()))  # fmt: skip
     if as_json:
         print(json.dumps(r, sort_keys=True))
 
@@ -230,7 +262,7 @@ def print_e2e(result: dict[str, Any], as_json: bool) -> None:
 def main_e2e(args: Any) -> int:
     result = run_e2e_bench(
         args.nodes, args.reports, args.partitions, args.floor_seconds,
-        Path(args.stack_dir) if args.stack_dir else None,
+        Path(args.stack_dir) if args.stack_dir else None, args.batch_messages,
     )  # fmt: skip
     print_e2e(result, args.json)
     return 0 if result["exact"] else 1

@@ -76,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
           help="event-time lateness bound, seconds")  # fmt: skip
     _flag(worker, "--metrics-port", "METRICS_PORT", default=None, type=int,
           help="serve Prometheus /metrics on this port")  # fmt: skip
+    _flag(worker, "--batch-messages", "BATCH_MESSAGES", default="2000", type=int,
+          help="most messages read, processed and written as one batch")  # fmt: skip
     worker.add_argument(
         "--plain", action="store_true", default=_env("PLAIN") == "1",
         help="use the readable twin instead of the hot path [env METER_PLAIN=1]",
@@ -114,8 +116,16 @@ def build_parser() -> argparse.ArgumentParser:
     e2e.add_argument("--partitions", type=int, default=4)
     e2e.add_argument("--floor-seconds", type=float, default=20.0,
                      help="how long the no-op and plain agents are measured")  # fmt: skip
+    e2e.add_argument("--batch-messages", type=int, default=2_000, help="the worker's batch")
     e2e.add_argument("--stack-dir", default="", help="stack folder (default: a fresh temp dir)")
     e2e.add_argument("--json", action="store_true", help="last line: one JSON object")
+    soak = bench_sub.add_parser("soak", help="a worker under steady load, memory sampled")
+    soak.add_argument("--seconds", type=float, default=600.0, help="how long to publish")
+    soak.add_argument("--rate", type=float, default=1_500.0, help="messages per second")
+    soak.add_argument("--nodes", type=int, default=200)
+    soak.add_argument("--partitions", type=int, default=4)
+    soak.add_argument("--stack-dir", default="", help="stack folder (default: a fresh temp dir)")
+    soak.add_argument("--json", action="store_true", help="last line: one JSON object")
 
     agent = sub.add_parser("agent", help="the GPU node agent")
     agent_sub = agent.add_subparsers(dest="agent_command", required=True)
@@ -258,6 +268,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port,
         metrics_host=args.metrics_host,
         hot_path=not args.plain,
+        batch_max_messages=args.batch_messages,
     )
     run_worker(settings, loglevel=args.log_level.lower())
     return 0
@@ -316,6 +327,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
+    if args.bench == "soak":
+        from meter.bench_soak import main_soak
+
+        return main_soak(args)
     if args.bench == "e2e":
         from meter.bench_e2e import main_e2e
 

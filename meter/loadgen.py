@@ -12,6 +12,7 @@ re-encoded). aiokafka then sends whole record batches per partition.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterable, Iterator
 
 import numpy as np
@@ -113,8 +114,11 @@ def partition_of(key: bytes, partitions: int) -> int:
     return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
+Record = tuple[bytes, bytes, int]  # key, value, timestamp in ms
+
+
 async def _publish(
-    bootstrap: str, topic: str, partitions: int, records: Iterable[tuple[bytes, bytes, int]]
+    bootstrap: str, topic: str, partitions: int, records: Iterable[Record | float]
 ) -> dict[int, int]:
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap.split(","), acks="all", max_batch_size=1 << 20
@@ -133,7 +137,14 @@ async def _publish(
                 await asyncio.gather(*in_flight)
                 in_flight.clear()
 
-        for key, value, timestamp_ms in records:
+        for record in records:
+            if isinstance(record, float):  # a pace mark: send what is open, then wait
+                for p in range(partitions):
+                    if open_batches[p].record_count():
+                        await send(p)
+                await asyncio.sleep(max(0.0, record - time.monotonic()))
+                continue
+            key, value, timestamp_ms = record
             p = partition_of(key, partitions)
             if open_batches[p].append(key=key, value=value, timestamp=timestamp_ms) is None:
                 await send(p)  # full: send it, and put the record in a fresh one
@@ -150,8 +161,11 @@ async def _publish(
 
 
 def publish(
-    bootstrap: str, topic: str, partitions: int, records: Iterator[tuple[bytes, bytes, int]]
+    bootstrap: str, topic: str, partitions: int, records: Iterator[Record | float]
 ) -> dict[int, int]:
-    """Publish (key, value, timestamp ms) records in record batches; returns the records
-    sent per partition."""
+    """Publish records in record batches; returns the records sent per partition.
+
+    A float among the records is a pace mark: the open batches are sent and publishing
+    waits until that ``time.monotonic()`` instant.
+    """
     return asyncio.run(_publish(bootstrap, topic, partitions, records))

@@ -33,6 +33,7 @@ def worker_argv(settings: WorkerSettings) -> list[str]:
         "--clickhouse-url", settings.clickhouse.to_url(),
         "--datadir", str(settings.datadir),
         "--lateness-s", str(settings.processor.lateness_us / US_PER_SECOND),
+        "--batch-messages", str(settings.batch_max_messages),
         *(["--metrics-port", str(settings.metrics_port)] if settings.metrics_port else []),
         *([] if settings.hot_path else ["--plain"]),
     ]  # fmt: skip
