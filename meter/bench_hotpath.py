@@ -125,7 +125,7 @@ def print_hotpath(result: dict[str, Any], as_json: bool) -> None:
         f"hot path      {result['samples_per_s']:>11,} samples/s  "
         f"{result['messages_per_s']:>8,} messages/s  decode, validate, dedupe, aggregate",
         f"+ ledger      {result['with_ledger_samples_per_s']:>11,} samples/s  "
-        f"{'':>8}             + RowBinary ledger rows, as the worker runs it",
+        f"{'':>8}             + Native ledger block, as the worker runs it",
         f"baseline      {result['baseline_samples_per_s']:>11,} samples/s  "
         f"{'':>8}             fastavro decode + dict aggregation per sample",
         f"readable twin {result['twin_samples_per_s']:>11,} samples/s  "

@@ -26,7 +26,7 @@ from meter.errors import ConfigError, RejectedReport
 from meter.units import US_PER_MINUTE
 from schemas import ReportCodec
 from streams.aggregate import RollupKey, add_into, sample_pieces
-from streams.rowbinary import LEDGER_TYPES, encode_row
+from streams.native import LEDGER_COLUMNS, LEDGER_TYPES, encode_block
 from streams.seqtrack import GapRow, SeqVerdict
 from streams.state import PartitionState
 from streams.validate import ReportLimits, validate_report
@@ -91,7 +91,7 @@ class BatchOutcome:
     topic: str
     partition: int
     applied_offset: int = -1
-    ledger: bytes | bytearray | memoryview = b""  # RowBinary rows in LEDGER_COLUMNS order
+    ledger: bytes | memoryview = b""  # one Native block of LEDGER_COLUMNS (streams/native.py)
     ledger_rows: int = 0
     rollups: list[RollupRow] = field(default_factory=list)
     adjustments: list[AdjustmentRow] = field(default_factory=list)
@@ -102,14 +102,6 @@ class BatchOutcome:
     duplicate_reports: int = 0
     late_reports: int = 0
     skipped_replays: int = 0
-
-
-# Column order of a ledger row (see warehouse/migrations/0004_exactly_once.sql).
-LEDGER_COLUMNS = (
-    "node_id", "boot_id", "seq", "gpu_uuid", "tick_start_us", "tick_end_us", "gpu_index",
-    "cluster", "sku", "tenant_id", "job_id", "allocated_us", "busy_us", "unhealthy_us",
-    "energy_mj", "memory_peak_bytes", "source_partition", "source_offset", "late",
-)  # fmt: skip
 
 
 class PartitionProcessor:
@@ -126,13 +118,13 @@ class PartitionProcessor:
     def process(self, messages: Iterable[SourceMessage]) -> BatchOutcome:
         state = self.state
         outcome = BatchOutcome(state.topic, state.partition)
-        outcome.ledger = bytearray()
+        ledger_rows: list[tuple[object, ...]] = []
         touched: dict[RollupKey, list[int]] = {}  # key -> its sums list (live or closed)
         for message in messages:
             if message.offset <= state.applied_offset:
                 outcome.skipped_replays += 1
                 continue
-            self._one(message, outcome, touched)
+            self._one(message, outcome, touched, ledger_rows)
             state.applied_offset = message.offset
         outcome.applied_offset = state.applied_offset
         # A window closed during the batch is gone from state.windows, but its last sums
@@ -141,11 +133,17 @@ class PartitionProcessor:
             RollupRow(key, state.partition, tuple(touched[key]), state.applied_offset)
             for key in sorted(touched)
         ]
+        outcome.ledger = encode_block(LEDGER_COLUMNS, LEDGER_TYPES, ledger_rows)
+        outcome.ledger_rows = len(ledger_rows)
         count_outcome(state, outcome)
         return outcome
 
     def _one(
-        self, message: SourceMessage, outcome: BatchOutcome, touched: dict[RollupKey, list[int]]
+        self,
+        message: SourceMessage,
+        outcome: BatchOutcome,
+        touched: dict[RollupKey, list[int]],
+        ledger_rows: list[tuple[object, ...]],
     ) -> None:
         report: dict[str, Any] | None = None
         try:
@@ -163,7 +161,7 @@ class PartitionProcessor:
         if self._observe_seq(report, message, outcome) is SeqVerdict.DUPLICATE:
             outcome.duplicate_reports += 1
             return
-        self._meter(report, message, outcome, touched)
+        self._meter(report, message, outcome, touched, ledger_rows)
 
     def _observe_seq(
         self, report: dict[str, Any], message: SourceMessage, outcome: BatchOutcome
@@ -178,6 +176,7 @@ class PartitionProcessor:
         message: SourceMessage,
         outcome: BatchOutcome,
         touched: dict[RollupKey, list[int]],
+        ledger_rows: list[tuple[object, ...]],
     ) -> None:
         state, width = self.state, self.settings.window_us
         cluster, node, boot, seq = (
@@ -195,9 +194,7 @@ class PartitionProcessor:
                     touched[key] = state.windows[key]
             if not self.settings.emit_ledger:
                 continue
-            outcome.ledger_rows += 1
-            outcome.ledger += encode_row(
-                LEDGER_TYPES,
+            ledger_rows.append(
                 (
                     node,
                     boot,

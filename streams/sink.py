@@ -80,7 +80,7 @@ class WarehouseSink:
                 for r in outcome.rejections
             ],
         )
-        self.warehouse.insert_rowbinary(
+        self.warehouse.insert_native(
             "usage_ledger",
             LEDGER_COLUMNS,
             b"".join(outcome.ledger for outcome in outcomes),

@@ -38,7 +38,7 @@ class ClickHouseSettings:
     database: str = "gpu_meter"
     user: str = "default"
     password: str = ""
-    http_port: int = 8123  # bulk inserts (RowBinary) go over HTTP
+    http_port: int = 8123  # bulk inserts (the Native ledger) go over HTTP
 
     def __post_init__(self) -> None:
         check_identifier(self.database)
@@ -144,8 +144,8 @@ class Warehouse:
             self._retrying(f"insert into {table}", lambda: self._client.execute(sql, rows))
         return len(rows)
 
-    def insert_rowbinary(self, table: str, columns: Sequence[str], data: bytes, rows: int) -> int:
-        """Insert pre-encoded RowBinary rows over HTTP (one request, retried as a whole)."""
+    def insert_native(self, table: str, columns: Sequence[str], data: bytes, rows: int) -> int:
+        """Insert pre-encoded Native blocks over HTTP (one request, retried as a whole)."""
         if not rows:
             return 0
         s = self.settings
@@ -155,7 +155,7 @@ class Warehouse:
                 "user": s.user,
                 "password": s.password,
                 "query": f"INSERT INTO {check_identifier(table, 'table')} "
-                f"({', '.join(columns)}) FORMAT RowBinary",
+                f"({', '.join(columns)}) FORMAT Native",
             }
         )
 

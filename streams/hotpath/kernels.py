@@ -1,7 +1,7 @@
-"""Compiled per-sample work after decoding: checks, string hashing, routing, RowBinary.
+"""Compiled per-sample work after decoding: checks, string hashing, routing, the ledger.
 
 Each kernel mirrors a rule of the readable path (``streams/validate.py``,
-``streams/processor.py``, ``streams/rowbinary.py``). A check that fails only marks the
+``streams/processor.py``, ``streams/native.py``). A check that fails only marks the
 message INVALID; the exact reason always comes from the readable path.
 """
 
@@ -321,17 +321,13 @@ def _uleb_size(n):
 
 
 @njit(cache=True, inline="always")
-def _put_str(out, pos, buf, off, n):
-    v = n
-    while v >= 0x80:
-        out[pos] = (v & 0x7F) | 0x80
-        v >>= 7
+def _put_uleb(out, pos, n):
+    while n >= 0x80:
+        out[pos] = (n & 0x7F) | 0x80
+        n >>= 7
         pos += 1
-    out[pos] = v
-    pos += 1
-    for b in range(n):  # strings are short: a loop beats a slice's view and memmove
-        out[pos + b] = buf[off + b]
-    return pos + n
+    out[pos] = n
+    return pos + 1
 
 
 @njit(cache=True, inline="always")
@@ -343,44 +339,69 @@ def _put_int(out, pos, value, width):
     return pos + width
 
 
+# Where each ledger column's values come from (spec rows of ledger_native).
+MSG_STRING, SAMPLE_STRING, MSG_LONG, SAMPLE_VALUE, PARTITION, OFFSET, LATE = range(7)
+
+
 @njit(cache=True)
-def ledger_rowbinary(buf, s_msg, s_str_off, s_str_len, s_val, m_str_off, m_str_len, m_long,
-                     m_offset, selected, late, partition):  # fmt: skip
-    """RowBinary rows (LEDGER_COLUMNS order) of the selected samples, in sample order."""
-    size = 0
+def ledger_native(buf, s_msg, s_str_off, s_str_len, s_val, m_str_off, m_str_len, m_long,
+                  m_offset, selected, late, partition, spec, header, header_off):  # fmt: skip
+    """One Native block (streams/native.py) of the selected samples, in sample order.
+
+    ``spec[c]`` = (source kind, field, byte width) of column c; ``header[header_off[c]:
+    header_off[c + 1]]`` its name and type, already encoded. Returns (block, rows); no
+    rows give an empty block.
+    """
     rows = 0
     for k in range(s_msg.shape[0]):
-        if not selected[k]:
-            continue
-        m = s_msg[k]
-        rows += 1
-        size += 81  # fixed-width columns
-        for f in range(3):  # node, boot, cluster
-            size += _uleb_size(m_str_len[m, f]) + m_str_len[m, f]
-        for f in range(4):  # gpu, sku, tenant, job
-            size += _uleb_size(s_str_len[k, f]) + s_str_len[k, f]
+        if selected[k]:
+            rows += 1
+    if rows == 0:
+        return np.empty(0, np.uint8), 0
+    columns = spec.shape[0]
+    size = _uleb_size(columns) + _uleb_size(rows) + header_off[columns]
+    for c in range(columns):
+        kind, f, width = spec[c, 0], spec[c, 1], spec[c, 2]
+        if kind in (MSG_STRING, SAMPLE_STRING):
+            for k in range(s_msg.shape[0]):
+                if selected[k]:
+                    n = m_str_len[s_msg[k], f] if kind == MSG_STRING else s_str_len[k, f]
+                    size += _uleb_size(n) + n
+        else:
+            size += width * rows
     out = np.empty(size, np.uint8)
-    pos = 0
-    for k in range(s_msg.shape[0]):
-        if not selected[k]:
-            continue
-        m = s_msg[k]
-        v = s_val[k]
-        pos = _put_str(out, pos, buf, m_str_off[m, 0], m_str_len[m, 0])  # node_id
-        pos = _put_str(out, pos, buf, m_str_off[m, 1], m_str_len[m, 1])  # boot_id
-        pos = _put_int(out, pos, m_long[m, 0], 8)  # seq
-        pos = _put_str(out, pos, buf, s_str_off[k, 0], s_str_len[k, 0])  # gpu_uuid
-        pos = _put_int(out, pos, v[V_TICK_START], 8)
-        pos = _put_int(out, pos, v[V_TICK_END], 8)
-        pos = _put_int(out, pos, v[V_GPU_INDEX], 4)
-        pos = _put_str(out, pos, buf, m_str_off[m, 2], m_str_len[m, 2])  # cluster
-        for f in range(1, 4):  # sku, tenant_id, job_id
-            pos = _put_str(out, pos, buf, s_str_off[k, f], s_str_len[k, f])
-        for f in range(V_ALLOC, V_MEMORY + 1):
-            pos = _put_int(out, pos, v[f], 8)
-        pos = _put_int(out, pos, partition, 4)
-        pos = _put_int(out, pos, m_offset[m], 8)
-        pos = _put_int(out, pos, 1 if late[k] else 0, 1)
+    pos = _put_uleb(out, 0, columns)
+    pos = _put_uleb(out, pos, rows)
+    for c in range(columns):
+        for b in range(header_off[c], header_off[c + 1]):
+            out[pos] = header[b]
+            pos += 1
+        kind, f, width = spec[c, 0], spec[c, 1], spec[c, 2]
+        for k in range(s_msg.shape[0]):
+            if not selected[k]:
+                continue
+            m = s_msg[k]
+            if kind == MSG_STRING:
+                o, n = m_str_off[m, f], m_str_len[m, f]
+            elif kind == SAMPLE_STRING:
+                o, n = s_str_off[k, f], s_str_len[k, f]
+            else:
+                if kind == MSG_LONG:
+                    v = m_long[m, f]
+                elif kind == SAMPLE_VALUE:
+                    v = s_val[k, f]
+                elif kind == PARTITION:
+                    v = partition
+                elif kind == OFFSET:
+                    v = m_offset[m]
+                else:
+                    v = 1 if late[k] else 0
+                pos = _put_int(out, pos, v, width)
+                continue
+            pos = _put_uleb(out, pos, n)
+            for b in range(n):  # strings are short: a loop beats a slice's view and memmove
+                out[pos + b] = buf[o + b]
+            pos += n
     return out, rows
 
 

@@ -199,3 +199,48 @@ def test_the_views_compute_what_the_rows_say(engines):
     assert _rows(server.query("SELECT node_id, missing_reports FROM open_seq_gaps")) == [
         ("sc1-node-00002", "1")
     ]
+
+
+def test_the_ledger_as_the_worker_writes_it_loads_alike_on_both_engines(engines, tmp_path):
+    """The hot path's Native block (two partitions' blocks in one body, as the sink sends
+    them) is read the same by 18.16 over HTTP and by current ClickHouse from a file."""
+    from agent.fleet import FleetSpec, fleet_reports
+    from schemas import ReportCodec
+    from streams.hotpath.processor import FastPartitionProcessor
+    from streams.native import LEDGER_COLUMNS
+    from streams.processor import ProcessorSettings, SourceMessage
+    from streams.state import PartitionState
+
+    server, embedded = engines
+    codec = ReportCodec()
+    reports = list(fleet_reports(FleetSpec(nodes=3, reports_per_node=2, seed=9)))
+    blocks, rows = [], 0
+    for partition in (0, 1):  # each node's reports in one partition, as keyed publishing does
+        messages = [
+            SourceMessage("usage", partition, i, None, codec.encode(r), r["interval_end_us"])
+            for i, r in enumerate(
+                r for r in reports if r["node_id"].endswith(("0", "2")) == (partition == 0)
+            )
+        ]
+        processor = FastPartitionProcessor(PartitionState("usage", partition), ProcessorSettings())
+        outcome = processor.process(messages)
+        blocks.append(bytes(outcome.ledger))
+        rows += outcome.ledger_rows
+    body = b"".join(blocks)
+    columns = ", ".join(LEDGER_COLUMNS)
+    insert = f"INSERT INTO usage_ledger ({columns}) FORMAT Native"
+    url = f"http://127.0.0.1:{server.port}/?" + urllib.parse.urlencode(
+        {"database": server.database, "query": insert}
+    )
+    with urllib.request.urlopen(url, data=body, timeout=60) as response:
+        assert response.status == 200
+    path = tmp_path / "ledger.native"
+    path.write_bytes(body)
+    embedded.query(
+        f"INSERT INTO usage_ledger ({columns}) SELECT {columns} FROM file('{path}', 'Native')"
+    )
+    read = f"SELECT {columns} FROM usage_ledger"
+    old, new = _rows(server.query(read)), _rows(embedded.query(read))
+    assert len(old) == rows == sum(len(r["samples"]) for r in reports)
+    assert {row[LEDGER_COLUMNS.index("source_partition")] for row in old} == {"0", "1"}
+    assert old == new

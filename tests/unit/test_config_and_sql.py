@@ -56,9 +56,17 @@ def test_dead_letter_headers_round_trip():
     }  # fmt: skip
 
 
-def test_rowbinary_encoding_of_strings_and_integers():
-    from streams.rowbinary import encode_row, uleb128
+def test_native_block_layout_of_strings_and_integers():
+    from streams.native import encode_block, uleb128
 
     assert uleb128(0) == b"\x00" and uleb128(127) == b"\x7f" and uleb128(300) == b"\xac\x02"
-    row = encode_row("SQIB", ("é" * 200, 2**64 - 1, 7, 1))
-    assert row == b"\x90\x03" + "é".encode() * 200 + b"\xff" * 8 + b"\x07\x00\x00\x00" + b"\x01"
+    rows = [("é" * 200, 2**64 - 1, 7, 1), ("", 0, 2**32 - 1, 0)]
+    block = encode_block(("s", "q", "i", "b"), ("String", "UInt64", "UInt32", "UInt8"), rows)
+    assert block == (
+        b"\x04\x02"  # columns, rows
+        + b"\x01s\x06String" + b"\x90\x03" + "é".encode() * 200 + b"\x00"
+        + b"\x01q\x06UInt64" + b"\xff" * 8 + b"\x00" * 8
+        + b"\x01i\x06UInt32" + b"\x07\x00\x00\x00" + b"\xff" * 4
+        + b"\x01b\x05UInt8" + b"\x01\x00"
+    )  # fmt: skip
+    assert encode_block(("s",), ("String",), []) == b""
