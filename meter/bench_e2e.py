@@ -133,7 +133,7 @@ def measure_rate(
 
 
 def run_e2e_bench(nodes: int, reports: int, partitions: int, floor_seconds: float,
-                  folder: Path | None, batch_messages: int = 2_000) -> dict[str, Any]:  # fmt: skip
+                  folder: Path | None, batch_messages: int = 5_000) -> dict[str, Any]:  # fmt: skip
     folder = folder or Path(tempfile.mkdtemp(prefix="meter-bench-"))
     stack = LocalStack(folder)
     info = stack.up()

@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
           help="event-time lateness bound, seconds")  # fmt: skip
     _flag(worker, "--metrics-port", "METRICS_PORT", default=None, type=int,
           help="serve Prometheus /metrics on this port")  # fmt: skip
-    _flag(worker, "--batch-messages", "BATCH_MESSAGES", default="2000", type=int,
+    _flag(worker, "--batch-messages", "BATCH_MESSAGES", default="5000", type=int,
           help="most messages read, processed and written as one batch")  # fmt: skip
     worker.add_argument(
         "--plain", action="store_true", default=_env("PLAIN") == "1",
@@ -116,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     e2e.add_argument("--partitions", type=int, default=4)
     e2e.add_argument("--floor-seconds", type=float, default=20.0,
                      help="how long the no-op and plain agents are measured")  # fmt: skip
-    e2e.add_argument("--batch-messages", type=int, default=2_000, help="the worker's batch")
+    e2e.add_argument("--batch-messages", type=int, default=5_000, help="the worker's batch")
     e2e.add_argument("--stack-dir", default="", help="stack folder (default: a fresh temp dir)")
     e2e.add_argument("--json", action="store_true", help="last line: one JSON object")
     soak = bench_sub.add_parser("soak", help="a worker under steady load, memory sampled")

@@ -31,11 +31,12 @@ from streams.hotpath.processor import FastPartitionProcessor
 from streams.ingest import Batch, BatchSource
 from streams.processor import BatchOutcome, PartitionProcessor
 from streams.settings import WorkerSettings
-from streams.sink import WarehouseSink, load_state
+from streams.sink import StateRow, WarehouseSink, load_state, state_row
 from warehouse.client import Warehouse
 
 log = logging.getLogger(__name__)
 EXIT_UNPROCESSABLE_BATCH = 70
+Written = list[tuple[BatchOutcome, StateRow]]
 
 
 class BatchHandler:
@@ -70,23 +71,29 @@ class BatchHandler:
         for partition in partitions:
             self.processors.pop(partition, None)
 
-    async def handle(self, by_partition: Batch) -> None:
-        written = []
+    async def prepare(self, by_partition: Batch) -> Written:
+        """Process a batch and dead-letter its rejects; returns what is to be written, with
+        each partition's state as of the end of the batch."""
+        written: Written = []
         for partition, messages in by_partition.items():
             processor = await self.processor(partition)
             outcome = processor.process(messages)
             if outcome.skipped_replays == len(messages):
                 continue  # every message was applied before: nothing new to write
             await self._dead_letter(outcome)
-            written.append((outcome, processor.state))
-        if written:
-            # One write for every partition of the batch, off the loop (the driver
-            # blocks) so that heartbeats keep flowing.
-            loop = asyncio.get_running_loop()
-            await loop.run_in_executor(None, self.sink.write_many, written)
-            for outcome, _ in written:
-                self.rejected_by_reason.update(r.reason for r in outcome.rejections)
+            written.append((outcome, state_row(processor.state)))
         self.batches += 1
+        return written
+
+    async def write(self, written: Written) -> None:
+        if not written:
+            return
+        # One write for every partition of the batch, off the loop (the driver blocks) so
+        # that heartbeats keep flowing and the next batch is processed meanwhile.
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self.sink.write_many, written)
+        for outcome, _ in written:
+            self.rejected_by_reason.update(r.reason for r in outcome.rejections)
 
     async def _dead_letter(self, outcome: BatchOutcome) -> None:
         pending = [
@@ -146,7 +153,7 @@ def create_app(settings: WorkerSettings) -> faust.App:
     )
     dlq = app.topic(settings.dlq_topic, key_type=bytes, value_type=bytes, partitions=1)
     handler = BatchHandler(settings, Warehouse(settings.clickhouse), dlq)
-    source = BatchSource(settings, handler.handle, handler.forget)
+    source = BatchSource(settings, handler.prepare, handler.write, handler.forget)
     app.meter_handler = handler  # type: ignore[attr-defined]  # for tests and status
 
     @app.task

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, Generic, TypeVar
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
@@ -30,31 +32,38 @@ from streams.settings import WorkerSettings
 log = logging.getLogger(__name__)
 
 Batch = dict[int, list[SourceMessage]]  # partition -> messages in offset order
+Job = TypeVar("Job")  # what prepare hands to write
 # Room for a whole batch in one fetch: reports are kilobytes (48 samples ≈ 6 kB).
 _FETCH_MAX_BYTES = 64 << 20
 _PARTITION_FETCH_MAX_BYTES = 16 << 20
 
 
-class BatchSource:
-    """Reads the usage topic in the worker's consumer group, a batch at a time.
+class BatchSource(Generic[Job]):
+    """Reads the usage topic in the worker's consumer group, a batch at a time, in two
+    overlapping stages: ``prepare`` (processing, on the event loop) and ``write`` (the
+    warehouse, mostly waiting on ClickHouse). Batch n + 1 is prepared while batch n is
+    written; writes stay in batch order, and a batch's offsets are committed only after its
+    write. ``prepare`` must therefore capture the partition state it hands to ``write``.
 
-    ``handle`` is awaited with each batch; its offsets are committed only after it
-    returns. ``forget`` is called with the partitions this worker loses in a rebalance,
-    never while a batch is being handled.
+    ``forget`` is called with the partitions this worker loses in a rebalance, once the
+    batch in hand is prepared, written and committed.
     """
 
     def __init__(
         self,
         settings: WorkerSettings,
-        handle: Callable[[Batch], Awaitable[None]],
+        prepare: Callable[[Batch], Awaitable[Job]],
+        write: Callable[[Job], Awaitable[None]],
         forget: Callable[[set[int]], None],
     ) -> None:
         self.settings = settings
-        self.handle = handle
+        self.prepare = prepare
+        self.write = write
         self.forget = forget
         self.committed: dict[int, int] = {}  # partition -> next offset to read
         self._consumer: AIOKafkaConsumer | None = None
         self._handling = asyncio.Lock()
+        self._writing: asyncio.Task[None] | None = None
 
     def highwater(self, partition: int) -> int | None:
         if self._consumer is None:
@@ -80,27 +89,51 @@ class BatchSource:
         self._consumer = consumer
         try:
             while True:
-                records = await consumer.getmany(
-                    timeout_ms=round(s.batch_within_s * 1000), max_records=s.batch_max_messages
-                )
-                if records:
-                    async with self._handling:
-                        await self._handle(consumer, records)
+                records = await self._take(consumer)
+                async with self._handling:
+                    if not records:
+                        await self.settle()  # idle: finish the write in flight
+                        continue
+                    job = await self.prepare(_batch_of(records))
+                    await self.settle()  # the previous batch is written and committed first
+                    offsets = {tp: rs[-1].offset + 1 for tp, rs in records.items()}
+                    self._writing = asyncio.create_task(self._write(consumer, job, offsets))
         finally:
-            self._consumer = None
-            await consumer.stop()
+            try:
+                await asyncio.wait_for(asyncio.shield(self.settle()), timeout=30)
+            finally:
+                self._consumer = None
+                await consumer.stop()
 
-    async def _handle(self, consumer: AIOKafkaConsumer, records: Mapping) -> None:
-        batch: Batch = {
-            tp.partition: [
-                # Kafka timestamps are milliseconds.
-                SourceMessage(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp * 1000)
-                for r in rs
-            ]
-            for tp, rs in records.items()
-        }
-        await self.handle(batch)
-        offsets = {tp: rs[-1].offset + 1 for tp, rs in records.items()}
+    async def _take(self, consumer: AIOKafkaConsumer) -> dict[TopicPartition, list[Any]]:
+        """Up to ``batch_max_messages``, waiting at most ``batch_within_s`` for them: one
+        fetch holds about a megabyte per partition, far less than a batch."""
+        s = self.settings
+        deadline = time.monotonic() + s.batch_within_s
+        records: dict[TopicPartition, list[Any]] = {}
+        count = 0
+        while count < s.batch_max_messages:
+            wait_ms = round(max(0.0, deadline - time.monotonic()) * 1000)
+            more = await consumer.getmany(
+                timeout_ms=wait_ms, max_records=s.batch_max_messages - count
+            )
+            for tp, rs in more.items():
+                records.setdefault(tp, []).extend(rs)
+                count += len(rs)
+            if not more or wait_ms == 0:
+                break
+        return records
+
+    async def settle(self) -> None:
+        """Wait for the write in flight, if any; re-raises its failure."""
+        writing, self._writing = self._writing, None
+        if writing is not None:
+            await writing
+
+    async def _write(
+        self, consumer: AIOKafkaConsumer, job: Job, offsets: dict[TopicPartition, int]
+    ) -> None:
+        await self.write(job)
         try:
             await consumer.commit(offsets)
         except KafkaError as error:
@@ -111,12 +144,24 @@ class BatchSource:
         self.committed.update((tp.partition, offset) for tp, offset in offsets.items())
 
 
+def _batch_of(records: Mapping[TopicPartition, list[Any]]) -> Batch:
+    return {
+        tp.partition: [
+            # Kafka timestamps are milliseconds.
+            SourceMessage(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp * 1000)
+            for r in rs
+        ]
+        for tp, rs in records.items()
+    }
+
+
 class _Revocations(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, source: BatchSource) -> None:
         self.source = source
 
     async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
-        async with self.source._handling:  # let the batch in hand finish and commit first
+        async with self.source._handling:  # no batch is being prepared now
+            await self.source.settle()  # and the last one is written and committed
             lost = {tp.partition for tp in revoked if tp.topic == self.source.settings.topic}
             self.source.forget(lost)
             for partition in lost:

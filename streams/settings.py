@@ -21,7 +21,7 @@ class WorkerSettings:
     app_id: str = "gpu-meter"
     partitions: int = 8
     dlq_topic: str = ""  # default: "<topic>.dlq"
-    batch_max_messages: int = 2_000
+    batch_max_messages: int = 5_000
     batch_within_s: float = 0.5
     processor: ProcessorSettings = field(default_factory=ProcessorSettings)
     datadir: Path = Path(".stack/faust")

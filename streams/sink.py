@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 from meter.units import US_PER_SECOND, utc_datetime
@@ -49,11 +50,12 @@ class WarehouseSink:
     def __init__(self, warehouse: Warehouse, clock_us: Callable[[], int] = wall_clock_us) -> None:
         self.warehouse = warehouse
         self._clock_us = clock_us
+        self._pool = ThreadPoolExecutor(2, thread_name_prefix="ledger-insert")
 
     def write(self, outcome: BatchOutcome, state: PartitionState) -> None:
-        self.write_many([(outcome, state)])
+        self.write_many([(outcome, state_row(state))])
 
-    def write_many(self, batch: list[tuple[BatchOutcome, PartitionState]]) -> None:
+    def write_many(self, batch: list[tuple[BatchOutcome, StateRow]]) -> None:
         """One insert per table for all partitions of a batch; every state row last."""
         now = utc_datetime(self._clock_us())
         insert = self.warehouse.insert
@@ -80,11 +82,18 @@ class WarehouseSink:
                 for r in outcome.rejections
             ],
         )
-        self.warehouse.insert_native(
-            "usage_ledger",
-            LEDGER_COLUMNS,
-            b"".join(outcome.ledger for outcome in outcomes),
-            sum(outcome.ledger_rows for outcome in outcomes),
+        # Two requests at once: ClickHouse parses and sorts each insert in one thread.
+        halves = [outcomes[: (len(outcomes) + 1) // 2], outcomes[(len(outcomes) + 1) // 2 :]]
+        list(
+            self._pool.map(
+                lambda part: self.warehouse.insert_native(
+                    "usage_ledger",
+                    LEDGER_COLUMNS,
+                    b"".join(o.ledger for o in part),
+                    sum(o.ledger_rows for o in part),
+                ),
+                halves,
+            )
         )
         insert(
             "usage_rollup_partials",
@@ -139,15 +148,20 @@ class WarehouseSink:
                 for g in outcome.gap_rows
             ],
         )
-        insert("partition_state", STATE_COLUMNS, [_state_row(state, now) for _, state in batch])
+        insert("partition_state", STATE_COLUMNS, [(*row, now) for _, row in batch])
 
 
-def _state_row(state: PartitionState, now: datetime) -> tuple[object, ...]:
+StateRow = tuple[object, ...]  # STATE_COLUMNS but the time written
+
+
+def state_row(state: PartitionState) -> StateRow:
+    """A partition's state as stored, taken when called: the processor may go on with the
+    next batch while this one is being written."""
     c = state.counters
     return (
         state.topic, state.partition, state.applied_offset, c["accepted_reports"],
         c["accepted_samples"], c["duplicate_reports"], c["late_reports"],
-        c["rejected_reports"], state.open_gaps(), state.to_snapshot(), now,
+        c["rejected_reports"], state.open_gaps(), state.to_snapshot(),
     )  # fmt: skip
 
 

@@ -1,0 +1,166 @@
+"""The worker's batch source, with a scripted consumer in place of aiokafka's: the order of
+prepare, write, commit and revocation that the exactly-once design relies on."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+
+import pytest
+from aiokafka import TopicPartition
+
+from streams import ingest
+from streams.settings import WorkerSettings
+from warehouse.client import ClickHouseSettings
+
+
+def _settings(batch_max_messages: int) -> WorkerSettings:
+    return WorkerSettings(
+        bootstrap="127.0.0.1:1", topic="usage", clickhouse=ClickHouseSettings(),
+        batch_max_messages=batch_max_messages, batch_within_s=0.05,
+    )  # fmt: skip
+
+
+TP0, TP1 = TopicPartition("usage", 0), TopicPartition("usage", 1)
+
+
+def _records(tp: TopicPartition, first: int, count: int) -> list[SimpleNamespace]:
+    return [
+        SimpleNamespace(topic=tp.topic, partition=tp.partition, offset=o, key=b"k",
+                        value=b"v", timestamp=1_000)
+        for o in range(first, first + count)
+    ]  # fmt: skip
+
+
+class ScriptedConsumer:
+    """Hands out the scripted batches, then revokes partition 1, then idles."""
+
+    def __init__(self, log: list[str], batches: list[dict]) -> None:
+        self.log, self.batches = log, batches
+        self.listener = None
+
+    def subscribe(self, topics, listener):
+        self.listener = listener
+
+    async def start(self):
+        pass
+
+    async def stop(self):
+        self.log.append("stop")
+
+    def highwater(self, tp):
+        return None
+
+    async def getmany(self, timeout_ms, max_records):
+        await asyncio.sleep(0)  # a fetch yields to the loop, as a real one does
+        if self.batches:
+            batch = self.batches.pop(0)
+            assert sum(map(len, batch.values())) <= max_records
+            return batch
+        if self.listener is not None:
+            listener, self.listener = self.listener, None
+            await listener.on_partitions_revoked([TP1])
+            self.log.append("revoked")
+        await asyncio.sleep(0.01)
+        return {}
+
+    async def commit(self, offsets):
+        self.log.append("commit " + ",".join(f"{tp.partition}:{o}" for tp, o in offsets.items()))
+
+
+def test_batches_are_written_in_order_committed_after_their_write_and_revocation_waits(
+    monkeypatch,
+):
+    log: list[str] = []
+    batches = [{TP0: _records(TP0, 0, 3)}, {TP0: _records(TP0, 3, 2), TP1: _records(TP1, 0, 1)}]
+    monkeypatch.setattr(ingest, "AIOKafkaConsumer", lambda **_: ScriptedConsumer(log, batches))
+
+    async def prepare(batch):
+        offsets = {p: [m.offset for m in ms] for p, ms in batch.items()}
+        log.append(f"prepare {offsets}")
+        return offsets
+
+    async def write(job):
+        log.append(f"write {job} start")
+        await asyncio.sleep(0.05)  # the next batch is prepared meanwhile
+        log.append(f"write {job} done")
+
+    def forget(partitions):
+        log.append(f"forget {sorted(partitions)}")
+
+    async def main():
+        source = ingest.BatchSource(_settings(3), prepare, write, forget)
+        task = asyncio.create_task(source.run())
+        while "revoked" not in log:
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return source
+
+    source = asyncio.run(main())
+    first, second = "{0: [0, 1, 2]}", "{0: [3, 4], 1: [0]}"
+    expected = [
+        f"prepare {first}",
+        f"write {first} start",
+        f"write {first} done",
+        "commit 0:3",
+        f"write {second} start",
+        f"write {second} done",
+        "commit 0:5,1:1",
+        "forget [1]",  # only after the batch in hand was written and committed
+        "revoked",
+        "stop",
+    ]
+    assert [line for line in log if not line.startswith(f"prepare {second}")] == expected
+    # The second batch was prepared while the first was being written.
+    assert log.index(f"write {first} start") < log.index(f"prepare {second}")
+    assert log.index(f"prepare {second}") < log.index(f"write {first} done")
+    assert source.committed == {0: 5}
+
+
+def test_a_failed_write_is_never_committed_and_ends_the_run(monkeypatch):
+    log: list[str] = []
+    batches = [{TP0: _records(TP0, 0, 2)}, {TP0: _records(TP0, 2, 2)}]
+    monkeypatch.setattr(ingest, "AIOKafkaConsumer", lambda **_: ScriptedConsumer(log, batches))
+
+    async def prepare(batch):
+        return [m.offset for m in batch[0]]
+
+    async def write(job):
+        raise OSError(f"ClickHouse is gone while writing {job}")
+
+    source = ingest.BatchSource(_settings(2), prepare, write, lambda partitions: None)
+    with pytest.raises(OSError, match=r"writing \[0, 1\]"):
+        asyncio.run(source.run())
+    assert not any(line.startswith("commit") for line in log)
+    assert source.committed == {}
+
+
+def test_fetches_are_gathered_into_one_batch_up_to_its_size(monkeypatch):
+    log: list[str] = []
+    fetches = [{TP0: _records(TP0, 0, 2)}, {TP0: _records(TP0, 2, 2)}, {TP1: _records(TP1, 0, 1)},
+               {TP1: _records(TP1, 1, 4)}]  # fmt: skip
+    monkeypatch.setattr(ingest, "AIOKafkaConsumer", lambda **_: ScriptedConsumer(log, fetches))
+    prepared = []
+
+    async def prepare(batch):
+        prepared.append({p: [m.offset for m in ms] for p, ms in batch.items()})
+
+    async def write(job):
+        pass
+
+    async def main():
+        source = ingest.BatchSource(_settings(5), prepare, write, lambda partitions: None)
+        task = asyncio.create_task(source.run())
+        for _ in range(300):
+            if len(prepared) == 2:
+                break
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    # Five messages make a batch; the next fetch starts the next one.
+    assert prepared == [{0: [0, 1, 2, 3], 1: [0]}, {1: [1, 2, 3, 4]}]
