@@ -25,7 +25,7 @@ from streams.hotpath.warmup import warm_up
 from streams.processor import PartitionProcessor, ProcessorSettings, SourceMessage
 from streams.state import PartitionState
 
-BATCH_MESSAGES = 5_000  # the worker's default batch (WorkerSettings.batch_max_messages)
+BATCH_MESSAGES = 2_000  # per process() call: a worker calls it per partition slice of its batch
 
 
 def _messages(spec: FleetSpec) -> list[SourceMessage]:
