@@ -78,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
           help="serve Prometheus /metrics on this port")  # fmt: skip
     _flag(worker, "--batch-messages", "BATCH_MESSAGES", default="5000", type=int,
           help="most messages read, processed and written as one batch")  # fmt: skip
+    _flag(worker, "--session-timeout-s", "SESSION_TIMEOUT_S", default="2", type=float,
+          help="consumer group session timeout; heartbeats every quarter of it (Apache "
+          "Kafka refuses less than its group.min.session.timeout.ms, 6 s by default)")  # fmt: skip
     worker.add_argument(
         "--plain", action="store_true", default=_env("PLAIN") == "1",
         help="use the readable twin instead of the hot path [env METER_PLAIN=1]",
@@ -269,6 +272,8 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         metrics_host=args.metrics_host,
         hot_path=not args.plain,
         batch_max_messages=args.batch_messages,
+        session_timeout_s=args.session_timeout_s,
+        heartbeat_interval_s=args.session_timeout_s / 4,
     )
     run_worker(settings, loglevel=args.log_level.lower())
     return 0
