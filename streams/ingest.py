@@ -6,8 +6,9 @@ the event loop, creates futures and wakes the stream (shared/PERF.md: a no-op ag
 ~5k messages/s with a core at 100 %). The hot path wants thousands of messages per call,
 so the worker reads its topic with aiokafka (the client Faust itself is built on):
 ``getmany`` returns each partition's records as one list, straight from the fetched
-record batches. Faust still hosts the worker: lifecycle, the dead-letter producer, the
-metrics page and timers.
+record batches; several fetches make one batch of up to ``batch_max_messages``. Faust
+still hosts the worker: lifecycle, the dead-letter producer, the metrics page and timers.
+Processing a batch overlaps writing the one before (see :class:`BatchSource`).
 
 Offsets are committed explicitly, after a batch's rows and partition state are in the
 warehouse. The warehouse's state is what makes the result exact (streams/EXACTLY_ONCE.md);
@@ -33,7 +34,8 @@ log = logging.getLogger(__name__)
 
 Batch = dict[int, list[SourceMessage]]  # partition -> messages in offset order
 Job = TypeVar("Job")  # what prepare hands to write
-# Room for a whole batch in one fetch: reports are kilobytes (48 samples ≈ 6 kB).
+# Reports are kilobytes (48 samples ≈ 6 kB): fetch in large requests. The local broker
+# still answers with about a megabyte per partition, so _take gathers several fetches.
 _FETCH_MAX_BYTES = 64 << 20
 _PARTITION_FETCH_MAX_BYTES = 16 << 20
 
