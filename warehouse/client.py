@@ -118,7 +118,10 @@ class Warehouse:
     def close(self) -> None:
         self._client.disconnect()
 
-    def _retrying(self, what: str, call: Callable[[], T]) -> T:
+    def _retrying(
+        self, what: str, call: Callable[[], T], reset: Callable[[], None] | None = None
+    ) -> T:
+        """``call`` until it succeeds; ``reset`` (if any) runs before each retry."""
         started = time.monotonic()
         for delay in self.backoff.delays():
             try:
@@ -128,20 +131,27 @@ class Warehouse:
                 if limit is not None and time.monotonic() - started + delay > limit:
                     raise SinkError(f"{what}: ClickHouse unreachable for {limit} s: {exc}") from exc
                 log.warning("%s: ClickHouse unreachable (%s); retrying in %.1f s", what, exc, delay)
-                self._client.disconnect()
+                if reset is not None:
+                    reset()
                 self._sleep(delay)
         raise AssertionError("unreachable")
 
     def execute(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
         with self._lock:
-            return self._retrying("query", lambda: self._client.execute(sql, params))
+            return self._retrying(
+                "query", lambda: self._client.execute(sql, params), self._client.disconnect
+            )
 
     def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> int:
         if not rows:
             return 0
         sql = f"INSERT INTO {check_identifier(table, 'table')} ({', '.join(columns)}) VALUES"
         with self._lock:
-            self._retrying(f"insert into {table}", lambda: self._client.execute(sql, rows))
+            self._retrying(
+                f"insert into {table}",
+                lambda: self._client.execute(sql, rows),
+                self._client.disconnect,
+            )
         return len(rows)
 
     def insert_native(self, table: str, columns: Sequence[str], data: bytes, rows: int) -> int:
@@ -172,6 +182,8 @@ class Warehouse:
                     raise OSError(f"HTTP {response.status}: {body[:300]!r}")  # retried
                 raise SinkError(f"insert into {table}: HTTP {response.status}: {body[:500]!r}")
 
+        # A fresh HTTP connection per attempt, and never a reset of the driver's connection:
+        # several of these run at once, beside driver queries on other threads.
         self._retrying(f"insert into {table}", post)
         return rows
 
@@ -179,7 +191,9 @@ class Warehouse:
         """Run ``sql`` over a connection to ``default``: one to our database may not exist."""
         admin = self._connect("default")
         try:
-            self._retrying(sql.split(" IF ")[0].lower(), lambda: admin.execute(sql))
+            self._retrying(
+                sql.split(" IF ")[0].lower(), lambda: admin.execute(sql), admin.disconnect
+            )
         finally:
             admin.disconnect()
         with self._lock:

@@ -70,3 +70,48 @@ def test_native_block_layout_of_strings_and_integers():
         + b"\x01b\x05UInt8" + b"\x01\x00"
     )  # fmt: skip
     assert encode_block(("s",), ("String",), []) == b""
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_http_insert_retries_leave_the_drivers_connection_alone():
+    """Ledger inserts run two at a time beside driver queries on other threads; a retry of
+    one must not reset the shared driver connection under another (a restart of
+    ClickHouse once crashed a worker that way). Driver calls still reset it."""
+    import threading
+
+    from meter.errors import SinkError
+    from warehouse.client import Backoff, Warehouse
+
+    port = _closed_port()
+    warehouse = Warehouse(
+        ClickHouseSettings(port=port, http_port=port),
+        Backoff(first_s=0.01, give_up_after_s=0.05),
+        sleep=lambda s: None,
+    )
+    resets = []
+    warehouse._client.disconnect = lambda: resets.append(threading.current_thread().name)
+    errors: list[BaseException] = []
+
+    def insert() -> None:
+        try:
+            warehouse.insert_native("usage_ledger", ("node_id",), b"\x01\x01", 1)
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=insert) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(errors) == 2 and all(isinstance(e, SinkError) for e in errors)
+    assert resets == []
+    with pytest.raises(SinkError):
+        warehouse.execute("SELECT 1")
+    assert resets  # the driver's own retries reconnect
