@@ -84,7 +84,7 @@ def build_backlog(
     return records(), totals
 
 
-def _rss_mb(pid: int) -> float:
+def rss_mb(pid: int) -> float:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
@@ -103,7 +103,7 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _consumed(bootstrap: str, group: str, topic: str, partitions: int) -> int:
+def consumed_messages(bootstrap: str, group: str, topic: str, partitions: int) -> int:
     return sum(committed_offsets(bootstrap, group, topic, partitions).values())
 
 
@@ -116,13 +116,13 @@ def measure_rate(
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 60
-        while _consumed(bootstrap, group, topic, partitions) == 0:
+        while consumed_messages(bootstrap, group, topic, partitions) == 0:
             if time.monotonic() > deadline or proc.poll() is not None:
                 raise RuntimeError(f"{argv[3]} agent never committed; see {log}")
             time.sleep(0.5)
-        start_n, start_t = _consumed(bootstrap, group, topic, partitions), time.monotonic()
+        start_n, start_t = consumed_messages(bootstrap, group, topic, partitions), time.monotonic()
         time.sleep(seconds)
-        end_n, end_t = _consumed(bootstrap, group, topic, partitions), time.monotonic()
+        end_n, end_t = consumed_messages(bootstrap, group, topic, partitions), time.monotonic()
         return (end_n - start_n) / (end_t - start_t)
     finally:
         proc.terminate()
@@ -181,11 +181,11 @@ def run_e2e_bench(nodes: int, reports: int, partitions: int, floor_seconds: floa
         cpu_at: dict[str, float] = {}
         try:
             while True:
-                done = _consumed(info.bootstrap, settings.app_id, topic, partitions)
+                done = consumed_messages(info.bootstrap, settings.app_id, topic, partitions)
                 if done and not cpu_at:
                     cpu_at = {name: _cpu_s(pid) for name, pid in pids.items()}
                 points.append((time.monotonic(), done))
-                rss.append(_rss_mb(worker.proc.pid))
+                rss.append(rss_mb(worker.proc.pid))
                 cpu_now = {name: _cpu_s(pid) for name, pid in pids.items()}
                 if done >= total_messages:
                     break

@@ -28,7 +28,7 @@ from streams.state import PartitionState
 BATCH_MESSAGES = 2_000  # per process() call: a worker calls it per partition slice of its batch
 
 
-def _messages(spec: FleetSpec) -> list[SourceMessage]:
+def fleet_messages(spec: FleetSpec) -> list[SourceMessage]:
     codec = ReportCodec()
     now_us = spec.start_us + 10**11
     return [
@@ -70,7 +70,7 @@ def run_hotpath_bench(nodes: int, reports: int, repeats: int, cpu: int | None) -
     if cpu is not None and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {cpu})
     spec = FleetSpec(nodes=nodes, gpus_per_node=8, tenants=3, reports_per_node=reports)
-    messages = _messages(spec)
+    messages = fleet_messages(spec)
     warm_up()
     # Same input, same outcome: checked before timing.
     check = messages[:BATCH_MESSAGES]

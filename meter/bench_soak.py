@@ -22,7 +22,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from meter.bench_e2e import _consumed, _rss_mb, build_backlog, say
+from meter.bench_e2e import build_backlog, consumed_messages, rss_mb, say
 from meter.loadgen import publish
 from meter.runner import WorkerProcess, differences, ledger_totals, warehouse_totals
 from stack import LocalStack
@@ -90,8 +90,8 @@ def run_soak(nodes: int, seconds: float, messages_per_s: float, partitions: int,
                     raise RuntimeError(f"worker exited; see {worker.log_path}")
                 if failure:
                     raise RuntimeError(f"publisher failed: {failure[0]!r}")
-                rss.append((time.monotonic() - started, _rss_mb(worker.proc.pid)))
-                done = _consumed(info.bootstrap, settings.app_id, topic, partitions)
+                rss.append((time.monotonic() - started, rss_mb(worker.proc.pid)))
+                done = consumed_messages(info.bootstrap, settings.app_id, topic, partitions)
                 if len(rss) % 12 == 0:
                     say(f"{rss[-1][0]:5.0f} s: {done:,} messages metered, RSS {rss[-1][1]:.0f} MB")
                 time.sleep(SAMPLE_EVERY_S)
@@ -103,10 +103,13 @@ def run_soak(nodes: int, seconds: float, messages_per_s: float, partitions: int,
         exact = not differences(emitted.by_key, stored) and not differences(
             emitted.by_key, ledger_totals(warehouse)
         )
-        settled = [(t, m) for t, m in rss if t >= 60] or rss
+        # The first minute (imports, kernels, buffers growing) is left out; of a run
+        # shorter than two minutes, its first half.
+        warm_s = min(60.0, rss[-1][0] / 2)
+        settled = [(t, m) for t, m in rss if t >= warm_s] or rss
         settled_mb = [m for _, m in settled]
-        first_min = [m for t, m in rss if 60 <= t < 120] or [settled[0][1]]
-        last_min = [m for t, m in rss if t >= rss[-1][0] - 60]
+        first_min = [m for t, m in settled if t < warm_s + 60]
+        last_min = [m for t, m in settled if t >= settled[-1][0] - 60]
         return {
             "seconds": round(elapsed, 1),
             "messages": emitted.reports,

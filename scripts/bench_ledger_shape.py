@@ -22,7 +22,7 @@ import urllib.parse
 from pathlib import Path
 
 from agent.fleet import FleetSpec
-from meter.bench_hotpath import _messages
+from meter.bench_hotpath import fleet_messages
 from streams.hotpath.processor import FastPartitionProcessor
 from streams.native import LEDGER_COLUMNS
 from streams.processor import ProcessorSettings
@@ -80,7 +80,8 @@ def main() -> None:
     query(BY_REPORT)
     query(per_sample.replace("usage_ledger", "staging").replace("Replacing", ""))
 
-    messages = _messages(FleetSpec(nodes=200, gpus_per_node=8, tenants=3, reports_per_node=400))
+    spec = FleetSpec(nodes=200, gpus_per_node=8, tenants=3, reports_per_node=400)
+    messages = fleet_messages(spec)
     processor = FastPartitionProcessor(
         PartitionState("shape", 0), ProcessorSettings(lateness_us=10**12)
     )
