@@ -28,9 +28,9 @@ from typing import Any
 from agent.fleet import FleetSpec, build_nodes, node_report
 from agent.totals import EmittedTotals
 from meter.loadgen import Record, ShiftedReports, publish
-from meter.runner import WorkerProcess, differences, ledger_totals, warehouse_totals
+from meter.runner import WorkerProcess, totals_exact
 from schemas import ReportCodec
-from stack import LocalStack
+from stack import LocalStack, StackInfo
 from streams.progress import committed_offsets
 from streams.settings import WorkerSettings
 from streams.topics import ensure_topics
@@ -94,7 +94,7 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-def _cpu_s(pid: int) -> float:
+def cpu_seconds(pid: int) -> float:
     """CPU seconds (user + system) ``pid`` has used so far."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -132,6 +132,23 @@ def measure_rate(
             proc.kill()
 
 
+def bench_pipeline(
+    info: StackInfo, name: str, partitions: int, folder: Path, **worker: Any
+) -> tuple[Warehouse, WorkerSettings]:
+    """A fresh database (migrated), topic and worker settings, all named after ``name``."""
+    ch = ClickHouseSettings(
+        port=info.clickhouse_port, http_port=info.clickhouse_http_port, database=name
+    )
+    warehouse = Warehouse(ch)
+    migrate(warehouse)
+    settings = WorkerSettings(
+        bootstrap=info.bootstrap, topic=name.replace("_", "-"), app_id=f"{name}-worker",
+        partitions=partitions, clickhouse=ch, datadir=folder / "faust", **worker,
+    )  # fmt: skip
+    ensure_topics(info.bootstrap, {settings.topic: partitions, settings.dlq_topic: 1})
+    return warehouse, settings
+
+
 def run_e2e_bench(nodes: int, reports: int, partitions: int, floor_seconds: float,
                   folder: Path | None, batch_messages: int = 5_000) -> dict[str, Any]:  # fmt: skip
     folder = folder or Path(tempfile.mkdtemp(prefix="meter-bench-"))
@@ -141,19 +158,9 @@ def run_e2e_bench(nodes: int, reports: int, partitions: int, floor_seconds: floa
     try:
         say(f"stack up in {folder}; building {nodes * reports:,} reports")
         frames, emitted = build_backlog(nodes, reports)
-        ch = ClickHouseSettings(
-            port=info.clickhouse_port, http_port=info.clickhouse_http_port,
-            database=f"bench_{run_id}",
-        )  # fmt: skip
-        warehouse = Warehouse(ch)
-        migrate(warehouse)
-        topic = f"bench-{run_id}"
-        settings = WorkerSettings(
-            bootstrap=info.bootstrap, topic=topic, app_id=f"bench-worker-{run_id}",
-            partitions=partitions, clickhouse=ch, datadir=folder / "faust",
-            batch_max_messages=batch_messages,
-        )  # fmt: skip
-        ensure_topics(info.bootstrap, {topic: partitions, settings.dlq_topic: 1})
+        warehouse, settings = bench_pipeline(info, f"bench_{run_id}", partitions, folder,
+                                             batch_max_messages=batch_messages)  # fmt: skip
+        topic = settings.topic
         say(f"publishing {emitted.reports:,} messages ({emitted.samples:,} samples)")
         started = time.monotonic()
         sent = publish(info.bootstrap, topic, partitions, frames)
@@ -183,10 +190,10 @@ def run_e2e_bench(nodes: int, reports: int, partitions: int, floor_seconds: floa
             while True:
                 done = consumed_messages(info.bootstrap, settings.app_id, topic, partitions)
                 if done and not cpu_at:
-                    cpu_at = {name: _cpu_s(pid) for name, pid in pids.items()}
+                    cpu_at = {name: cpu_seconds(pid) for name, pid in pids.items()}
                 points.append((time.monotonic(), done))
                 rss.append(rss_mb(worker.proc.pid))
-                cpu_now = {name: _cpu_s(pid) for name, pid in pids.items()}
+                cpu_now = {name: cpu_seconds(pid) for name, pid in pids.items()}
                 if done >= total_messages:
                     break
                 if not worker.alive():
@@ -200,10 +207,7 @@ def run_e2e_bench(nodes: int, reports: int, partitions: int, floor_seconds: floa
         seconds = last_t - first_t
         worker_rate = (last_n - first_n) / seconds if seconds > 0 else 0.0
         per_message = emitted.samples / total_messages
-        stored = warehouse_totals(warehouse)
-        exact = not differences(emitted.by_key, stored) and not differences(
-            emitted.by_key, ledger_totals(warehouse)
-        )
+        exact = totals_exact(emitted, warehouse)
         steady = rss[len(rss) // 4 :] or rss
         # Cores each process kept busy while the worker was moving (2 here, shared).
         cores = {

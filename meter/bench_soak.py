@@ -22,29 +22,20 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from meter.bench_e2e import build_backlog, consumed_messages, rss_mb, say
+from meter.bench_e2e import bench_pipeline, build_backlog, consumed_messages, rss_mb, say
 from meter.loadgen import publish
-from meter.runner import WorkerProcess, differences, ledger_totals, warehouse_totals
+from meter.runner import WorkerProcess, totals_exact
 from stack import LocalStack
-from streams.settings import WorkerSettings
-from streams.topics import ensure_topics
-from warehouse.client import ClickHouseSettings, Warehouse
-from warehouse.migrate import migrate
 
 SAMPLE_EVERY_S = 5.0
 
 
 def _slope_mb_per_min(points: list[tuple[float, float]]) -> float:
     """Least-squares slope of (seconds, MB), in MB per minute."""
-    if len(points) < 2:
+    if len({t for t, _ in points}) < 2:
         return 0.0
-    ts = [t for t, _ in points]
-    ms = [m for _, m in points]
-    t_mean, m_mean = statistics.fmean(ts), statistics.fmean(ms)
-    var = sum((t - t_mean) ** 2 for t in ts)
-    if not var:
-        return 0.0
-    return 60 * sum((t - t_mean) * (m - m_mean) for t, m in points) / var
+    fit = statistics.linear_regression([t for t, _ in points], [m for _, m in points])
+    return 60 * fit.slope
 
 
 def run_soak(nodes: int, seconds: float, messages_per_s: float, partitions: int,
@@ -56,18 +47,8 @@ def run_soak(nodes: int, seconds: float, messages_per_s: float, partitions: int,
     try:
         reports = max(1, round(seconds * messages_per_s / nodes))
         records, emitted = build_backlog(nodes, reports, messages_per_s)
-        ch = ClickHouseSettings(
-            port=info.clickhouse_port, http_port=info.clickhouse_http_port,
-            database=f"soak_{run_id}",
-        )  # fmt: skip
-        warehouse = Warehouse(ch)
-        migrate(warehouse)
-        topic = f"soak-{run_id}"
-        settings = WorkerSettings(
-            bootstrap=info.bootstrap, topic=topic, app_id=f"soak-worker-{run_id}",
-            partitions=partitions, clickhouse=ch, datadir=folder / "faust",
-        )  # fmt: skip
-        ensure_topics(info.bootstrap, {topic: partitions, settings.dlq_topic: 1})
+        warehouse, settings = bench_pipeline(info, f"soak_{run_id}", partitions, folder)
+        topic = settings.topic
         say(f"soak: {emitted.reports:,} messages ({emitted.samples:,} samples) at "
             f"{messages_per_s:,.0f} messages/s for {seconds:.0f} s")  # fmt: skip
         worker = WorkerProcess.start(settings, folder / "worker.log")
@@ -99,10 +80,7 @@ def run_soak(nodes: int, seconds: float, messages_per_s: float, partitions: int,
             worker.stop()
             publisher.join(timeout=60)
         elapsed = time.monotonic() - started
-        stored = warehouse_totals(warehouse)
-        exact = not differences(emitted.by_key, stored) and not differences(
-            emitted.by_key, ledger_totals(warehouse)
-        )
+        exact = totals_exact(emitted, warehouse)
         # The first minute (imports, kernels, buffers growing) is left out; of a run
         # shorter than two minutes, its first half.
         warm_s = min(60.0, rss[-1][0] / 2)

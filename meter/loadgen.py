@@ -88,8 +88,6 @@ class ShiftedReports:
         self.dec = decode_batch(templates, 64 * len(templates), Workspace())
         if not (self.dec.status == d.OK).all():
             raise ValueError("every template must be a valid v1 report")
-        self.msg_off = np.zeros(len(templates), np.int64)
-        np.cumsum([len(t) for t in templates[:-1]], out=self.msg_off[1:])
         # Every long may grow to 10 bytes: 6 per report, 10 per sample, at most.
         self.out_bytes = len(self.dec.buf) + 10 * (6 * len(templates) + 10 * len(self.dec.s_val))
 
@@ -98,9 +96,9 @@ class ShiftedReports:
         agent publishing at the end of the interval gives it)."""
         dec = self.dec
         out = np.empty(self.out_bytes, np.uint8)
-        out_off = np.empty(len(self.msg_off) + 1, np.int64)
+        out_off = np.empty(len(dec.m_start) + 1, np.int64)
         encode_shifted(
-            dec.buf, self.msg_off, dec.m_str_off, dec.m_str_len, dec.m_long, dec.m_first,
+            dec.buf, dec.m_start, dec.m_str_off, dec.m_str_len, dec.m_long, dec.m_first,
             dec.m_count, dec.s_str_off, dec.s_str_len, dec.s_val, seq, shift_us, out, out_off,
         )  # fmt: skip
         data = out[: out_off[-1]].tobytes()

@@ -146,3 +146,10 @@ def differences(
             if a[name] != b[name]:
                 out.append({"key": key, "counter": name, "emitted": a[name], "stored": b[name]})
     return out
+
+
+def totals_exact(emitted: EmittedTotals, warehouse: Warehouse) -> bool:
+    """Whether the rollups and the ledger both equal what was emitted, key by key."""
+    return not differences(emitted.by_key, warehouse_totals(warehouse)) and not differences(
+        emitted.by_key, ledger_totals(warehouse)
+    )

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import time
 import urllib.parse
 from pathlib import Path
 
 from agent.fleet import FleetSpec
+from meter.bench_e2e import cpu_seconds
 from meter.bench_hotpath import fleet_messages
 from streams.hotpath.processor import FastPartitionProcessor
 from streams.native import LEDGER_COLUMNS
@@ -68,10 +68,6 @@ def main() -> None:
             raise RuntimeError(data[:500].decode(errors="replace"))
         return data
 
-    def cpu_s() -> float:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
     query("DROP DATABASE IF EXISTS ledger_shape", database="default")
     query("CREATE DATABASE ledger_shape", database="default")
     sql = (ROOT / "warehouse/migrations/0004_exactly_once.sql").read_text().split(";")[0]
@@ -102,12 +98,12 @@ def main() -> None:
         ("ledger_by_report", REPORT_COLUMNS, by_report),
     ):
         time.sleep(5)  # let the previous table's merges finish
-        cpu_before, started = cpu_s(), time.monotonic()
+        cpu_before, started = cpu_seconds(pid), time.monotonic()
         for block in blocks:
             query(f"INSERT INTO {table} ({names}) FORMAT Native", block)
         seconds = time.monotonic() - started
         time.sleep(seconds)  # the merges those inserts set off
-        cpu = cpu_s() - cpu_before
+        cpu = cpu_seconds(pid) - cpu_before
         print(
             f"{table:17} {samples / seconds:>10,.0f} samples/s inserted; ClickHouse CPU "
             f"{cpu:.1f} s = {cpu / samples * 1e6:.2f} s per million samples"

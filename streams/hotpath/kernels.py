@@ -93,6 +93,15 @@ def _hash(buf, off, n):
 
 
 @njit(cache=True, inline="always")
+def _same_bytes(buf, a, b, n):
+    """Whether the ``n`` bytes at ``a`` and at ``b`` are equal."""
+    for i in range(n):  # noqa: SIM110 - numba compiles a loop, not all() over a generator
+        if buf[a + i] != buf[b + i]:
+            return False
+    return True
+
+
+@njit(cache=True, inline="always")
 def _name_hash(buf, off, n):
     """:func:`_hash` of a string, and whether it is a name ([A-Za-z0-9][A-Za-z0-9._:/-]{0,127},
     as streams.validate._NAME)."""
@@ -120,15 +129,13 @@ def _has_duplicate_sample(buf, s_str_off, s_str_len, s_val, gpu_hash, first, cou
         slot = np.int64(h >> np.uint64(1)) & mask
         while table[slot] >= 0:
             j = table[slot]
-            if s_val[j, V_TICK_START] == tick and gpu_hash[j - first] == gpu_hash[k - first]:
-                off, n = s_str_off[k, S_GPU], s_str_len[k, S_GPU]
-                same = s_str_len[j, S_GPU] == n
-                for b in range(n):
-                    if not same or buf[s_str_off[j, S_GPU] + b] != buf[off + b]:
-                        same = False
-                        break
-                if same:
-                    return True
+            if (
+                s_val[j, V_TICK_START] == tick
+                and gpu_hash[j - first] == gpu_hash[k - first]
+                and s_str_len[j, S_GPU] == s_str_len[k, S_GPU]
+                and _same_bytes(buf, s_str_off[j, S_GPU], s_str_off[k, S_GPU], s_str_len[k, S_GPU])
+            ):
+                return True
             slot = (slot + 1) & mask
         table[slot] = k
     return False
@@ -216,31 +223,18 @@ def intern_strings(buf, off, length):
     distinct = 0
     for i in range(n):
         o, m = off[i], length[i]
-        if i > 0 and length[i - 1] == m:  # runs of one tenant or SKU are the common case
-            po = off[i - 1]
-            same = True
-            for b in range(m):
-                if buf[po + b] != buf[o + b]:
-                    same = False
-                    break
-            if same:
-                ids[i] = ids[i - 1]
-                continue
+        # Runs of one tenant or SKU are the common case.
+        if i > 0 and length[i - 1] == m and _same_bytes(buf, off[i - 1], o, m):
+            ids[i] = ids[i - 1]
+            continue
         h = _hash(buf, o, m)
         s = np.int64(h >> np.uint64(40)) & (size - 1)
         while True:
             g = slot_id[s]
             if g < 0:
                 break
-            if hashes[g] == h and length[first[g]] == m:
-                fo = off[first[g]]
-                same = True
-                for b in range(m):
-                    if buf[fo + b] != buf[o + b]:
-                        same = False
-                        break
-                if same:
-                    break
+            if hashes[g] == h and length[first[g]] == m and _same_bytes(buf, off[first[g]], o, m):
+                break
             s = (s + 1) & (size - 1)
         if g >= 0:
             ids[i] = g

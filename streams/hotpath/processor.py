@@ -72,6 +72,7 @@ class Decoded:
     """Columns of one decoded batch (see streams.hotpath.decode)."""
 
     buf: np.ndarray
+    m_start: np.ndarray  # where each message's frame starts in buf
     status: np.ndarray
     m_str_off: np.ndarray
     m_str_len: np.ndarray
@@ -133,7 +134,7 @@ def decode_batch(values: list[bytes], samples_hint: int, workspace: Workspace) -
         )  # fmt: skip
         if total <= ws.capacity:
             return Decoded(
-                buf, status, m_str_off, m_str_len, m_long, m_first, m_count,
+                buf, offsets, status, m_str_off, m_str_len, m_long, m_first, m_count,
                 ws.s_msg[:total], ws.s_str_off[:total], ws.s_str_len[:total], ws.s_val[:total],
             )  # fmt: skip
         ws.reserve(total)  # the hint was short: decode again with room for every sample
