@@ -124,7 +124,7 @@ def ledger_totals(
     rows = warehouse.execute(
         "SELECT tenant_id, sku, cluster, intDiv(tick_start_us, %(w)s) * %(w)s AS window_us, "
         f"{', '.join(f'sum({c})' for c in COUNTERS)}, count() "
-        "FROM usage_ledger FINAL GROUP BY tenant_id, sku, cluster, window_us",
+        "FROM usage_ledger GROUP BY tenant_id, sku, cluster, window_us",
         {"w": window_us},
     )
     names = (*COUNTERS, "sample_count")

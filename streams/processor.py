@@ -26,7 +26,7 @@ from meter.errors import ConfigError, RejectedReport
 from meter.units import US_PER_MINUTE
 from schemas import ReportCodec
 from streams.aggregate import RollupKey, add_into, sample_pieces
-from streams.native import LEDGER_COLUMNS, LEDGER_TYPES, encode_block
+from streams.native import LEDGER_COLUMNS, LEDGER_SAMPLE_COLUMNS, LEDGER_TYPES, encode_block
 from streams.seqtrack import GapRow, SeqVerdict
 from streams.state import PartitionState
 from streams.validate import ReportLimits, validate_report
@@ -92,7 +92,8 @@ class BatchOutcome:
     partition: int
     applied_offset: int = -1
     ledger: bytes | memoryview = b""  # one Native block of LEDGER_COLUMNS (streams/native.py)
-    ledger_rows: int = 0
+    ledger_rows: int = 0  # rows of the block: one per accepted report with samples
+    ledger_samples: int = 0
     rollups: list[RollupRow] = field(default_factory=list)
     adjustments: list[AdjustmentRow] = field(default_factory=list)
     gap_rows: list[GapRow] = field(default_factory=list)
@@ -135,6 +136,7 @@ class PartitionProcessor:
         ]
         outcome.ledger = encode_block(LEDGER_COLUMNS, LEDGER_TYPES, ledger_rows)
         outcome.ledger_rows = len(ledger_rows)
+        outcome.ledger_samples = sum(len(row[-1]) for row in ledger_rows)  # type: ignore[arg-type]
         count_outcome(state, outcome)
         return outcome
 
@@ -183,6 +185,7 @@ class PartitionProcessor:
             report["cluster"], report["node_id"], report["boot_id"], report["seq"]
         )  # fmt: skip
         late: dict[RollupKey, list[int]] = {}
+        late_flags: list[int] = []
         for s in report["samples"]:
             is_late = False
             for key, parts in sample_pieces(cluster, s, width):
@@ -192,30 +195,23 @@ class PartitionProcessor:
                 else:
                     add_into(state.windows, key, parts)
                     touched[key] = state.windows[key]
-            if not self.settings.emit_ledger:
-                continue
+            late_flags.append(int(is_late))
+        if self.settings.emit_ledger and report["samples"]:
+            samples = report["samples"]
             ledger_rows.append(
                 (
                     node,
                     boot,
                     seq,
-                    s["gpu_uuid"],
-                    s["tick_start_us"],
-                    s["tick_end_us"],
-                    s["gpu_index"],
                     cluster,
-                    s["sku"],
-                    s["tenant_id"],
-                    s["job_id"],
-                    s["allocated_us"],
-                    s["busy_us"],
-                    s["unhealthy_us"],
-                    s["energy_mj"],
-                    s["memory_peak_bytes"],
+                    report["interval_start_us"],
+                    report["interval_end_us"],
                     state.partition,
                     message.offset,
-                    int(is_late),
-                ),
+                    # The sample columns are the report's fields, then ``late`` (last).
+                    *([s[name] for s in samples] for name, _ in LEDGER_SAMPLE_COLUMNS[:-1]),
+                    late_flags,
+                )
             )
         if late:
             outcome.late_reports += 1

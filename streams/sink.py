@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 from meter.units import US_PER_SECOND, utc_datetime
 from streams.aggregate import SAMPLE_COUNT
+from streams.native import LEDGER_TABLE
 from streams.processor import LEDGER_COLUMNS, BatchOutcome
 from streams.state import PartitionState
 from warehouse.client import Warehouse
@@ -87,7 +88,7 @@ class WarehouseSink:
         list(
             self._pool.map(
                 lambda part: self.warehouse.insert_native(
-                    "usage_ledger",
+                    LEDGER_TABLE,
                     LEDGER_COLUMNS,
                     b"".join(o.ledger for o in part),
                     sum(o.ledger_rows for o in part),

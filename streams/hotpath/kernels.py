@@ -337,32 +337,62 @@ def _put_int(out, pos, value, width):
 MSG_STRING, SAMPLE_STRING, MSG_LONG, SAMPLE_VALUE, PARTITION, OFFSET, LATE = range(7)
 
 
+@njit(cache=True, inline="always")
+def _value(kind, f, k, m, s_val, m_long, m_offset, late, partition):
+    if kind == MSG_LONG:
+        return m_long[m, f]
+    if kind == SAMPLE_VALUE:
+        return s_val[k, f]
+    if kind == PARTITION:
+        return partition
+    if kind == OFFSET:
+        return m_offset[m]
+    return 1 if late[k] else 0
+
+
 @njit(cache=True)
 def ledger_native(buf, s_msg, s_str_off, s_str_len, s_val, m_str_off, m_str_len, m_long,
                   m_offset, selected, late, partition, spec, header, header_off):  # fmt: skip
-    """One Native block (streams/native.py) of the selected samples, in sample order.
+    """One Native block (streams/native.py) of the selected samples: a row per report
+    that has any, in order; report columns hold one value per row, array columns the
+    row's samples in sample order.
 
-    ``spec[c]`` = (source kind, field, byte width) of column c; ``header[header_off[c]:
-    header_off[c + 1]]`` its name and type, already encoded. Returns (block, rows); no
-    rows give an empty block.
+    ``spec[c]`` = (source kind, field, byte width, is array) of column c;
+    ``header[header_off[c]:header_off[c + 1]]`` its name and type, already encoded.
+    Returns (block, rows, samples); nothing selected gives an empty block.
     """
+    first = np.empty(s_msg.shape[0], np.int64)  # each row's first sample
+    ends = np.empty(s_msg.shape[0], np.int64)  # samples up to each row's end
     rows = 0
+    samples = 0
     for k in range(s_msg.shape[0]):
         if selected[k]:
-            rows += 1
+            if rows == 0 or s_msg[k] != s_msg[first[rows - 1]]:
+                if rows > 0:
+                    ends[rows - 1] = samples
+                first[rows] = k
+                rows += 1
+            samples += 1
     if rows == 0:
-        return np.empty(0, np.uint8), 0
+        return np.empty(0, np.uint8), 0, 0
+    ends[rows - 1] = samples
     columns = spec.shape[0]
     size = _uleb_size(columns) + _uleb_size(rows) + header_off[columns]
     for c in range(columns):
-        kind, f, width = spec[c, 0], spec[c, 1], spec[c, 2]
-        if kind in (MSG_STRING, SAMPLE_STRING):
+        kind, f, width, is_array = spec[c, 0], spec[c, 1], spec[c, 2], spec[c, 3]
+        if is_array:
+            size += 8 * rows
+        if kind == MSG_STRING:
+            for r in range(rows):
+                n = m_str_len[s_msg[first[r]], f]
+                size += _uleb_size(n) + n
+        elif kind == SAMPLE_STRING:
             for k in range(s_msg.shape[0]):
                 if selected[k]:
-                    n = m_str_len[s_msg[k], f] if kind == MSG_STRING else s_str_len[k, f]
+                    n = s_str_len[k, f]
                     size += _uleb_size(n) + n
         else:
-            size += width * rows
+            size += width * (samples if is_array else rows)
     out = np.empty(size, np.uint8)
     pos = _put_uleb(out, 0, columns)
     pos = _put_uleb(out, pos, rows)
@@ -370,33 +400,36 @@ def ledger_native(buf, s_msg, s_str_off, s_str_len, s_val, m_str_off, m_str_len,
         for b in range(header_off[c], header_off[c + 1]):
             out[pos] = header[b]
             pos += 1
-        kind, f, width = spec[c, 0], spec[c, 1], spec[c, 2]
-        for k in range(s_msg.shape[0]):
-            if not selected[k]:
-                continue
-            m = s_msg[k]
-            if kind == MSG_STRING:
-                o, n = m_str_off[m, f], m_str_len[m, f]
-            elif kind == SAMPLE_STRING:
-                o, n = s_str_off[k, f], s_str_len[k, f]
-            else:
-                if kind == MSG_LONG:
-                    v = m_long[m, f]
-                elif kind == SAMPLE_VALUE:
-                    v = s_val[k, f]
-                elif kind == PARTITION:
-                    v = partition
-                elif kind == OFFSET:
-                    v = m_offset[m]
+        kind, f, width, is_array = spec[c, 0], spec[c, 1], spec[c, 2], spec[c, 3]
+        if is_array:
+            for r in range(rows):
+                pos = _put_int(out, pos, ends[r], 8)
+            for k in range(s_msg.shape[0]):
+                if not selected[k]:
+                    continue
+                if kind == SAMPLE_STRING:
+                    o, n = s_str_off[k, f], s_str_len[k, f]
+                    pos = _put_uleb(out, pos, n)
+                    for b in range(n):  # strings are short: a loop beats a slice's memmove
+                        out[pos + b] = buf[o + b]
+                    pos += n
                 else:
-                    v = 1 if late[k] else 0
-                pos = _put_int(out, pos, v, width)
-                continue
-            pos = _put_uleb(out, pos, n)
-            for b in range(n):  # strings are short: a loop beats a slice's view and memmove
-                out[pos + b] = buf[o + b]
-            pos += n
-    return out, rows
+                    v = _value(kind, f, k, s_msg[k], s_val, m_long, m_offset, late, partition)
+                    pos = _put_int(out, pos, v, width)
+        else:
+            for r in range(rows):
+                k = first[r]
+                m = s_msg[k]
+                if kind == MSG_STRING:
+                    o, n = m_str_off[m, f], m_str_len[m, f]
+                    pos = _put_uleb(out, pos, n)
+                    for b in range(n):
+                        out[pos + b] = buf[o + b]
+                    pos += n
+                else:
+                    v = _value(kind, f, k, m, s_val, m_long, m_offset, late, partition)
+                    pos = _put_int(out, pos, v, width)
+    return out, rows, samples
 
 
 @njit(cache=True)

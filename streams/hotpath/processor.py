@@ -25,7 +25,13 @@ from schemas import ReportCodec, load_released_versions
 from streams.aggregate import SUMMED, RollupKey, add_into
 from streams.hotpath import decode as d
 from streams.hotpath import kernels as k
-from streams.native import LEDGER_COLUMNS, LEDGER_TYPES, column_header
+from streams.native import (
+    LEDGER_COLUMNS,
+    LEDGER_REPORT_COLUMNS,
+    LEDGER_SAMPLE_COLUMNS,
+    LEDGER_TYPES,
+    column_header,
+)
 from streams.processor import (
     AdjustmentRow,
     BatchOutcome,
@@ -43,21 +49,24 @@ from streams.validate import is_known_sku, is_valid_tenant, validate_report
 
 _V1 = next(v for v in load_released_versions() if v.version == 1)
 _FINGERPRINT = np.frombuffer(_V1.fingerprint, np.uint8)
-# Where each ledger column comes from, in LEDGER_COLUMNS order (see kernels.ledger_native).
+# Where each ledger column comes from (see kernels.ledger_native).
 _LEDGER_SOURCES = {
     "node_id": (k.MSG_STRING, 0), "boot_id": (k.MSG_STRING, 1), "seq": (k.MSG_LONG, 0),
-    "gpu_uuid": (k.SAMPLE_STRING, d.S_GPU), "tick_start_us": (k.SAMPLE_VALUE, d.V_TICK_START),
-    "tick_end_us": (k.SAMPLE_VALUE, d.V_TICK_END), "gpu_index": (k.SAMPLE_VALUE, d.V_GPU_INDEX),
-    "cluster": (k.MSG_STRING, 2), "sku": (k.SAMPLE_STRING, d.S_SKU),
-    "tenant_id": (k.SAMPLE_STRING, d.S_TENANT), "job_id": (k.SAMPLE_STRING, d.S_JOB),
-    "allocated_us": (k.SAMPLE_VALUE, d.V_ALLOC), "busy_us": (k.SAMPLE_VALUE, d.V_BUSY),
-    "unhealthy_us": (k.SAMPLE_VALUE, d.V_UNHEALTHY), "energy_mj": (k.SAMPLE_VALUE, d.V_ENERGY),
-    "memory_peak_bytes": (k.SAMPLE_VALUE, d.V_MEMORY), "source_partition": (k.PARTITION, 0),
-    "source_offset": (k.OFFSET, 0), "late": (k.LATE, 0),
+    "cluster": (k.MSG_STRING, 2), "interval_start_us": (k.MSG_LONG, 1),
+    "interval_end_us": (k.MSG_LONG, 2), "source_partition": (k.PARTITION, 0),
+    "source_offset": (k.OFFSET, 0),
+    "gpu_uuid": (k.SAMPLE_STRING, d.S_GPU), "gpu_index": (k.SAMPLE_VALUE, d.V_GPU_INDEX),
+    "sku": (k.SAMPLE_STRING, d.S_SKU), "tenant_id": (k.SAMPLE_STRING, d.S_TENANT),
+    "job_id": (k.SAMPLE_STRING, d.S_JOB), "tick_start_us": (k.SAMPLE_VALUE, d.V_TICK_START),
+    "tick_end_us": (k.SAMPLE_VALUE, d.V_TICK_END), "allocated_us": (k.SAMPLE_VALUE, d.V_ALLOC),
+    "busy_us": (k.SAMPLE_VALUE, d.V_BUSY), "unhealthy_us": (k.SAMPLE_VALUE, d.V_UNHEALTHY),
+    "energy_mj": (k.SAMPLE_VALUE, d.V_ENERGY), "memory_peak_bytes": (k.SAMPLE_VALUE, d.V_MEMORY),
+    "late": (k.LATE, 0),
 }  # fmt: skip
 _WIDTH = {"String": 0, "UInt64": 8, "UInt32": 4, "UInt8": 1}
 _LEDGER_SPEC = np.array(
-    [(*_LEDGER_SOURCES[c], _WIDTH[t]) for c, t in zip(LEDGER_COLUMNS, LEDGER_TYPES, strict=True)],
+    [(*_LEDGER_SOURCES[c], _WIDTH[t], 0) for c, t in LEDGER_REPORT_COLUMNS]
+    + [(*_LEDGER_SOURCES[c], _WIDTH[t], 1) for c, t in LEDGER_SAMPLE_COLUMNS],
     np.int64,
 )
 _headers = [column_header(c, t) for c, t in zip(LEDGER_COLUMNS, LEDGER_TYPES, strict=True)]
@@ -364,13 +373,14 @@ class FastPartitionProcessor:
 
         if self.settings.emit_ledger:
             offsets = np.fromiter((m.offset for m in msgs), np.int64, len(msgs))
-            ledger, rows = k.ledger_native(
+            ledger, rows, samples = k.ledger_native(
                 dec.buf, dec.s_msg, dec.s_str_off, dec.s_str_len, dec.s_val, dec.m_str_off,
                 dec.m_str_len, dec.m_long, offsets, in_batch, late, state.partition,
                 _LEDGER_SPEC, _LEDGER_HEADER, _LEDGER_HEADER_OFF,
             )  # fmt: skip
             outcome.ledger = memoryview(ledger)  # the sink joins the partitions' blocks
             outcome.ledger_rows = int(rows)
+            outcome.ledger_samples = int(samples)
         for m in sorted(late_by_msg):
             outcome.late_reports += 1
             outcome.adjustments.extend(

@@ -205,11 +205,11 @@ def test_reconcile_passes_then_names_a_removed_ledger_row_and_an_open_gap(billed
     assert "OK   no open gaps" in ok.stdout and "every counter equal" in ok.stdout
 
     node, _boot, seq, tenant = warehouse.execute(
-        "SELECT node_id, boot_id, seq, tenant_id FROM usage_ledger FINAL "
+        "SELECT node_id, boot_id, seq, tenant_id FROM usage_ledger "
         "WHERE tenant_id != 'unallocated' ORDER BY node_id, seq LIMIT 1"
     )[0]
     warehouse.execute(
-        "ALTER TABLE usage_ledger DELETE WHERE node_id = %(n)s AND seq = %(s)s",
+        "ALTER TABLE usage_ledger_reports DELETE WHERE node_id = %(n)s AND seq = %(s)s",
         {"n": node, "s": seq},
     )
     deadline = time.monotonic() + 60

@@ -40,6 +40,22 @@ ROWS = [
     "INSERT INTO usage_adjustments VALUES"
     " ('aurora-labs','H100','sc1','2026-10-01 00:00:00',3,77,1000,1,0,5,1,'" + LOAD + "'),"
     " ('borealis-ai','B200','sc1','2026-10-17 23:59:00',2,78,999,0,0,0,1,'" + LOAD + "')",
+    # The ledger before migration 0007 (one row per sample) and after (one per report),
+    # each with a replayed copy that the usage_ledger view must not count twice.
+    "INSERT INTO usage_ledger_by_sample VALUES"
+    " ('sc1-node-00001','b1',3,'GPU-a',1790000000000000,1790000010000000,0,'sc1','H100',"
+    "'aurora-labs','job-1',10000000,5000000,0,2500,1024,0,40,0),"
+    " ('sc1-node-00001','b1',3,'GPU-a',1790000000000000,1790000010000000,0,'sc1','H100',"
+    "'aurora-labs','job-1',10000000,5000000,0,2500,1024,0,40,0)",
+    "INSERT INTO usage_ledger_reports VALUES"
+    " ('sc1-node-00001','b1',4,'sc1',1790000010000000,1790000020000000,0,41,"
+    "['GPU-a','GPU-b'],[0,1],['H100','H100'],['aurora-labs','borealis-ai'],['job-1',''],"
+    "[1790000010000000,1790000010000000],[1790000020000000,1790000020000000],"
+    "[10000000,10000000],[1,2],[0,3],[4,5],[6,7],[0,1]),"
+    " ('sc1-node-00001','b1',4,'sc1',1790000010000000,1790000020000000,0,41,"
+    "['GPU-a','GPU-b'],[0,1],['H100','H100'],['aurora-labs','borealis-ai'],['job-1',''],"
+    "[1790000010000000,1790000010000000],[1790000020000000,1790000020000000],"
+    "[10000000,10000000],[1,2],[0,3],[4,5],[6,7],[0,1])",
     "INSERT INTO seq_gaps VALUES"
     " ('sc1-node-00001','b1',4,6,'2026-10-01 00:00:00',1,0,10,'" + LOAD + "'),"
     " ('sc1-node-00001','b1',4,6,'2026-10-01 00:00:00',0,0,12,'" + LOAD + "'),"
@@ -199,28 +215,37 @@ def test_the_views_compute_what_the_rows_say(engines):
     assert _rows(server.query("SELECT node_id, missing_reports FROM open_seq_gaps")) == [
         ("sc1-node-00002", "1")
     ]
+    # The ledger: each sample once, from the per-sample table and the per-report one.
+    ledger = "SELECT seq, gpu_uuid, tenant_id, busy_us, unhealthy_us, late FROM usage_ledger"
+    assert _rows(server.query(ledger)) == [
+        ("3", "GPU-a", "aurora-labs", "5000000", "0", "0"),
+        ("4", "GPU-a", "aurora-labs", "1", "0", "0"),
+        ("4", "GPU-b", "borealis-ai", "2", "3", "1"),
+    ]
 
 
 def test_the_ledger_as_the_worker_writes_it_loads_alike_on_both_engines(engines, tmp_path):
     """The hot path's Native block (two partitions' blocks in one body, as the sink sends
-    them) is read the same by 18.16 over HTTP and by current ClickHouse from a file."""
+    them) is read the same by 18.16 over HTTP and by current ClickHouse from a file: one
+    row per report in the table, and every sample of every report, field for field,
+    through the ``usage_ledger`` view."""
     from agent.fleet import FleetSpec, fleet_reports
     from schemas import ReportCodec
     from streams.hotpath.processor import FastPartitionProcessor
-    from streams.native import LEDGER_COLUMNS
+    from streams.native import LEDGER_COLUMNS, LEDGER_TABLE
     from streams.processor import ProcessorSettings, SourceMessage
     from streams.state import PartitionState
 
     server, embedded = engines
     codec = ReportCodec()
     reports = list(fleet_reports(FleetSpec(nodes=3, reports_per_node=2, seed=9)))
-    blocks, rows = [], 0
+    blocks, rows, partition_of = [], 0, {}
     for partition in (0, 1):  # each node's reports in one partition, as keyed publishing does
+        mine = [r for r in reports if r["node_id"].endswith(("0", "2")) == (partition == 0)]
+        partition_of.update({r["node_id"]: partition for r in mine})
         messages = [
             SourceMessage("usage", partition, i, None, codec.encode(r), r["interval_end_us"])
-            for i, r in enumerate(
-                r for r in reports if r["node_id"].endswith(("0", "2")) == (partition == 0)
-            )
+            for i, r in enumerate(mine)
         ]
         processor = FastPartitionProcessor(PartitionState("usage", partition), ProcessorSettings())
         outcome = processor.process(messages)
@@ -228,7 +253,7 @@ def test_the_ledger_as_the_worker_writes_it_loads_alike_on_both_engines(engines,
         rows += outcome.ledger_rows
     body = b"".join(blocks)
     columns = ", ".join(LEDGER_COLUMNS)
-    insert = f"INSERT INTO usage_ledger ({columns}) FORMAT Native"
+    insert = f"INSERT INTO {LEDGER_TABLE} ({columns}) FORMAT Native"
     url = f"http://127.0.0.1:{server.port}/?" + urllib.parse.urlencode(
         {"database": server.database, "query": insert}
     )
@@ -237,10 +262,28 @@ def test_the_ledger_as_the_worker_writes_it_loads_alike_on_both_engines(engines,
     path = tmp_path / "ledger.native"
     path.write_bytes(body)
     embedded.query(
-        f"INSERT INTO usage_ledger ({columns}) SELECT {columns} FROM file('{path}', 'Native')"
+        f"INSERT INTO {LEDGER_TABLE} ({columns}) SELECT {columns} FROM file('{path}', 'Native')"
     )
-    read = f"SELECT {columns} FROM usage_ledger"
-    old, new = _rows(server.query(read)), _rows(embedded.query(read))
-    assert len(old) == rows == sum(len(r["samples"]) for r in reports)
-    assert {row[LEDGER_COLUMNS.index("source_partition")] for row in old} == {"0", "1"}
-    assert old == new
+    fleet_only = "WHERE boot_id != 'b1'"  # not the fixture's rows
+    by_report = f"SELECT {columns} FROM {LEDGER_TABLE} {fleet_only}"
+    old, new = _rows(server.query(by_report)), _rows(embedded.query(by_report))
+    assert len(old) == rows == len(reports) and old == new
+
+    fields = (
+        "node_id", "boot_id", "seq", "gpu_uuid", "tick_start_us", "tick_end_us", "gpu_index",
+        "cluster", "sku", "tenant_id", "job_id", "allocated_us", "busy_us", "unhealthy_us",
+        "energy_mj", "memory_peak_bytes",
+    )  # fmt: skip
+    per_sample = (
+        f"SELECT {', '.join(fields)}, source_partition, late FROM usage_ledger {fleet_only}"
+    )
+    old, new = _rows(server.query(per_sample)), _rows(embedded.query(per_sample))
+    emitted = _rows(
+        "\n".join(
+            "\t".join(str({**r, **s}[f]) for f in fields) + f"\t{partition_of[r['node_id']]}\t0"
+            for r in reports
+            for s in r["samples"]
+        )
+    )
+    assert len(emitted) == sum(len(r["samples"]) for r in reports) > len(reports)
+    assert old == emitted and new == emitted

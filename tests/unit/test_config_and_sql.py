@@ -72,6 +72,20 @@ def test_native_block_layout_of_strings_and_integers():
     assert encode_block(("s",), ("String",), []) == b""
 
 
+def test_native_array_columns_are_end_offsets_then_all_elements():
+    from streams.native import encode_block
+
+    rows = [(["ab", "c"], [1, 2]), ([], []), (["d"], [3])]
+    block = encode_block(("g", "v"), ("Array(String)", "Array(UInt32)"), rows)
+    ends = b"\x02" + b"\x00" * 7 + b"\x02" + b"\x00" * 7 + b"\x03" + b"\x00" * 7
+    assert block == (
+        b"\x02\x03"
+        + b"\x01g\x0dArray(String)" + ends + b"\x02ab\x01c\x01d"
+        + b"\x01v\x0dArray(UInt32)" + ends
+        + b"\x01\x00\x00\x00\x02\x00\x00\x00\x03\x00\x00\x00"
+    )  # fmt: skip
+
+
 def _closed_port() -> int:
     import socket
 
