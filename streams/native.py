@@ -7,9 +7,9 @@ request may carry the blocks of several partitions.
 
 The ledger has one row per accepted report, its samples in parallel arrays
 (warehouse/migrations/0007_ledger_by_report.sql). Every sample is still stored, but
-ClickHouse sorts, merges and deduplicates 48 times fewer rows: a quarter of the CPU per
-sample of a row-per-sample ledger (docs/PERFORMANCE.md). Finance reads it one row per
-sample through the ``usage_ledger`` view.
+ClickHouse sorts, merges and deduplicates 48 times fewer rows: about two thirds of the CPU
+per sample of a row-per-sample ledger, at twice the insert rate (docs/PERFORMANCE.md).
+Finance reads it one row per sample through the ``usage_ledger`` view.
 
 The readable twin encodes here; the hot path encodes the same bytes in a compiled kernel
 (``streams.hotpath.kernels.ledger_native``). Byte equality is part of the parity test.

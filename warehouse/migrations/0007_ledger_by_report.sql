@@ -1,7 +1,7 @@
 -- The ledger becomes one row per accepted report, its samples in parallel arrays (one
 -- element per sample, in the report's order). Every sample is still stored, but
--- ClickHouse sorts, merges and deduplicates one row per report instead of 48: a quarter
--- of the CPU per sample (docs/PERFORMANCE.md), which is what limited the pipeline. A
+-- ClickHouse sorts, merges and deduplicates one row per report instead of 48: about two
+-- thirds of the CPU per sample (docs/PERFORMANCE.md); ClickHouse limits the pipeline. A
 -- replayed report collapses onto the row it already wrote: the identity is
 -- (node_id, boot_id, seq), and the worker's seq tracking never accepts an identity twice.
 CREATE TABLE IF NOT EXISTS usage_ledger_reports (
