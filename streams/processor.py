@@ -26,7 +26,7 @@ from meter.errors import ConfigError, RejectedReport
 from meter.units import US_PER_MINUTE
 from schemas import ReportCodec
 from streams.aggregate import RollupKey, add_into, sample_pieces
-from streams.native import LEDGER_COLUMNS, LEDGER_SAMPLE_COLUMNS, LEDGER_TYPES, encode_block
+from streams.native import LEDGER_COLUMNS, LEDGER_TYPES, encode_block, packed_samples
 from streams.seqtrack import GapRow, SeqVerdict
 from streams.state import PartitionState
 from streams.validate import ReportLimits, validate_report
@@ -208,9 +208,7 @@ class PartitionProcessor:
                     report["interval_end_us"],
                     state.partition,
                     message.offset,
-                    # The sample columns are the report's fields, then ``late`` (last).
-                    *([s[name] for s in samples] for name, _ in LEDGER_SAMPLE_COLUMNS[:-1]),
-                    late_flags,
+                    *packed_samples(samples, late_flags),  # ends with ``late``
                 )
             )
         if late:

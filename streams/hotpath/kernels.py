@@ -94,11 +94,17 @@ def _hash(buf, off, n):
 
 @njit(cache=True, inline="always")
 def _same_bytes(buf, a, b, n):
-    """Whether the ``n`` bytes at ``a`` and at ``b`` are equal."""
-    for i in range(n):  # noqa: SIM110 - numba compiles a loop, not all() over a generator
-        if buf[a + i] != buf[b + i]:
-            return False
-    return True
+    """Whether the ``n`` bytes at ``a`` and at ``b`` are equal.
+
+    Unsigned indexes spare numba's check for negative ones, and folding the differences
+    together without an early exit lets the loop run many bytes per step: three times
+    faster on a GPU UUID, and equal strings (the common case) are read whole anyway.
+    """
+    a, b = np.uint64(a), np.uint64(b)
+    diff = np.uint8(0)
+    for i in range(np.uint64(n)):
+        diff |= buf[a + i] ^ buf[b + i]
+    return diff == 0
 
 
 @njit(cache=True, inline="always")
@@ -324,8 +330,12 @@ def _put_uleb(out, pos, n):
     return pos + 1
 
 
-# Where each ledger column's values come from (spec rows of ledger_native).
+# Where each ledger column's values come from (spec rows of ledger_native); GPU_AT and
+# TICK_AT: a sample's 1-based position among its report's distinct holdings and ticks.
 MSG_STRING, SAMPLE_STRING, MSG_LONG, SAMPLE_VALUE, PARTITION, OFFSET, LATE = range(7)
+GPU_AT, TICK_AT = 7, 8
+# What a column has one value of.
+PER_REPORT, PER_SAMPLE, PER_HOLDING, PER_TICK = range(4)
 
 
 @njit(cache=True, inline="always")
@@ -338,14 +348,123 @@ def _put_bytes(out, pos, buf, o, n):
     return pos + n
 
 
-@njit(cache=True)
-def ledger_native(buf, s_msg, s_str_off, s_str_len, s_val, m_str_off, m_str_len, m_long,
-                  m_offset, selected, late, partition, spec, header, header_off):  # fmt: skip
-    """One Native block (streams/native.py) of the selected samples: a row per report
-    that has any, in order; report columns hold one value per row, array columns the
-    row's samples in sample order.
+@njit(cache=True, inline="always")
+def _holding_hash(buf, s_str_off, s_str_len, s_val, s_tenant, s_sku, k):
+    h = np.uint64(s_val[k, V_GPU_INDEX]) ^ (np.uint64(s_tenant[k]) << np.uint64(32))
+    h = (h ^ np.uint64(s_sku[k])) * _FNV_PRIME
+    for f in (S_GPU, S_JOB):
+        h = (h ^ _hash(buf, s_str_off[k, f], s_str_len[k, f])) * _FNV_PRIME
+    return h ^ (h >> np.uint64(29))
 
-    ``spec[c]`` = (source kind, field, byte width, is array) of column c;
+
+@njit(cache=True, inline="always")
+def _same_holding(buf, s_str_off, s_str_len, s_val, s_tenant, s_sku, j, k):
+    if (
+        s_val[j, V_GPU_INDEX] != s_val[k, V_GPU_INDEX]
+        or s_tenant[j] != s_tenant[k]
+        or s_sku[j] != s_sku[k]
+    ):
+        return False
+    for f in (S_GPU, S_JOB):
+        n = s_str_len[k, f]
+        if s_str_len[j, f] != n or not _same_bytes(buf, s_str_off[j, f], s_str_off[k, f], n):
+            return False
+    return True
+
+
+@njit(cache=True)
+def _distinct(buf, s_str_off, s_str_len, s_val, s_tenant, s_sku, picked, ends, ticks, tick_at):
+    """Per row, its samples' distinct holdings (``ticks`` False) or ticks (True), in
+    order of first appearance. Returns (a sample standing for each distinct value, the
+    count up to each row's end, each sample's 1-based position in its row's values).
+    ``s_tenant`` and ``s_sku`` are the samples' interned ids (equal ids, equal strings).
+
+    Holdings need the rows' ``tick_at``. A sample's holding is first guessed to be that of
+    the sample one tick before it (agents list a tick's GPUs in the same order every tick):
+    one comparison instead of hashing strings and probing, which took most of this kernel's
+    time; a wrong guess only costs that comparison.
+    """
+    samples = picked.shape[0]
+    rep = np.empty(samples, np.int64)
+    rep_hash = np.empty(samples, np.uint64)
+    rep_ends = np.empty(ends.shape[0], np.int64)
+    at = np.empty(samples, np.int64)
+    widest = 0
+    begin = 0
+    for r in range(ends.shape[0]):
+        widest = max(widest, ends[r] - begin)
+        begin = ends[r]
+    size = 16
+    while size < 2 * widest:
+        size *= 2
+    table = np.empty(size, np.int64)  # distinct value of each slot, -1 for none
+    count = 0
+    begin = 0
+    for r in range(ends.shape[0]):
+        base = count
+        mask = 16 - 1
+        while mask + 1 < 2 * (ends[r] - begin):
+            mask = 2 * mask + 1
+        table[: mask + 1] = -1
+        period = 0  # samples per tick, if the row's first tick is listed first
+        if not ticks:
+            period = ends[r] - begin
+            for i in range(begin + 1, ends[r]):
+                if tick_at[i] != tick_at[begin]:
+                    period = i - begin
+                    break
+        for i in range(begin, ends[r]):
+            k = picked[i]
+            if period and i - period >= begin:
+                guess = at[i - period]
+                j = rep[base + guess - 1]
+                if _same_holding(buf, s_str_off, s_str_len, s_val, s_tenant, s_sku, j, k):
+                    at[i] = guess
+                    continue
+            if ticks:
+                h = (np.uint64(s_val[k, V_TICK_START]) * _FNV_PRIME) ^ np.uint64(
+                    s_val[k, V_TICK_END]
+                )
+                h = (h ^ (h >> np.uint64(29))) * _FNV_PRIME
+            else:
+                h = _holding_hash(buf, s_str_off, s_str_len, s_val, s_tenant, s_sku, k)
+            slot = np.int64(h >> np.uint64(40)) & mask
+            while True:
+                g = table[slot]
+                if g < 0:
+                    table[slot] = count
+                    rep[count] = k
+                    rep_hash[count] = h
+                    at[i] = count - base + 1
+                    count += 1
+                    break
+                j = rep[g]
+                if rep_hash[g] == h and (
+                    (
+                        s_val[j, V_TICK_START] == s_val[k, V_TICK_START]
+                        and s_val[j, V_TICK_END] == s_val[k, V_TICK_END]
+                    )
+                    if ticks
+                    else _same_holding(buf, s_str_off, s_str_len, s_val, s_tenant, s_sku, j, k)
+                ):
+                    at[i] = g - base + 1
+                    break
+                slot = (slot + 1) & mask
+        rep_ends[r] = count
+        begin = ends[r]
+    return rep[:count], rep_ends, at
+
+
+@njit(cache=True)
+def ledger_native(buf, s_msg, s_str_off, s_str_len, s_val, s_tenant, s_sku, m_str_off,
+                  m_str_len, m_long, m_offset, selected, late, partition, spec, header,
+                  header_off):  # fmt: skip
+    """One Native block (streams/native.py) of the selected samples: a row per report
+    that has any, in order. Per-report columns hold one value per row; array columns
+    hold, per row, one element per sample, per distinct holding or per distinct tick.
+
+    ``s_tenant`` and ``s_sku`` are the samples' interned tenant and SKU ids.
+    ``spec[c]`` = (source, field, byte width, what it has one value of) of column c;
     ``header[header_off[c]:header_off[c + 1]]`` its name and type, already encoded.
     Returns (block, rows, samples); nothing selected gives an empty block.
 
@@ -370,22 +489,33 @@ def ledger_native(buf, s_msg, s_str_off, s_str_len, s_val, m_str_off, m_str_len,
         return np.empty(0, np.uint8), 0, 0
     ends[rows - 1] = samples
     picked, first, ends = picked[:samples], first[:rows], ends[:rows]
+    tick, tick_ends, tick_at = _distinct(
+        buf, s_str_off, s_str_len, s_val, s_tenant, s_sku, picked, ends, True, ends
+    )
+    holding, holding_ends, gpu_at = _distinct(
+        buf, s_str_off, s_str_len, s_val, s_tenant, s_sku, picked, ends, False, tick_at
+    )
     columns = spec.shape[0]
     size = _uleb_size(columns) + _uleb_size(rows) + header_off[columns]
     for c in range(columns):
-        kind, f, width, is_array = spec[c, 0], spec[c, 1], spec[c, 2], spec[c, 3]
-        if is_array:
+        kind, f, width, per = spec[c, 0], spec[c, 1], spec[c, 2], spec[c, 3]
+        which = first if per == PER_REPORT else picked
+        if per == PER_HOLDING:
+            which = holding
+        elif per == PER_TICK:
+            which = tick
+        if per != PER_REPORT:
             size += 8 * rows
         if kind == MSG_STRING:
-            for k in first:
+            for k in which:
                 n = m_str_len[s_msg[k], f]
                 size += _uleb_size(n) + n
         elif kind == SAMPLE_STRING:
-            for k in picked:
+            for k in which:
                 n = s_str_len[k, f]
                 size += _uleb_size(n) + n
         else:
-            size += width * (samples if is_array else rows)
+            size += width * which.shape[0]
     out = np.empty(size, np.uint8)
     pos = _put_uleb(out, 0, columns)
     pos = _put_uleb(out, pos, rows)
@@ -393,38 +523,49 @@ def ledger_native(buf, s_msg, s_str_off, s_str_len, s_val, m_str_off, m_str_len,
         for b in range(header_off[c], header_off[c + 1]):
             out[pos] = header[b]
             pos += 1
-        kind, f, width, is_array = spec[c, 0], spec[c, 1], spec[c, 2], spec[c, 3]
-        if is_array:
-            out[pos : pos + 8 * rows] = ends.view(np.uint8)
+        kind, f, width, per = spec[c, 0], spec[c, 1], spec[c, 2], spec[c, 3]
+        which, row_ends = first, ends
+        if per == PER_SAMPLE:
+            which = picked
+        elif per == PER_HOLDING:
+            which, row_ends = holding, holding_ends
+        elif per == PER_TICK:
+            which, row_ends = tick, tick_ends
+        if per != PER_REPORT:
+            out[pos : pos + 8 * rows] = row_ends.view(np.uint8)
             pos += 8 * rows
         if kind == SAMPLE_STRING:
-            for k in picked:
+            for k in which:
                 n = s_str_len[k, f]
                 pos = _put_uleb(out, pos, n)
                 pos = _put_bytes(out, pos, buf, s_str_off[k, f], n)
             continue
         if kind == MSG_STRING:
-            for k in first:
+            for k in which:
                 m = s_msg[k]
                 n = m_str_len[m, f]
                 pos = _put_uleb(out, pos, n)
                 pos = _put_bytes(out, pos, buf, m_str_off[m, f], n)
             continue
-        which = picked if is_array else first
         count = which.shape[0]
-        wide = np.empty(count, np.int64)
-        for i in range(count):
-            k = which[i]
-            if kind == SAMPLE_VALUE:
-                wide[i] = s_val[k, f]
-            elif kind == MSG_LONG:
-                wide[i] = m_long[s_msg[k], f]
-            elif kind == OFFSET:
-                wide[i] = m_offset[s_msg[k]]
-            elif kind == PARTITION:
-                wide[i] = partition
-            else:
-                wide[i] = 1 if late[k] else 0
+        if kind == GPU_AT:
+            wide = gpu_at
+        elif kind == TICK_AT:
+            wide = tick_at
+        else:
+            wide = np.empty(count, np.int64)
+            for i in range(count):
+                k = which[i]
+                if kind == SAMPLE_VALUE:
+                    wide[i] = s_val[k, f]
+                elif kind == MSG_LONG:
+                    wide[i] = m_long[s_msg[k], f]
+                elif kind == OFFSET:
+                    wide[i] = m_offset[s_msg[k]]
+                elif kind == PARTITION:
+                    wide[i] = partition
+                else:
+                    wide[i] = 1 if late[k] else 0
         if width == 8:
             out[pos : pos + 8 * count] = wide.view(np.uint8)
         elif width == 4:

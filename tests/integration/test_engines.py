@@ -40,8 +40,9 @@ ROWS = [
     "INSERT INTO usage_adjustments VALUES"
     " ('aurora-labs','H100','sc1','2026-10-01 00:00:00',3,77,1000,1,0,5,1,'" + LOAD + "'),"
     " ('borealis-ai','B200','sc1','2026-10-17 23:59:00',2,78,999,0,0,0,1,'" + LOAD + "')",
-    # The ledger before migration 0007 (one row per sample) and after (one per report),
-    # each with a replayed copy that the usage_ledger view must not count twice.
+    # The ledger before migration 0007 (one row per sample), before 0008 (one per report)
+    # and after (one per report, holdings and ticks once), each with a replayed copy that
+    # the usage_ledger view must not count twice.
     "INSERT INTO usage_ledger_by_sample VALUES"
     " ('sc1-node-00001','b1',3,'GPU-a',1790000000000000,1790000010000000,0,'sc1','H100',"
     "'aurora-labs','job-1',10000000,5000000,0,2500,1024,0,40,0),"
@@ -56,6 +57,17 @@ ROWS = [
     "['GPU-a','GPU-b'],[0,1],['H100','H100'],['aurora-labs','borealis-ai'],['job-1',''],"
     "[1790000010000000,1790000010000000],[1790000020000000,1790000020000000],"
     "[10000000,10000000],[1,2],[0,3],[4,5],[6,7],[0,1])",
+    "INSERT INTO usage_ledger_packed VALUES"
+    " ('sc1-node-00001','b1',5,'sc1',1790000020000000,1790000040000000,0,42,"
+    "['GPU-a','GPU-b','GPU-b'],[0,1,1],['H100','H100','H100'],"
+    "['aurora-labs','borealis-ai','borealis-ai'],['job-1','','job-9'],"
+    "[1790000020000000,1790000030000000],[1790000030000000,1790000040000000],"
+    "[1,2,1,3],[1,1,2,2],[10,11,12,13],[8,9,10,11],[0,0,0,1],[1,2,3,4],[5,6,7,8],[0,0,0,1]),"
+    " ('sc1-node-00001','b1',5,'sc1',1790000020000000,1790000040000000,0,42,"
+    "['GPU-a','GPU-b','GPU-b'],[0,1,1],['H100','H100','H100'],"
+    "['aurora-labs','borealis-ai','borealis-ai'],['job-1','','job-9'],"
+    "[1790000020000000,1790000030000000],[1790000030000000,1790000040000000],"
+    "[1,2,1,3],[1,1,2,2],[10,11,12,13],[8,9,10,11],[0,0,0,1],[1,2,3,4],[5,6,7,8],[0,0,0,1])",
     "INSERT INTO seq_gaps VALUES"
     " ('sc1-node-00001','b1',4,6,'2026-10-01 00:00:00',1,0,10,'" + LOAD + "'),"
     " ('sc1-node-00001','b1',4,6,'2026-10-01 00:00:00',0,0,12,'" + LOAD + "'),"
@@ -215,12 +227,21 @@ def test_the_views_compute_what_the_rows_say(engines):
     assert _rows(server.query("SELECT node_id, missing_reports FROM open_seq_gaps")) == [
         ("sc1-node-00002", "1")
     ]
-    # The ledger: each sample once, from the per-sample table and the per-report one.
-    ledger = "SELECT seq, gpu_uuid, tenant_id, busy_us, unhealthy_us, late FROM usage_ledger"
+    # The ledger: each sample once, from each of its three tables, with a packed row's
+    # holdings and ticks spelled out per sample.
+    ledger = (
+        "SELECT seq, gpu_uuid, gpu_index, tenant_id, job_id, tick_start_us, tick_end_us, "
+        "busy_us, unhealthy_us, late FROM usage_ledger"
+    )
+    t = [str(1790000000000000 + n * 10000000) for n in range(5)]
     assert _rows(server.query(ledger)) == [
-        ("3", "GPU-a", "aurora-labs", "5000000", "0", "0"),
-        ("4", "GPU-a", "aurora-labs", "1", "0", "0"),
-        ("4", "GPU-b", "borealis-ai", "2", "3", "1"),
+        ("3", "GPU-a", "0", "aurora-labs", "job-1", t[0], t[1], "5000000", "0", "0"),
+        ("4", "GPU-a", "0", "aurora-labs", "job-1", t[1], t[2], "1", "0", "0"),
+        ("4", "GPU-b", "1", "borealis-ai", "", t[1], t[2], "2", "3", "1"),
+        ("5", "GPU-a", "0", "aurora-labs", "job-1", t[2], t[3], "8", "0", "0"),
+        ("5", "GPU-a", "0", "aurora-labs", "job-1", t[3], t[4], "10", "0", "0"),
+        ("5", "GPU-b", "1", "borealis-ai", "", t[2], t[3], "9", "0", "0"),
+        ("5", "GPU-b", "1", "borealis-ai", "job-9", t[3], t[4], "11", "1", "1"),
     ]
 
 

@@ -86,6 +86,26 @@ def test_native_array_columns_are_end_offsets_then_all_elements():
     )  # fmt: skip
 
 
+def test_a_reports_holdings_and_ticks_are_stored_once_and_named_by_position():
+    from streams.native import LEDGER_COLUMNS, packed_samples
+    from tests.factories import TICK_US, make_sample
+
+    t0, t1 = 10**15, 10**15 + TICK_US
+    a, b = "GPU-a", "GPU-b"
+    samples = [  # tick-major, as agents send them; GPU-b's job ends after the first tick
+        make_sample(t0, gpu_uuid=a, allocated_us=1),
+        make_sample(t0, gpu_uuid=b, gpu_index=1, allocated_us=2),
+        make_sample(t1, gpu_uuid=a, allocated_us=3),
+        make_sample(t1, gpu_uuid=b, gpu_index=1, job_id="job-2", allocated_us=4),
+    ]
+    columns = dict(zip(LEDGER_COLUMNS[8:], packed_samples(samples, [0, 0, 1, 1]), strict=True))
+    assert columns["gpu_uuids"] == [a, b, b] and columns["job_ids"] == ["job-1"] * 2 + ["job-2"]
+    assert columns["gpu_indexes"] == [0, 1, 1] and columns["tenant_ids"] == ["aurora-labs"] * 3
+    assert columns["tick_starts_us"] == [t0, t1] and columns["tick_ends_us"] == [t1, t1 + TICK_US]
+    assert columns["gpu_at"] == [1, 2, 1, 3] and columns["tick_at"] == [1, 1, 2, 2]
+    assert columns["allocated_us"] == [1, 2, 3, 4] and columns["late"] == [0, 0, 1, 1]
+
+
 def _closed_port() -> int:
     import socket
 

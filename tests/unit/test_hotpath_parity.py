@@ -86,6 +86,14 @@ def report_frames(draw) -> list[bytes]:
                 unique_by=lambda s: (s["gpu_uuid"], s["tick_start_us"]),
             )
         )
+        if draw(st.booleans()):  # as agents report: a GPU keeps its holder over the ticks
+            holder = {}
+            for s in samples:
+                held = holder.setdefault(s["gpu_uuid"], s)
+                for field in ("gpu_index", "sku", "tenant_id", "job_id"):
+                    s[field] = held[field]
+            if samples and draw(st.booleans()):  # but a job may end within the report
+                samples[-1]["job_id"] = "job-next"
         report = make_report(samples, seq=max(seq, 0), node_id=node)
         if draw(st.integers(0, 40)) == 0:
             report["seq"] = 2**62
