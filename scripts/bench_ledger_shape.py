@@ -1,16 +1,18 @@
-"""What the ledger's shape costs ClickHouse: one row per sample (migration 0004) against one
-row per report with per-sample arrays (0007, what the worker writes now), under
-back-to-back inserts.
+"""What the ledger's shape costs ClickHouse, under back-to-back inserts: one row per
+sample (migration 0004), one row per report with every sample's fields in arrays (0007),
+and one row per report with its holdings and ticks stored once (0008, what the worker
+writes now).
 
 Run against the local stack (``.venv/bin/meter stack up`` first):
 
     .venv/bin/python scripts/bench_ledger_shape.py
 
 It meters a simulated fleet with the hot path into 5,000-message Native ledger blocks,
-spreads the same rows out one per sample inside ClickHouse, then inserts each shape into
-its own ReplacingMergeTree table and reports samples/s and ClickHouse CPU seconds per
-million samples (the inserts, then every merge they set off, until none runs). The
-numbers are in docs/PERFORMANCE.md; this is an experiment, not part of the pipeline.
+rewrites the same rows into the two older shapes inside ClickHouse, then inserts each
+shape into its own ReplacingMergeTree table and reports samples/s, bytes sent per sample
+and ClickHouse CPU seconds per million samples (the inserts, then every merge they set
+off, until none runs). The numbers are in docs/PERFORMANCE.md; this is an experiment,
+not part of the pipeline.
 """
 
 from __future__ import annotations
@@ -28,23 +30,54 @@ from streams.hotpath.processor import FastPartitionProcessor
 from streams.native import LEDGER_COLUMNS, LEDGER_TABLE
 from streams.processor import ProcessorSettings
 from streams.state import PartitionState
+from warehouse.migrate import Migration
 
 ROOT = Path(__file__).parents[1]
-SAMPLE_COLUMNS = (
-    "node_id, boot_id, seq, gpu_uuid, tick_start_us, tick_end_us, gpu_index, cluster, sku, "
-    "tenant_id, job_id, allocated_us, busy_us, unhealthy_us, energy_mj, memory_peak_bytes, "
-    "source_partition, source_offset, late"
-)
-SPREAD = (
-    f"SELECT {SAMPLE_COLUMNS} FROM staging ARRAY JOIN gpu_uuid, gpu_index, sku, tenant_id, "
-    "job_id, tick_start_us, tick_end_us, allocated_us, busy_us, unhealthy_us, energy_mj, "
-    "memory_peak_bytes, late FORMAT Native"
+_REPORT = (
+    "node_id", "boot_id", "seq", "cluster", "interval_start_us", "interval_end_us",
+    "source_partition", "source_offset",
+)  # fmt: skip
+# Each sample's fields, as the usage_ledger view spells a packed row out.
+_SAMPLE = {
+    "gpu_uuid": "gpu_uuids[gpu_at]", "gpu_index": "gpu_indexes[gpu_at]",
+    "sku": "skus[gpu_at]", "tenant_id": "tenant_ids[gpu_at]", "job_id": "job_ids[gpu_at]",
+    "tick_start_us": "tick_starts_us[tick_at]", "tick_end_us": "tick_ends_us[tick_at]",
+    **{c: c for c in (
+        "allocated_us", "busy_us", "unhealthy_us", "energy_mj", "memory_peak_bytes", "late",
+    )},
+}  # fmt: skip
+# The per-sample table has no report interval.
+_PER_SAMPLE_REPORT = tuple(c for c in _REPORT if not c.startswith("interval_"))
+SAMPLE_COLUMNS = ", ".join((*_PER_SAMPLE_REPORT, *_SAMPLE))
+REPORT_COLUMNS = ", ".join((*_REPORT, *_SAMPLE))  # the sample fields as arrays
+
+
+def _spread(report: tuple[str, ...], suffix: str) -> str:
+    """Staged packed rows as one row per sample, the sample fields named name + suffix."""
+    return (
+        f"SELECT {', '.join(report)}, "
+        + ", ".join(
+            v if v == name + suffix else f"{v} AS {name}{suffix}" for name, v in _SAMPLE.items()
+        )
+        + " FROM staging ARRAY JOIN gpu_at, tick_at, allocated_us, busy_us, unhealthy_us, "
+        "energy_mj, memory_peak_bytes, late"
+    )
+
+
+TO_SAMPLE = _spread(_PER_SAMPLE_REPORT, "") + " FORMAT Native"
+# Back into one row per report. 18.16's lambdas cannot read other columns, so not
+# arrayMap: group the spread rows again (the arrays of one group are in one order).
+TO_REPORT = (
+    f"SELECT {', '.join(_REPORT)}, "
+    + ", ".join(f"groupArray({name}_) AS {name}" for name in _SAMPLE)
+    + f" FROM ({_spread(_REPORT, '_')}) GROUP BY {', '.join(_REPORT)} FORMAT Native"
 )
 
 
 def first_table(migration: str) -> str:
-    sql = (ROOT / "warehouse/migrations" / migration).read_text().split(";")[0]
-    return sql[sql.index("CREATE TABLE") :]
+    """The migration's first statement (its CREATE TABLE), comments left out."""
+    text = (ROOT / "warehouse/migrations" / migration).read_text()
+    return Migration(0, migration, text).statements("ledger_shape")[0]
 
 
 def main() -> None:
@@ -72,10 +105,11 @@ def main() -> None:
 
     query("DROP DATABASE IF EXISTS ledger_shape", database="default")
     query("CREATE DATABASE ledger_shape", database="default")
-    by_report = first_table("0007_ledger_by_report.sql")
+    packed = first_table("0008_ledger_packed.sql")
     query(first_table("0004_exactly_once.sql"))  # usage_ledger, one row per sample
-    query(by_report)
-    query(by_report.replace(LEDGER_TABLE, "staging").replace("Replacing", ""))
+    query(first_table("0007_ledger_by_report.sql"))  # usage_ledger_reports
+    query(packed)
+    query(packed.replace(LEDGER_TABLE, "staging").replace("Replacing", ""))
 
     spec = FleetSpec(nodes=200, gpus_per_node=8, tenants=3, reports_per_node=400)
     messages = fleet_messages(spec)
@@ -83,20 +117,22 @@ def main() -> None:
         PartitionState("shape", 0), ProcessorSettings(lateness_us=10**12)
     )
     columns = ", ".join(LEDGER_COLUMNS)
-    per_sample, per_report, samples = [], [], 0
+    per_sample, per_report, packed_blocks, samples = [], [], [], 0
     for at in range(0, len(messages), 5_000):
         outcome = processor.process(messages[at : at + 5_000])
         block = bytes(outcome.ledger)
         samples += outcome.ledger_samples
-        per_report.append(block)
+        packed_blocks.append(block)
         query("TRUNCATE TABLE staging")
         query(f"INSERT INTO staging ({columns}) FORMAT Native", block)
-        per_sample.append(query(SPREAD))
+        per_report.append(query(TO_REPORT))
+        per_sample.append(query(TO_SAMPLE))
     query("DROP TABLE staging")
 
     for table, names, blocks in (
         ("usage_ledger", SAMPLE_COLUMNS, per_sample),
-        (LEDGER_TABLE, columns, per_report),
+        ("usage_ledger_reports", REPORT_COLUMNS, per_report),
+        (LEDGER_TABLE, columns, packed_blocks),
     ):
         settle()  # the previous table's merges are not counted
         cpu_before, started = cpu_seconds(pid), time.monotonic()
@@ -106,9 +142,11 @@ def main() -> None:
         settle()  # the merges those inserts set off; counting only a fixed time after
         # the inserts misses the later merges (an earlier version of this script did)
         cpu = cpu_seconds(pid) - cpu_before
+        sent = sum(len(block) for block in blocks) / samples
         print(
-            f"{table:20} {samples / seconds:>10,.0f} samples/s inserted; ClickHouse CPU "
-            f"{cpu:.1f} s = {cpu / samples * 1e6:.2f} s per million samples"
+            f"{table:20} {samples / seconds:>10,.0f} samples/s inserted, {sent:5.1f} bytes "
+            f"sent per sample; ClickHouse CPU {cpu:.1f} s = {cpu / samples * 1e6:.2f} s per "
+            "million samples"
         )
     query("DROP DATABASE ledger_shape", database="default")
 
