@@ -1,9 +1,11 @@
 """Writing a batch's outcomes to ClickHouse, every table idempotent, the states last.
 
-Order: rejected reports → ledger → rollup partials → adjustments → seq gaps → partition
-state. Each table is a ReplacingMergeTree keyed so that writing the same batch again
-rewrites the same rows; the partition state is written last, so a crash anywhere before it
-makes the next owner of the partition replay the batch and rewrite identical rows.
+The ledger (two HTTP requests at once) is written while the rejected reports, rollup
+partials, adjustments and seq gaps go over the driver's connection; the partition state
+goes only after all of them have succeeded. Each table is a ReplacingMergeTree keyed so
+that writing the same batch again rewrites the same rows; the partition state is written
+last, so a crash anywhere before it makes the next owner of the partition replay the batch
+and rewrite identical rows.
 """
 
 from __future__ import annotations
@@ -61,6 +63,12 @@ class WarehouseSink:
         now = utc_datetime(self._clock_us())
         insert = self.warehouse.insert
         outcomes = [outcome for outcome, _ in batch]
+        # Two requests at once: ClickHouse parses and sorts each insert in one thread.
+        cut = (len(outcomes) + 1) // 2
+        ledger = [
+            self._pool.submit(self._insert_ledger, part)
+            for part in (outcomes[:cut], outcomes[cut:])
+        ]
         insert(
             "rejected_reports",
             REJECTED_COLUMNS,
@@ -82,19 +90,6 @@ class WarehouseSink:
                 for outcome in outcomes
                 for r in outcome.rejections
             ],
-        )
-        # Two requests at once: ClickHouse parses and sorts each insert in one thread.
-        halves = [outcomes[: (len(outcomes) + 1) // 2], outcomes[(len(outcomes) + 1) // 2 :]]
-        list(
-            self._pool.map(
-                lambda part: self.warehouse.insert_native(
-                    LEDGER_TABLE,
-                    LEDGER_COLUMNS,
-                    b"".join(o.ledger for o in part),
-                    sum(o.ledger_rows for o in part),
-                ),
-                halves,
-            )
         )
         insert(
             "usage_rollup_partials",
@@ -149,7 +144,17 @@ class WarehouseSink:
                 for g in outcome.gap_rows
             ],
         )
+        for done in ledger:
+            done.result()  # re-raises the insert's failure: then no state is written
         insert("partition_state", STATE_COLUMNS, [(*row, now) for _, row in batch])
+
+    def _insert_ledger(self, outcomes: list[BatchOutcome]) -> None:
+        self.warehouse.insert_native(
+            LEDGER_TABLE,
+            LEDGER_COLUMNS,
+            b"".join(o.ledger for o in outcomes),
+            sum(o.ledger_rows for o in outcomes),
+        )
 
 
 StateRow = tuple[object, ...]  # STATE_COLUMNS but the time written

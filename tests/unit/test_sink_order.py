@@ -1,0 +1,76 @@
+"""The sink's one ordering rule: a partition's state is written only after every other
+row of its batch is in ClickHouse (the ledger goes on other threads meanwhile)."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+
+from meter.errors import SinkError
+from schemas import ReportCodec
+from streams.hotpath.processor import FastPartitionProcessor
+from streams.processor import ProcessorSettings, SourceMessage
+from streams.sink import WarehouseSink, state_row
+from streams.state import PartitionState
+from tests.factories import NOW_US, make_report, make_sample
+
+
+class RecordingWarehouse:
+    """Records what is inserted, in order; the ledger insert waits for ``release``."""
+
+    def __init__(self, ledger_fails: bool = False) -> None:
+        self.ledger_fails = ledger_fails
+        self.release = threading.Event()
+        self.calls: list[str] = []
+        self._lock = threading.Lock()
+
+    def insert(self, table: str, columns: Any, rows: Any) -> int:
+        rows = list(rows)
+        if rows:
+            with self._lock:
+                self.calls.append(table)
+        if table == "seq_gaps":
+            self.release.set()  # the driver's inserts are done: let the ledger finish
+        return len(rows)
+
+    def insert_native(self, table: str, columns: Any, data: bytes, rows: int) -> int:
+        if not rows:
+            return 0
+        assert self.release.wait(10)
+        if self.ledger_fails:
+            raise SinkError("insert into ledger: HTTP 500")
+        with self._lock:
+            self.calls.append(table)
+        return rows
+
+
+def _batch() -> list[tuple[Any, Any]]:
+    written = []
+    for partition in (0, 1):
+        report = make_report([make_sample()], seq=0, node_id=f"sc1-node-{partition}")
+        message = SourceMessage("usage", partition, 0, None, ReportCodec().encode(report), NOW_US)
+        processor = FastPartitionProcessor(PartitionState("usage", partition), ProcessorSettings())
+        outcome = processor.process([message])
+        assert outcome.ledger_rows == 1
+        written.append((outcome, state_row(processor.state)))
+    return written
+
+
+def test_the_state_is_written_last_after_the_ledger_that_ran_beside_the_rest():
+    warehouse = RecordingWarehouse()
+    WarehouseSink(warehouse).write_many(_batch())  # type: ignore[arg-type]
+    assert warehouse.calls[-1] == "partition_state"
+    assert warehouse.calls.count("usage_ledger_packed") == 2  # one request per half
+    assert warehouse.calls.index("usage_rollup_partials") < warehouse.calls.index(
+        "usage_ledger_packed"
+    )  # the ledger was still in flight while the driver wrote
+
+
+def test_a_failed_ledger_insert_leaves_the_state_unwritten():
+    warehouse = RecordingWarehouse(ledger_fails=True)
+    with pytest.raises(SinkError):
+        WarehouseSink(warehouse).write_many(_batch())  # type: ignore[arg-type]
+    assert "partition_state" not in warehouse.calls
+    assert "usage_rollup_partials" in warehouse.calls
