@@ -127,3 +127,58 @@ def test_one_warehouse_can_be_used_from_several_threads_at_once(warehouse):
     assert warehouse.execute("SELECT count() FROM schema_migrations WHERE version >= 1000") == [
         (40,)
     ]
+
+
+def test_upgrading_a_0007_ledger_to_0008_keeps_its_rows_in_the_view(
+    stack, unique_name, monkeypatch
+):
+    """A warehouse that ran with migration 0007 (and has ledger rows in it) is migrated
+    to 0008: its rows stay, and the view shows them beside what the worker writes now."""
+    from schemas import ReportCodec
+    from streams.hotpath.processor import FastPartitionProcessor
+    from streams.native import LEDGER_COLUMNS, LEDGER_TABLE
+    from streams.processor import ProcessorSettings
+    from tests.factories import NOW_US, make_report, make_sample
+    from warehouse.client import ClickHouseSettings, Warehouse
+
+    wh = Warehouse(
+        ClickHouseSettings(
+            port=stack.clickhouse_port,
+            http_port=stack.clickhouse_http_port,
+            database=f"t_{unique_name}",
+        )
+    )
+    try:
+        everything = available()
+        monkeypatch.setattr(migrate_module, "available", lambda: everything[:7])
+        assert [m.version for m in migrate(wh)] == list(range(1, 8))
+        wh.insert(
+            "usage_ledger_reports",
+            (
+                "node_id", "boot_id", "seq", "cluster", "interval_start_us", "interval_end_us",
+                "source_partition", "source_offset", "gpu_uuid", "gpu_index", "sku",
+                "tenant_id", "job_id", "tick_start_us", "tick_end_us", "allocated_us",
+                "busy_us", "unhealthy_us", "energy_mj", "memory_peak_bytes", "late",
+            ),
+            [(
+                "sc1-node-1", "b1", 0, "sc1", T0_US, T0_US + 10**7, 0, 0, ["GPU-a"], [0],
+                ["H100"], ["aurora-labs"], ["job-1"], [T0_US], [T0_US + 10**7], [10**7], [1],
+                [0], [2], [3], [0],
+            )],
+        )  # fmt: skip
+        monkeypatch.setattr(migrate_module, "available", lambda: everything)
+        assert [m.version for m in migrate(wh)] == [8]
+
+        report = make_report([make_sample(T0_US + 10**7, gpu_uuid="GPU-b")], seq=1)
+        report["node_id"] = "sc1-node-1"
+        message = SourceMessage("usage", 0, 1, None, ReportCodec().encode(report), NOW_US)
+        outcome = FastPartitionProcessor(
+            PartitionState("usage", 0), ProcessorSettings(lateness_us=10**12)
+        ).process([message])
+        wh.insert_native(LEDGER_TABLE, LEDGER_COLUMNS, bytes(outcome.ledger), outcome.ledger_rows)
+        assert wh.execute(
+            "SELECT seq, gpu_uuid, tenant_id, allocated_us FROM usage_ledger ORDER BY seq"
+        ) == [(0, "GPU-a", "aurora-labs", 10_000_000), (1, "GPU-b", "aurora-labs", 10_000_000)]
+    finally:
+        wh.drop_database()
+        wh.close()
