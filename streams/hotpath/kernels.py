@@ -494,7 +494,7 @@ def ledger_native(buf, s_msg, s_str_off, s_str_len, s_val, s_tenant, s_sku, m_st
         return np.empty(0, np.uint8), 0, 0
     ends[rows - 1] = samples
     picked, first, ends = picked[:samples], first[:rows], ends[:rows]
-    tick, tick_ends, tick_at = _distinct(
+    tick, tick_ends, tick_at = _distinct(  # the last argument is unused for ticks
         buf, s_str_off, s_str_len, s_val, s_tenant, s_sku, picked, ends, True, ends
     )
     holding, holding_ends, gpu_at = _distinct(

@@ -51,7 +51,8 @@ from streams.validate import is_known_sku, is_valid_tenant, validate_report
 
 _V1 = next(v for v in load_released_versions() if v.version == 1)
 _FINGERPRINT = np.frombuffer(_V1.fingerprint, np.uint8)
-# Where each ledger column comes from (see kernels.ledger_native).
+# Where each ledger column comes from (see kernels.ledger_native); a holding or tick
+# column takes its values from the sample field it holds.
 _FIELD_SOURCES = {
     "gpu_uuid": (k.SAMPLE_STRING, d.S_GPU), "gpu_index": (k.SAMPLE_VALUE, d.V_GPU_INDEX),
     "sku": (k.SAMPLE_STRING, d.S_SKU), "tenant_id": (k.SAMPLE_STRING, d.S_TENANT),
@@ -383,8 +384,7 @@ class FastPartitionProcessor:
             ledger, rows, samples = k.ledger_native(
                 dec.buf, dec.s_msg, dec.s_str_off, dec.s_str_len, dec.s_val, tenants.inverse,
                 skus.inverse, dec.m_str_off, dec.m_str_len, dec.m_long, offsets, in_batch, late,
-                state.partition,
-                _LEDGER_SPEC, _LEDGER_HEADER, _LEDGER_HEADER_OFF,
+                state.partition, _LEDGER_SPEC, _LEDGER_HEADER, _LEDGER_HEADER_OFF,
             )  # fmt: skip
             outcome.ledger = memoryview(ledger)  # the sink joins the partitions' blocks
             outcome.ledger_rows = int(rows)
