@@ -10,7 +10,7 @@ Each report's distinct GPU holdings (GPU, index, SKU, tenant, job) and distinct 
 stored once, in order of first appearance, and each sample names its holding and tick by
 position (1-based, as ClickHouse indexes arrays); its counters are stored as they came.
 A report of 8 GPUs x 6 ticks thus carries each GPU's strings once instead of six times:
-ClickHouse parses, compresses and merges less than half the bytes, and spends less than
+ClickHouse parses, compresses and merges less than half the bytes, and spends about
 half the CPU per sample (docs/PERFORMANCE.md); ClickHouse limits the pipeline. Finance
 reads one row per sample, with the report's fields spelled out, through the
 ``usage_ledger`` view.

@@ -197,7 +197,6 @@ class PartitionProcessor:
                     touched[key] = state.windows[key]
             late_flags.append(int(is_late))
         if self.settings.emit_ledger and report["samples"]:
-            samples = report["samples"]
             ledger_rows.append(
                 (
                     node,
@@ -208,7 +207,7 @@ class PartitionProcessor:
                     report["interval_end_us"],
                     state.partition,
                     message.offset,
-                    *packed_samples(samples, late_flags),  # ends with ``late``
+                    *packed_samples(report["samples"], late_flags),  # ends with ``late``
                 )
             )
         if late:
