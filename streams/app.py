@@ -170,6 +170,8 @@ def create_app(settings: WorkerSettings) -> faust.App:
 
     @app.timer(interval=10.0)
     async def log_progress() -> None:
+        spent = ", ".join(f"{k} {v:.1f}" for k, v in sorted(source.stage_seconds.items()))
+        log.info("%d batches; seconds spent: %s", handler.batches, spent or "none yet")
         for view in handler.partition_views(source):
             log.info(
                 "partition %d: applied %d, %s, open gaps %d",
@@ -185,6 +187,7 @@ def create_app(settings: WorkerSettings) -> faust.App:
                 handler.partition_views(source),
                 handler.rejected_by_reason,
                 handler.batches,
+                source.stage_seconds,
             )
             return web.text(body, content_type="text/plain; version=0.0.4")
 

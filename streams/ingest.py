@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Generic, TypeVar
 
@@ -63,6 +64,8 @@ class BatchSource(Generic[Job]):
         self.write = write
         self.forget = forget
         self.committed: dict[int, int] = {}  # partition -> next offset to read
+        # Seconds spent per stage since start: where a slow worker's time goes.
+        self.stage_seconds: Counter[str] = Counter()
         self._consumer: AIOKafkaConsumer | None = None
         self._handling = asyncio.Lock()
         self._writing: asyncio.Task[None] | None = None
@@ -90,14 +93,22 @@ class BatchSource(Generic[Job]):
         await consumer.start()
         self._consumer = consumer
         try:
+            clock = time.monotonic
+            spent = self.stage_seconds
             while True:
+                started = clock()
                 records = await self._take(consumer)
                 async with self._handling:
                     if not records:
                         await self.settle()  # idle: finish the write in flight
                         continue
+                    taken = clock()
                     job = await self.prepare(_batch_of(records))
+                    prepared = clock()
                     await self.settle()  # the previous batch is written and committed first
+                    spent["fetch"] += taken - started
+                    spent["prepare"] += prepared - taken
+                    spent["wait_for_write"] += clock() - prepared
                     offsets = {tp: rs[-1].offset + 1 for tp, rs in records.items()}
                     self._writing = asyncio.create_task(self._write(consumer, job, offsets))
         finally:
@@ -135,7 +146,9 @@ class BatchSource(Generic[Job]):
     async def _write(
         self, consumer: AIOKafkaConsumer, job: Job, offsets: dict[TopicPartition, int]
     ) -> None:
+        started = time.monotonic()
         await self.write(job)
+        self.stage_seconds["write"] += time.monotonic() - started
         try:
             await consumer.commit(offsets)
         except KafkaError as error:

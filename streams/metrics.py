@@ -30,6 +30,7 @@ def render(
     views: Iterable[PartitionView],
     rejected_by_reason: Mapping[str, int],
     batches: int,
+    stage_seconds: Mapping[str, float],
 ) -> str:
     views = sorted(views, key=lambda v: v.partition)
     out: list[str] = []
@@ -67,4 +68,12 @@ def render(
         sample("meter_rejected_by_reason_total", {"topic": topic, "reason": reason}, count)
     family("meter_batches_total", "counter", "Batches processed since start.")
     out.append(f"meter_batches_total {batches}")
+    family(
+        "meter_batch_stage_seconds_total",
+        "counter",
+        "Seconds the worker spent per batch stage: fetch, prepare, wait_for_write (its main "
+        "loop) and write (in the background, overlapping the next batch).",
+    )
+    for stage, seconds in sorted(stage_seconds.items()):
+        out.append(f'meter_batch_stage_seconds_total{{stage="{stage}"}} {seconds:.3f}')
     return "\n".join(out) + "\n"

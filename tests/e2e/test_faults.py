@@ -144,6 +144,13 @@ def test_duplicates_near_and_far_and_a_republished_block_are_counted_not_metered
     )
     assert scraped == duplicates
     assert "meter_partition_lag{" in metrics_text
+    stages = {
+        line.split('"')[1]: float(line.rsplit(" ", 1)[1])
+        for line in metrics_text.splitlines()
+        if line.startswith("meter_batch_stage_seconds_total{")
+    }
+    assert set(stages) == {"fetch", "prepare", "wait_for_write", "write"}
+    assert stages["prepare"] > 0 and stages["write"] > 0
 
 
 def test_replay_from_offset_zero_by_fresh_groups_changes_nothing(
