@@ -8,7 +8,8 @@ producer, the metrics page and the progress timer; its own consumer is not start
 Each partition's slice of a batch goes to that partition's processor (the hot path, or its
 readable twin with ``--plain``), whose state is loaded from the warehouse the first time
 this worker sees the partition and forgotten when the partition is revoked. Per batch:
-process → dead-letter the rejects → write everything and then the states to ClickHouse →
+process (on a thread of its own, while the event loop fetches the next batch) →
+dead-letter the rejects → write everything and then the states to ClickHouse →
 commit the offsets (``streams/EXACTLY_ONCE.md``). A batch that cannot be written is never
 committed: ClickHouse writes retry until they succeed, and anything unexpected ends the
 process (the batch is then read again by whoever owns the partition next).
@@ -20,6 +21,8 @@ import asyncio
 import logging
 import os
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import faust
@@ -29,7 +32,7 @@ from streams import metrics
 from streams.dlq import dead_letter_headers
 from streams.hotpath.processor import FastPartitionProcessor
 from streams.ingest import Batch, BatchSource
-from streams.processor import BatchOutcome, PartitionProcessor
+from streams.processor import BatchOutcome, PartitionProcessor, SourceMessage
 from streams.settings import WorkerSettings
 from streams.sink import StateRow, WarehouseSink, load_state, state_row
 from warehouse.client import Warehouse
@@ -50,6 +53,10 @@ class BatchHandler:
         self.processors: dict[int, PartitionProcessor | FastPartitionProcessor] = {}
         self.rejected_by_reason: Counter[str] = Counter()
         self.batches = 0
+        # One thread, so batches are processed in order and each state by one thread; the
+        # metrics page and the progress log read ``views``, taken on it after each batch.
+        self._processing = ThreadPoolExecutor(1, thread_name_prefix="process")
+        self.views: dict[int, PartitionSnapshot] = {}
 
     async def processor(self, partition: int) -> PartitionProcessor | FastPartitionProcessor:
         found = self.processors.get(partition)
@@ -70,18 +77,23 @@ class BatchHandler:
         """Drop state of partitions that another worker may now advance."""
         for partition in partitions:
             self.processors.pop(partition, None)
+            self.views.pop(partition, None)
 
     async def prepare(self, by_partition: Batch) -> Written:
         """Process a batch and dead-letter its rejects; returns what is to be written, with
         each partition's state as of the end of the batch."""
+        work = [(await self.processor(p), messages) for p, messages in by_partition.items()]
+        # On the processing thread, in one hop: the compiled kernels release the GIL, so
+        # the event loop goes on fetching the next batch meanwhile.
+        loop = asyncio.get_running_loop()
+        done = await loop.run_in_executor(self._processing, _process_all, work)
         written: Written = []
-        for partition, messages in by_partition.items():
-            processor = await self.processor(partition)
-            outcome = processor.process(messages)
+        for (processor, messages), (outcome, row, view) in zip(work, done, strict=True):
+            self.views[processor.state.partition] = view
             if outcome.skipped_replays == len(messages):
                 continue  # every message was applied before: nothing new to write
             await self._dead_letter(outcome)
-            written.append((outcome, state_row(processor.state)))
+            written.append((outcome, row))
         self.batches += 1
         return written
 
@@ -106,20 +118,38 @@ class BatchHandler:
             await delivery  # the broker acknowledged it: only now may the source be acked
 
     def partition_views(self, source: BatchSource) -> list[metrics.PartitionView]:
-        views = []
-        for partition, processor in sorted(self.processors.items()):
-            state = processor.state
-            views.append(
-                metrics.PartitionView(
-                    partition,
-                    dict(state.counters),
-                    state.open_gaps(),
-                    state.applied_offset,
-                    source.committed.get(partition),
-                    source.highwater(partition),
-                )
+        return [
+            metrics.PartitionView(
+                partition,
+                view.counters,
+                view.open_gaps,
+                view.applied_offset,
+                source.committed.get(partition),
+                source.highwater(partition),
             )
-        return views
+            for partition, view in sorted(self.views.items())
+        ]
+
+
+@dataclass(frozen=True)
+class PartitionSnapshot:
+    """What the metrics page shows of a partition's state, as of its last batch."""
+
+    counters: dict[str, int]
+    open_gaps: int
+    applied_offset: int
+
+
+def _process_all(
+    work: list[tuple[PartitionProcessor | FastPartitionProcessor, list[SourceMessage]]],
+) -> list[tuple[BatchOutcome, StateRow, PartitionSnapshot]]:
+    done = []
+    for processor, messages in work:
+        outcome = processor.process(messages)
+        state = processor.state
+        view = PartitionSnapshot(dict(state.counters), state.open_gaps(), state.applied_offset)
+        done.append((outcome, state_row(state), view))
+    return done
 
 
 class _HostBoot(BootStrategy):

@@ -22,7 +22,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Generic, TypeVar
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -34,6 +34,7 @@ from streams.settings import WorkerSettings
 log = logging.getLogger(__name__)
 
 Batch = dict[int, list[SourceMessage]]  # partition -> messages in offset order
+Records = dict[TopicPartition, list[Any]]  # aiokafka's records, as getmany returns them
 Job = TypeVar("Job")  # what prepare hands to write
 # Reports are kilobytes (48 samples ≈ 6 kB): fetch in large requests. The local broker
 # still answers with about a megabyte per partition, so _take gathers several fetches.
@@ -69,6 +70,7 @@ class BatchSource(Generic[Job]):
         self._consumer: AIOKafkaConsumer | None = None
         self._handling = asyncio.Lock()
         self._writing: asyncio.Task[None] | None = None
+        self._generation = 0  # rebalances begun: records taken in an earlier one are stale
 
     def highwater(self, partition: int) -> int | None:
         if self._consumer is None:
@@ -92,13 +94,21 @@ class BatchSource(Generic[Job]):
         consumer.subscribe([s.topic], listener=_Revocations(self))
         await consumer.start()
         self._consumer = consumer
+        # The next batch is taken while this one is processed (the handler processes on a
+        # thread): fetching and processing overlap instead of taking turns.
+        ahead = asyncio.ensure_future(self._take(consumer))
         try:
             clock = time.monotonic
             spent = self.stage_seconds
             while True:
                 started = clock()
-                records = await self._take(consumer)
+                generation, records = await ahead
+                ahead = asyncio.ensure_future(self._take(consumer))
                 async with self._handling:
+                    if generation != self._generation:
+                        # Taken before a rebalance: the new assignment restarts every
+                        # partition at its committed offset, so these come again.
+                        continue
                     if not records:
                         await self.settle()  # idle: finish the write in flight
                         continue
@@ -112,30 +122,37 @@ class BatchSource(Generic[Job]):
                     offsets = {tp: rs[-1].offset + 1 for tp, rs in records.items()}
                     self._writing = asyncio.create_task(self._write(consumer, job, offsets))
         finally:
+            ahead.cancel()
             try:
                 await asyncio.wait_for(asyncio.shield(self.settle()), timeout=30)
             finally:
                 self._consumer = None
                 await consumer.stop()
 
-    async def _take(self, consumer: AIOKafkaConsumer) -> dict[TopicPartition, list[Any]]:
+    async def _take(self, consumer: AIOKafkaConsumer) -> tuple[int, Records]:
         """Up to ``batch_max_messages``, waiting at most ``batch_within_s`` for them: one
-        fetch holds about a megabyte per partition, far less than a batch."""
+        fetch holds about a megabyte per partition, far less than a batch. Returns them with
+        the rebalance generation they were taken in."""
         s = self.settings
         deadline = time.monotonic() + s.batch_within_s
-        records: dict[TopicPartition, list[Any]] = {}
+        generation = self._generation
+        records: Records = {}
         count = 0
         while count < s.batch_max_messages:
             wait_ms = round(max(0.0, deadline - time.monotonic()) * 1000)
             more = await consumer.getmany(
                 timeout_ms=wait_ms, max_records=s.batch_max_messages - count
             )
+            if generation != self._generation:
+                # A rebalance began meanwhile. aiokafka hands out nothing while it is in
+                # progress, so ``more`` is from the new assignment; what came before is not.
+                generation, records, count = self._generation, {}, 0
             for tp, rs in more.items():
                 records.setdefault(tp, []).extend(rs)
                 count += len(rs)
             if not more or wait_ms == 0:
                 break
-        return records
+        return generation, records
 
     async def settle(self) -> None:
         """Wait for the write in flight, if any; re-raises its failure."""
@@ -159,7 +176,7 @@ class BatchSource(Generic[Job]):
         self.committed.update((tp.partition, offset) for tp, offset in offsets.items())
 
 
-def _batch_of(records: Mapping[TopicPartition, list[Any]]) -> Batch:
+def _batch_of(records: Records) -> Batch:
     return {
         tp.partition: [
             # Kafka timestamps are milliseconds.
@@ -175,6 +192,7 @@ class _Revocations(ConsumerRebalanceListener):  # type: ignore[misc]
         self.source = source
 
     async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        self.source._generation += 1  # before any await: aiokafka stops handing out records
         async with self.source._handling:  # no batch is being prepared now
             await self.source.settle()  # and the last one is written and committed
             lost = {tp.partition for tp in revoked if tp.topic == self.source.settings.topic}

@@ -55,7 +55,7 @@ def _string(buf, pos, end):
     return pos, length, pos + length
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def decode_v1(buf, msg_off, msg_len, fingerprint, capacity,
               m_status, m_str_off, m_str_len, m_long, m_first, m_count,
               s_msg, s_str_off, s_str_len, s_val):  # fmt: skip

@@ -2,7 +2,9 @@
 
 Each kernel mirrors a rule of the readable path (``streams/validate.py``,
 ``streams/processor.py``, ``streams/native.py``). A check that fails only marks the
-message INVALID; the exact reason always comes from the readable path.
+message INVALID; the exact reason always comes from the readable path. Kernels release
+the GIL (``nogil``): the worker processes a batch on a thread while its event loop goes on
+fetching the next one.
 """
 
 from __future__ import annotations
@@ -128,7 +130,7 @@ def _is_name(buf, off, n):
     return _name_hash(buf, off, n)[1]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _has_duplicate_sample(buf, s_str_off, s_str_len, s_val, gpu_hash, first, count, table):
     """True if two samples of one report share (gpu_uuid, tick_start): O(count) by hashing.
     ``gpu_hash`` holds each sample's gpu_uuid hash, by position in the report."""
@@ -152,7 +154,7 @@ def _has_duplicate_sample(buf, s_str_off, s_str_len, s_val, gpu_hash, first, cou
     return False
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def check_v1(buf, timestamp_us, m_status, m_str_off, m_str_len, m_long, m_first, m_count,
              s_str_off, s_str_len, s_val, max_samples, max_interval_us, max_future_us,
              max_power_mw, max_memory_bytes):  # fmt: skip
@@ -218,7 +220,7 @@ def check_v1(buf, timestamp_us, m_status, m_str_off, m_str_len, m_long, m_first,
     return largest
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def intern_strings(buf, off, length):
     """Dense ids for equal strings, in order of first appearance, compared byte for byte.
 
@@ -266,7 +268,7 @@ def intern_strings(buf, off, length):
     return ids, first[:distinct]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def invalidate_samples(m_status, s_msg, bad):
     """Mark INVALID the message of every sample whose flag in ``bad`` is set."""
     for k in range(s_msg.shape[0]):
@@ -274,7 +276,7 @@ def invalidate_samples(m_status, s_msg, bad):
             m_status[s_msg[k]] = INVALID
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def route(s_msg, s_val, accepted, closed_before_at, width_us):
     """Per sample of an accepted message: its window, and whether it straddles windows or
     falls in a closed one. Samples of other messages get window -1."""
@@ -294,7 +296,7 @@ def route(s_msg, s_val, accepted, closed_before_at, width_us):
     return window, straddle, late
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def sum_groups(group, n_groups, s_val, selected):
     """Per group: allocated, busy, unhealthy, energy sums and sample count, in int64.
 
@@ -377,7 +379,7 @@ def _same_holding(buf, s_str_off, s_str_len, s_val, s_tenant, s_sku, j, k):
     return True
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _distinct(buf, s_str_off, s_str_len, s_val, s_tenant, s_sku, picked, ends, ticks, tick_at):
     """Per row, its samples' distinct holdings (``ticks`` False) or ticks (True), in
     order of first appearance. Returns (a sample standing for each distinct value, the
@@ -460,7 +462,7 @@ def _distinct(buf, s_str_off, s_str_len, s_val, s_tenant, s_sku, picked, ends, t
     return rep[:count], rep_ends, at
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def ledger_native(buf, s_msg, s_str_off, s_str_len, s_val, s_tenant, s_sku, m_str_off,
                   m_str_len, m_long, m_offset, selected, late, partition, spec, header,
                   header_off):  # fmt: skip
@@ -581,7 +583,7 @@ def ledger_native(buf, s_msg, s_str_off, s_str_len, s_val, s_tenant, s_sku, m_st
     return out, rows, samples
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def group_ids(keys):
     """Dense ids for equal int64 keys, in order of first appearance, by open addressing.
 

@@ -33,11 +33,14 @@ def _records(tp: TopicPartition, first: int, count: int) -> list[SimpleNamespace
 
 
 class ScriptedConsumer:
-    """Hands out the scripted batches, then revokes partition 1, then idles."""
+    """Hands out the scripted batches, then revokes partition 1 (unless told not to), then
+    idles. A batch "revoke" revokes partition 1 inside that fetch, as a rebalance begun
+    while the worker waits for records does."""
 
-    def __init__(self, log: list[str], batches: list[dict]) -> None:
+    def __init__(self, log: list[str], batches: list, revoke_when_idle: bool = True) -> None:
         self.log, self.batches = log, batches
         self.listener = None
+        self.revoke_when_idle = revoke_when_idle
 
     def subscribe(self, topics, listener):
         self.listener = listener
@@ -53,11 +56,15 @@ class ScriptedConsumer:
 
     async def getmany(self, timeout_ms, max_records):
         await asyncio.sleep(0)  # a fetch yields to the loop, as a real one does
+        if self.batches and self.batches[0] == "revoke":
+            self.batches.pop(0)
+            await self.listener.on_partitions_revoked([TP1])
+            self.log.append("revoked")
         if self.batches:
             batch = self.batches.pop(0)
             assert sum(map(len, batch.values())) <= max_records
             return batch
-        if self.listener is not None:
+        if self.listener is not None and self.revoke_when_idle:
             listener, self.listener = self.listener, None
             await listener.on_partitions_revoked([TP1])
             self.log.append("revoked")
@@ -141,7 +148,9 @@ def test_fetches_are_gathered_into_one_batch_up_to_its_size(monkeypatch):
     log: list[str] = []
     fetches = [{TP0: _records(TP0, 0, 2)}, {TP0: _records(TP0, 2, 2)}, {TP1: _records(TP1, 0, 1)},
                {TP1: _records(TP1, 1, 4)}]  # fmt: skip
-    monkeypatch.setattr(ingest, "AIOKafkaConsumer", lambda **_: ScriptedConsumer(log, fetches))
+    monkeypatch.setattr(
+        ingest, "AIOKafkaConsumer", lambda **_: ScriptedConsumer(log, fetches, False)
+    )
     prepared = []
 
     async def prepare(batch):
@@ -164,3 +173,81 @@ def test_fetches_are_gathered_into_one_batch_up_to_its_size(monkeypatch):
     asyncio.run(main())
     # Five messages make a batch; the next fetch starts the next one.
     assert prepared == [{0: [0, 1, 2, 3], 1: [0]}, {1: [1, 2, 3, 4]}]
+
+
+def test_records_taken_before_a_rebalance_are_dropped_and_those_after_it_kept(monkeypatch):
+    """The next batch is taken while one is processed. A rebalance restarts every partition
+    at its committed offset, so what was taken before it must not be processed (it comes
+    again), and what is taken after it must be."""
+    log: list[str] = []
+    fetches = [
+        {TP0: _records(TP0, 0, 2)},  # batch 1: taken, then processed
+        {TP0: _records(TP0, 2, 1)},  # batch 2 begins while batch 1 is processed ...
+        "revoke",  # ... and a rebalance begins before it is full
+        {TP0: _records(TP0, 2, 1)},  # the new assignment, from the committed offset
+        {TP0: _records(TP0, 3, 1)},
+    ]
+    monkeypatch.setattr(
+        ingest, "AIOKafkaConsumer", lambda **_: ScriptedConsumer(log, fetches, False)
+    )
+    prepared = []
+
+    async def prepare(batch):
+        prepared.append({p: [m.offset for m in ms] for p, ms in batch.items()})
+        await asyncio.sleep(0.02)  # the next take runs meanwhile
+
+    async def write(job):
+        pass
+
+    async def main():
+        source = ingest.BatchSource(_settings(2), prepare, write, lambda partitions: None)
+        task = asyncio.create_task(source.run())
+        for _ in range(300):
+            if len(prepared) == 2:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert "revoked" in log
+    assert prepared == [{0: [0, 1]}, {0: [2, 3]}]
+
+
+def test_a_batch_taken_before_a_rebalance_that_begins_while_one_is_processed_is_dropped(
+    monkeypatch,
+):
+    log: list[str] = []
+    fetches = [
+        {TP0: _records(TP0, 0, 2)},
+        {TP0: _records(TP0, 2, 2)},  # taken whole while batch 1 is processed
+        {TP0: _records(TP0, 2, 2)},  # after the rebalance, again from the committed offset
+    ]
+    consumer = ScriptedConsumer(log, fetches, False)
+    monkeypatch.setattr(ingest, "AIOKafkaConsumer", lambda **_: consumer)
+    prepared = []
+    revoking: list[asyncio.Task] = []
+
+    async def prepare(batch):
+        prepared.append({p: [m.offset for m in ms] for p, ms in batch.items()})
+        await asyncio.sleep(0.02)  # batch 2 is taken meanwhile
+        if len(prepared) == 1:  # a rebalance begins; it waits for this batch
+            revoking.append(asyncio.create_task(consumer.listener.on_partitions_revoked([])))
+            await asyncio.sleep(0)
+
+    async def write(job):
+        pass
+
+    async def main():
+        source = ingest.BatchSource(_settings(2), prepare, write, lambda partitions: None)
+        task = asyncio.create_task(source.run())
+        await asyncio.sleep(0.3)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await revoking[0]
+
+    asyncio.run(main())
+    assert prepared == [{0: [0, 1]}, {0: [2, 3]}]
