@@ -27,6 +27,10 @@ class SinkError(MeterError):
     """A write to the warehouse failed after its retries."""
 
 
+class CorruptFetchError(MeterError):
+    """Fetched record batches whose lengths or CRC do not add up: never guessed at."""
+
+
 class RejectedReport(MeterError):  # noqa: N818 - a rejection is data, not a failure
     """A usage report that will not be metered, with a machine-readable reason.
 

@@ -29,10 +29,11 @@ import faust
 from faust.app.base import BootStrategy
 
 from streams import metrics
+from streams.block import MessageBlock
 from streams.dlq import dead_letter_headers
 from streams.hotpath.processor import FastPartitionProcessor
 from streams.ingest import Batch, BatchSource
-from streams.processor import BatchOutcome, PartitionProcessor, SourceMessage
+from streams.processor import BatchOutcome, PartitionProcessor
 from streams.settings import WorkerSettings
 from streams.sink import StateRow, WarehouseSink, load_state, state_row
 from warehouse.client import Warehouse
@@ -88,9 +89,9 @@ class BatchHandler:
         loop = asyncio.get_running_loop()
         done = await loop.run_in_executor(self._processing, _process_all, work)
         written: Written = []
-        for (processor, messages), (outcome, row, view) in zip(work, done, strict=True):
+        for (processor, _), (outcome, row, view) in zip(work, done, strict=True):
             self.views[processor.state.partition] = view
-            if outcome.skipped_replays == len(messages):
+            if outcome.skipped_replays == view.messages:
                 continue  # every message was applied before: nothing new to write
             await self._dead_letter(outcome)
             written.append((outcome, row))
@@ -138,16 +139,20 @@ class PartitionSnapshot:
     counters: dict[str, int]
     open_gaps: int
     applied_offset: int
+    messages: int  # in its last batch
 
 
 def _process_all(
-    work: list[tuple[PartitionProcessor | FastPartitionProcessor, list[SourceMessage]]],
+    work: list[tuple[PartitionProcessor | FastPartitionProcessor, list[Any]]],
 ) -> list[tuple[BatchOutcome, StateRow, PartitionSnapshot]]:
     done = []
-    for processor, messages in work:
-        outcome = processor.process(messages)
+    for processor, fetched in work:
         state = processor.state
-        view = PartitionSnapshot(dict(state.counters), state.open_gaps(), state.applied_offset)
+        block = MessageBlock.fetched(state.topic, state.partition, fetched)
+        outcome = processor.process(block)
+        view = PartitionSnapshot(
+            dict(state.counters), state.open_gaps(), state.applied_offset, len(block)
+        )
         done.append((outcome, state_row(state), view))
     return done
 

@@ -4,9 +4,9 @@ per-message path.
 A Faust agent receives one message at a time: per message, Faust's consumer hands it to
 the event loop, creates futures and wakes the stream (shared/PERF.md: a no-op agent moves
 ~5k messages/s with a core at 100 %). The hot path wants thousands of messages per call,
-so the worker reads its topic with aiokafka (the client Faust itself is built on):
-``getmany`` returns each partition's records as one list, straight from the fetched
-record batches; several fetches make one batch of up to ``batch_max_messages``. Faust
+so the worker reads its topic with aiokafka (the client Faust itself is built on), whose
+``getmany`` here hands out each partition's fetch responses whole (``streams.fetch``);
+several fetches make one batch of ``batch_max_messages``, give or take one fetch. Faust
 still hosts the worker: lifecycle, the dead-letter producer, the metrics page and timers.
 Processing a batch overlaps writing the one before (see :class:`BatchSource`).
 
@@ -28,13 +28,17 @@ from typing import Any, Generic, TypeVar
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
-from streams.processor import SourceMessage
+from streams import fetch
+from streams.block import next_offset
+from streams.fetch import RawFetch
 from streams.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 
-Batch = dict[int, list[SourceMessage]]  # partition -> messages in offset order
-Records = dict[TopicPartition, list[Any]]  # aiokafka's records, as getmany returns them
+# What getmany returns: per partition, RawFetch items and aiokafka's records, in offset
+# order; a streams.block.MessageBlock is made of them on the processing thread.
+Records = dict[TopicPartition, list[Any]]
+Batch = dict[int, list[Any]]  # the same, by partition number
 Job = TypeVar("Job")  # what prepare hands to write
 # Reports are kilobytes (48 samples ≈ 6 kB): fetch in large requests. The local broker
 # still answers with about a megabyte per partition, so _take gathers several fetches.
@@ -90,7 +94,10 @@ class BatchSource(Generic[Job]):
             heartbeat_interval_ms=round(s.heartbeat_interval_s * 1000),
             fetch_max_bytes=_FETCH_MAX_BYTES,
             max_partition_fetch_bytes=_PARTITION_FETCH_MAX_BYTES,
+            # Whole fetch responses, read on the processing thread (streams.fetch).
+            value_deserializer=fetch.raw_values,
         )
+        fetch.install()
         consumer.subscribe([s.topic], listener=_Revocations(self))
         await consumer.start()
         self._consumer = consumer
@@ -119,7 +126,7 @@ class BatchSource(Generic[Job]):
                     spent["fetch"] += taken - started
                     spent["prepare"] += prepared - taken
                     spent["wait_for_write"] += clock() - prepared
-                    offsets = {tp: rs[-1].offset + 1 for tp, rs in records.items()}
+                    offsets = {tp: next_offset(rs) for tp, rs in records.items()}
                     self._writing = asyncio.create_task(self._write(consumer, job, offsets))
         finally:
             ahead.cancel()
@@ -149,7 +156,7 @@ class BatchSource(Generic[Job]):
                 generation, records, count = self._generation, {}, 0
             for tp, rs in more.items():
                 records.setdefault(tp, []).extend(rs)
-                count += len(rs)
+                count += sum(r.records if isinstance(r, RawFetch) else 1 for r in rs)
             if not more or wait_ms == 0:
                 break
         return generation, records
@@ -177,14 +184,7 @@ class BatchSource(Generic[Job]):
 
 
 def _batch_of(records: Records) -> Batch:
-    return {
-        tp.partition: [
-            # Kafka timestamps are milliseconds.
-            SourceMessage(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp * 1000)
-            for r in rs
-        ]
-        for tp, rs in records.items()
-    }
+    return {tp.partition: rs for tp, rs in records.items()}
 
 
 class _Revocations(ConsumerRebalanceListener):  # type: ignore[misc]

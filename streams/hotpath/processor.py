@@ -23,6 +23,7 @@ from meter.errors import RejectedReport
 from meter.windows import split_counters
 from schemas import ReportCodec, load_released_versions
 from streams.aggregate import SUMMED, RollupKey, add_into
+from streams.block import MessageBlock
 from streams.hotpath import decode as d
 from streams.hotpath import kernels as k
 from streams.native import (
@@ -136,6 +137,18 @@ def decode_batch(values: list[bytes], samples_hint: int, workspace: Workspace) -
     offsets = np.zeros(n, np.int64)
     np.cumsum(lengths[:-1], out=offsets[1:])
     buf = np.frombuffer(b"".join(values), np.uint8)
+    return decode_frames(buf, offsets, lengths, samples_hint, workspace)
+
+
+def decode_frames(
+    buf: np.ndarray,
+    offsets: np.ndarray,
+    lengths: np.ndarray,
+    samples_hint: int,
+    workspace: Workspace,
+) -> Decoded:
+    """Decodes the frames at ``buf[offsets[i] : offsets[i] + lengths[i]]``."""
+    n = len(offsets)
     ws = workspace
     ws.reserve(samples_hint)
     while True:
@@ -175,7 +188,7 @@ class _Interned:
 class _Prepared:
     """A batch decoded and checked, before anything touched the partition's state."""
 
-    msgs: list[SourceMessage]
+    msgs: MessageBlock
     dec: Decoded
     tenants: _Interned
     skus: _Interned
@@ -202,30 +215,35 @@ class FastPartitionProcessor:
         self._samples_per_message = 64
         self._workspace = Workspace()
 
-    def process(self, messages: Iterable[SourceMessage]) -> BatchOutcome:
-        messages = list(messages)
-        fresh = [m for m in messages if m.offset > self.state.applied_offset]
-        if not fresh:
+    def process(self, messages: MessageBlock | Iterable[SourceMessage]) -> BatchOutcome:
+        block = (
+            messages
+            if isinstance(messages, MessageBlock)
+            else MessageBlock.of(self.state.topic, self.state.partition, list(messages))
+        )
+        fresh = block.after(self.state.applied_offset)
+        if not len(fresh):
             outcome = BatchOutcome(self.state.topic, self.state.partition)
             outcome.applied_offset = self.state.applied_offset
-            outcome.skipped_replays = len(messages)
+            outcome.skipped_replays = len(block)
             return outcome
         try:
             prepared = self._prepare(fresh)
         except _TwinTakesBatch:
-            return self.twin.process(messages)
+            return self.twin.process(block)
         outcome = self._apply(prepared)
-        outcome.skipped_replays = len(messages) - len(fresh)
+        outcome.skipped_replays = len(block) - len(fresh)
         return outcome
 
-    def _prepare(self, msgs: list[SourceMessage]) -> _Prepared:
+    def _prepare(self, msgs: MessageBlock) -> _Prepared:
         """Everything that does not touch the state; raises _TwinTakesBatch to hand over."""
         limits = self.settings.limits
-        dec = decode_batch(
-            [m.value for m in msgs], len(msgs) * self._samples_per_message, self._workspace
-        )
+        dec = decode_frames(
+            msgs.buf, msgs.value_at, np.maximum(msgs.value_len, 0),
+            len(msgs) * self._samples_per_message, self._workspace,
+        )  # fmt: skip
         self._samples_per_message = max(16, 1 + len(dec.s_msg) // len(msgs))
-        timestamps = np.fromiter((m.timestamp_us for m in msgs), np.int64, len(msgs))
+        timestamps = msgs.timestamp_us
         largest = k.check_v1(
             dec.buf, timestamps, dec.status, dec.m_str_off, dec.m_str_len, dec.m_long,
             dec.m_first, dec.m_count, dec.s_str_off, dec.s_str_len, dec.s_val,
@@ -272,14 +290,14 @@ class FastPartitionProcessor:
         seqs, ends = dec.m_long[:, 0].tolist(), dec.m_long[:, 2].tolist()
         trackers = state.nodes
         lateness_us, window_us = settings.lateness_us, settings.window_us
-        for i, message in enumerate(msgs):
+        for i in range(n):
             if ok[i]:
                 node, boot = node_ids.values[node_of[i]], boot_ids.values[boot_of[i]]
                 tracker = trackers.get((node, boot))  # type: ignore[arg-type]
                 if tracker is not None and tracker.next_seq == seqs[i]:
                     tracker.next_seq += 1  # the next report in order: what observe_seq does
                 else:
-                    verdict = observe_seq(state, node, boot, seqs[i], message, outcome)  # type: ignore[arg-type]
+                    verdict = observe_seq(state, node, boot, seqs[i], msgs[i], outcome)  # type: ignore[arg-type]
                     if verdict is SeqVerdict.DUPLICATE:
                         outcome.duplicate_reports += 1
                         continue
@@ -288,6 +306,7 @@ class FastPartitionProcessor:
                 # Windows closed here are evicted after metering (see _meter).
                 state.advance_event_time(ends[i], lateness_us, window_us)
             else:
+                message = msgs[i]
                 rejected, report = batch.twin_verdicts[i]
                 if report is not None and rejected.reason != reasons.INVALID_IDENTITY:
                     verdict = observe_seq(
@@ -298,7 +317,7 @@ class FastPartitionProcessor:
                         continue
                 outcome.rejections.append(rejection_from(message, rejected, report))
         self._meter(batch, np.array(accepted), np.array(closed_before_at, np.int64), outcome)
-        state.applied_offset = msgs[-1].offset
+        state.applied_offset = int(msgs.offset[-1])
         outcome.applied_offset = state.applied_offset
         count_outcome(state, outcome)
         return outcome
@@ -380,7 +399,7 @@ class FastPartitionProcessor:
             late[s] = is_late
 
         if self.settings.emit_ledger:
-            offsets = np.fromiter((m.offset for m in msgs), np.int64, len(msgs))
+            offsets = msgs.offset
             ledger, rows, samples = k.ledger_native(
                 dec.buf, dec.s_msg, dec.s_str_off, dec.s_str_len, dec.s_val, tenants.inverse,
                 skus.inverse, dec.m_str_off, dec.m_str_len, dec.m_long, offsets, in_batch, late,
@@ -392,11 +411,11 @@ class FastPartitionProcessor:
         for m in sorted(late_by_msg):
             outcome.late_reports += 1
             outcome.adjustments.extend(
-                AdjustmentRow(key, state.partition, msgs[m].offset, tuple(sums))
+                AdjustmentRow(key, state.partition, int(msgs.offset[m]), tuple(sums))
                 for key, sums in sorted(late_by_msg[m].items())
             )
         state.evict_closed()
         outcome.rollups = [
-            RollupRow(key, state.partition, tuple(touched[key]), msgs[-1].offset)
+            RollupRow(key, state.partition, tuple(touched[key]), int(msgs.offset[-1]))
             for key in sorted(touched)
         ]
