@@ -91,7 +91,7 @@ class BatchHandler:
         written: Written = []
         for (processor, _), (outcome, row, view) in zip(work, done, strict=True):
             self.views[processor.state.partition] = view
-            if outcome.skipped_replays == view.messages:
+            if row is None:
                 continue  # every message was applied before: nothing new to write
             await self._dead_letter(outcome)
             written.append((outcome, row))
@@ -139,21 +139,21 @@ class PartitionSnapshot:
     counters: dict[str, int]
     open_gaps: int
     applied_offset: int
-    messages: int  # in its last batch
 
 
 def _process_all(
     work: list[tuple[PartitionProcessor | FastPartitionProcessor, list[Any]]],
-) -> list[tuple[BatchOutcome, StateRow, PartitionSnapshot]]:
+) -> list[tuple[BatchOutcome, StateRow | None, PartitionSnapshot]]:
+    """Each partition's outcome, its state row (None: every message was a replay, nothing
+    to write) and its snapshot."""
     done = []
     for processor, fetched in work:
         state = processor.state
         block = MessageBlock.fetched(state.topic, state.partition, fetched)
         outcome = processor.process(block)
-        view = PartitionSnapshot(
-            dict(state.counters), state.open_gaps(), state.applied_offset, len(block)
-        )
-        done.append((outcome, state_row(state), view))
+        replays_only = outcome.skipped_replays == len(block)
+        view = PartitionSnapshot(dict(state.counters), state.open_gaps(), state.applied_offset)
+        done.append((outcome, None if replays_only else state_row(state), view))
     return done
 
 

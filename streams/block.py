@@ -51,9 +51,6 @@ class MessageBlock:
     def __iter__(self) -> Iterator[SourceMessage]:
         return (self[i] for i in range(len(self)))
 
-    def messages(self) -> list[SourceMessage]:
-        return list(self)
-
     def after(self, applied_offset: int) -> MessageBlock:
         """The messages past ``applied_offset`` (those not yet applied)."""
         first = int(np.searchsorted(self.offset, applied_offset, side="right"))

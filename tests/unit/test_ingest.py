@@ -75,6 +75,19 @@ class ScriptedConsumer:
         self.log.append("commit " + ",".join(f"{tp.partition}:{o}" for tp, o in offsets.items()))
 
 
+async def _run_until(source: ingest.BatchSource, done, then_s: float = 0.0) -> None:
+    """Runs ``source`` until ``done()`` (3 s at most), ``then_s`` longer, then stops it."""
+    task = asyncio.create_task(source.run())
+    for _ in range(300):
+        if done():
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(then_s)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
 def test_batches_are_written_in_order_committed_after_their_write_and_revocation_waits(
     monkeypatch,
 ):
@@ -159,18 +172,8 @@ def test_fetches_are_gathered_into_one_batch_up_to_its_size(monkeypatch):
     async def write(job):
         pass
 
-    async def main():
-        source = ingest.BatchSource(_settings(5), prepare, write, lambda partitions: None)
-        task = asyncio.create_task(source.run())
-        for _ in range(300):
-            if len(prepared) == 2:
-                break
-            await asyncio.sleep(0.01)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-
-    asyncio.run(main())
+    source = ingest.BatchSource(_settings(5), prepare, write, lambda partitions: None)
+    asyncio.run(_run_until(source, lambda: len(prepared) == 2))
     # Five messages make a batch; the next fetch starts the next one.
     assert prepared == [{0: [0, 1, 2, 3], 1: [0]}, {1: [1, 2, 3, 4]}]
 
@@ -199,19 +202,8 @@ def test_records_taken_before_a_rebalance_are_dropped_and_those_after_it_kept(mo
     async def write(job):
         pass
 
-    async def main():
-        source = ingest.BatchSource(_settings(2), prepare, write, lambda partitions: None)
-        task = asyncio.create_task(source.run())
-        for _ in range(300):
-            if len(prepared) == 2:
-                break
-            await asyncio.sleep(0.01)
-        await asyncio.sleep(0.05)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-
-    asyncio.run(main())
+    source = ingest.BatchSource(_settings(2), prepare, write, lambda partitions: None)
+    asyncio.run(_run_until(source, lambda: len(prepared) == 2, then_s=0.05))
     assert "revoked" in log
     assert prepared == [{0: [0, 1]}, {0: [2, 3]}]
 
@@ -242,11 +234,8 @@ def test_a_batch_taken_before_a_rebalance_that_begins_while_one_is_processed_is_
 
     async def main():
         source = ingest.BatchSource(_settings(2), prepare, write, lambda partitions: None)
-        task = asyncio.create_task(source.run())
-        await asyncio.sleep(0.3)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
+        # Long enough for a third batch, were the stale one prepared.
+        await _run_until(source, lambda: len(prepared) >= 2, then_s=0.2)
         await revoking[0]
 
     asyncio.run(main())
