@@ -78,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
           help="serve Prometheus /metrics on this port")  # fmt: skip
     _flag(worker, "--batch-messages", "BATCH_MESSAGES", default="5000", type=int,
           help="most messages read, processed and written as one batch")  # fmt: skip
+    _flag(worker, "--processing-threads", "PROCESSING_THREADS", default="2", type=int,
+          help="partitions of a batch processed at once")  # fmt: skip
     _flag(worker, "--session-timeout-s", "SESSION_TIMEOUT_S", default="2", type=float,
           help="consumer group session timeout; heartbeats every quarter of it (Apache "
           "Kafka refuses less than its group.min.session.timeout.ms, 6 s by default)")  # fmt: skip
@@ -272,6 +274,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         metrics_host=args.metrics_host,
         hot_path=not args.plain,
         batch_max_messages=args.batch_messages,
+        processing_threads=args.processing_threads,
         session_timeout_s=args.session_timeout_s,
         heartbeat_interval_s=args.session_timeout_s / 4,
     )

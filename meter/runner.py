@@ -34,6 +34,7 @@ def worker_argv(settings: WorkerSettings) -> list[str]:
         "--datadir", str(settings.datadir),
         "--lateness-s", str(settings.processor.lateness_us / US_PER_SECOND),
         "--batch-messages", str(settings.batch_max_messages),
+        "--processing-threads", str(settings.processing_threads),
         "--session-timeout-s", str(settings.session_timeout_s),
         *(["--metrics-port", str(settings.metrics_port)] if settings.metrics_port else []),
         *([] if settings.hot_path else ["--plain"]),

@@ -54,9 +54,13 @@ class BatchHandler:
         self.processors: dict[int, PartitionProcessor | FastPartitionProcessor] = {}
         self.rejected_by_reason: Counter[str] = Counter()
         self.batches = 0
-        # One thread, so batches are processed in order and each state by one thread; the
-        # metrics page and the progress log read ``views``, taken on it after each batch.
-        self._processing = ThreadPoolExecutor(1, thread_name_prefix="process")
+        # Partitions are independent, so a batch's partitions are processed side by side
+        # (the compiled kernels release the GIL); batches still go one after another, so
+        # each state is touched by one thread at a time. The metrics page and the progress
+        # log read ``views``, taken on those threads after each partition's part.
+        self._processing = ThreadPoolExecutor(
+            settings.processing_threads, thread_name_prefix="process"
+        )
         self.views: dict[int, PartitionSnapshot] = {}
 
     async def processor(self, partition: int) -> PartitionProcessor | FastPartitionProcessor:
@@ -84,10 +88,17 @@ class BatchHandler:
         """Process a batch and dead-letter its rejects; returns what is to be written, with
         each partition's state as of the end of the batch."""
         work = [(await self.processor(p), messages) for p, messages in by_partition.items()]
-        # On the processing thread, in one hop: the compiled kernels release the GIL, so
-        # the event loop goes on fetching the next batch meanwhile.
+        # Off the loop, which goes on fetching the next batch meanwhile. Every part is
+        # awaited before anything fails, so no thread still works on a state after it.
         loop = asyncio.get_running_loop()
-        done = await loop.run_in_executor(self._processing, _process_all, work)
+        parts = [
+            loop.run_in_executor(self._processing, _process_one, processor, fetched)
+            for processor, fetched in work
+        ]
+        done = await asyncio.gather(*parts, return_exceptions=True)
+        for result in done:
+            if isinstance(result, BaseException):
+                raise result
         written: Written = []
         for (processor, _), (outcome, row, view) in zip(work, done, strict=True):
             self.views[processor.state.partition] = view
@@ -141,20 +152,17 @@ class PartitionSnapshot:
     applied_offset: int
 
 
-def _process_all(
-    work: list[tuple[PartitionProcessor | FastPartitionProcessor, list[Any]]],
-) -> list[tuple[BatchOutcome, StateRow | None, PartitionSnapshot]]:
-    """Each partition's outcome, its state row (None: every message was a replay, nothing
-    to write) and its snapshot."""
-    done = []
-    for processor, fetched in work:
-        state = processor.state
-        block = MessageBlock.fetched(state.topic, state.partition, fetched)
-        outcome = processor.process(block)
-        replays_only = outcome.skipped_replays == len(block)
-        view = PartitionSnapshot(dict(state.counters), state.open_gaps(), state.applied_offset)
-        done.append((outcome, None if replays_only else state_row(state), view))
-    return done
+def _process_one(
+    processor: PartitionProcessor | FastPartitionProcessor, fetched: list[Any]
+) -> tuple[BatchOutcome, StateRow | None, PartitionSnapshot]:
+    """A partition's outcome, its state row (None: every message was a replay, nothing to
+    write) and its snapshot."""
+    state = processor.state
+    block = MessageBlock.fetched(state.topic, state.partition, fetched)
+    outcome = processor.process(block)
+    replays_only = outcome.skipped_replays == len(block)
+    view = PartitionSnapshot(dict(state.counters), state.open_gaps(), state.applied_offset)
+    return outcome, None if replays_only else state_row(state), view
 
 
 class _HostBoot(BootStrategy):

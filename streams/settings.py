@@ -23,6 +23,9 @@ class WorkerSettings:
     dlq_topic: str = ""  # default: "<topic>.dlq"
     batch_max_messages: int = 5_000
     batch_within_s: float = 0.5
+    # Partitions of a batch are processed this many at a time (the compiled kernels release
+    # the GIL); each partition's state is still touched by one thread at a time.
+    processing_threads: int = 2
     processor: ProcessorSettings = field(default_factory=ProcessorSettings)
     datadir: Path = Path(".stack/faust")
     # From shared/BROKER.md: the local broker holds JoinGroup for half the session timeout,
@@ -45,5 +48,7 @@ class WorkerSettings:
             raise ConfigError(f"bootstrap {self.bootstrap!r} must be host:port[,host:port]")
         if self.partitions < 1 or self.batch_max_messages < 1 or self.batch_within_s <= 0:
             raise ConfigError("partitions, batch size and batch wait must be positive")
+        if not 1 <= self.processing_threads <= 64:
+            raise ConfigError(f"processing_threads {self.processing_threads} must be 1..64")
         if self.heartbeat_interval_s * 3 > self.session_timeout_s:
             raise ConfigError("heartbeat interval must be at most a third of the session timeout")

@@ -1,0 +1,134 @@
+"""The worker's batch handler, with an in-memory warehouse and dead-letter topic: a batch's
+partitions processed side by side give what one thread gives, and a partition that fails
+fails the batch only after every other partition's part has finished."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from agent.fleet import FleetSpec, build_nodes, node_report
+from schemas import ReportCodec
+from streams.app import BatchHandler
+from streams.settings import WorkerSettings
+from warehouse.client import ClickHouseSettings
+
+PARTITIONS = 6
+NOW_MS = 1_900_000_000_000  # after the fleet's simulated time: nothing is "far future"
+
+
+class FreshWarehouse:
+    """Every partition was never processed: ``load_state`` finds no stored state."""
+
+    def execute(self, query: str, params: Any = None) -> list[tuple[str, int]]:
+        return [("", 0)]
+
+
+class AckingDeadLetters:
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    async def send(self, key: bytes, value: bytes, headers: Any) -> asyncio.Future[None]:
+        self.sent.append(value)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+
+def _fleet_batches(batches: int) -> list[dict[int, list[SimpleNamespace]]]:
+    """Reports of 15 nodes over the partitions (3 in each of the first three, 2 in each of
+    the others), one node's every other report garbage, cut into ``batches`` batches."""
+    spec = FleetSpec(nodes=15, gpus_per_node=2, tenants=3, reports_per_node=2 * batches)
+    codec = ReportCodec()
+    nodes = build_nodes(spec)
+    offsets = dict.fromkeys(range(PARTITIONS), 0)
+    out = []
+    for b in range(batches):
+        batch: dict[int, list[SimpleNamespace]] = {}
+        for seq in (2 * b, 2 * b + 1):
+            for n, node in enumerate(nodes):
+                p = n % PARTITIONS
+                value = codec.encode(node_report(spec, node, seq))
+                if n == 3 and seq % 2:
+                    value = b"\x00garbage"
+                batch.setdefault(p, []).append(
+                    SimpleNamespace(offset=offsets[p], timestamp=NOW_MS, key=b"k", value=value)
+                )
+                offsets[p] += 1
+        out.append(batch)
+    return out
+
+
+def _settings(threads: int) -> WorkerSettings:
+    return WorkerSettings(
+        bootstrap="127.0.0.1:1", topic="usage", clickhouse=ClickHouseSettings(),
+        partitions=PARTITIONS, processing_threads=threads,
+    )  # fmt: skip
+
+
+def _run(threads: int) -> tuple[list[Any], list[bytes], dict[int, int]]:
+    dlq = AckingDeadLetters()
+    handler = BatchHandler(_settings(threads), FreshWarehouse(), dlq)  # type: ignore[arg-type]
+
+    async def go() -> list[Any]:
+        seen = []
+        for batch in _fleet_batches(4):
+            for outcome, row in await handler.prepare(batch):
+                seen.append(
+                    (
+                        outcome.partition,
+                        bytes(outcome.ledger),
+                        sorted((r.key, r.sums, r.version) for r in outcome.rollups),
+                        [(r.reason, r.message.offset) for r in outcome.rejections],
+                        row[:-1],  # the snapshot's bytes are compared through the counters
+                    )
+                )
+        return seen
+
+    seen = asyncio.run(go())
+    applied = {p: view.applied_offset for p, view in handler.views.items()}
+    return seen, dlq.sent, applied
+
+
+def test_partitions_processed_side_by_side_match_one_thread() -> None:
+    one, one_dead, one_applied = _run(1)
+    many, many_dead, many_applied = _run(4)
+    assert many == one
+    # Each partition's view is its own: 4 batches of 2 reports from each of its nodes.
+    expected = {p: 4 * 2 * (3 if p < 3 else 2) - 1 for p in range(PARTITIONS)}
+    assert one_applied == many_applied == expected
+    assert len(one) == 4 * PARTITIONS
+    assert one_dead == many_dead == [b"\x00garbage"] * 4
+    assert all(ledger for _, ledger, *_ in one)
+
+
+def test_a_failing_partition_fails_the_batch_after_the_others_finish() -> None:
+    handler = BatchHandler(_settings(4), FreshWarehouse(), AckingDeadLetters())  # type: ignore[arg-type]
+    finished: list[int] = []
+    lock = threading.Lock()
+
+    class Failing:
+        def __init__(self, partition: int) -> None:
+            self.state = SimpleNamespace(topic="usage", partition=partition)
+
+        def process(self, block: Any) -> Any:
+            raise RuntimeError("corrupt")
+
+    class Slow(Failing):
+        def process(self, block: Any) -> Any:
+            time.sleep(0.3)
+            with lock:
+                finished.append(self.state.partition)
+            raise RuntimeError("slow, then failing too")
+
+    handler.processors = {0: Failing(0), 1: Slow(1), 2: Slow(2)}  # type: ignore[dict-item]
+    batch = {p: [SimpleNamespace(offset=0, timestamp=NOW_MS, key=b"k", value=b"v")]
+             for p in range(3)}  # fmt: skip
+    with pytest.raises(RuntimeError, match="corrupt"):
+        asyncio.run(handler.prepare(batch))
+    assert sorted(finished) == [1, 2]
