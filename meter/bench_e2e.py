@@ -224,7 +224,8 @@ def run_e2e_bench(nodes: int, reports: int, partitions: int, floor_seconds: floa
             "noop_messages_per_s": round(noop_rate),
             "baseline_messages_per_s": round(plain_rate),
             "baseline_samples_per_s": round(plain_rate * per_message),
-            "ratio": round(worker_rate / plain_rate, 1) if plain_rate else None,
+            # Two decimals: with one, 9.97 read as "10.0", the very line the target sits on.
+            "ratio": round(worker_rate / plain_rate, 2) if plain_rate else None,
             "vs_noop": round(worker_rate / noop_rate, 2) if noop_rate else None,
             "peak_rss_mb": round(max(rss), 1),
             "rss_first_quarter_mb": round(rss[len(rss) // 4], 1) if rss else None,

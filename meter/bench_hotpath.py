@@ -108,8 +108,8 @@ def run_hotpath_bench(nodes: int, reports: int, repeats: int, cpu: int | None) -
         "baseline_samples_per_s": round(baseline_rate),
         "twin_samples_per_s": round(twin_rate),
         "with_ledger_samples_per_s": round(with_ledger_rate),
-        "with_ledger_ratio": round(ledger_ratio, 1),
-        "ratio": round(ratio, 1),
+        "with_ledger_ratio": round(ledger_ratio, 2),
+        "ratio": round(ratio, 2),
         "ratio_range": [
             round(min(f / b for f, b in zip(fast, baseline, strict=True)), 1),
             round(max(f / b for f, b in zip(fast, baseline, strict=True)), 1),
