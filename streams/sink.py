@@ -2,7 +2,8 @@
 
 The ledger (two HTTP requests at once) is written while the rejected reports, rollup
 partials, adjustments and seq gaps go over the driver's connection; the partition state
-goes only after all of them have succeeded. Each table is a ReplacingMergeTree keyed so
+goes only after all of them have succeeded, and a failure is raised only once every
+insert of the batch has ended. Each table is a ReplacingMergeTree keyed so
 that writing the same batch again rewrites the same rows; the partition state is written
 last, so a crash anywhere before it makes the next owner of the partition replay the batch
 and rewrite identical rows.
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from datetime import UTC, datetime
 
 from meter.units import US_PER_SECOND, utc_datetime
@@ -61,7 +62,6 @@ class WarehouseSink:
     def write_many(self, batch: list[tuple[BatchOutcome, StateRow]]) -> None:
         """One insert per table for all partitions of a batch; every state row last."""
         now = utc_datetime(self._clock_us())
-        insert = self.warehouse.insert
         outcomes = [outcome for outcome, _ in batch]
         # Two requests at once: ClickHouse parses and sorts each insert in one thread.
         cut = (len(outcomes) + 1) // 2
@@ -69,6 +69,18 @@ class WarehouseSink:
             self._pool.submit(self._insert_ledger, part)
             for part in (outcomes[:cut], outcomes[cut:])
         ]
+        try:
+            self._insert_rows(outcomes, now)
+        except BaseException:
+            wait(ledger)  # no insert of this batch is left running once its failure is raised
+            raise
+        for done in ledger:
+            done.result()  # re-raises the insert's failure: then no state is written
+        self.warehouse.insert("partition_state", STATE_COLUMNS, [(*row, now) for _, row in batch])
+
+    def _insert_rows(self, outcomes: list[BatchOutcome], now: datetime) -> None:
+        """The driver's inserts: rejected reports, rollup partials, adjustments, seq gaps."""
+        insert = self.warehouse.insert
         insert(
             "rejected_reports",
             REJECTED_COLUMNS,
@@ -144,9 +156,6 @@ class WarehouseSink:
                 for g in outcome.gap_rows
             ],
         )
-        for done in ledger:
-            done.result()  # re-raises the insert's failure: then no state is written
-        insert("partition_state", STATE_COLUMNS, [(*row, now) for _, row in batch])
 
     def _insert_ledger(self, outcomes: list[BatchOutcome]) -> None:
         self.warehouse.insert_native(

@@ -4,6 +4,7 @@ row of its batch is in ClickHouse (the ledger goes on other threads meanwhile)."
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -20,8 +21,12 @@ from tests.factories import NOW_US, make_report, make_sample
 class RecordingWarehouse:
     """Records what is inserted, in order; the ledger insert waits for ``release``."""
 
-    def __init__(self, ledger_fails: bool = False) -> None:
+    def __init__(
+        self, ledger_fails: bool = False, driver_fails_on: str = "", ledger_s: float = 0.0
+    ) -> None:
         self.ledger_fails = ledger_fails
+        self.driver_fails_on = driver_fails_on
+        self.ledger_s = ledger_s
         self.release = threading.Event()
         self.calls: list[str] = []
         self._lock = threading.Lock()
@@ -31,6 +36,9 @@ class RecordingWarehouse:
         if rows:
             with self._lock:
                 self.calls.append(table)
+        if table == self.driver_fails_on:
+            self.release.set()
+            raise SinkError(f"insert into {table}: connection reset")
         if table == "seq_gaps":
             self.release.set()  # the driver's inserts are done: let the ledger finish
         return len(rows)
@@ -39,6 +47,7 @@ class RecordingWarehouse:
         if not rows:
             return 0
         assert self.release.wait(10)
+        time.sleep(self.ledger_s)
         if self.ledger_fails:
             raise SinkError("insert into ledger: HTTP 500")
         with self._lock:
@@ -74,3 +83,12 @@ def test_a_failed_ledger_insert_leaves_the_state_unwritten():
         WarehouseSink(warehouse).write_many(_batch())  # type: ignore[arg-type]
     assert "partition_state" not in warehouse.calls
     assert "usage_rollup_partials" in warehouse.calls
+
+
+def test_a_failed_driver_insert_is_raised_only_once_the_ledger_inserts_have_finished():
+    warehouse = RecordingWarehouse(driver_fails_on="usage_rollup_partials", ledger_s=0.2)
+    with pytest.raises(SinkError, match="usage_rollup_partials"):
+        WarehouseSink(warehouse).write_many(_batch())  # type: ignore[arg-type]
+    # Nothing of the failed batch is still being written when its failure surfaces.
+    assert warehouse.calls.count("usage_ledger_packed") == 2
+    assert "partition_state" not in warehouse.calls
