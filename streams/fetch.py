@@ -25,6 +25,9 @@ from streams.records import PLAIN, scan_batches
 log = logging.getLogger(__name__)
 _installed = False
 _lock = threading.Lock()
+# aiokafka's own classes, once install() has wrapped them.
+_MemoryRecords: Any = None
+_PartitionRecords: Any = None
 
 
 def raw_values(value: bytes | None) -> bytes | None:
@@ -119,7 +122,3 @@ def install() -> bool:
         fetcher.PartitionRecords = _partition_records
         _installed = True
         return True
-
-
-_MemoryRecords: Any = None
-_PartitionRecords: Any = None

@@ -39,7 +39,7 @@ def render(
         out.append(f"# HELP {name} {help_text}")
         out.append(f"# TYPE {name} {kind}")
 
-    def sample(name: str, labels: Mapping[str, object], value: int) -> None:
+    def sample(name: str, labels: Mapping[str, object], value: float) -> None:
         text = ",".join(f'{k}="{v}"' for k, v in labels.items())
         out.append(f"{name}{{{text}}} {value}")
 
@@ -75,5 +75,5 @@ def render(
         "loop) and write (in the background, overlapping the next batch).",
     )
     for stage, seconds in sorted(stage_seconds.items()):
-        out.append(f'meter_batch_stage_seconds_total{{stage="{stage}"}} {seconds:.3f}')
+        sample("meter_batch_stage_seconds_total", {"stage": stage}, round(seconds, 3))
     return "\n".join(out) + "\n"

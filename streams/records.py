@@ -152,8 +152,17 @@ def parse_records(
     Returns (rows written, next free position in ``out``), or (CORRUPT or OVERFLOW, 0).
     """
     row, at = first, 0
+    if end > len(buf):
+        return CORRUPT, 0
     while at < end:
-        batch_end = at + 12 + _be(buf, at + _BATCH_LENGTH, 4)
+        # Lengths are checked here too, not only in scan_batches: nothing is read past
+        # ``end`` whoever made the RawFetch.
+        if at + HEADER_BYTES > end:
+            return CORRUPT, 0
+        size = _be(buf, at + _BATCH_LENGTH, 4)
+        batch_end = at + 12 + size
+        if size < HEADER_BYTES - 12 or batch_end > end:
+            return CORRUPT, 0
         if crc32c(buf, at + _ATTRIBUTES, batch_end, tables) != (
             _be(buf, at + _CRC, 4) & 0xFFFFFFFF
         ):

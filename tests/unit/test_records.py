@@ -149,3 +149,16 @@ def test_a_flipped_bit_or_a_bad_length_is_an_error_never_a_guess():
     bad[17:21] = calc_crc32c(bytes(bad[21:])).to_bytes(4, "big")
     with pytest.raises(CorruptFetchError):
         MessageBlock.fetched("usage", 0, [RawFetch(bytes(bad), len(bad), 0, 10, 10)])
+
+
+def test_a_batch_length_past_the_fetch_or_short_of_a_header_is_an_error_never_a_read():
+    good = _batch(0, _random_records(random.Random(6), 10))
+    # An intact batch that runs past the end it was given: its bytes beyond are not read.
+    with pytest.raises(CorruptFetchError, match="do not add up"):
+        MessageBlock.fetched("usage", 0, [RawFetch(good, len(good) - 10, 0, 10, 10)])
+    too_short = bytearray(good)
+    too_short[8:12] = (20).to_bytes(4, "big")  # ends inside its own header
+    with pytest.raises(CorruptFetchError, match="do not add up"):
+        MessageBlock.fetched("usage", 0, [RawFetch(bytes(too_short), len(good), 0, 10, 10)])
+    with pytest.raises(CorruptFetchError):  # an end beyond the bytes it was given
+        MessageBlock.fetched("usage", 0, [RawFetch(good, len(good) + 1, 0, 10, 10)])
