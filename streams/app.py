@@ -26,15 +26,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import faust
+from aiokafka.errors import MessageSizeTooLargeError
 from faust.app.base import BootStrategy
+from faust.exceptions import ProducerSendError
 
 from streams import metrics
 from streams.block import MessageBlock
-from streams.dlq import dead_letter_headers
+from streams.dlq import dead_letter_record
 from streams.hotpath.processor import FastPartitionProcessor
 from streams.ingest import Batch, BatchSource
 from streams.processor import BatchOutcome, PartitionProcessor
-from streams.settings import WorkerSettings
+from streams.settings import DLQ_HEADROOM_BYTES, MAX_MESSAGE_BYTES, WorkerSettings
 from streams.sink import StateRow, WarehouseSink, load_state, state_row
 from warehouse.client import Warehouse
 
@@ -120,14 +122,35 @@ class BatchHandler:
             self.rejected_by_reason.update(r.reason for r in outcome.rejections)
 
     async def _dead_letter(self, outcome: BatchOutcome) -> None:
-        pending = [
-            await self.dlq.send(
-                key=r.message.key, value=r.message.value, headers=dead_letter_headers(r)
+        """Send every reject and await the acks: only then may the source be acked.
+
+        A record the broker refuses as too large (a dead-letter topic with a smaller limit
+        than ours) is sent again as a stub, so that a poison message never stops the
+        partition; the whole payload is in ``rejected_reports`` (streams/dlq.py).
+        """
+        pending = []
+        for rejection in outcome.rejections:
+            value, headers = dead_letter_record(rejection)
+            pending.append(
+                (
+                    rejection,
+                    await self.dlq.send(key=rejection.message.key, value=value, headers=headers),
+                )
             )
-            for r in outcome.rejections
-        ]
-        for delivery in pending:
-            await delivery  # the broker acknowledged it: only now may the source be acked
+        for rejection, delivery in pending:
+            try:
+                await delivery
+            except (MessageSizeTooLargeError, ProducerSendError) as exc:
+                if not _too_large(exc):
+                    raise
+                log.warning(
+                    "partition %d offset %d: the broker refused its %d-byte dead letter as too "
+                    "large; sending a stub (the payload is in rejected_reports)",
+                    rejection.message.partition, rejection.message.offset,
+                    len(rejection.message.value),
+                )  # fmt: skip
+                value, headers = dead_letter_record(rejection, whole=False)
+                await (await self.dlq.send(key=rejection.message.key, value=value, headers=headers))
 
     def partition_views(self, source: BatchSource) -> list[metrics.PartitionView]:
         return [
@@ -150,6 +173,13 @@ class PartitionSnapshot:
     counters: dict[str, int]
     open_gaps: int
     applied_offset: int
+
+
+def _too_large(exc: BaseException) -> bool:
+    """Whether a send failed because the record was too large (Faust wraps the cause)."""
+    return isinstance(exc, MessageSizeTooLargeError) or isinstance(
+        exc.__cause__, MessageSizeTooLargeError
+    )
 
 
 def _process_one(
@@ -192,6 +222,8 @@ def create_app(settings: WorkerSettings) -> faust.App:
         topic_replication_factor=1,
         topic_partitions=settings.partitions,
         producer_acks=-1,
+        # Dead letters: a rejected message is sent whole up to the pipeline's limit.
+        producer_max_request_size=MAX_MESSAGE_BYTES + DLQ_HEADROOM_BYTES,
         **web,
     )
     dlq = app.topic(settings.dlq_topic, key_type=bytes, value_type=bytes, partitions=1)

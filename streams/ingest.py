@@ -31,7 +31,7 @@ from aiokafka.errors import KafkaError
 from streams import fetch
 from streams.block import next_offset
 from streams.fetch import RawFetch
-from streams.settings import WorkerSettings
+from streams.settings import MAX_MESSAGE_BYTES, WorkerSettings
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ Job = TypeVar("Job")  # what prepare hands to write
 # Reports are kilobytes (48 samples ≈ 6 kB): fetch in large requests. The local broker
 # still answers with about a megabyte per partition, so _take gathers several fetches.
 _FETCH_MAX_BYTES = 64 << 20
-_PARTITION_FETCH_MAX_BYTES = 16 << 20
+_PARTITION_FETCH_MAX_BYTES = MAX_MESSAGE_BYTES
 
 
 class BatchSource(Generic[Job]):

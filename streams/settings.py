@@ -11,6 +11,14 @@ from streams.processor import ProcessorSettings
 from warehouse.client import ClickHouseSettings
 
 _TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
+# The largest message the pipeline takes whole, at every step: the topics' own limit
+# (``max.message.bytes``, set when ensure_topics creates them), the worker's fetch per
+# partition and the dead-letter producer (plus DLQ_HEADROOM_BYTES for the headers). The
+# agent's producer stays far below it (agent/sender.py). A broker without a limit of its own
+# (the local one) can deliver larger messages: they are metered like any other, and a
+# rejected one is dead-lettered as a stub (streams/dlq.py).
+MAX_MESSAGE_BYTES = 16 << 20
+DLQ_HEADROOM_BYTES = 64 << 10
 
 
 @dataclass(frozen=True)

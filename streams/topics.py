@@ -1,4 +1,4 @@
-"""Creating the pipeline's topics up front, so partition counts are what we chose."""
+"""Creating the pipeline's topics up front, so partition counts and size limits are ours."""
 
 from __future__ import annotations
 
@@ -7,14 +7,21 @@ import contextlib
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
+from streams.settings import DLQ_HEADROOM_BYTES, MAX_MESSAGE_BYTES
 
-def ensure_topics(bootstrap: str, topics: dict[str, int]) -> None:
-    """Create each ``name: partitions`` that does not exist yet."""
+# Kafka's per-topic limit on a record batch; its default (about 1 MB) is below what agents
+# and dead letters send (streams/settings.py). The local broker stores it and has no limit.
+TOPIC_CONFIGS = {"max.message.bytes": str(MAX_MESSAGE_BYTES + DLQ_HEADROOM_BYTES)}
+
+
+def ensure_topics(bootstrap: str, topics: dict[str, int]) -> dict[str, int]:
+    """Create each ``name: partitions`` that does not exist yet; returns every topic's
+    partition count as the broker reports it (an existing topic keeps its own)."""
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
     try:
         existing = set(admin.list_topics())
         missing = [
-            NewTopic(name, partitions, replication_factor=1)
+            NewTopic(name, partitions, replication_factor=1, topic_configs=TOPIC_CONFIGS)
             for name, partitions in topics.items()
             if name not in existing
         ]
@@ -22,5 +29,7 @@ def ensure_topics(bootstrap: str, topics: dict[str, int]) -> None:
             # A worker declaring the same topic concurrently may win the race.
             with contextlib.suppress(TopicAlreadyExistsError):
                 admin.create_topics(missing)
+        described = admin.describe_topics(list(topics))
+        return {t["name"]: len(t["partitions"]) for t in described}
     finally:
         admin.close()

@@ -9,6 +9,7 @@ import faust
 from streams.app import create_app
 from streams.hotpath.warmup import warm_up
 from streams.settings import WorkerSettings
+from streams.topics import ensure_topics
 
 log = logging.getLogger(__name__)
 
@@ -16,8 +17,24 @@ log = logging.getLogger(__name__)
 def run_worker(settings: WorkerSettings, loglevel: str = "info") -> None:
     """Block until the worker is stopped (SIGTERM/SIGINT)."""
     settings.datadir.mkdir(parents=True, exist_ok=True)
+    prepare_topics(settings)
     if settings.hot_path:
         log.info("hot path compiled in %.1f s", warm_up())
     app = create_app(settings)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()
+
+
+def prepare_topics(settings: WorkerSettings) -> dict[str, int]:
+    """Create the usage topic with ``settings.partitions`` and the dead-letter topic, unless
+    they exist; a usage topic that exists with another count keeps it (partitions cannot
+    be taken away, and adding them moves nodes between partitions), which is logged."""
+    found = ensure_topics(
+        settings.bootstrap, {settings.topic: settings.partitions, settings.dlq_topic: 1}
+    )
+    if found.get(settings.topic, settings.partitions) != settings.partitions:
+        log.warning(
+            "topic %s exists with %d partitions, not the %d asked for: using it as it is",
+            settings.topic, found[settings.topic], settings.partitions,
+        )  # fmt: skip
+    return found

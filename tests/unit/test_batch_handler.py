@@ -132,3 +132,41 @@ def test_a_failing_partition_fails_the_batch_after_the_others_finish() -> None:
     with pytest.raises(RuntimeError, match="corrupt"):
         asyncio.run(handler.prepare(batch))
     assert sorted(finished) == [1, 2]
+
+
+class RefusingLargeDeadLetters(AckingDeadLetters):
+    """A broker whose dead-letter topic refuses records over ``limit`` bytes on delivery,
+    as Kafka does for a topic whose ``max.message.bytes`` is below the pipeline's."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+        self.headers: list[dict[str, str]] = []
+
+    async def send(self, key: bytes, value: bytes, headers: Any) -> asyncio.Future[None]:
+        from aiokafka.errors import MessageSizeTooLargeError
+
+        from streams.dlq import parse_headers
+
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if len(value) > self.limit:
+            done.set_exception(MessageSizeTooLargeError())
+        else:
+            self.sent.append(value)
+            self.headers.append(parse_headers(headers))
+            done.set_result(None)
+        return done
+
+
+def test_a_dead_letter_the_broker_refuses_as_too_large_is_sent_as_a_stub():
+    big_garbage = b"\x00" + bytes(range(256)) * 1024  # 256 kB that is no report
+    batch = {0: [SimpleNamespace(offset=0, timestamp=NOW_MS, key=b"k", value=big_garbage)]}
+    dlq = RefusingLargeDeadLetters(limit=100_000)
+    handler = BatchHandler(_settings(1), FreshWarehouse(), dlq)  # type: ignore[arg-type]
+    written = asyncio.run(handler.prepare(batch))
+    [(outcome, _)] = written
+    assert [r.reason for r in outcome.rejections] == ["bad_magic"]
+    [stub] = dlq.sent
+    assert big_garbage.startswith(stub) and len(stub) < dlq.limit
+    assert dlq.headers[0]["payload"] == "truncated"
+    assert dlq.headers[0]["payload_size"] == str(len(big_garbage))

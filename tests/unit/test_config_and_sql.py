@@ -55,6 +55,8 @@ def test_dead_letter_headers_round_trip():
     assert headers == {
         "reason": "negative_counter", "detail": "sample 0: x", "topic": "usage",
         "partition": "4", "offset": "77", "node_id": "n1", "boot_id": "b1", "seq": "12",
+        "payload_size": "1", "payload": "whole",
+        "payload_sha256": "4c94485e0c21ae6c41ce1dfe7b6bfaceea5ab68e40a2476f50208e526f506080",
     }  # fmt: skip
 
 
