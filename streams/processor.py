@@ -233,11 +233,7 @@ def observe_seq(
     outcome: BatchOutcome,
 ) -> SeqVerdict:
     """Record a report's seq for its (node, boot); gap rows go into ``outcome``."""
-    tracker = state.nodes.get((node_id, boot_id))
-    if tracker is None:
-        tracker = state.nodes[(node_id, boot_id)] = state.first_seq_of_boot(node_id, seq)
-        state.latest_boot[node_id] = boot_id
-    verdict, rows = tracker.observe(node_id, boot_id, seq, message.timestamp_us, message.offset)
+    verdict, rows = state.observe_seq(node_id, boot_id, seq, message.timestamp_us, message.offset)
     outcome.gap_rows.extend(rows)
     return verdict
 

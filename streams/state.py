@@ -15,9 +15,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from streams.aggregate import RollupKey
-from streams.seqtrack import NodeSeq
+from streams.seqtrack import GapRow, NodeSeq, SeqVerdict
 
-SNAPSHOT_FORMAT = 1
+# 2: boots' lead-ins and deferred ranges (streams/seqtrack.py); format 1 is still read.
+SNAPSHOT_FORMAT = 2
+READABLE_FORMATS = (1, 2)
 
 
 @dataclass
@@ -31,6 +33,14 @@ class PartitionState:
     max_event_us: int = 0
     closed_before_us: int = 0
     counters: Counter[str] = field(default_factory=Counter)
+    # node_id -> its boots in ``nodes``, in the order first seen: derived, not stored.
+    _boots_of: dict[str, list[str]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        for node_id, boot_id in self.nodes:
+            self._boots_of.setdefault(node_id, []).append(boot_id)
 
     def advance_event_time(self, end_us: int, lateness_us: int, width_us: int) -> bool:
         """Note an accepted report ending at ``end_us``; True if more windows closed.
@@ -53,19 +63,52 @@ class PartitionState:
         for key in [k for k in self.windows if k.window_start_us < self.closed_before_us]:
             del self.windows[key]
 
-    def first_seq_of_boot(self, node_id: str, seq: int) -> NodeSeq:
+    def observe_seq(
+        self, node_id: str, boot_id: str, seq: int, seen_us: int, offset: int
+    ) -> tuple[SeqVerdict, list[GapRow]]:
+        """Judge a report's seq for its (node, boot) and link the node's boots
+        (``streams/seqtrack.py``): a duplicate, or new, with the gap rows it changed."""
+        tracker = self.nodes.get((node_id, boot_id))
+        if tracker is None:
+            tracker = self._first_seen(node_id, boot_id, seq)
+        if not tracker.defers(seq):
+            return tracker.observe(node_id, boot_id, seq, seen_us, offset)
+        if not tracker.see_deferred(seq):
+            return SeqVerdict.DUPLICATE, []
+        owner_boot = str(tracker.defers_to[0])  # type: ignore[index]
+        rows = self.nodes[(node_id, owner_boot)].fill(node_id, owner_boot, seq, offset)
+        return (SeqVerdict.NEW, []) if rows is None else (SeqVerdict.FILLED, rows)
+
+    def _first_seen(self, node_id: str, boot_id: str, seq: int) -> NodeSeq:
         """Seq bookkeeping for a boot of ``node_id`` first seen at ``seq``.
 
         Agents persist seq across restarts, so a new boot usually continues where the
-        node's previous boot stopped: gaps are counted from there (reports the previous
-        boot spooled but never delivered show up as a gap). A node never seen before, or
-        one whose seq went backwards (its state was lost), counts from 0.
+        node's latest boot stopped: what lies between is the new boot's lead-in, which the
+        latest boot defers to it (its spooled reports may still come). A boot first seen
+        inside the lead-in of another boot of the node defers that lead-in likewise. A node
+        never seen before, or one whose seq went backwards (its state was lost), counts
+        from 0.
         """
+        boots = self._boots_of.setdefault(node_id, [])
         previous = self.latest_boot.get(node_id)
-        tracker = self.nodes.get((node_id, previous)) if previous is not None else None
-        if tracker is not None and tracker.next_seq <= seq:
-            return NodeSeq(next_seq=tracker.next_seq)
-        return NodeSeq()
+        latest = self.nodes.get((node_id, previous)) if previous is not None else None
+        if latest is not None and latest.defers_to is None and latest.next_seq <= seq:
+            tracker = NodeSeq(next_seq=latest.next_seq)
+            if seq > latest.next_seq:
+                tracker.lead_in = [latest.next_seq, seq - 1]
+                latest.defers_to = [boot_id, latest.next_seq, seq - 1]
+            self.latest_boot[node_id] = boot_id
+        else:
+            owner = next((b for b in boots if _holds(self.nodes[(node_id, b)].lead_in, seq)), None)
+            if owner is not None:
+                lead_in = self.nodes[(node_id, owner)].lead_in
+                tracker = NodeSeq(defers_to=[owner, *lead_in])  # type: ignore[misc]
+            else:
+                tracker = NodeSeq(lead_in=[0, seq - 1] if seq > 0 else None)
+                self.latest_boot[node_id] = boot_id
+        self.nodes[(node_id, boot_id)] = tracker
+        boots.append(boot_id)
+        return tracker
 
     def open_gaps(self) -> int:
         return sum(len(n.gaps) for n in self.nodes.values())
@@ -80,9 +123,7 @@ class PartitionState:
             "closed_before_us": self.closed_before_us,
             "counters": dict(sorted(self.counters.items())),
             "windows": sorted([*key, *sums] for key, sums in self.windows.items()),
-            "nodes": sorted(
-                [node, boot, s.next_seq, s.gaps] for (node, boot), s in self.nodes.items()
-            ),
+            "nodes": sorted([node, boot, *s.to_row()] for (node, boot), s in self.nodes.items()),
             "latest_boot": dict(sorted(self.latest_boot.items())),
         }
         text = json.dumps(doc, separators=(",", ":"), sort_keys=True)
@@ -91,7 +132,7 @@ class PartitionState:
     @classmethod
     def from_snapshot(cls, blob: bytes) -> PartitionState:
         doc = json.loads(zlib.decompress(blob))
-        if doc.get("format") != SNAPSHOT_FORMAT:
+        if doc.get("format") not in READABLE_FORMATS:
             raise ValueError(f"unknown partition snapshot format {doc.get('format')!r}")
         return cls(
             topic=doc["topic"],
@@ -101,10 +142,11 @@ class PartitionState:
             closed_before_us=doc["closed_before_us"],
             counters=Counter(doc["counters"]),
             windows={RollupKey(*row[:4]): list(row[4:]) for row in doc["windows"]},
-            nodes={
-                (n, b): NodeSeq(next_seq, [list(g) for g in gaps])
-                for n, b, next_seq, gaps in doc["nodes"]
-            },
+            nodes={(n, b): NodeSeq.from_row(row) for n, b, *row in doc["nodes"]},
             # Snapshots written before boots were linked have no such map.
             latest_boot=dict(doc.get("latest_boot", {})),
         )
+
+
+def _holds(span: list[int] | None, seq: int) -> bool:
+    return span is not None and span[0] <= seq <= span[1]

@@ -294,7 +294,11 @@ class FastPartitionProcessor:
             if ok[i]:
                 node, boot = node_ids.values[node_of[i]], boot_ids.values[boot_of[i]]
                 tracker = trackers.get((node, boot))  # type: ignore[arg-type]
-                if tracker is not None and tracker.next_seq == seqs[i]:
+                if (
+                    tracker is not None
+                    and tracker.next_seq == seqs[i]
+                    and tracker.defers_to is None
+                ):
                     tracker.next_seq += 1  # the next report in order: what observe_seq does
                 else:
                     verdict = observe_seq(state, node, boot, seqs[i], msgs[i], outcome)  # type: ignore[arg-type]

@@ -203,3 +203,66 @@ def test_processor_matches_the_plain_aggregation():
     p = processor(lateness_us=10**12)
     p.process(messages(encoded(*reports)))
     assert p.state.windows == aggregate_reports(reports, W)
+
+
+def _open_gap_seqs(state: PartitionState, node_id: str) -> list[int]:
+    """Every seq of ``node_id`` that an open gap of any of its boots names, repeats kept."""
+    return sorted(
+        seq
+        for (node, _), tracker in state.nodes.items()
+        if node == node_id
+        for lo, hi, _ in tracker.gaps
+        for seq in range(lo, hi + 1)
+    )
+
+
+def test_a_late_report_of_an_earlier_boot_closes_the_gap_the_next_boot_opened():
+    node = make_report()["node_id"]
+    boot_a, boot_b = "boot-a", "boot-b"
+    a0, a1 = (make_report([make_sample(T0 + i * TICK_US)], seq=i, boot_id=boot_a) for i in (0, 1))
+    b2 = make_report([make_sample(T0 + 2 * TICK_US)], seq=2, boot_id=boot_b)
+    p = processor()
+    out = p.process(messages(encoded(a0, b2, a1)))
+    assert out.accepted_reports == 3 and out.duplicate_reports == 0
+    assert _open_gap_seqs(p.state, node) == []
+    closed = [g for g in out.gap_rows if not g.is_open]
+    assert [(g.boot_id, g.first_missing) for g in closed] == [(boot_b, 1)]
+
+
+def test_any_order_of_arrival_leaves_open_exactly_the_seqs_never_delivered():
+    """Three boots of one node that continue one another's seqs (as agents do), each
+    report delivered in a random order or never; a retry now and then."""
+    node = make_report()["node_id"]
+    owner = {seq: "boot-a" if seq < 5 else "boot-b" if seq < 9 else "boot-c" for seq in range(14)}
+    rng = random.Random(16)
+    for _ in range(300):
+        delivered = [seq for seq in owner if rng.random() < 0.7]
+        order = delivered + rng.sample(delivered, min(2, len(delivered)))  # retries
+        rng.shuffle(order)
+        reports = [
+            make_report([make_sample(T0 + seq * TICK_US)], seq=seq, boot_id=owner[seq])
+            for seq in order
+        ]
+        p = processor()
+        cut = rng.randrange(len(reports) + 1)
+        frames = messages(encoded(*reports))
+        p.process(frames[:cut])
+        p = PartitionProcessor(PartitionState.from_snapshot(p.state.to_snapshot()), p.settings)
+        p.process(frames[cut:])
+        top = max(delivered, default=-1)
+        expected = [seq for seq in range(top + 1) if seq not in delivered]
+        assert _open_gap_seqs(p.state, node) == expected, (order, cut)
+        assert p.state.counters["accepted_reports"] == len(delivered), order
+        assert p.state.counters["duplicate_reports"] == len(order) - len(delivered), order
+
+
+def test_a_boot_that_restarts_its_seqs_keeps_its_reports_apart():
+    """An agent that lost its seq file starts again at 0: nothing is a duplicate."""
+    first = [make_report([make_sample(T0 + i * TICK_US)], seq=i, boot_id="old") for i in range(4)]
+    again = [
+        make_report([make_sample(T0 + (10 + i) * TICK_US)], seq=i, boot_id="new") for i in range(3)
+    ]
+    p = processor()
+    out = p.process(messages(encoded(*first, *again)))
+    assert out.accepted_reports == 7 and out.duplicate_reports == 0
+    assert p.state.open_gaps() == 0
