@@ -15,6 +15,7 @@ TRAILING_BYTES = "trailing_bytes"
 # Validation (a readable report that breaks the contract).
 INVALID_IDENTITY = "invalid_identity"
 END_BEFORE_START = "end_before_start"
+EMPTY_TICK_WITH_USAGE = "empty_tick_with_usage"  # a zero-length tick with non-zero counters
 FUTURE_TIMESTAMP = "future_timestamp"
 TICK_OUTSIDE_INTERVAL = "tick_outside_interval"
 NEGATIVE_COUNTER = "negative_counter"

@@ -29,7 +29,7 @@ from streams.aggregate import RollupKey, add_into, sample_pieces
 from streams.native import LEDGER_COLUMNS, LEDGER_TYPES, encode_block, packed_samples
 from streams.seqtrack import GapRow, SeqVerdict
 from streams.state import PartitionState
-from streams.validate import ReportLimits, validate_report
+from streams.validate import ReportLimits, is_empty_tick, validate_report
 
 
 @dataclass(frozen=True)
@@ -186,7 +186,8 @@ class PartitionProcessor:
         )  # fmt: skip
         late: dict[RollupKey, list[int]] = {}
         late_flags: list[int] = []
-        for s in report["samples"]:
+        samples = [s for s in report["samples"] if not is_empty_tick(s)]
+        for s in samples:
             is_late = False
             for key, parts in sample_pieces(cluster, s, width):
                 if key.window_start_us < state.closed_before_us:
@@ -196,7 +197,7 @@ class PartitionProcessor:
                     add_into(state.windows, key, parts)
                     touched[key] = state.windows[key]
             late_flags.append(int(is_late))
-        if self.settings.emit_ledger and report["samples"]:
+        if self.settings.emit_ledger and samples:
             ledger_rows.append(
                 (
                     node,
@@ -207,7 +208,7 @@ class PartitionProcessor:
                     report["interval_end_us"],
                     state.partition,
                     message.offset,
-                    *packed_samples(report["samples"], late_flags),  # ends with ``late``
+                    *packed_samples(samples, late_flags),  # ends with ``late``
                 )
             )
         if late:
@@ -217,7 +218,7 @@ class PartitionProcessor:
                 for key, sums in sorted(late.items())
             )
         outcome.accepted_reports += 1
-        outcome.accepted_samples += len(report["samples"])
+        outcome.accepted_samples += len(samples)
         if state.advance_event_time(
             report["interval_end_us"], self.settings.lateness_us, self.settings.window_us
         ):

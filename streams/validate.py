@@ -2,6 +2,10 @@
 
 A report is the unit of identity, so it is accepted or rejected whole: one bad sample
 rejects the report, with a reason naming the sample, rather than metering part of it.
+
+A zero-length tick (``tick_end_us == tick_start_us``) holds no time: with every summed
+counter at zero it is valid and meters nothing (no ledger sample, no rollup), so it never
+costs the rest of its report; with any usage it is refused as ``empty_tick_with_usage``.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import Any
 from meter import reasons
 from meter.errors import RejectedReport
 from meter.units import INT64_MAX, US_PER_SECOND
+from streams.aggregate import SUMMED
 
 INT32_MAX = 2**31 - 1
 
@@ -57,6 +62,11 @@ def is_valid_tenant(tenant_id: str, limits: ReportLimits) -> bool:
     return bool(_TENANT.fullmatch(tenant_id)) or tenant_id in limits.extra_tenant_ids
 
 
+def is_empty_tick(sample: Mapping[str, Any]) -> bool:
+    """A zero-length tick: valid only without usage, and never metered."""
+    return bool(sample["tick_end_us"] == sample["tick_start_us"])
+
+
 def _reject(reason: str, detail: str) -> RejectedReport:
     return RejectedReport(reason, detail)
 
@@ -83,6 +93,8 @@ def validate_report(report: Mapping[str, Any], limits: ReportLimits, now_us: int
     seen: set[tuple[str, int]] = set()
     for index, sample in enumerate(samples):
         _validate_sample(index, sample, start, end, limits)
+        if is_empty_tick(sample):
+            continue  # holds no time: it cannot collide with another sample
         identity = (sample["gpu_uuid"], sample["tick_start_us"])
         if identity in seen:
             raise _reject(reasons.DUPLICATE_SAMPLE, f"sample {index}: {identity} twice")
@@ -102,8 +114,13 @@ def _validate_sample(
     if len(sample["job_id"]) > 256:
         raise _reject(reasons.INVALID_IDENTITY, f"{where}: job_id longer than 256")
     tick_start, tick_end = sample["tick_start_us"], sample["tick_end_us"]
-    if tick_end <= tick_start:
+    if tick_end < tick_start:
         raise _reject(reasons.END_BEFORE_START, f"{where}: tick [{tick_start}, {tick_end})")
+    if tick_end == tick_start and any(sample[name] for name in SUMMED):
+        used = ", ".join(f"{name}={sample[name]}" for name in SUMMED if sample[name])
+        raise _reject(
+            reasons.EMPTY_TICK_WITH_USAGE, f"{where}: zero-length tick at {tick_start} has {used}"
+        )
     if tick_start < start or tick_end > end:
         raise _reject(
             reasons.TICK_OUTSIDE_INTERVAL,

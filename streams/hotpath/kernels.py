@@ -138,6 +138,8 @@ def _has_duplicate_sample(buf, s_str_off, s_str_len, s_val, gpu_hash, first, cou
     table[:] = -1
     for k in range(first, first + count):
         tick = s_val[k, V_TICK_START]
+        if s_val[k, V_TICK_END] == tick:
+            continue  # a zero-length tick holds no time: it collides with nothing
         h = (gpu_hash[k - first] ^ np.uint64(tick)) * _FNV_PRIME
         slot = np.int64(h >> np.uint64(1)) & mask
         while table[slot] >= 0:
@@ -196,8 +198,11 @@ def check_v1(buf, timestamp_us, m_status, m_str_off, m_str_len, m_long, m_first,
             ):
                 ok = False
             t0, t1 = v[V_TICK_START], v[V_TICK_END]
-            if t1 <= t0 or t0 < start or t1 > end:
+            if t1 < t0 or t0 < start or t1 > end:
                 ok = False
+                break
+            if t1 == t0 and (v[V_ALLOC] | v[V_BUSY] | v[V_UNHEALTHY] | v[V_ENERGY]) != 0:
+                ok = False  # a zero-length tick holds no time, so it may carry no usage
                 break
             for f in range(V_ALLOC, V_MEMORY + 1):
                 if v[f] < 0:
@@ -279,7 +284,8 @@ def invalidate_samples(m_status, s_msg, bad):
 @njit(cache=True, nogil=True)
 def route(s_msg, s_val, accepted, closed_before_at, width_us):
     """Per sample of an accepted message: its window, and whether it straddles windows or
-    falls in a closed one. Samples of other messages get window -1."""
+    falls in a closed one. Samples of other messages, and zero-length ticks (which meter
+    nothing), get window -1."""
     n = s_msg.shape[0]
     window = np.full(n, -1, np.int64)
     straddle = np.zeros(n, np.bool_)
@@ -289,6 +295,8 @@ def route(s_msg, s_val, accepted, closed_before_at, width_us):
         if not accepted[m]:
             continue
         t0 = s_val[k, V_TICK_START]
+        if s_val[k, V_TICK_END] == t0:
+            continue
         w = t0 - t0 % width_us
         window[k] = w
         straddle[k] = s_val[k, V_TICK_END] > w + width_us

@@ -337,9 +337,9 @@ class FastPartitionProcessor:
         msgs, dec = batch.msgs, batch.dec
         tenants, skus, clusters = batch.tenants, batch.skus, batch.clusters
         outcome.accepted_reports = int(accepted.sum())
-        outcome.accepted_samples = int(dec.m_count[accepted].sum())
         window, straddle, late = k.route(dec.s_msg, dec.s_val, accepted, closed_before_at, width)
-        in_batch = window >= 0
+        in_batch = window >= 0  # the samples metered: zero-length ticks are not
+        outcome.accepted_samples = int(in_batch.sum())
         sample_cluster = clusters.inverse[dec.s_msg]
 
         def key_of(t: int, s: int, c: int, w: int) -> RollupKey:

@@ -1,9 +1,12 @@
 import random
 
+import pytest
+
 from meter import reasons
 from meter.units import US_PER_MINUTE, US_PER_SECOND
 from schemas import ReportCodec
 from streams.aggregate import RollupKey, aggregate_reports
+from streams.hotpath.processor import FastPartitionProcessor
 from streams.processor import PartitionProcessor, ProcessorSettings
 from streams.state import PartitionState
 from tests.factories import TICK_US, make_report, make_sample, messages
@@ -266,3 +269,35 @@ def test_a_boot_that_restarts_its_seqs_keeps_its_reports_apart():
     out = p.process(messages(encoded(*first, *again)))
     assert out.accepted_reports == 7 and out.duplicate_reports == 0
     assert p.state.open_gaps() == 0
+
+
+def _eight_gpus_ten_ticks(seq: int = 0) -> dict:
+    samples = [
+        make_sample(T0 + t * TICK_US, gpu_uuid=f"GPU-{g}", gpu_index=g)
+        for t in range(10)
+        for g in range(8)
+    ]
+    return make_report(samples, seq=seq)
+
+
+@pytest.mark.parametrize("kind", [PartitionProcessor, FastPartitionProcessor])
+def test_a_zero_length_tick_without_usage_meters_nothing_and_keeps_the_report(kind):
+    report = _eight_gpus_ten_ticks()
+    empty = report["samples"][37]
+    empty.update(tick_end_us=empty["tick_start_us"], allocated_us=0, busy_us=0, energy_mj=0)
+    p = kind(PartitionState("usage", 0), ProcessorSettings())
+    out = p.process(messages(encoded(report)))
+    assert not out.rejections and out.accepted_reports == 1
+    assert out.accepted_samples == out.ledger_samples == 79
+    expected = aggregate_reports(
+        [{**report, "samples": report["samples"][:37] + report["samples"][38:]}], W
+    )
+    assert {r.key: list(r.sums) for r in out.rollups} == expected
+
+
+@pytest.mark.parametrize("kind", [PartitionProcessor, FastPartitionProcessor])
+def test_a_zero_length_tick_with_usage_is_refused_with_its_own_reason(kind):
+    report = _eight_gpus_ten_ticks()
+    report["samples"][37]["tick_end_us"] = report["samples"][37]["tick_start_us"]
+    out = kind(PartitionState("usage", 0), ProcessorSettings()).process(messages(encoded(report)))
+    assert [r.reason for r in out.rejections] == [reasons.EMPTY_TICK_WITH_USAGE]

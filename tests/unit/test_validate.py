@@ -52,8 +52,26 @@ def test_bad_samples_are_rejected_with_their_reason(sample_overrides, reason):
 
 def test_tick_end_before_start():
     sample = make_sample()
-    sample["tick_end_us"] = sample["tick_start_us"]
+    sample["tick_end_us"] = sample["tick_start_us"] - 1
     assert reason_of(make_report([sample])) == reasons.END_BEFORE_START
+
+
+def _empty_tick(**counters: int) -> dict:
+    sample = make_sample(
+        **{**dict.fromkeys(("allocated_us", "busy_us", "energy_mj"), 0), **counters}
+    )
+    sample["tick_end_us"] = sample["tick_start_us"]
+    return sample
+
+
+def test_a_zero_length_tick_without_usage_is_valid_even_beside_a_tick_at_its_start():
+    validate_report(make_report([make_sample(), _empty_tick()]), ReportLimits(), NOW_US)
+
+
+@pytest.mark.parametrize("counter", ["allocated_us", "busy_us", "unhealthy_us", "energy_mj"])
+def test_a_zero_length_tick_with_usage_has_its_own_reason(counter):
+    report = make_report([make_sample(), _empty_tick(**{counter: 1})])
+    assert reason_of(report) == reasons.EMPTY_TICK_WITH_USAGE
 
 
 def test_report_end_before_start():
