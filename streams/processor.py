@@ -26,6 +26,7 @@ from meter.errors import ConfigError, RejectedReport
 from meter.units import US_PER_MINUTE
 from schemas import ReportCodec
 from streams.aggregate import RollupKey, add_into, sample_pieces
+from streams.gputime import DEFAULT_TIME_MEMORY_US
 from streams.native import LEDGER_COLUMNS, LEDGER_TYPES, encode_block, packed_samples
 from streams.seqtrack import GapRow, SeqVerdict
 from streams.state import PartitionState
@@ -78,12 +79,17 @@ class ProcessorSettings:
     lateness_us: int = 10 * US_PER_MINUTE
     limits: ReportLimits = field(default_factory=ReportLimits)
     emit_ledger: bool = True  # False: sums, seqs and rejects only (benchmarks, replays)
+    # How far behind the partition's event time each GPU's metered time is remembered, to
+    # refuse overlapping time (streams/gputime.py).
+    time_memory_us: int = DEFAULT_TIME_MEMORY_US
 
     def __post_init__(self) -> None:
         if self.window_us <= 0 or US_PER_MINUTE * 60 % self.window_us:
             raise ConfigError(f"window of {self.window_us} us must divide an hour")
         if self.lateness_us < 0:
             raise ConfigError("lateness bound must not be negative")
+        if self.time_memory_us < self.lateness_us:
+            raise ConfigError("the time memory must be at least the lateness bound")
 
 
 @dataclass
@@ -128,6 +134,7 @@ class PartitionProcessor:
             self._one(message, outcome, touched, ledger_rows)
             state.applied_offset = message.offset
         outcome.applied_offset = state.applied_offset
+        forget_metered_time(state, self.settings)
         # A window closed during the batch is gone from state.windows, but its last sums
         # are still in ``touched``: they are its final row.
         outcome.rollups = [
@@ -163,6 +170,14 @@ class PartitionProcessor:
         if self._observe_seq(report, message, outcome) is SeqVerdict.DUPLICATE:
             outcome.duplicate_reports += 1
             return
+        state = self.state
+        horizon_us = state.max_event_us - self.settings.time_memory_us
+        overlap = state.gpu_time.overlap(report["samples"], horizon_us)
+        if overlap is not None:
+            rejected = RejectedReport(reasons.OVERLAPPING_TIME, overlap.detail())
+            outcome.rejections.append(rejection_from(message, rejected, report))
+            return
+        state.gpu_time.record(report["samples"], horizon_us)
         self._meter(report, message, outcome, touched, ledger_rows)
 
     def _observe_seq(
@@ -237,6 +252,11 @@ def observe_seq(
     verdict, rows = state.observe_seq(node_id, boot_id, seq, message.timestamp_us, message.offset)
     outcome.gap_rows.extend(rows)
     return verdict
+
+
+def forget_metered_time(state: PartitionState, settings: ProcessorSettings) -> None:
+    """At the end of a batch: what the overlap check will never look at again."""
+    state.gpu_time.forget_before(state.max_event_us - settings.time_memory_us)
 
 
 def count_outcome(state: PartitionState, outcome: BatchOutcome) -> None:

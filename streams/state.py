@@ -1,9 +1,9 @@
 """The state of one input partition, and its snapshot format.
 
 Everything the processor needs to continue exactly where it stopped: the open windows'
-cumulative sums, each node's seq bookkeeping, event-time progress, the offset applied
-through, and counters. A snapshot is compressed JSON, stored in the warehouse as the last
-write of every batch (see ``streams/EXACTLY_ONCE.md``).
+cumulative sums, each node's seq bookkeeping, each GPU's metered time, event-time
+progress, the offset applied through, and counters. A snapshot is compressed JSON, stored
+in the warehouse as the last write of every batch (see ``streams/EXACTLY_ONCE.md``).
 """
 
 from __future__ import annotations
@@ -15,9 +15,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from streams.aggregate import RollupKey
+from streams.gputime import GpuTime
 from streams.seqtrack import GapRow, NodeSeq, SeqVerdict
 
-# 2: boots' lead-ins and deferred ranges (streams/seqtrack.py); format 1 is still read.
+# 2: boots' lead-ins and deferred ranges (streams/seqtrack.py) and each GPU's metered time
+# (streams/gputime.py); format 1 is still read.
 SNAPSHOT_FORMAT = 2
 READABLE_FORMATS = (1, 2)
 
@@ -33,6 +35,7 @@ class PartitionState:
     max_event_us: int = 0
     closed_before_us: int = 0
     counters: Counter[str] = field(default_factory=Counter)
+    gpu_time: GpuTime = field(default_factory=GpuTime)  # what each GPU has been metered for
     # node_id -> its boots in ``nodes``, in the order first seen: derived, not stored.
     _boots_of: dict[str, list[str]] = field(
         default_factory=dict, init=False, repr=False, compare=False
@@ -125,6 +128,7 @@ class PartitionState:
             "windows": sorted([*key, *sums] for key, sums in self.windows.items()),
             "nodes": sorted([node, boot, *s.to_row()] for (node, boot), s in self.nodes.items()),
             "latest_boot": dict(sorted(self.latest_boot.items())),
+            "gpu_time": self.gpu_time.to_doc(),
         }
         text = json.dumps(doc, separators=(",", ":"), sort_keys=True)
         return zlib.compress(text.encode("utf-8"), 6)
@@ -145,6 +149,8 @@ class PartitionState:
             nodes={(n, b): NodeSeq.from_row(row) for n, b, *row in doc["nodes"]},
             # Snapshots written before boots were linked have no such map.
             latest_boot=dict(doc.get("latest_boot", {})),
+            # Format 1 kept no metered time: the check starts with what comes next.
+            gpu_time=GpuTime.from_doc(doc.get("gpu_time", [])),
         )
 
 

@@ -10,6 +10,7 @@ costs the rest of its report; with any usage it is refused as ``empty_tick_with_
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -99,6 +100,24 @@ def validate_report(report: Mapping[str, Any], limits: ReportLimits, now_us: int
         if identity in seen:
             raise _reject(reasons.DUPLICATE_SAMPLE, f"sample {index}: {identity} twice")
         seen.add(identity)
+    _refuse_overlapping_ticks(samples)
+
+
+def _refuse_overlapping_ticks(samples: list[Mapping[str, Any]]) -> None:
+    """Two ticks of one GPU in one report that share any time."""
+    by_gpu = sorted(
+        (s["gpu_uuid"], s["tick_start_us"], s["tick_end_us"], index)
+        for index, s in enumerate(samples)
+        if not is_empty_tick(s)
+    )
+    for (gpu, start, end, i), (next_gpu, next_start, next_end, j) in itertools.pairwise(by_gpu):
+        if gpu == next_gpu and next_start < end:
+            first, second = sorted((i, j))
+            raise _reject(
+                reasons.OVERLAPPING_TIME,
+                f"samples {first} and {second}: GPU {gpu} ticks [{start}, {end}) and "
+                f"[{next_start}, {next_end}) overlap",
+            )
 
 
 def _validate_sample(

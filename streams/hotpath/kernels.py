@@ -130,47 +130,80 @@ def _is_name(buf, off, n):
     return _name_hash(buf, off, n)[1]
 
 
+@njit(cache=True, inline="always")
+def _same_gpu(buf, s_str_off, s_str_len, gpu_hash, first, j, k):
+    return (
+        gpu_hash[j - first] == gpu_hash[k - first]
+        and s_str_len[j, S_GPU] == s_str_len[k, S_GPU]
+        and _same_bytes(buf, s_str_off[j, S_GPU], s_str_off[k, S_GPU], s_str_len[k, S_GPU])
+    )
+
+
 @njit(cache=True, nogil=True)
-def _has_duplicate_sample(buf, s_str_off, s_str_len, s_val, gpu_hash, first, count, table):
-    """True if two samples of one report share (gpu_uuid, tick_start): O(count) by hashing.
-    ``gpu_hash`` holds each sample's gpu_uuid hash, by position in the report."""
+def _has_overlap(buf, s_str_off, s_str_len, s_val, gpu_hash, first, count, table):
+    """True if two ticks of one GPU in one report share time (identical ticks included);
+    zero-length ticks hold none. ``gpu_hash`` holds each sample's gpu_uuid hash, by
+    position in the report.
+
+    O(count) by hashing while each GPU's ticks come in time order, as agents list them:
+    a tick need only start at or after the GPU's tick before it. Otherwise the report's
+    ticks are sorted by GPU and start, and neighbours compared.
+    """
     mask = table.shape[0] - 1  # a power of two, at least twice the largest report
     table[:] = -1
     for k in range(first, first + count):
-        tick = s_val[k, V_TICK_START]
-        if s_val[k, V_TICK_END] == tick:
-            continue  # a zero-length tick holds no time: it collides with nothing
-        h = (gpu_hash[k - first] ^ np.uint64(tick)) * _FNV_PRIME
-        slot = np.int64(h >> np.uint64(1)) & mask
-        while table[slot] >= 0:
+        t0 = s_val[k, V_TICK_START]
+        if s_val[k, V_TICK_END] == t0:
+            continue
+        slot = np.int64(gpu_hash[k - first] >> np.uint64(1)) & mask
+        while True:
             j = table[slot]
-            if (
-                s_val[j, V_TICK_START] == tick
-                and gpu_hash[j - first] == gpu_hash[k - first]
-                and s_str_len[j, S_GPU] == s_str_len[k, S_GPU]
-                and _same_bytes(buf, s_str_off[j, S_GPU], s_str_off[k, S_GPU], s_str_len[k, S_GPU])
-            ):
-                return True
+            if j < 0:
+                table[slot] = k
+                break
+            if _same_gpu(buf, s_str_off, s_str_len, gpu_hash, first, j, k):
+                if t0 >= s_val[j, V_TICK_END]:
+                    table[slot] = k  # in time order: now the GPU's latest tick
+                    break
+                if t0 >= s_val[j, V_TICK_START]:
+                    return True
+                return _has_overlap_sorted(buf, s_str_off, s_str_len, s_val, gpu_hash, first, count)
             slot = (slot + 1) & mask
-        table[slot] = k
+    return False
+
+
+@njit(cache=True, nogil=True)
+def _has_overlap_sorted(buf, s_str_off, s_str_len, s_val, gpu_hash, first, count):
+    by_start = np.argsort(s_val[first : first + count, V_TICK_START], kind="mergesort")
+    order = by_start[np.argsort(gpu_hash[:count][by_start], kind="mergesort")] + first
+    previous = -1
+    for k in order:
+        if s_val[k, V_TICK_END] == s_val[k, V_TICK_START]:
+            continue
+        if previous >= 0 and gpu_hash[previous - first] == gpu_hash[k - first]:
+            if not _same_gpu(buf, s_str_off, s_str_len, gpu_hash, first, previous, k):
+                return True  # two GPUs with one hash: the readable path judges
+            if s_val[k, V_TICK_START] < s_val[previous, V_TICK_END]:
+                return True
+        previous = k
     return False
 
 
 @njit(cache=True, nogil=True)
 def check_v1(buf, timestamp_us, m_status, m_str_off, m_str_len, m_long, m_first, m_count,
-             s_str_off, s_str_len, s_val, max_samples, max_interval_us, max_future_us,
-             max_power_mw, max_memory_bytes):  # fmt: skip
+             s_str_off, s_str_len, s_val, s_gpu_hash, max_samples, max_interval_us,
+             max_future_us, max_power_mw, max_memory_bytes):  # fmt: skip
     """Mark INVALID every decoded message that breaks a rule of validate_report, apart
     from the tenant and SKU checks (done per distinct string, see :func:`intern_strings`).
 
-    Returns the largest summed counter (allocated, busy, unhealthy, energy) over the
-    samples of the messages it left valid.
+    Fills ``s_gpu_hash`` with each sample's gpu_uuid hash (for :func:`intern_hashed`),
+    for the messages it leaves valid. Returns the largest summed counter (allocated, busy,
+    unhealthy, energy) over the samples of those messages.
     """
     size = 16
     while m_status.shape[0] and size < 2 * m_count.max():
         size *= 2
     table = np.full(size, -1, np.int64)  # one scratch table for every report
-    gpu_hash = np.empty(size, np.uint64)
     largest = 0  # the largest summed counter of a valid report: bounds the batch sums
     for m in range(m_status.shape[0]):
         if m_status[m] != OK:
@@ -185,6 +218,7 @@ def check_v1(buf, timestamp_us, m_status, m_str_off, m_str_len, m_long, m_first,
         if end > timestamp_us[m] + max_future_us or m_count[m] > max_samples:
             ok = False
         first, count = m_first[m], m_count[m]
+        gpu_hash = s_gpu_hash[first : first + count]
         for k in range(first, first + count):
             if not ok:
                 break
@@ -212,9 +246,7 @@ def check_v1(buf, timestamp_us, m_status, m_str_off, m_str_len, m_long, m_first,
                 ok = False
             if v[V_ENERGY] > max_power_mw * tick // 1_000_000 or v[V_MEMORY] > max_memory_bytes:
                 ok = False
-        if ok and _has_duplicate_sample(
-            buf, s_str_off, s_str_len, s_val, gpu_hash, first, count, table
-        ):
+        if ok and _has_overlap(buf, s_str_off, s_str_len, s_val, gpu_hash, first, count, table):
             ok = False
         if not ok:
             m_status[m] = INVALID
@@ -232,26 +264,45 @@ def intern_strings(buf, off, length):
     Returns (id of each string, index of each id's first string). The table holds the
     distinct strings only (a handful of tenants or SKUs per batch), so it stays in cache.
     """
+    return _intern(buf, off, length, np.empty(0, np.uint64), np.empty(0, np.bool_))
+
+
+@njit(cache=True, nogil=True)
+def intern_hashed(buf, off, length, hashes, keep):
+    """:func:`intern_strings` of the strings whose ``keep`` is set, with their hashes
+    already known (``check_v1``'s GPU hashes); the others get id -1."""
+    return _intern(buf, off, length, hashes, keep)
+
+
+@njit(cache=True, inline="always")
+def _intern(buf, off, length, hashes, keep):
     n = off.shape[0]
     ids = np.empty(n, np.int64)
     first = np.empty(n, np.int64)
-    hashes = np.empty(n, np.uint64)  # of each distinct string, by id
+    distinct_hash = np.empty(n, np.uint64)  # of each distinct string, by id
     size = 64
     slot_id = np.full(size, -1, np.int64)
     distinct = 0
     for i in range(n):
+        if keep.shape[0] and not keep[i]:
+            ids[i] = -1
+            continue
         o, m = off[i], length[i]
         # Runs of one tenant or SKU are the common case.
-        if i > 0 and length[i - 1] == m and _same_bytes(buf, off[i - 1], o, m):
+        if i > 0 and ids[i - 1] >= 0 and length[i - 1] == m and _same_bytes(buf, off[i - 1], o, m):
             ids[i] = ids[i - 1]
             continue
-        h = _hash(buf, o, m)
+        h = hashes[i] if hashes.shape[0] else _hash(buf, o, m)
         s = np.int64(h >> np.uint64(40)) & (size - 1)
         while True:
             g = slot_id[s]
             if g < 0:
                 break
-            if hashes[g] == h and length[first[g]] == m and _same_bytes(buf, off[first[g]], o, m):
+            if (
+                distinct_hash[g] == h
+                and length[first[g]] == m
+                and _same_bytes(buf, off[first[g]], o, m)
+            ):
                 break
             s = (s + 1) & (size - 1)
         if g >= 0:
@@ -259,14 +310,14 @@ def intern_strings(buf, off, length):
             continue
         ids[i] = distinct
         first[distinct] = i
-        hashes[distinct] = h
+        distinct_hash[distinct] = h
         slot_id[s] = distinct
         distinct += 1
         if 2 * distinct > size:  # keep the table at most half full
             size *= 4
             slot_id = np.full(size, -1, np.int64)
             for g in range(distinct):
-                s = np.int64(hashes[g] >> np.uint64(40)) & (size - 1)
+                s = np.int64(distinct_hash[g] >> np.uint64(40)) & (size - 1)
                 while slot_id[s] >= 0:
                     s = (s + 1) & (size - 1)
                 slot_id[s] = g
@@ -625,3 +676,78 @@ def group_ids(keys):
                 break
             s = (s + 1) & mask
     return group, first[:groups]
+
+
+@njit(cache=True, inline="always")
+def _emit_run(runs, n_runs, g, start, end):
+    runs[n_runs, 0] = g
+    runs[n_runs, 1] = start
+    runs[n_runs, 2] = end
+    return n_runs + 1
+
+
+@njit(cache=True, nogil=True)
+def meter_time(begin, candidate, m_first, m_count, m_end, s_val, s_gpu, last_end, event,
+               memory_us, lateness_us, width_us, accepted, closed_before_at, runs):  # fmt: skip
+    """The overlap check and event time of streams.processor, message by message from
+    ``begin``, for the messages whose seq made them ``candidate``s.
+
+    A message is accepted when each tick (after the horizon: event time less
+    ``memory_us``) starts at or after the end of its GPU's metered time (``last_end``, by
+    batch GPU id ``s_gpu``) and of the GPU's tick before it in the message: nothing can
+    overlap then. Anything else (a late report filling a hole, a real overlap, ticks out
+    of order) stops the pass at that message, for the caller to judge exactly.
+
+    ``event`` = [max_event_us, closed_before_us], updated in place; accepted messages get
+    ``accepted`` and ``closed_before_at`` set. The metered time, merged into runs per GPU,
+    goes into ``runs`` rows (gpu, start, end). Returns (the message it stopped at, or the
+    number of messages; the rows of ``runs`` filled).
+    """
+    gpus = last_end.shape[0]
+    run_start = np.full(gpus, -1, np.int64)
+    tick_end = np.empty(gpus, np.int64)  # the GPU's latest tick in the message in hand
+    tick_of = np.full(gpus, -1, np.int64)  # which message ``tick_end`` is of
+    n_runs = 0
+    max_event, closed_before = event[0], event[1]
+    stop = candidate.shape[0]
+    for m in range(begin, candidate.shape[0]):
+        if not candidate[m]:
+            continue
+        horizon = max_event - memory_us
+        first, count = m_first[m], m_count[m]
+        simple = True
+        for k in range(first, first + count):
+            t0, t1 = max(s_val[k, V_TICK_START], horizon), s_val[k, V_TICK_END]
+            if t1 <= t0:
+                continue
+            g = s_gpu[k]
+            if t0 < (tick_end[g] if tick_of[g] == m else last_end[g]):
+                simple = False
+                break
+            tick_end[g] = t1
+            tick_of[g] = m
+        if not simple:
+            stop = m
+            break
+        for k in range(first, first + count):
+            t0, t1 = max(s_val[k, V_TICK_START], horizon), s_val[k, V_TICK_END]
+            if t1 <= t0:
+                continue
+            g = s_gpu[k]
+            if run_start[g] < 0 or t0 != last_end[g]:
+                if run_start[g] >= 0:
+                    n_runs = _emit_run(runs, n_runs, g, run_start[g], last_end[g])
+                run_start[g] = t0
+            last_end[g] = t1
+        accepted[m] = True
+        closed_before_at[m] = closed_before
+        end = m_end[m]
+        if end > max_event:  # PartitionState.advance_event_time
+            max_event = end
+            edge = end - lateness_us
+            closed_before = max(closed_before, edge - edge % width_us)
+    for g in range(gpus):
+        if run_start[g] >= 0:
+            n_runs = _emit_run(runs, n_runs, g, run_start[g], last_end[g])
+    event[0], event[1] = max_event, closed_before
+    return stop, n_runs

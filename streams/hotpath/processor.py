@@ -40,9 +40,11 @@ from streams.processor import (
     BatchOutcome,
     PartitionProcessor,
     ProcessorSettings,
+    Rejection,
     RollupRow,
     SourceMessage,
     count_outcome,
+    forget_metered_time,
     observe_seq,
     rejection_from,
 )
@@ -101,6 +103,7 @@ class Decoded:
     s_str_off: np.ndarray
     s_str_len: np.ndarray
     s_val: np.ndarray
+    s_gpu_hash: np.ndarray  # filled by kernels.check_v1
 
     def text(self, offset: int, length: int) -> str:
         return self.buf[offset : offset + length].tobytes().decode("utf-8")
@@ -125,6 +128,7 @@ class Workspace:
         self.s_str_off = np.empty((capacity, 4), np.int64)
         self.s_str_len = np.empty((capacity, 4), np.int64)
         self.s_val = np.empty((capacity, 8), np.int64)
+        self.s_gpu_hash = np.empty(capacity, np.uint64)
 
     def reserve(self, samples: int) -> None:
         if samples > self.capacity:
@@ -166,15 +170,26 @@ def decode_frames(
             return Decoded(
                 buf, offsets, status, m_str_off, m_str_len, m_long, m_first, m_count,
                 ws.s_msg[:total], ws.s_str_off[:total], ws.s_str_len[:total], ws.s_val[:total],
+                ws.s_gpu_hash[:total],
             )  # fmt: skip
         ws.reserve(total)  # the hint was short: decode again with room for every sample
 
 
 class _Interned:
-    """Distinct strings of one column, with each row's id among them."""
+    """Distinct strings of one column, with each row's id among them (-1: not kept)."""
 
-    def __init__(self, dec: Decoded, off: np.ndarray, length: np.ndarray) -> None:
-        self.inverse, first = k.intern_strings(dec.buf, off, length)
+    def __init__(
+        self,
+        dec: Decoded,
+        off: np.ndarray,
+        length: np.ndarray,
+        hashes: np.ndarray | None = None,
+        keep: np.ndarray | None = None,
+    ) -> None:
+        if hashes is None or keep is None:
+            self.inverse, first = k.intern_strings(dec.buf, off, length)
+        else:
+            self.inverse, first = k.intern_hashed(dec.buf, off, length, hashes, keep)
         rep_off, rep_len = off[first], length[first]
         self.values: list[str | None] = []
         for o, n in zip(rep_off.tolist(), rep_len.tolist(), strict=True):
@@ -193,6 +208,7 @@ class _Prepared:
     tenants: _Interned
     skus: _Interned
     clusters: _Interned
+    gpus: _Interned  # of the samples of messages the kernels accepted
     # Messages the kernels did not accept, with the twin's verdict and decoded report.
     twin_verdicts: dict[int, tuple[RejectedReport, dict[str, Any] | None]]
 
@@ -246,7 +262,7 @@ class FastPartitionProcessor:
         timestamps = msgs.timestamp_us
         largest = k.check_v1(
             dec.buf, timestamps, dec.status, dec.m_str_off, dec.m_str_len, dec.m_long,
-            dec.m_first, dec.m_count, dec.s_str_off, dec.s_str_len, dec.s_val,
+            dec.m_first, dec.m_count, dec.s_str_off, dec.s_str_len, dec.s_val, dec.s_gpu_hash,
             limits.max_samples, limits.max_interval_us, limits.max_future_us,
             limits.max_power_mw, limits.max_memory_bytes,
         )  # fmt: skip
@@ -274,22 +290,23 @@ class FastPartitionProcessor:
                 twin_verdicts[i] = (rejected, report)
             else:
                 raise _TwinTakesBatch  # valid, but not for the kernels (another version)
-        return _Prepared(msgs, dec, tenants, skus, clusters, twin_verdicts)
+        kept = (dec.status == d.OK)[dec.s_msg]
+        gpus = _Interned(dec, dec.s_str_off[:, 0], dec.s_str_len[:, 0], dec.s_gpu_hash, kept)
+        return _Prepared(msgs, dec, tenants, skus, clusters, gpus, twin_verdicts)
 
     def _apply(self, batch: _Prepared) -> BatchOutcome:
-        state, settings = self.state, self.settings
+        state = self.state
         msgs, dec = batch.msgs, batch.dec
         outcome = BatchOutcome(state.topic, state.partition)
         n = len(msgs)
-        accepted = [False] * n
-        closed_before_at = [0] * n
+        candidate = np.zeros(n, np.bool_)
         ok = (dec.status == d.OK).tolist()
         node_ids = _Interned(dec, dec.m_str_off[:, 0], dec.m_str_len[:, 0])
         boot_ids = _Interned(dec, dec.m_str_off[:, 1], dec.m_str_len[:, 1])
         node_of, boot_of = node_ids.inverse.tolist(), boot_ids.inverse.tolist()
-        seqs, ends = dec.m_long[:, 0].tolist(), dec.m_long[:, 2].tolist()
+        seqs = dec.m_long[:, 0].tolist()
         trackers = state.nodes
-        lateness_us, window_us = settings.lateness_us, settings.window_us
+        rejections: list[tuple[int, Rejection]] = []
         for i in range(n):
             if ok[i]:
                 node, boot = node_ids.values[node_of[i]], boot_ids.values[boot_of[i]]
@@ -305,10 +322,7 @@ class FastPartitionProcessor:
                     if verdict is SeqVerdict.DUPLICATE:
                         outcome.duplicate_reports += 1
                         continue
-                accepted[i] = True
-                closed_before_at[i] = state.closed_before_us
-                # Windows closed here are evicted after metering (see _meter).
-                state.advance_event_time(ends[i], lateness_us, window_us)
+                candidate[i] = True
             else:
                 message = msgs[i]
                 rejected, report = batch.twin_verdicts[i]
@@ -319,12 +333,81 @@ class FastPartitionProcessor:
                     if verdict is SeqVerdict.DUPLICATE:
                         outcome.duplicate_reports += 1
                         continue
-                outcome.rejections.append(rejection_from(message, rejected, report))
-        self._meter(batch, np.array(accepted), np.array(closed_before_at, np.int64), outcome)
+                rejections.append((i, rejection_from(message, rejected, report)))
+        accepted, closed_before_at = self._meter_time(
+            batch, candidate, node_ids, boot_ids, rejections
+        )
+        outcome.rejections = [r for _, r in sorted(rejections, key=lambda pair: pair[0])]
+        self._meter(batch, accepted, closed_before_at, outcome)
         state.applied_offset = int(msgs.offset[-1])
         outcome.applied_offset = state.applied_offset
+        forget_metered_time(state, self.settings)
         count_outcome(state, outcome)
         return outcome
+
+    def _meter_time(
+        self,
+        batch: _Prepared,
+        candidate: np.ndarray,
+        node_ids: _Interned,
+        boot_ids: _Interned,
+        rejections: list[tuple[int, Rejection]],
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Which candidates overlap no metered time, and the closed-window edge each saw;
+        event time and each GPU's metered time move on as in the twin. The kernel takes
+        the messages that cannot overlap anything; the rest are judged here, exactly."""
+        state, settings = self.state, self.settings
+        msgs, dec, gpus = batch.msgs, batch.dec, batch.gpus
+        n = len(msgs)
+        time = state.gpu_time
+        last_end = np.array(
+            [_end_or_min(time.last_end(g)) for g in gpus.values],  # type: ignore[arg-type]
+            np.int64,
+        )
+        event = np.array([state.max_event_us, state.closed_before_us], np.int64)
+        accepted = np.zeros(n, np.bool_)
+        closed_before_at = np.zeros(n, np.int64)
+        runs = np.empty((len(dec.s_val) + len(gpus.values), 3), np.int64)
+        memory_us, lateness_us = settings.time_memory_us, settings.lateness_us
+        begin = 0
+        while begin < n:
+            stop, n_runs = k.meter_time(
+                begin, candidate, dec.m_first, dec.m_count, dec.m_long[:, 2], dec.s_val,
+                gpus.inverse, last_end, event, memory_us, lateness_us, settings.window_us,
+                accepted, closed_before_at, runs,
+            )  # fmt: skip
+            for g, start, end in runs[:n_runs].tolist():
+                time.add(gpus.values[g], start, end)  # type: ignore[arg-type]
+            state.max_event_us, state.closed_before_us = int(event[0]), int(event[1])
+            if stop >= n:
+                break
+            first, count = int(dec.m_first[stop]), int(dec.m_count[stop])
+            ids = gpus.inverse[first : first + count].tolist()
+            ticks = dec.s_val[first : first + count, d.V_TICK_START : d.V_TICK_END + 1].tolist()
+            samples = [
+                {"gpu_uuid": gpus.values[g], "tick_start_us": t0, "tick_end_us": t1}
+                for g, (t0, t1) in zip(ids, ticks, strict=True)
+            ]
+            horizon_us = state.max_event_us - memory_us
+            overlap = time.overlap(samples, horizon_us)
+            if overlap is None:
+                time.record(samples, horizon_us)
+                accepted[stop] = True
+                closed_before_at[stop] = state.closed_before_us
+                state.advance_event_time(int(dec.m_long[stop, 2]), lateness_us, settings.window_us)
+            else:
+                rejected = Rejection(
+                    msgs[stop], reasons.OVERLAPPING_TIME, overlap.detail(),
+                    node_id=node_ids.values[node_ids.inverse[stop]],  # type: ignore[arg-type]
+                    boot_id=boot_ids.values[boot_ids.inverse[stop]],  # type: ignore[arg-type]
+                    seq=int(dec.m_long[stop, 0]),
+                )  # fmt: skip
+                rejections.append((stop, rejected))
+            for g in set(ids):
+                last_end[g] = _end_or_min(time.last_end(gpus.values[g]))  # type: ignore[arg-type]
+            event[:] = (state.max_event_us, state.closed_before_us)
+            begin = stop + 1
+        return accepted, closed_before_at
 
     def _meter(
         self,
@@ -423,3 +506,10 @@ class FastPartitionProcessor:
             RollupRow(key, state.partition, tuple(touched[key]), int(msgs.offset[-1]))
             for key in sorted(touched)
         ]
+
+
+_INT64_MIN = -(2**63)
+
+
+def _end_or_min(end_us: int | None) -> int:
+    return _INT64_MIN if end_us is None else end_us

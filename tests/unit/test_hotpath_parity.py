@@ -71,21 +71,58 @@ def _inject(report: dict, field: str, value: object) -> None:
 
 
 @st.composite
+def tiled_samples(draw, node: str, start: int) -> tuple[list[dict], int]:
+    """Samples of some of the node's GPUs over consecutive ticks from ``start`` (as agents
+    report: tick by tick, each GPU in turn), and where they end."""
+    tick = draw(tick_us)
+    ticks = draw(st.integers(1, 3))
+    gpus = draw(st.lists(st.integers(0, 3), min_size=1, max_size=4, unique=True))
+    samples = []
+    for t in range(ticks):
+        for g in gpus:
+            s = draw(sample(start))
+            s.update(gpu_uuid=f"GPU-{node}-{g}", tick_start_us=start + t * tick)
+            s["tick_end_us"] = s["tick_start_us"] + tick
+            s["allocated_us"] = min(s["allocated_us"], tick)
+            s["busy_us"] = min(s["busy_us"], s["allocated_us"])
+            s["unhealthy_us"] = min(s["unhealthy_us"], s["allocated_us"])
+            s["energy_mj"] = min(s["energy_mj"], MAX_POWER_MW * tick // US_PER_SECOND)
+            samples.append(s)
+    return samples, start + ticks * tick
+
+
+@st.composite
 def report_frames(draw) -> list[bytes]:
+    """Reports of three nodes (and a bad one) whose GPUs mostly tile time: now and then a
+    report overlaps time already reported, leaves a hole or fills one late, lists its
+    ticks out of order, or is a random jumble of overlapping ticks."""
     frames = []
     next_seq = {"sc1-node-1": 0, "sc1-node-2": 0, "sc1-node-3": 0}
+    clock = dict.fromkeys(next_seq, T0)
     for _ in range(draw(st.integers(1, 25))):
-        node = draw(st.sampled_from([*next_seq] * 3 + ["bad node"]))
+        node = draw(st.sampled_from([*next_seq] * 6 + ["bad node"]))
         seq = next_seq.get(node, 0) + draw(st.sampled_from([0, 0, 0, 1, 3, -2]))
         next_seq[node] = max(next_seq.get(node, 0), seq + 1)
-        minute = draw(st.integers(0, 40))
-        samples = draw(
-            st.lists(
-                sample(T0 + minute * US_PER_MINUTE),
-                max_size=8,
-                unique_by=lambda s: (s["gpu_uuid"], s["tick_start_us"]),
+        timing = draw(st.sampled_from(["next"] * 6 + ["hole", "back", "jumble"]))
+        begin_us = clock.get(node, T0)
+        if timing == "hole":
+            begin_us += draw(st.integers(1, 90)) * US_PER_SECOND
+        elif timing == "back":  # overlaps what came before, or fills a hole late
+            begin_us -= draw(st.integers(1, 300)) * US_PER_SECOND
+        if timing == "jumble":
+            minute = draw(st.integers(0, 40))
+            samples = draw(
+                st.lists(
+                    sample(T0 + minute * US_PER_MINUTE),
+                    max_size=8,
+                    unique_by=lambda s: (s["gpu_uuid"], s["tick_start_us"]),
+                )
             )
-        )
+        else:
+            samples, end = draw(tiled_samples(node, begin_us))
+            clock[node] = max(clock.get(node, T0), end)
+            if draw(st.integers(0, 7)) == 0:
+                samples.reverse()  # out of time order within the report
         if draw(st.booleans()):  # as agents report: a GPU keeps its holder over the ticks
             holder = {}
             for s in samples:
@@ -94,10 +131,15 @@ def report_frames(draw) -> list[bytes]:
                     s[field] = held[field]
             if samples and draw(st.booleans()):  # but a job may end within the report
                 samples[-1]["job_id"] = "job-next"
+        if samples and draw(st.integers(0, 15)) == 0:  # a zero-length tick, usage or not
+            empty = samples[draw(st.integers(0, len(samples) - 1))]
+            empty["tick_end_us"] = empty["tick_start_us"]
+            if draw(st.booleans()):
+                empty.update(allocated_us=0, busy_us=0, unhealthy_us=0, energy_mj=0)
         report = make_report(samples, seq=max(seq, 0), node_id=node)
         if draw(st.integers(0, 40)) == 0:
             report["seq"] = 2**62
-        defect = draw(st.sampled_from([None] * 12 + DEFECTS))
+        defect = draw(st.sampled_from([None] * 40 + DEFECTS))
         if defect and samples:
             _inject(report, *defect)
         if samples and draw(st.integers(0, 15)) == 0:
@@ -187,7 +229,7 @@ def test_a_report_of_another_released_version_goes_to_the_twin(monkeypatch):
     report = make_report([make_sample(T0)])
     frames = [
         v1_codec.encode(report),
-        v2_codec.encode({**make_report([make_sample(T0)], seq=1), "agent_version": "2.0"}),
+        v2_codec.encode({**make_report([make_sample(T0 + 10**7)], seq=1), "agent_version": "2.0"}),
     ]
     messages = [SourceMessage("usage", 0, i, b"k", f, NOW_US) for i, f in enumerate(frames)]
     twin = PartitionProcessor(PartitionState("usage", 0), ProcessorSettings(), v1_codec)

@@ -301,3 +301,59 @@ def test_a_zero_length_tick_with_usage_is_refused_with_its_own_reason(kind):
     report["samples"][37]["tick_end_us"] = report["samples"][37]["tick_start_us"]
     out = kind(PartitionState("usage", 0), ProcessorSettings()).process(messages(encoded(report)))
     assert [r.reason for r in out.rejections] == [reasons.EMPTY_TICK_WITH_USAGE]
+
+
+@pytest.mark.parametrize("kind", [PartitionProcessor, FastPartitionProcessor])
+def test_overlapping_time_of_one_gpu_is_metered_once(kind):
+    """Within one report, across reports (other seqs, other boots), and against a hole
+    that a late report fills exactly."""
+    minute = [make_sample(T0 + i * TICK_US) for i in range(6)]
+    first = make_report(minute, seq=0)
+    long_tick = 6 * TICK_US
+    overlapping_within = make_report(
+        [make_sample(T0 + 60 * TICK_US, tick_end_us=T0 + 60 * TICK_US + long_tick),
+         make_sample(T0 + 63 * TICK_US, tick_end_us=T0 + 63 * TICK_US + long_tick)],
+        seq=1,
+    )  # fmt: skip
+    again = make_report(minute[3:], seq=2)  # the same GPU's time under another seq
+    other_boot = make_report(minute[:1], seq=0, boot_id="another-boot")
+    later = make_report([make_sample(T0 + 20 * TICK_US)], seq=4)
+    fills_hole = make_report([make_sample(T0 + 10 * TICK_US)], seq=3)
+    into_hole = make_report(
+        [make_sample(T0 + 15 * TICK_US, tick_end_us=T0 + 21 * TICK_US, allocated_us=TICK_US)],
+        seq=5,
+    )
+    p = kind(PartitionState("usage", 0), ProcessorSettings())
+    frames = encoded(first, overlapping_within, again, other_boot, later, fills_hole, into_hole)
+    out = p.process(messages(frames))
+    assert [(r.message.offset, r.reason) for r in out.rejections] == [
+        (1, reasons.OVERLAPPING_TIME), (2, reasons.OVERLAPPING_TIME),
+        (3, reasons.OVERLAPPING_TIME), (6, reasons.OVERLAPPING_TIME),
+    ]  # fmt: skip
+    assert "already metered" in out.rejections[1].detail
+    assert out.accepted_reports == 3 and out.accepted_samples == 8
+    assert sum(r.sums[0] for r in out.rollups) == 8 * TICK_US
+    assert p.state.open_gaps() == 0  # refused, but accounted for: no seq is missing
+
+
+@pytest.mark.parametrize("kind", [PartitionProcessor, FastPartitionProcessor])
+def test_overlap_is_checked_across_batches_and_a_restored_state(kind):
+    first = make_report([make_sample(T0)], seq=0)
+    again = make_report([make_sample(T0 + TICK_US // 2)], seq=1)
+    p = kind(PartitionState("usage", 0), ProcessorSettings())
+    p.process(messages(encoded(first)))
+    restored = kind(PartitionState.from_snapshot(p.state.to_snapshot()), ProcessorSettings())
+    out = restored.process(messages(encoded(again), first_offset=1))
+    assert [r.reason for r in out.rejections] == [reasons.OVERLAPPING_TIME]
+
+
+def test_time_older_than_the_memory_is_not_checked_and_is_forgotten():
+    settings = ProcessorSettings(lateness_us=W, time_memory_us=2 * W)
+    p = PartitionProcessor(PartitionState("usage", 0), settings)
+    old = make_report([make_sample(T0)], seq=0)
+    now = make_report([make_sample(T0 + 10 * W)], seq=1)
+    p.process(messages(encoded(old, now)))
+    assert list(p.state.gpu_time.ranges.values()) == [[T0 + 10 * W, T0 + 10 * W + TICK_US]]
+    very_late = make_report([make_sample(T0)], seq=0, boot_id="another-boot")
+    out = p.process(messages(encoded(very_late), first_offset=2))
+    assert not out.rejections and out.accepted_reports == 1  # metered: too old to check
