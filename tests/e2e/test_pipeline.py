@@ -129,3 +129,59 @@ def _read_topic(bootstrap: str, topic: str, expected: int, timeout_s: float = 30
     finally:
         consumer.close()
     return records
+
+
+def _node_report(node: str, boot: str, seq: int, ticks: range, gpus: int = 8) -> dict:
+    """A report of ``node`` with one sample per GPU per 10-s tick of ``ticks``."""
+    from tests.factories import TICK_US, make_report, make_sample
+
+    base = make_sample()["tick_start_us"]
+    samples = [
+        make_sample(base + t * TICK_US, gpu_uuid=f"GPU-{node}-{g}", gpu_index=g)
+        for t in ticks
+        for g in range(gpus)
+    ]
+    return make_report(samples, seq=seq, node_id=node, boot_id=boot)
+
+
+def test_overlapping_time_is_refused_and_boots_in_any_order_leave_no_false_gap(
+    worker_settings, worker, warehouse
+):
+    """Holes an independent oracle found: a GPU's time billed twice, a gap left open by a
+    late report of an earlier boot. Through the real broker, worker and ClickHouse."""
+    spec = FleetSpec(nodes=6, gpus_per_node=4, tenants=2, reports_per_node=5, seed=9)
+    good = list(fleet_reports(spec))
+    boots = [  # boot a's seq 1 arrives after boot b's seq 2
+        _node_report("sc1-boots", "boot-a", 0, range(0, 6)),
+        _node_report("sc1-boots", "boot-b", 2, range(12, 18)),
+        _node_report("sc1-boots", "boot-a", 1, range(6, 12)),
+    ]
+    ten_minutes = range(0, 60)
+    overlapping = {
+        "again": _node_report("sc1-twice", "boot-t", 1, ten_minutes),  # same time, next seq
+        "within": _node_report("sc1-within", "boot-w", 0, range(0, 6)),
+    }
+    within = overlapping["within"]["samples"]
+    within[8]["tick_start_us"] -= 5_000_000  # GPU 0's second tick starts in its first
+    emitted = EmittedTotals()
+    codec = ReportCodec()
+    frames = []
+    for report in [*good, *boots, _node_report("sc1-twice", "boot-t", 0, ten_minutes)]:
+        emitted.add_report(report)
+        frames.append((report["node_id"].encode(), codec.encode(report)))
+    frames += [(r["node_id"].encode(), codec.encode(r)) for r in overlapping.values()]
+    with ReportPublisher(worker_settings.bootstrap, worker_settings.topic) as publisher:
+        for key, value in frames:
+            publisher.publish(key, value)
+        publisher.flush()
+        end_offsets = dict(publisher.end_offsets)
+    _wait(worker_settings, end_offsets, worker)
+
+    assert differences(emitted.by_key, warehouse_totals(warehouse)) == []
+    rejected = warehouse.execute(
+        "SELECT node_id, reason FROM rejected_reports FINAL ORDER BY node_id"
+    )
+    assert rejected == [
+        ("sc1-twice", reasons.OVERLAPPING_TIME), ("sc1-within", reasons.OVERLAPPING_TIME)
+    ]  # fmt: skip
+    assert warehouse.execute("SELECT count() FROM open_seq_gaps") == [(0,)]
