@@ -2,7 +2,8 @@
 
 The hot path decodes the values where they lie; a :class:`SourceMessage` is made only for
 a message that needs one (a reject, the twin's path). A null key stays ``None``; a null
-value (a tombstone: no report at all) becomes ``b""``, which is rejected as undecodable.
+value (a tombstone: no report at all) becomes ``b""``, which is rejected as
+``empty_message``.
 """
 
 from __future__ import annotations
