@@ -14,7 +14,8 @@ both sides of it.
 time (the latest report end metered) less ``time_memory_us`` (35 days by default). A
 tick, or the part of one, before the horizon is neither checked nor recorded: a report
 that late is metered as it comes. At the end of every batch ranges are cut at the horizon
-(:meth:`GpuTime.forget_before`), so the state is the same however batches were cut.
+rounded down to the hour (:meth:`GpuTime.forget_before`), so the state is the same however
+batches were cut.
 """
 
 from __future__ import annotations
@@ -43,9 +44,16 @@ class Overlap:
         )
 
 
+# Ranges are cut at the horizon rounded down to this, so that the cut, a pass over every
+# GPU, runs once per hour of event time rather than every batch.
+FORGET_STEP_US = 3_600 * US_PER_SECOND
+
+
 @dataclass
 class GpuTime:
     ranges: dict[str, list[int]] = field(default_factory=dict)
+    # Where the ranges were last cut: derived, not stored (a restored state cuts again).
+    _cut_at: int | None = field(default=None, compare=False, repr=False)
 
     def last_end(self, gpu_uuid: str) -> int | None:
         found = self.ranges.get(gpu_uuid)
@@ -95,7 +103,13 @@ class GpuTime:
             del found[i - 1 : i + 1]
 
     def forget_before(self, horizon_us: int) -> None:
-        """Cut every GPU's ranges at the horizon; drop GPUs with nothing after it."""
+        """Cut every GPU's ranges at the horizon, rounded down to the hour (time checked
+        is always after the horizon, so what is kept before it never matters); drop GPUs
+        with nothing after it."""
+        horizon_us -= horizon_us % FORGET_STEP_US
+        if horizon_us == self._cut_at:
+            return
+        self._cut_at = horizon_us
         for gpu_uuid in list(self.ranges):
             found = self.ranges[gpu_uuid]
             if found[-1] <= horizon_us:

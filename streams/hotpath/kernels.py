@@ -148,6 +148,11 @@ def _has_overlap(buf, s_str_off, s_str_len, s_val, gpu_hash, first, count, table
     O(count) by hashing while each GPU's ticks come in time order, as agents list them:
     a tick need only start at or after the GPU's tick before it. Otherwise the report's
     ticks are sorted by GPU and start, and neighbours compared.
+
+    The in-order pass tells GPUs apart by hash alone (comparing the uuid bytes of every
+    sample cost more than the rest of the check): two GPUs of one hash are then checked
+    as one timeline, which can only find more overlaps, never fewer, and a report so
+    flagged is judged by the readable path.
     """
     mask = table.shape[0] - 1  # a power of two, at least twice the largest report
     table[:] = -1
@@ -161,7 +166,7 @@ def _has_overlap(buf, s_str_off, s_str_len, s_val, gpu_hash, first, count, table
             if j < 0:
                 table[slot] = k
                 break
-            if _same_gpu(buf, s_str_off, s_str_len, gpu_hash, first, j, k):
+            if gpu_hash[j - first] == gpu_hash[k - first]:
                 if t0 >= s_val[j, V_TICK_END]:
                     table[slot] = k  # in time order: now the GPU's latest tick
                     break
@@ -322,6 +327,19 @@ def _intern(buf, off, length, hashes, keep):
                     s = (s + 1) & (size - 1)
                 slot_id[s] = g
     return ids, first[:distinct]
+
+
+@njit(cache=True, nogil=True)
+def gather_bytes(off, length, ends):
+    """Positions in the buffer of the strings at (``off``, ``length``), one after another
+    (``ends``: their cumulative lengths), to copy them out in one move."""
+    at = np.empty(ends[-1] if ends.shape[0] else 0, np.int64)
+    begin = 0
+    for i in range(off.shape[0]):
+        for j in range(length[i]):
+            at[begin + j] = off[i] + j
+        begin = ends[i]
+    return at
 
 
 @njit(cache=True, nogil=True)

@@ -348,12 +348,13 @@ def test_overlap_is_checked_across_batches_and_a_restored_state(kind):
 
 
 def test_time_older_than_the_memory_is_not_checked_and_is_forgotten():
-    settings = ProcessorSettings(lateness_us=W, time_memory_us=2 * W)
+    hour = 60 * W
+    settings = ProcessorSettings(lateness_us=W, time_memory_us=hour)
     p = PartitionProcessor(PartitionState("usage", 0), settings)
     old = make_report([make_sample(T0)], seq=0)
-    now = make_report([make_sample(T0 + 10 * W)], seq=1)
+    now = make_report([make_sample(T0 + 3 * hour)], seq=1)
     p.process(messages(encoded(old, now)))
-    assert list(p.state.gpu_time.ranges.values()) == [[T0 + 10 * W, T0 + 10 * W + TICK_US]]
+    assert list(p.state.gpu_time.ranges.values()) == [[T0 + 3 * hour, T0 + 3 * hour + TICK_US]]
     very_late = make_report([make_sample(T0)], seq=0, boot_id="another-boot")
     out = p.process(messages(encoded(very_late), first_offset=2))
     assert not out.rejections and out.accepted_reports == 1  # metered: too old to check
