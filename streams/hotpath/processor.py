@@ -238,6 +238,10 @@ class FastPartitionProcessor:
         self.twin = PartitionProcessor(state, settings, self.codec)
         self._samples_per_message = 64
         self._workspace = Workspace()
+        # Batches the kernels handed whole to the twin, and messages whose overlap check
+        # the kernels left to Python: tests require few of either where input is valid.
+        self.batches_to_twin = 0
+        self.time_checks_in_python = 0
 
     def process(self, messages: MessageBlock | Iterable[SourceMessage]) -> BatchOutcome:
         block = (
@@ -254,6 +258,7 @@ class FastPartitionProcessor:
         try:
             prepared = self._prepare(fresh)
         except _TwinTakesBatch:
+            self.batches_to_twin += 1
             return self.twin.process(block)
         outcome = self._apply(prepared)
         outcome.skipped_replays = len(block) - len(fresh)
@@ -394,6 +399,7 @@ class FastPartitionProcessor:
             state.max_event_us, state.closed_before_us = int(event[0]), int(event[1])
             if stop >= n:
                 break
+            self.time_checks_in_python += 1
             first, count = int(dec.m_first[stop]), int(dec.m_count[stop])
             ids = gpus.inverse[first : first + count].tolist()
             ticks = dec.s_val[first : first + count, d.V_TICK_START : d.V_TICK_END + 1].tolist()

@@ -161,7 +161,7 @@ def report_frames(draw) -> list[bytes]:
 
 def _run_both(
     frames: list[bytes], cuts: list[int], lateness_us: int, emit_ledger: bool = True
-) -> None:
+) -> FastPartitionProcessor:
     proc_settings = ProcessorSettings(lateness_us=lateness_us, emit_ledger=emit_ledger)
     twin = PartitionProcessor(PartitionState("usage", 0), proc_settings)
     fast = FastPartitionProcessor(PartitionState("usage", 0), proc_settings)
@@ -177,6 +177,7 @@ def _run_both(
         assert got == expected
         assert fast.state == twin.state
         at += len(batch)
+    return fast
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -208,8 +209,30 @@ def test_a_fleet_with_late_nodes_duplicates_and_gaps():
     late = [r for r in reports if r["node_id"].endswith("0003") and r["seq"] < 6]
     frames = [CODEC.encode(r) for r in reports if r not in late]
     frames += [CODEC.encode(r) for r in late] + frames[:30:3]
-    _run_both(frames, [17, 90, 91, 150], 2 * US_PER_MINUTE)
-    _run_both(frames, [17, 90, 91, 150], 2 * US_PER_MINUTE, emit_ledger=False)
+    for emit_ledger in (True, False):
+        fast = _run_both(frames, [17, 90, 91, 150], 2 * US_PER_MINUTE, emit_ledger=emit_ledger)
+        # Valid input: the kernels, not the twin, judged every batch, and Python checked
+        # the time of the late reports only (they fill holes the others left).
+        assert fast.batches_to_twin == 0
+        assert 0 < fast.time_checks_in_python <= len(late)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_valid_tiled_reports_are_judged_by_the_kernels(data):
+    """Many valid reports that tile each node's time, in order: no batch goes to the twin,
+    no overlap check to Python, and every report is metered."""
+    frames, reports = [], 0
+    for node in ("sc1-node-1", "sc1-node-2"):
+        at = T0
+        for seq in range(data.draw(st.integers(1, 12))):
+            samples, at = data.draw(tiled_samples(node, at))
+            frames.append(CODEC.encode(make_report(samples, seq=seq, node_id=node)))
+            reports += 1
+    cuts = data.draw(st.lists(st.integers(0, len(frames)), max_size=3).map(sorted))
+    fast = _run_both(frames, cuts, 10 * US_PER_MINUTE)
+    assert fast.batches_to_twin == 0 and fast.time_checks_in_python == 0
+    assert fast.state.counters["accepted_reports"] == reports
 
 
 def test_a_report_of_another_released_version_goes_to_the_twin(monkeypatch):
