@@ -36,7 +36,7 @@ class PartitionState:
     closed_before_us: int = 0
     counters: Counter[str] = field(default_factory=Counter)
     gpu_time: GpuTime = field(default_factory=GpuTime)  # what each GPU has been metered for
-    # node_id -> its boots in ``nodes``, in the order first seen: derived, not stored.
+    # node_id -> its boots in ``nodes``: derived, not stored.
     _boots_of: dict[str, list[str]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
@@ -102,7 +102,14 @@ class PartitionState:
                 latest.defers_to = [boot_id, latest.next_seq, seq - 1]
             self.latest_boot[node_id] = boot_id
         else:
-            owner = next((b for b in boots if _holds(self.nodes[(node_id, b)].lead_in, seq)), None)
+            # Lead-ins can overlap after a seq reset: the narrowest holding ``seq`` owns it,
+            # chosen by value, never by the order boots were loaded in (determinism).
+            holders = [
+                (lead_in[1] - lead_in[0], b)
+                for b in boots
+                if _holds(lead_in := self.nodes[(node_id, b)].lead_in, seq) and lead_in
+            ]
+            owner = min(holders)[1] if holders else None
             if owner is not None:
                 lead_in = self.nodes[(node_id, owner)].lead_in
                 tracker = NodeSeq(defers_to=[owner, *lead_in])  # type: ignore[misc]

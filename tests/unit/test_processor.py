@@ -358,3 +358,22 @@ def test_time_older_than_the_memory_is_not_checked_and_is_forgotten():
     very_late = make_report([make_sample(T0)], seq=0, boot_id="another-boot")
     out = p.process(messages(encoded(very_late), first_offset=2))
     assert not out.rejections and out.accepted_reports == 1  # metered: too old to check
+
+
+def test_which_boot_owns_overlapping_lead_ins_does_not_depend_on_a_restore():
+    """A seq reset can leave two lead-ins holding one seq; the owner is chosen by value."""
+
+    def report(boot: str, seq: int, tick: int) -> dict:
+        return make_report([make_sample(T0 + tick * TICK_US)], seq=seq, boot_id=boot)
+
+    first = [report("zz-a", 5, 0), report("zz-a", 10, 1), report("aa-reset", 7, 2)]
+    later = [report("mm-z", 3, 3)]
+    straight = processor()
+    straight.process(messages(encoded(*first, *later)))
+    part = processor()
+    part.process(messages(encoded(*first)))
+    resumed = PartitionProcessor(
+        PartitionState.from_snapshot(part.state.to_snapshot()), part.settings
+    )
+    resumed.process(messages(encoded(*later), first_offset=3))
+    assert resumed.state.to_snapshot() == straight.state.to_snapshot()
