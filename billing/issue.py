@@ -1,9 +1,14 @@
 """``meter statements``: rate a closed month per tenant, issue each statement once, write files.
 
 For each tenant the statement holds this period's lines and, for every earlier period
-already issued to that tenant, an adjustment: that period re-rated on today's data minus
+already billed to that tenant, an adjustment: that period re-rated on today's data minus
 everything statements have billed for it so far. Usage that arrives after a period was
 issued therefore appears, exactly once, on the next statement.
+
+No month is left unbilled: an earlier month that was never issued is billed whole on this
+statement, as prior-period lines labelled with that month, when the tenant has usage in it
+or when a contract was in force in it after the tenant's first statement (its minimum is
+owed). From then on it counts as billed, and issuing it on its own is refused.
 
 An issued statement is never changed. Running again for an issued period re-renders its
 files from the canonical JSON stored at issue, byte for byte, and says whether the data
@@ -29,6 +34,7 @@ from billing.statement import (
 from billing.store import (
     Clock,
     issued_statements,
+    months_with_usage,
     parse_statement,
     read_contract_book,
     read_usage,
@@ -77,11 +83,30 @@ def compose(
     for text, _ in issued.values():
         for line in lines_of(parse_statement(text)):
             billed.setdefault(line.for_period, []).append(line)
-    for earlier in sorted(p for p in issued if p < period.label):
+    earlier_periods = unbilled_months(warehouse, book, tenant.tenant_id, period, issued, billed)
+    earlier_periods |= {p for p in (*issued, *billed) if p < period.label}
+    for earlier in sorted(earlier_periods):
         before = Period.parse(earlier)
         now = _rate(book, tenant.tenant_id, before, read_usage(warehouse, tenant.tenant_id, before))
         lines.extend(adjustment_lines(now, billed.get(earlier, [])))
     return build_statement(StatementInput(tenant, period, contracts, lines, usage))
+
+
+def unbilled_months(
+    warehouse: Warehouse, book: ContractBook, tenant_id: str, period: Period,
+    issued: dict[str, tuple[str, str]], billed: dict[str, list[Line]],
+) -> set[str]:  # fmt: skip
+    """Months before ``period`` that no statement of the tenant has billed, and that are
+    owed: with usage, or (after the tenant's first statement) with a contract in force."""
+    covered = set(issued) | set(billed)
+    owed = set(months_with_usage(warehouse, tenant_id, period))
+    if issued:
+        month = Period.parse(min(issued))
+        while month.label < period.label:
+            if book.contracts_of(tenant_id, month.start_us, month.end_us):
+                owed.add(month.label)
+            month = month.next()
+    return owed - covered
 
 
 def write_files(out: Path, statement: dict[str, Any], digest_sha256: str) -> tuple[Path, ...]:
@@ -113,7 +138,8 @@ def issue_statement(
     if period.label not in issued and later:
         raise BillingError(
             f"tenant {tenant_id!r}: {later[0]} is already issued; {period.label} cannot be "
-            "issued after a later period (its usage will show as adjustments instead)"
+            f"issued after a later period (its usage is billed on the {later[0]} statement "
+            "and later ones, as prior-period lines)"
         )
     if period.label in issued:
         text, stored_digest = issued[period.label]

@@ -56,6 +56,9 @@ class Period:
         )
         return cls(label, epoch_us(start), epoch_us(end))
 
+    def next(self) -> Period:
+        return Period.parse(utc_datetime(self.end_us).strftime("%Y-%m"))
+
     @property
     def days(self) -> list[str]:
         return [

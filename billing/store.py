@@ -112,6 +112,16 @@ def tenants_with_usage(warehouse: Warehouse, period: Period) -> list[str]:
     return sorted(r[0] for r in rows)
 
 
+def months_with_usage(warehouse: Warehouse, tenant_id: str, before: Period) -> list[str]:
+    """Every month (YYYY-MM) before ``before`` in which ``tenant_id`` has metered usage."""
+    rows = warehouse.execute(
+        "SELECT DISTINCT toYYYYMM(window_start) FROM usage_by_minute "
+        "WHERE tenant_id = %(tenant)s AND window_start < %(start)s",
+        _period_params(before, tenant=tenant_id),
+    )
+    return sorted(f"{int(m) // 100:04d}-{int(m) % 100:02d}" for (m,) in rows)
+
+
 def issued_statements(warehouse: Warehouse, tenant_id: str) -> dict[str, tuple[str, str]]:
     """period → (canonical statement JSON, digest) of every statement issued to a tenant.
 

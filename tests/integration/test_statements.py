@@ -213,3 +213,47 @@ def test_reconcile_compares_a_supplier_invoice_line_by_line(billed, tmp_path):
     invoice.write_text(invoice.read_text().replace("2250.00", "2250.02"))
     text = "\n".join(reconcile(billed, "2026-09", invoice).lines)
     assert "invoice amount 2,250.02 vs rated 2,250.00" in text
+
+
+def _issue_at(warehouse, period, out, clock, tenant="aurora-labs"):
+    (outcome,) = run_statements(warehouse, period, out, tenant, clock=lambda: clock)
+    assert outcome.status != "refused", outcome.detail
+    return json.loads(outcome.files[0].read_bytes())["statement"]
+
+
+def test_usage_of_a_month_never_issued_is_billed_once_on_the_next_statement(billed, tmp_path):
+    """September (900 GPU-h, minimum prorated to 2,500.00) is skipped; October is issued."""
+    wh = billed
+    _usage(wh, "aurora-labs", "H100", "sc1", "2026-10-10 12:00:00", 100 * H)
+    _, october = _issue(wh, "2026-10", tmp_path)
+    assert [ln for ln in _lines(october) if ln[1] == "2026-09"] == [
+        ("usage", "2026-09", "H100", "sc1", 900 * H, "2250.00"),
+        ("commitment_true_up", "2026-09", "", "", 0, "250.00"),
+    ]
+    assert october["totals"]["prior_period_adjustments"] == "2500.00"
+    assert october["totals"]["total"] == "7500.00"  # 250 + 4,750 true-up + September's 2,500
+    billed_for = wh.execute(
+        "SELECT for_period, sum(amount) FROM billed_by_period WHERE tenant_id = 'aurora-labs' "
+        "GROUP BY for_period ORDER BY for_period"
+    )
+    assert billed_for == [("2026-09", Decimal("2500")), ("2026-10", Decimal("5000"))]
+
+    # September itself can no longer be issued: it was billed on October's statement.
+    (refused,) = run_statements(wh, "2026-09", tmp_path, "aurora-labs", clock=lambda: NOW)
+    assert refused.status == "refused" and "2026-10" in refused.detail
+    # And it is billed once: November carries no September line (nothing changed).
+    november = _issue_at(wh, "2026-11", tmp_path, datetime(2026, 12, 2, tzinfo=UTC))
+    assert [ln for ln in _lines(november) if ln[1] != "2026-11"] == []
+
+
+def test_a_skipped_month_with_a_minimum_but_no_usage_is_billed_on_the_next_statement(
+    billed, tmp_path
+):
+    """Once billing has started, every month of the term is billed: October (no usage,
+    minimum 5,000.00) is skipped between September and November."""
+    wh = billed
+    _issue(wh, "2026-09", tmp_path)
+    november = _issue_at(wh, "2026-11", tmp_path, datetime(2026, 12, 2, tzinfo=UTC))
+    assert [ln for ln in _lines(november) if ln[1] == "2026-10"] == [
+        ("commitment_true_up", "2026-10", "", "", 0, "5000.00"),
+    ]
