@@ -63,9 +63,8 @@ def _rate(book: ContractBook, tenant_id: str, period: Period, usage: Any) -> lis
     if unrated:
         first = "; ".join(u.describe() for u in unrated[:3])
         more = f" (and {len(unrated) - 3} more windows)" if len(unrated) > 3 else ""
-        raise BillingError(
-            f"tenant {tenant_id!r} {period.label}: usage without a contract rate: {first}{more}"
-        )
+        what = "usage without a contract rate" if contracts else "no contract, but usage"
+        raise BillingError(f"tenant {tenant_id!r} {period.label}: {what}: {first}{more}")
     return lines
 
 
@@ -75,10 +74,12 @@ def compose(
 ) -> dict[str, Any]:  # fmt: skip
     """The statement document for ``tenant`` and ``period`` from the warehouse as it is now."""
     contracts = book.contracts_of(tenant.tenant_id, period.start_us, period.end_us)
-    if not contracts:
-        raise BillingError(f"tenant {tenant.tenant_id!r} has no contract in {period.label}")
     usage = read_usage(warehouse, tenant.tenant_id, period)
-    lines = _rate(book, tenant.tenant_id, period, usage)
+    lines = _rate(book, tenant.tenant_id, period, usage)  # names the windows no contract covers
+    if not contracts:
+        raise BillingError(
+            f"tenant {tenant.tenant_id!r} has no contract and no usage in {period.label}"
+        )
     billed: dict[str, list[Line]] = {}
     for text, _ in issued.values():
         for line in lines_of(parse_statement(text)):

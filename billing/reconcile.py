@@ -18,7 +18,7 @@ from pathlib import Path
 
 from billing.contracts import ContractBook
 from billing.rating import Period, prorated_minimum, rate_period, round_money
-from billing.store import read_contract_book, read_usage
+from billing.store import read_contract_book, read_usage, tenants_with_usage
 from meter.errors import BillingError
 from meter.runner import differences, ledger_totals, warehouse_totals
 from meter.units import US_PER_GPU_HOUR
@@ -92,10 +92,11 @@ def check_positions(
     warehouse: Warehouse, book: ContractBook, period: Period, report: Report
 ) -> None:
     report.say("(c) contract position")
-    tenants = sorted(
-        {c.tenant_id for c in book.contracts if c.overlaps(period.start_us, period.end_us)}
-    )
-    if not tenants:
+    with_contract = {
+        c.tenant_id for c in book.contracts if c.overlaps(period.start_us, period.end_us)
+    }
+    tenants = sorted(with_contract | set(tenants_with_usage(warehouse, period)))
+    if not with_contract:
         report.say("  no contract covers this period")
     issued = {
         tenant: digest
@@ -107,12 +108,21 @@ def check_positions(
     }
     for tenant in tenants:
         usage = read_usage(warehouse, tenant, period)
-        for contract in book.contracts_of(tenant, period.start_us, period.end_us):
+        contracts = book.contracts_of(tenant, period.start_us, period.end_us)
+        # Usage no contract rate covers, the tenant's whole month at once: usage outside
+        # every contract's term is flagged too, not just a SKU a contract has no rate for.
+        unrated = rate_period(contracts, period, usage)[1]
+        if unrated:
+            report.findings += 1
+            what = "no contract" if not contracts else "usage without a contract rate"
+            more = f" (and {len(unrated) - 1} more windows)" if len(unrated) > 1 else ""
+            report.say(f"  FLAG {tenant}: {what} in {period.label}: {unrated[0].describe()}{more}")
+        for contract in contracts:
             start, end = contract.covered(period.start_us, period.end_us)
             mine = [u for u in usage if start <= u.window_start_us < end]
             used = sum(u.allocated_us for u in mine)
             committed = contract.committed_gpus * (end - start)
-            lines, unrated = rate_period([contract], period, mine)
+            lines = rate_period([contract], period, mine)[0]
             amount = round_money(
                 sum((ln.amount for ln in lines if ln.kind == "usage"), Decimal(0)),
                 contract.minor_units,
@@ -127,10 +137,6 @@ def check_positions(
                 + (f"statement issued ({issued[tenant][:12]}…)" if tenant in issued
                    else "statement not issued")
             )  # fmt: skip
-            if unrated:
-                report.findings += 1
-                first = unrated[0].describe()
-                report.say(f"    FLAG {len(unrated)} windows without a rate: {first}")
 
 
 @dataclass(frozen=True)

@@ -257,3 +257,24 @@ def test_a_skipped_month_with_a_minimum_but_no_usage_is_billed_on_the_next_state
     assert [ln for ln in _lines(november) if ln[1] == "2026-10"] == [
         ("commitment_true_up", "2026-10", "", "", 0, "5000.00"),
     ]
+
+
+def test_usage_without_any_contract_is_flagged_by_reconcile_and_refused_with_its_windows(
+    billed, tmp_path
+):
+    from billing.reconcile import reconcile
+
+    _usage(billed, "cinder-research", "H100", "sc1", "2026-09-03 07:15:00", 4 * H)
+    # aurora's contract starts 2026-09-16: usage before it has no contract either.
+    _usage(billed, "aurora-labs", "H100", "sc1", "2026-09-02 00:00:00", 1 * H)
+    report = reconcile(billed, "2026-09")
+    text = "\n".join(report.lines)
+    assert "FLAG cinder-research: no contract in 2026-09" in text
+    assert "14400000000 GPU-µs on H100/sc1 in the window starting 2026-09-03T07:15:00Z" in text
+    assert "aurora-labs" in text and "3600000000 GPU-µs on H100/sc1 in the window starting " \
+        "2026-09-02T00:00:00Z" in text  # fmt: skip
+    assert report.findings == 2
+
+    (outcome,) = run_statements(billed, "2026-09", tmp_path, "cinder-research", clock=lambda: NOW)
+    assert outcome.status == "refused"
+    assert "no contract" in outcome.detail and "2026-09-03T07:15:00Z" in outcome.detail
