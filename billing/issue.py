@@ -149,7 +149,9 @@ def issue_statement(
         fresh = compose(warehouse, book, tenant, period, {
             p: v for p, v in issued.items() if p < period.label
         })  # fmt: skip
-        if digest(fresh) == stored_digest:
+        # Compared as charges, not bytes: an issued statement rendered by an older version
+        # (another rate spelling) has not changed because the renderer did.
+        if list(lines_of(fresh)) == list(lines_of(statement)):
             return Outcome(tenant_id, "already issued", "", stored_digest,
                            statement["totals"]["total"], files)  # fmt: skip
         return Outcome(

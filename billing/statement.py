@@ -38,6 +38,15 @@ def money(amount: Decimal, places: int) -> str:
     return str(round_money(amount, places))
 
 
+def rate_text(rate: Decimal, places: int) -> str:
+    """A rate for statements: plain digits, never an exponent, with as many decimal places
+    as it needs and at least ``places`` (the currency's minor unit): 2.30 USD stays "2.30",
+    720 JPY stays "720", 3.333333333 keeps all nine. Rates are read back from ClickHouse
+    with nine places, so the contract's own spelling is not what decides."""
+    needed = max(0, -rate.normalize().as_tuple().exponent)  # type: ignore[operator]
+    return f"{rate:.{max(places, needed)}f}"
+
+
 def quantity_text(quantity: int, unit: str) -> str:
     """GPU-hours or kWh to 6 places, for people; ``quantity`` is the exact figure."""
     if unit == "gpu_us":
@@ -60,7 +69,7 @@ def _line_doc(number: int, line: Line, places: int) -> dict[str, Any]:
         "quantity": line.quantity,
         "unit": line.unit,
         "quantity_display": quantity_text(line.quantity, line.unit),
-        "rate": str(line.rate.normalize()) if line.rate else "",
+        "rate": rate_text(line.rate, places) if line.rate else "",
         "amount": money(line.amount, places),
     }
 
@@ -72,9 +81,9 @@ def _contract_doc(c: Contract) -> dict[str, Any]:
         "term_end": format_instant(c.term_end_us),
         "committed_gpus": c.committed_gpus,
         "minimum_monthly_commitment": money(c.minimum_monthly_commitment, c.minor_units),
-        "energy_rate_per_kwh": str(c.energy_rate_per_kwh) if c.energy_rate_per_kwh is not None
-        else "",
-        "sla_credit_multiplier": str(c.sla_credit_multiplier),
+        "energy_rate_per_kwh": rate_text(c.energy_rate_per_kwh, c.minor_units)
+        if c.energy_rate_per_kwh is not None else "",
+        "sla_credit_multiplier": rate_text(c.sla_credit_multiplier, 0),
     }  # fmt: skip
 
 

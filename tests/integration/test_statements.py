@@ -145,8 +145,8 @@ def test_statement_amounts_equal_the_hand_computed_ones_to_the_cent(billed, tmp_
     }  # fmt: skip
     rate_split = [(ln["rate_from"], ln["rate_to"], ln["rate"]) for ln in october["lines"][:2]]
     assert rate_split == [
-        ("2026-10-01T00:00:00Z", "2026-10-16T00:00:00Z", "2.5"),
-        ("2026-10-16T00:00:00Z", "2026-11-01T00:00:00Z", "2"),
+        ("2026-10-01T00:00:00Z", "2026-10-16T00:00:00Z", "2.50"),
+        ("2026-10-16T00:00:00Z", "2026-11-01T00:00:00Z", "2.00"),
     ]
     # The lines add up to the total, and ClickHouse recorded the same total and digest.
     assert sum(Decimal(ln["amount"]) for ln in october["lines"]) == Decimal("5141.23")
@@ -278,3 +278,42 @@ def test_usage_without_any_contract_is_flagged_by_reconcile_and_refused_with_its
     (outcome,) = run_statements(billed, "2026-09", tmp_path, "cinder-research", clock=lambda: NOW)
     assert outcome.status == "refused"
     assert "no contract" in outcome.detail and "2026-09-03T07:15:00Z" in outcome.detail
+
+
+def test_rates_keep_their_written_form_in_json_csv_and_html(warehouse, tmp_path):
+    book = {
+        "tenants": [{"tenant_id": "kumo-labs", "name": "Kumo Labs K.K."},
+                    {"tenant_id": "aurora-labs", "name": "Aurora Labs, Inc."}],
+        "contracts": [{
+            "contract_id": "KUMO-1", "tenant_id": "kumo-labs", "currency": "JPY",
+            "term": {"start": "2026-01-01", "end": "2027-01-01"}, "committed_gpus": 1,
+            "minimum_monthly_commitment": "0", "energy_rate_per_kwh": "30",
+            "rates": [{"sku": "H100", "rate_per_gpu_hour": "720"},
+                      {"sku": "H200", "rate_per_gpu_hour": "1000.5"}],
+        }, {
+            "contract_id": "DOLLAR-1", "tenant_id": "aurora-labs", "currency": "USD",
+            "term": {"start": "2026-01-01", "end": "2027-01-01"}, "committed_gpus": 1,
+            "minimum_monthly_commitment": "0",
+            "rates": [{"sku": "H100", "rate_per_gpu_hour": "2.30"}],
+        }],
+    }  # fmt: skip
+    store_contracts(warehouse, parse_contract_book(book), "test", clock=lambda: NOW)
+    _usage(warehouse, "kumo-labs", "H100", "sc1", "2026-10-02 00:00:00", 10 * H, energy=2 * H)
+    _usage(warehouse, "kumo-labs", "H200", "sc1", "2026-10-02 00:00:00", 2 * H)
+    _usage(warehouse, "aurora-labs", "H100", "sc1", "2026-10-02 00:00:00", 10 * H)
+    outcomes = run_statements(warehouse, "2026-10", tmp_path, clock=lambda: NOW)
+    assert [o.status for o in outcomes] == ["issued", "issued"]
+    kumo = json.loads((tmp_path / "kumo-labs" / "kumo-labs-2026-10.json").read_bytes())
+    assert [(ln["sku"], ln["rate"], ln["amount"]) for ln in kumo["statement"]["lines"]] == [
+        ("H100", "720", "7200"), ("H200", "1000.5", "2001"), ("H100", "30", "60"),
+    ]  # fmt: skip
+    assert kumo["statement"]["contracts"][0]["energy_rate_per_kwh"] == "30"
+    aurora = json.loads((tmp_path / "aurora-labs" / "aurora-labs-2026-10.json").read_bytes())
+    assert aurora["statement"]["lines"][0]["rate"] == "2.30"
+    for path in tmp_path.rglob("*-2026-10.*"):
+        text = path.read_text()
+        assert "E+" not in text and "E-" not in text, path.name
+    csv_text = (tmp_path / "kumo-labs" / "kumo-labs-2026-10.csv").read_text()
+    html = (tmp_path / "kumo-labs" / "kumo-labs-2026-10.html").read_text()
+    assert ",720," in csv_text and "720 JPY" in html
+    assert ",2.30," in (tmp_path / "aurora-labs" / "aurora-labs-2026-10.csv").read_text()
