@@ -28,8 +28,17 @@ def load_contracts(settings: ClickHouseSettings, path: Path) -> int:
     return 0
 
 
-def statements(settings: ClickHouseSettings, period: str, out: Path, tenant: str | None) -> int:
-    outcomes = run_statements(Warehouse(settings), period, out, tenant)
+def statements(
+    settings: ClickHouseSettings, period: str, out: Path, tenant: str | None,
+    force: bool = False, dry_run: bool = False,
+) -> int:  # fmt: skip
+    outcomes = run_statements(
+        Warehouse(settings), period, out, tenant, force=force, dry_run=dry_run
+    )
+    if force:
+        print("--force: issuing without waiting for the pipeline or for usage")
+    if dry_run:
+        print("--dry-run: nothing is issued, recorded or written")
     refused = 0
     for o in outcomes:
         if o.status == "refused":

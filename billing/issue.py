@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from billing.contracts import ContractBook, Tenant
+from billing.contracts import ContractBook, Tenant, format_instant
 from billing.rating import Line, Period, adjustment_lines, rate_period
 from billing.render import render_csv, render_html
 from billing.statement import (
@@ -41,6 +41,7 @@ from billing.store import (
     record_statement,
     tenants_with_usage,
     utc_now,
+    windows_closed_before,
 )
 from meter.errors import BillingError
 from meter.units import epoch_us
@@ -50,7 +51,8 @@ from warehouse.client import Warehouse
 @dataclass(frozen=True)
 class Outcome:
     tenant_id: str
-    status: str  # issued | already issued | already issued, data changed | refused
+    # issued | already issued | already issued, data changed | refused | would issue
+    status: str
     detail: str = ""
     digest_sha256: str = ""
     total: str = ""
@@ -131,7 +133,7 @@ def write_files(out: Path, statement: dict[str, Any], digest_sha256: str) -> tup
 
 def issue_statement(
     warehouse: Warehouse, book: ContractBook, tenant_id: str, period: Period, out: Path,
-    clock: Clock = utc_now,
+    clock: Clock = utc_now, force: bool = False, dry_run: bool = False,
 ) -> Outcome:  # fmt: skip
     tenant = book.tenant(tenant_id) or Tenant(tenant_id, tenant_id)
     issued = issued_statements(warehouse, tenant_id)
@@ -145,7 +147,7 @@ def issue_statement(
     if period.label in issued:
         text, stored_digest = issued[period.label]
         statement = parse_statement(text)
-        files = write_files(out, statement, stored_digest)
+        files = () if dry_run else write_files(out, statement, stored_digest)
         fresh = compose(warehouse, book, tenant, period, {
             p: v for p, v in issued.items() if p < period.label
         })  # fmt: skip
@@ -161,7 +163,14 @@ def issue_statement(
             stored_digest, statement["totals"]["total"], files,
         )  # fmt: skip
     statement = compose(warehouse, book, tenant, period, issued)
+    if not force and not read_usage(warehouse, tenant_id, period):
+        raise BillingError(
+            f"tenant {tenant_id!r} has a contract but no usage metered in {period.label}; "
+            "if that is right, pass --force to issue it (a minimum commitment is billed)"
+        )
     statement_digest = digest(statement)
+    if dry_run:
+        return Outcome(tenant_id, "would issue", "", statement_digest, statement["totals"]["total"])
     record_statement(warehouse, statement, statement_digest, clock)
     files = write_files(out, statement, statement_digest)
     return Outcome(tenant_id, "issued", "", statement_digest, statement["totals"]["total"], files)
@@ -169,12 +178,28 @@ def issue_statement(
 
 def run_statements(
     warehouse: Warehouse, period_label: str, out: Path, tenant_id: str | None = None,
-    clock: Clock = utc_now,
+    clock: Clock = utc_now, force: bool = False, dry_run: bool = False,
 ) -> list[Outcome]:  # fmt: skip
+    """Issue (``dry_run``: only compose) the period's statements. Issuing cannot be undone,
+    so it waits for the pipeline: every partition must have closed every window of the
+    period (event time past its end plus the lateness bound), and a tenant with a contract
+    but no usage is refused; ``force`` issues anyway."""
     period = Period.parse(period_label)
     if period.end_us > epoch_us(clock()):
         raise BillingError(
             f"period {period.label} has not ended yet; statements cover closed months"
+        )
+    closed = windows_closed_before(warehouse)
+    if not force and (closed is None or closed < period.end_us):
+        state = (
+            "nothing has been metered yet (pipeline_progress is empty)"
+            if closed is None
+            else f"the pipeline has closed its windows only up to {format_instant(closed)}"
+        )
+        raise BillingError(
+            f"{state}, and {period.label} ends {format_instant(period.end_us)}: wait until "
+            "every partition has passed it by the lateness bound (meter status), or pass "
+            "--force to issue from what is metered now"
         )
     book = read_contract_book(warehouse)
     if tenant_id is not None:
@@ -187,7 +212,9 @@ def run_statements(
     outcomes = []
     for tid in tenants:
         try:
-            outcomes.append(issue_statement(warehouse, book, tid, period, out, clock))
+            outcomes.append(
+                issue_statement(warehouse, book, tid, period, out, clock, force, dry_run)
+            )
         except BillingError as exc:
             outcomes.append(Outcome(tid, "refused", str(exc)))
     return outcomes

@@ -112,6 +112,16 @@ def tenants_with_usage(warehouse: Warehouse, period: Period) -> list[str]:
     return sorted(r[0] for r in rows)
 
 
+def windows_closed_before(warehouse: Warehouse) -> int | None:
+    """The instant (µs) before which every partition of the pipeline has closed its
+    windows, from ``pipeline_progress``; None when nothing was ever metered."""
+    rows = warehouse.execute(
+        "SELECT count(), min(toUInt64(windows_closed_before)) FROM pipeline_progress"
+    )
+    partitions, closed_s = rows[0]
+    return None if not partitions else int(closed_s) * US_PER_SECOND
+
+
 def months_with_usage(warehouse: Warehouse, tenant_id: str, before: Period) -> list[str]:
     """Every month (YYYY-MM) before ``before`` in which ``tenant_id`` has metered usage."""
     rows = warehouse.execute(

@@ -152,6 +152,16 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(stmts, "--period", "PERIOD", required=True, help="month, YYYY-MM")
     _flag(stmts, "--tenant", "TENANT", help="only this tenant")
     _flag(stmts, "--out", "STATEMENTS_DIR", default="statements", type=Path, help="output folder")
+    stmts.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="compose and show what would be issued; record and write nothing",
+    )
+    stmts.add_argument(
+        "--force",
+        action="store_true",
+        help="issue before the pipeline has closed the month, or without usage",
+    )
     _warehouse_flags(stmts)
 
     verify = sub.add_parser("verify-statement", help="check a statement JSON file's digest")
@@ -209,7 +219,9 @@ def _cmd_contracts(args: argparse.Namespace) -> int:
 def _cmd_statements(args: argparse.Namespace) -> int:
     from billing import commands
 
-    return commands.statements(_clickhouse_settings(args), args.period, args.out, args.tenant)
+    return commands.statements(
+        _clickhouse_settings(args), args.period, args.out, args.tenant, args.force, args.dry_run
+    )
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:

@@ -42,7 +42,8 @@ GAP_COLUMNS = (
 )  # fmt: skip
 STATE_COLUMNS = (
     "topic", "partition", "applied_offset", "accepted_reports", "accepted_samples",
-    "duplicate_reports", "late_reports", "rejected_reports", "open_gaps", "state", "written_at",
+    "duplicate_reports", "late_reports", "rejected_reports", "open_gaps", "state",
+    "closed_before_us", "written_at",
 )  # fmt: skip
 
 
@@ -176,7 +177,7 @@ def state_row(state: PartitionState) -> StateRow:
     return (
         state.topic, state.partition, state.applied_offset, c["accepted_reports"],
         c["accepted_samples"], c["duplicate_reports"], c["late_reports"],
-        c["rejected_reports"], state.open_gaps(), state.to_snapshot(),
+        c["rejected_reports"], state.open_gaps(), state.to_snapshot(), state.closed_before_us,
     )  # fmt: skip
 
 

@@ -80,6 +80,8 @@ def migrate(warehouse: Warehouse) -> list[Migration]:
                 )
             continue
         for statement in migration.statements(warehouse.settings.database):
+            if _column_exists(warehouse, statement):
+                continue  # an ADD COLUMN that ran before the migration failed: done
             try:
                 warehouse.execute(statement)
             except Exception as exc:
@@ -94,3 +96,20 @@ def migrate(warehouse: Warehouse) -> list[Migration]:
         )
         newly.append(migration)
     return newly
+
+
+_ADD_COLUMN = re.compile(r"^ALTER TABLE (\w+) ADD COLUMN (\w+) ", re.IGNORECASE)
+
+
+def _column_exists(warehouse: Warehouse, statement: str) -> bool:
+    """Whether ``statement`` adds a column the table already has. ClickHouse 18.16 has no
+    ``ADD COLUMN IF NOT EXISTS``, so this is how such a migration can run again."""
+    match = _ADD_COLUMN.match(statement)
+    if match is None:
+        return False
+    rows = warehouse.execute(
+        "SELECT count() FROM system.columns WHERE database = %(db)s AND table = %(t)s "
+        "AND name = %(c)s",
+        {"db": warehouse.settings.database, "t": match.group(1), "c": match.group(2)},
+    )
+    return bool(rows[0][0])

@@ -88,8 +88,19 @@ def _late_usage(warehouse, tenant, sku, cluster, window, allocated):
     )  # fmt: skip
 
 
+def _pipeline_closed_before(warehouse, when: str, partition: int = 0, offset: int = 0) -> None:
+    """A partition state row as the worker writes it: its windows closed before ``when``."""
+    from streams.sink import STATE_COLUMNS
+
+    closed_us = int(_at(when).timestamp()) * 1_000_000
+    warehouse.insert("partition_state", STATE_COLUMNS, [
+        ("usage", partition, offset, 0, 0, 0, 0, 0, 0, b"", closed_us, NOW)
+    ])  # fmt: skip
+
+
 @pytest.fixture
 def billed(warehouse):
+    _pipeline_closed_before(warehouse, "2026-12-01 00:00:00")  # caught up through November
     store_contracts(warehouse, parse_contract_book(CONTRACTS), "test", clock=lambda: NOW)
     _usage(warehouse, "aurora-labs", "H100", "sc1", "2026-09-20 10:00:00", 900 * H)
     # Another tenant's usage in the same windows: must never reach aurora's statement.
@@ -215,8 +226,8 @@ def test_reconcile_compares_a_supplier_invoice_line_by_line(billed, tmp_path):
     assert "invoice amount 2,250.02 vs rated 2,250.00" in text
 
 
-def _issue_at(warehouse, period, out, clock, tenant="aurora-labs"):
-    (outcome,) = run_statements(warehouse, period, out, tenant, clock=lambda: clock)
+def _issue_at(warehouse, period, out, clock, tenant="aurora-labs", force=False):
+    (outcome,) = run_statements(warehouse, period, out, tenant, clock=lambda: clock, force=force)
     assert outcome.status != "refused", outcome.detail
     return json.loads(outcome.files[0].read_bytes())["statement"]
 
@@ -242,7 +253,8 @@ def test_usage_of_a_month_never_issued_is_billed_once_on_the_next_statement(bill
     (refused,) = run_statements(wh, "2026-09", tmp_path, "aurora-labs", clock=lambda: NOW)
     assert refused.status == "refused" and "2026-10" in refused.detail
     # And it is billed once: November carries no September line (nothing changed).
-    november = _issue_at(wh, "2026-11", tmp_path, datetime(2026, 12, 2, tzinfo=UTC))
+    # (November has no usage: issuing its minimum alone takes --force.)
+    november = _issue_at(wh, "2026-11", tmp_path, datetime(2026, 12, 2, tzinfo=UTC), force=True)
     assert [ln for ln in _lines(november) if ln[1] != "2026-11"] == []
 
 
@@ -253,7 +265,7 @@ def test_a_skipped_month_with_a_minimum_but_no_usage_is_billed_on_the_next_state
     minimum 5,000.00) is skipped between September and November."""
     wh = billed
     _issue(wh, "2026-09", tmp_path)
-    november = _issue_at(wh, "2026-11", tmp_path, datetime(2026, 12, 2, tzinfo=UTC))
+    november = _issue_at(wh, "2026-11", tmp_path, datetime(2026, 12, 2, tzinfo=UTC), force=True)
     assert [ln for ln in _lines(november) if ln[1] == "2026-10"] == [
         ("commitment_true_up", "2026-10", "", "", 0, "5000.00"),
     ]
@@ -298,6 +310,7 @@ def test_rates_keep_their_written_form_in_json_csv_and_html(warehouse, tmp_path)
         }],
     }  # fmt: skip
     store_contracts(warehouse, parse_contract_book(book), "test", clock=lambda: NOW)
+    _pipeline_closed_before(warehouse, "2026-11-01 00:10:00")
     _usage(warehouse, "kumo-labs", "H100", "sc1", "2026-10-02 00:00:00", 10 * H, energy=2 * H)
     _usage(warehouse, "kumo-labs", "H200", "sc1", "2026-10-02 00:00:00", 2 * H)
     _usage(warehouse, "aurora-labs", "H100", "sc1", "2026-10-02 00:00:00", 10 * H)
@@ -317,3 +330,34 @@ def test_rates_keep_their_written_form_in_json_csv_and_html(warehouse, tmp_path)
     html = (tmp_path / "kumo-labs" / "kumo-labs-2026-10.html").read_text()
     assert ",720," in csv_text and "720 JPY" in html
     assert ",2.30," in (tmp_path / "aurora-labs" / "aurora-labs-2026-10.csv").read_text()
+
+
+def test_statements_wait_for_the_pipeline_and_for_usage_unless_forced(warehouse, tmp_path):
+    """Issuing cannot be undone: not on an empty pipeline, not before every partition has
+    closed the month, not for a tenant with a contract and no usage; --force issues."""
+    from meter.errors import BillingError
+
+    store_contracts(warehouse, parse_contract_book(CONTRACTS), "test", clock=lambda: NOW)
+    _usage(warehouse, "aurora-labs", "H100", "sc1", "2026-10-10 12:00:00", 100 * H)
+    with pytest.raises(BillingError, match="nothing has been metered yet"):
+        run_statements(warehouse, "2026-10", tmp_path, clock=lambda: NOW)
+
+    _pipeline_closed_before(warehouse, "2026-11-01 00:10:00", partition=0)
+    _pipeline_closed_before(warehouse, "2026-10-31 23:50:00", partition=1)  # one lags
+    with pytest.raises(BillingError, match="only up to 2026-10-31T23:50:00Z"):
+        run_statements(warehouse, "2026-10", tmp_path, clock=lambda: NOW)
+    assert warehouse.execute("SELECT count() FROM statements") == [(0,)]
+
+    _pipeline_closed_before(warehouse, "2026-11-01 00:00:00", partition=1, offset=1)
+    dry = run_statements(warehouse, "2026-10", tmp_path, clock=lambda: NOW, dry_run=True)
+    assert [(o.tenant_id, o.status) for o in dry] == [
+        ("aurora-labs", "would issue"), ("borealis-ai", "refused"),
+    ]  # fmt: skip
+    assert "no usage metered in 2026-10" in dry[1].detail and "--force" in dry[1].detail
+    assert dry[0].total == "5000.00" and not any(tmp_path.iterdir())
+    assert warehouse.execute("SELECT count() FROM statements") == [(0,)]
+
+    forced = run_statements(warehouse, "2026-10", tmp_path, clock=lambda: NOW, force=True)
+    assert [(o.tenant_id, o.status) for o in forced] == [
+        ("aurora-labs", "issued"), ("borealis-ai", "issued"),
+    ]  # fmt: skip

@@ -1,3 +1,6 @@
+import time
+from datetime import UTC, datetime
+
 import pytest
 
 from meter.errors import MigrationError
@@ -6,6 +9,7 @@ from streams.processor import BatchOutcome, Rejection, RollupRow, SourceMessage
 from streams.sink import WarehouseSink, load_state
 from streams.state import PartitionState
 from warehouse import migrate as migrate_module
+from warehouse.client import ClickHouseSettings, Warehouse
 from warehouse.migrate import Migration, available, migrate
 
 pytestmark = pytest.mark.integration
@@ -166,7 +170,7 @@ def test_upgrading_a_0007_ledger_to_0008_keeps_its_rows_in_the_view(
                 [0], [2], [3], [0],
             )],
         )  # fmt: skip
-        monkeypatch.setattr(migrate_module, "available", lambda: everything)
+        monkeypatch.setattr(migrate_module, "available", lambda: everything[:8])
         assert [m.version for m in migrate(wh)] == [8]
 
         report = make_report([make_sample(T0_US + 10**7, gpu_uuid="GPU-b")], seq=1)
@@ -181,4 +185,37 @@ def test_upgrading_a_0007_ledger_to_0008_keeps_its_rows_in_the_view(
         ) == [(0, "GPU-a", "aurora-labs", 10_000_000), (1, "GPU-b", "aurora-labs", 10_000_000)]
     finally:
         wh.drop_database()
+        wh.close()
+
+
+def test_migration_0009_keeps_old_state_rows_and_can_run_again(stack, unique_name, monkeypatch):
+    """Old partition state rows read "nothing closed" until their worker writes again; a
+    0009 that failed after adding its column (18.16 has no ADD COLUMN IF NOT EXISTS) runs
+    again to the end."""
+    wh = Warehouse(ClickHouseSettings(port=stack.clickhouse_port, database=f"t_{unique_name}"))
+    try:
+        everything = available()
+        monkeypatch.setattr(migrate_module, "available", lambda: everything[:8])
+        migrate(wh)
+        wh.insert(
+            "partition_state",
+            ("topic", "partition", "applied_offset", "accepted_reports", "accepted_samples",
+             "duplicate_reports", "late_reports", "rejected_reports", "open_gaps", "state",
+             "written_at"),
+            [("usage", 0, 41, 1, 1, 0, 0, 0, 0, b"", datetime(2026, 11, 1, tzinfo=UTC))],
+        )  # fmt: skip
+        monkeypatch.setattr(migrate_module, "available", lambda: everything)
+        assert [m.version for m in migrate(wh)] == [9]
+        assert wh.execute(
+            "SELECT applied_offset, toUInt64(windows_closed_before) FROM pipeline_progress"
+        ) == [(41, 0)]
+        # As if 0009 had failed after its ALTER: it is applied again, to the end.
+        wh.execute("ALTER TABLE schema_migrations DELETE WHERE version = 9")
+        deadline = time.monotonic() + 30
+        while wh.execute("SELECT count() FROM schema_migrations WHERE version = 9") != [(0,)]:
+            assert time.monotonic() < deadline, "the mutation did not finish"
+            time.sleep(0.2)
+        assert [m.version for m in migrate(wh)] == [9]
+    finally:
+        wh.execute(f"DROP DATABASE IF EXISTS {wh.settings.database}")
         wh.close()
