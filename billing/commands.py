@@ -7,7 +7,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 from billing.contracts import load_contract_file
-from billing.issue import run_statements
+from billing.issue import draft_statements, run_statements
 from billing.reconcile import reconcile
 from billing.statement import verify_json_file
 from billing.store import store_contracts
@@ -53,6 +53,19 @@ def statements(
     if not outcomes:
         print(f"no tenant has a contract or usage in {period}")
     return 1 if refused else 0
+
+
+def drafts(settings: ClickHouseSettings, period: str, out: Path, tenant: str | None) -> int:
+    outcomes = draft_statements(Warehouse(settings), period, out, tenant)
+    print(f"DRAFT statements of {period}: not issued, nothing recorded, no digest")
+    for o in outcomes:
+        if o.status == "refused":
+            print(f"{o.tenant_id:<18} no draft: {o.detail}")
+            continue
+        print(f"{o.tenant_id:<18} DRAFT total {o.total:>18}")
+        for path in o.files:
+            print(f"{'':<18} {path}")
+    return 0
 
 
 def verify(path: Path) -> int:

@@ -28,8 +28,11 @@ from billing.statement import (
     StatementInput,
     build_statement,
     digest,
+    draft_file_bytes,
+    is_draft,
     json_file_bytes,
     lines_of,
+    mark_draft,
 )
 from billing.store import (
     Clock,
@@ -115,9 +118,10 @@ def unbilled_months(
 def write_files(out: Path, statement: dict[str, Any], digest_sha256: str) -> tuple[Path, ...]:
     folder = out / statement["tenant"]["tenant_id"]
     folder.mkdir(parents=True, exist_ok=True)
-    stem = statement["statement_id"]
+    stem = statement["statement_id"]  # a draft's ends in -DRAFT: never an issued file's name
+    json_bytes = draft_file_bytes(statement) if is_draft(statement) else json_file_bytes(statement)
     contents = {
-        f"{stem}.json": json_file_bytes(statement),
+        f"{stem}.json": json_bytes,
         f"{stem}.csv": render_csv(statement),
         f"{stem}.html": render_html(statement, digest_sha256),
     }
@@ -217,4 +221,37 @@ def run_statements(
             )
         except BillingError as exc:
             outcomes.append(Outcome(tid, "refused", str(exc)))
+    return outcomes
+
+
+def draft_statements(
+    warehouse: Warehouse, period_label: str, out: Path, tenant_id: str | None = None,
+    clock: Clock = utc_now,
+) -> list[Outcome]:  # fmt: skip
+    """Each tenant's statement for ``period`` as it stands now, marked DRAFT in every file,
+    for review: the open month too, or any month not issued. Nothing is recorded, there is
+    no digest, and ``verify-statement`` refuses a draft."""
+    period = Period.parse(period_label)
+    book = read_contract_book(warehouse)
+    if tenant_id is not None:
+        tenants = [tenant_id]
+    else:
+        with_contract = {
+            c.tenant_id for c in book.contracts if c.overlaps(period.start_us, period.end_us)
+        }
+        tenants = sorted(with_contract | set(tenants_with_usage(warehouse, period)))
+    outcomes = []
+    for tid in tenants:
+        issued = issued_statements(warehouse, tid)
+        if period.label in issued:
+            outcomes.append(Outcome(tid, "refused", f"{period.label} is already issued"))
+            continue
+        tenant = book.tenant(tid) or Tenant(tid, tid)
+        try:
+            statement = mark_draft(compose(warehouse, book, tenant, period, issued), clock)
+        except BillingError as exc:
+            outcomes.append(Outcome(tid, "refused", str(exc)))
+            continue
+        files = write_files(out, statement, "")
+        outcomes.append(Outcome(tid, "draft", "", "", statement["totals"]["total"], files))
     return outcomes

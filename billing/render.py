@@ -38,8 +38,9 @@ def render_csv(statement: dict[str, Any]) -> bytes:
             + [line[c] for c in CSV_COLUMNS[3:15]]
             + [statement["currency"]]
         )
+    total = "Total (DRAFT, not issued)" if statement.get("draft") else "Total"
     writer.writerow(
-        [statement["statement_id"], "", "Total", "total", period, "", "", "", "", "", "", "", "",
+        [statement["statement_id"], "", total, "total", period, "", "", "", "", "", "", "", "",
          "", statement["totals"]["total"], statement["currency"]]
     )  # fmt: skip
     return out.getvalue().encode("utf-8")
@@ -161,6 +162,7 @@ th,td{text-align:left;padding:5px 8px;border-bottom:1px solid #eceef1;vertical-a
 .totals td{border:none;padding:3px 8px}.totals tr.grand td{font-weight:bold;font-size:15px;
 border-top:2px solid #1d232b}.meta td{border:none;padding:1px 12px 1px 0}
 code{font-size:11px;word-break:break-all}
+.draft{border:2px solid #b3261e;color:#b3261e;font-weight:bold;padding:8px 12px;margin:0 0 16px}
 """
 
 
@@ -182,7 +184,7 @@ def render_html(statement: dict[str, Any], digest_sha256: str) -> bytes:
         f'<tr><td>{escape(name)}</td><td class="num">{escape(_amount(v, cur))}</td></tr>'
         for name, v in totals_rows
     ) + (
-        f'<tr class="grand"><td>Total due</td>'
+        f'<tr class="grand"><td>{"Total so far (draft)" if s.get("draft") else "Total due"}</td>'
         f'<td class="num">{escape(_amount(t["total"], cur))}</td></tr>'
     )
     contracts_html = "".join(
@@ -195,11 +197,25 @@ def render_html(statement: dict[str, Any], digest_sha256: str) -> bytes:
     )
     gpu_h = Decimal(summary["allocated_us"]) / US_PER_GPU_HOUR
     bad_h = Decimal(summary["unhealthy_us"]) / US_PER_GPU_HOUR
+    draft = bool(s.get("draft"))
+    title = "DRAFT GPU usage statement" if draft else "GPU usage statement"
+    banner = (
+        f'<p class="draft">DRAFT as of {escape(s["draft_as_of"])}: not issued, and the '
+        "amounts may still change. It has no digest and cannot be verified.</p>"
+        if draft
+        else ""
+    )
+    check = (
+        "A draft has no digest: only the issued statement can be checked."
+        if draft
+        else f"The SHA-256 digest of the canonical JSON of this statement is "
+        f"<code>{escape(digest_sha256)}</code>."
+    )
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
-<title>Usage statement {escape(s["statement_id"])}</title><style>{_CSS}</style></head>
-<body>
-<div class="head"><div><h1>GPU usage statement</h1>
+<title>{title} {escape(s["statement_id"])}</title><style>{_CSS}</style></head>
+<body>{banner}
+<div class="head"><div><h1>{title}</h1>
 <div class="muted">{escape(s["period"]["start"][:10])} to {escape(s["period"]["end"][:10])} \
 (UTC, end exclusive)</div></div>
 <table class="meta"><tr><td class="muted">Tenant</td><td><b>{escape(tenant["name"])}</b> \
@@ -221,8 +237,7 @@ def render_html(statement: dict[str, Any], digest_sha256: str) -> bytes:
 <th class="num">SLA credit multiplier</th></tr></thead><tbody>{contracts_html}</tbody></table>
 <h2>How to check this statement</h2>
 <p class="muted">{escape(s["rounding"])} Quantities are exact integers in the JSON file \
-(GPU-µs, mJ); GPU-hours and kWh are shown to 6 places. The SHA-256 digest of the canonical \
-JSON of this statement is <code>{escape(digest_sha256)}</code>.</p>
+(GPU-µs, mJ); GPU-hours and kWh are shown to 6 places. {check}</p>
 </body></html>
 """
     return page.encode("utf-8")

@@ -170,10 +170,31 @@ def json_file_bytes(statement: dict[str, Any]) -> bytes:
     return canonical_bytes({"digest_sha256": digest(statement), "statement": statement}) + b"\n"
 
 
+def mark_draft(statement: dict[str, Any], clock: Any) -> dict[str, Any]:
+    """The statement as a DRAFT: named apart from the issued one, dated, never digested."""
+    return {
+        **statement,
+        "statement_id": f"{statement['statement_id']}-DRAFT",
+        "draft": True,
+        "draft_as_of": clock().strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+
+
+def is_draft(statement: dict[str, Any]) -> bool:
+    return bool(statement.get("draft"))
+
+
+def draft_file_bytes(statement: dict[str, Any]) -> bytes:
+    """A draft's JSON file: the statement marked as a draft, with no digest."""
+    return canonical_bytes({"draft": True, "statement": statement}) + b"\n"
+
+
 def verify_json_file(data: bytes) -> str:
     """The digest of a statement file after checking it; raises BillingError if it lies."""
     try:
         document = json.loads(data)
+        if document.get("draft"):
+            raise BillingError("this file is a draft statement: not issued, so it has no digest")
         claimed, statement = document["digest_sha256"], document["statement"]
     except (ValueError, KeyError, TypeError) as exc:
         raise BillingError(f"not a statement file: {exc}") from exc

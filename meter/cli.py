@@ -162,6 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="issue before the pipeline has closed the month, or without usage",
     )
+    stmts.add_argument(
+        "--draft",
+        action="store_true",
+        help="write DRAFT statements of an open or unissued month; record nothing",
+    )
     _warehouse_flags(stmts)
 
     verify = sub.add_parser("verify-statement", help="check a statement JSON file's digest")
@@ -219,6 +224,10 @@ def _cmd_contracts(args: argparse.Namespace) -> int:
 def _cmd_statements(args: argparse.Namespace) -> int:
     from billing import commands
 
+    if args.draft and (args.force or args.dry_run):
+        raise ConfigError("--draft issues nothing: it takes neither --force nor --dry-run")
+    if args.draft:
+        return commands.drafts(_clickhouse_settings(args), args.period, args.out, args.tenant)
     return commands.statements(
         _clickhouse_settings(args), args.period, args.out, args.tenant, args.force, args.dry_run
     )

@@ -361,3 +361,31 @@ def test_statements_wait_for_the_pipeline_and_for_usage_unless_forced(warehouse,
     assert [(o.tenant_id, o.status) for o in forced] == [
         ("aurora-labs", "issued"), ("borealis-ai", "issued"),
     ]  # fmt: skip
+
+
+def test_a_draft_shows_a_month_as_it_stands_marked_everywhere_and_records_nothing(billed, tmp_path):
+    from billing.issue import draft_statements
+    from meter.errors import BillingError
+
+    _usage(billed, "aurora-labs", "H100", "sc1", "2026-11-10 12:00:00", 100 * H)
+    (draft,) = draft_statements(billed, "2026-11", tmp_path, "aurora-labs", clock=lambda: NOW)
+    assert draft.status == "draft" and draft.digest_sha256 == ""
+    names = sorted(p.name for p in draft.files)
+    assert names == [f"aurora-labs-2026-11-DRAFT.{ext}" for ext in ("csv", "html", "json")]
+    document = json.loads((tmp_path / "aurora-labs" / names[2]).read_bytes())
+    assert document["draft"] is True and "digest_sha256" not in document
+    statement = document["statement"]
+    assert statement["draft"] is True and statement["statement_id"] == "aurora-labs-2026-11-DRAFT"
+    # November as it stands: its usage, and September never issued, billed as prior period.
+    assert ("usage", "2026-11", "H100", "sc1", 100 * H, "200.00") in _lines(
+        statement
+    )  # 2.00 since Oct 16
+    assert ("usage", "2026-09", "H100", "sc1", 900 * H, "2250.00") in _lines(statement)
+    html = (tmp_path / "aurora-labs" / names[1]).read_text()
+    assert "DRAFT" in html.split("<h1>", 1)[1][:200] and "not issued" in html
+    assert "SHA-256 digest" not in html
+    csv_rows = (tmp_path / "aurora-labs" / names[0]).read_text().splitlines()[1:]
+    assert all(row.startswith("aurora-labs-2026-11-DRAFT,") for row in csv_rows)
+    with pytest.raises(BillingError, match="draft"):
+        verify_json_file((tmp_path / "aurora-labs" / names[2]).read_bytes())
+    assert billed.execute("SELECT count() FROM statements") == [(0,)]
