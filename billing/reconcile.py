@@ -22,6 +22,7 @@ from billing.store import read_contract_book, read_usage, tenants_with_usage
 from meter.errors import BillingError
 from meter.runner import differences, ledger_totals, warehouse_totals
 from meter.units import US_PER_GPU_HOUR
+from streams.validate import MIG_SLICES_PER_GPU, gpu_sevenths
 from warehouse.client import Warehouse
 
 INVOICE_COLUMNS = ("supplier", "invoice_id", "period", "tenant_id", "sku", "cluster",
@@ -120,7 +121,8 @@ def check_positions(
         for contract in contracts:
             start, end = contract.covered(period.start_us, period.end_us)
             mine = [u for u in usage if start <= u.window_start_us < end]
-            used = sum(u.allocated_us for u in mine)
+            # Towards committed GPUs an <N>g MIG slice is N/7 of a GPU (as the view).
+            used = sum(u.allocated_us * gpu_sevenths(u.sku) for u in mine) // MIG_SLICES_PER_GPU
             committed = contract.committed_gpus * (end - start)
             lines = rate_period([contract], period, mine)[0]
             amount = round_money(

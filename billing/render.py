@@ -111,12 +111,16 @@ def _nice_ceiling(value: Decimal) -> Decimal:
 
 
 def daily_chart_svg(daily: list[dict[str, Any]]) -> str:
-    """Bars of GPU-hours per day; integer pixel geometry so the output is deterministic."""
+    """Bars of whole-GPU hours per day and, beside them where there are any, MIG
+    slice-hours (never added together); integer pixel geometry, so the output is
+    deterministic."""
     width, height, left, bottom, top = 720, 220, 64, 28, 12
     plot_w, plot_h = width - left - 8, height - bottom - top
     hours = [Decimal(d["allocated_us"]) / US_PER_GPU_HOUR for d in daily]
-    ceiling = _nice_ceiling(max(hours, default=Decimal(0)))
+    slice_hours = [Decimal(d.get("mig_slice_us", 0)) / US_PER_GPU_HOUR for d in daily]
+    ceiling = _nice_ceiling(max([*hours, *slice_hours], default=Decimal(0)))
     slot = plot_w // max(len(daily), 1)
+    with_mig = any(slice_hours)
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}" role="img" aria-label="GPU-hours per day">'
@@ -129,22 +133,39 @@ def daily_chart_svg(daily: list[dict[str, Any]]) -> str:
             f'<text x="{left - 6}" y="{y + 4}" text-anchor="end" font-size="10" '
             f'fill="#555">{value.normalize():,f}</text>'
         )
-    for i, (day, value) in enumerate(zip(daily, hours, strict=True)):
+    for i, (day, value, mig) in enumerate(zip(daily, hours, slice_hours, strict=True)):
         bar_h = int(plot_h * value / ceiling)
         x = left + i * slot + 1
+        bar_w = max((slot - 2) // 2 if with_mig else slot - 2, 1)
         parts.append(
-            f'<rect x="{x}" y="{top + plot_h - bar_h}" width="{max(slot - 2, 1)}" '
+            f'<rect x="{x}" y="{top + plot_h - bar_h}" width="{bar_w}" '
             f'height="{bar_h}" fill="#2f6fb2">'
             f"<title>{day['date']}: {value:.6f} GPU-h</title></rect>"
         )
+        if with_mig:
+            mig_h = int(plot_h * mig / ceiling)
+            parts.append(
+                f'<rect x="{x + bar_w}" y="{top + plot_h - mig_h}" width="{bar_w}" '
+                f'height="{mig_h}" fill="#d9822b">'
+                f"<title>{day['date']}: {mig:.6f} MIG slice-hours</title></rect>"
+            )
         if i == 0 or (i + 1) % 5 == 0:
             parts.append(
                 f'<text x="{x + slot // 2}" y="{height - bottom + 14}" text-anchor="middle" '
                 f'font-size="10" fill="#555">{int(day["date"][8:])}</text>'
             )
+    if with_mig:
+        parts.append(
+            f'<rect x="{left + 8}" y="{top}" width="10" height="10" fill="#2f6fb2"/>'
+            f'<text x="{left + 22}" y="{top + 9}" font-size="10" fill="#555">whole GPUs, '
+            f'GPU-hours</text><rect x="{left + 150}" y="{top}" width="10" height="10" '
+            f'fill="#d9822b"/><text x="{left + 164}" y="{top + 9}" font-size="10" '
+            'fill="#555">MIG slices, slice-hours</text>'
+        )
     parts.append(
         f'<text x="12" y="{top + plot_h // 2}" font-size="10" fill="#555" '
-        f'transform="rotate(-90 12 {top + plot_h // 2})" text-anchor="middle">GPU-hours</text>'
+        f'transform="rotate(-90 12 {top + plot_h // 2})" text-anchor="middle">'
+        f"{'hours' if with_mig else 'GPU-hours'}</text>"
         "</svg>"
     )
     return "".join(parts)
@@ -198,6 +219,22 @@ def render_html(statement: dict[str, Any], digest_sha256: str) -> bytes:
     gpu_h = Decimal(summary["allocated_us"]) / US_PER_GPU_HOUR
     bad_h = Decimal(summary["unhealthy_us"]) / US_PER_GPU_HOUR
     draft = bool(s.get("draft"))
+    allocated_text = (
+        f"Allocated GPU time this period: {gpu_h:,.6f} GPU-h, of which unhealthy "
+        f"{bad_h:,.6f} GPU-h."
+    )
+    chart_title = "GPU-hours per day (UTC)"
+    if summary.get("mig_slice_allocated_us"):  # slice-hours are never added to GPU-hours
+        whole_h = Decimal(summary["full_gpu_allocated_us"]) / US_PER_GPU_HOUR
+        slice_h = Decimal(summary["mig_slice_allocated_us"]) / US_PER_GPU_HOUR
+        equal_h = Decimal(summary["mig_gpu_equivalent_us"]) / US_PER_GPU_HOUR
+        allocated_text = (
+            f"Allocated this period: whole GPUs {whole_h:,.6f} GPU-h; MIG slices "
+            f"{slice_h:,.6f} slice-hours, which count as {equal_h:,.6f} GPU-h towards "
+            "committed GPUs (an &lt;N&gt;g slice is N/7 of its GPU). Of all allocated "
+            f"time, unhealthy {bad_h:,.6f} hours."
+        )
+        chart_title = "Hours per day (UTC): whole GPUs and MIG slices"
     title = "DRAFT GPU usage statement" if draft else "GPU usage statement"
     banner = (
         f'<p class="draft">DRAFT as of {escape(s["draft_as_of"])}: not issued, and the '
@@ -225,9 +262,8 @@ def render_html(statement: dict[str, Any], digest_sha256: str) -> bytes:
 <tr><td class="muted">Currency</td><td>{escape(cur)}</td></tr></table></div>
 <h2>Summary</h2>
 <table class="totals">{totals_html}</table>
-<p class="muted">Allocated GPU time this period: {gpu_h:,.6f} GPU-h, of which unhealthy \
-{bad_h:,.6f} GPU-h.</p>
-<h2>GPU-hours per day (UTC)</h2>
+<p class="muted">{allocated_text}</p>
+<h2>{chart_title}</h2>
 {daily_chart_svg(s["daily_allocated_us"])}
 <h2>Line items</h2>
 {_lines_table(s["lines"], cur, period)}

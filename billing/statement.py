@@ -20,8 +20,11 @@ from billing.contracts import Contract, Tenant, format_instant, parse_instant
 from billing.rating import KINDS, Line, Period, UsageRow, round_money
 from meter.errors import BillingError
 from meter.units import MJ_PER_KWH, US_PER_GPU_HOUR, utc_datetime
+from streams.validate import MIG_SLICES_PER_GPU, gpu_sevenths
 
-FORMAT = "gpu-meter-statement/1"
+# 2: rates in plain digits, MIG slice time apart from whole GPUs (usage_summary, daily),
+# drafts; statements issued as 1 stay as they were issued.
+FORMAT = "gpu-meter-statement/2"
 SECTIONS = {
     "usage": "GPU time",
     "energy": "Energy pass-through",
@@ -122,11 +125,14 @@ def build_statement(data: StatementInput) -> dict[str, Any]:
         else:
             adjustments += ln.amount
     grand = sum(totals.values(), Decimal(0)) + adjustments
-    daily = dict.fromkeys(data.period.days, 0)
+    # Whole GPUs and MIG slices apart: a slice-hour is not a GPU-hour (billing/README.md).
+    daily = {d: [0, 0] for d in data.period.days}
     for row in data.usage:
         day = utc_datetime(row.window_start_us).strftime("%Y-%m-%d")
         if day in daily:
-            daily[day] += row.allocated_us
+            daily[day][gpu_sevenths(row.sku) != MIG_SLICES_PER_GPU] += row.allocated_us
+    whole = [r for r in data.usage if gpu_sevenths(r.sku) == MIG_SLICES_PER_GPU]
+    slices = [r for r in data.usage if gpu_sevenths(r.sku) != MIG_SLICES_PER_GPU]
     return {
         "format": FORMAT,
         "statement_id": f"{data.tenant.tenant_id}-{data.period.label}",
@@ -142,10 +148,18 @@ def build_statement(data: StatementInput) -> dict[str, Any]:
         "lines": lines,
         "usage_summary": {
             "allocated_us": sum(r.allocated_us for r in data.usage),
+            "full_gpu_allocated_us": sum(r.allocated_us for r in whole),
+            "mig_slice_allocated_us": sum(r.allocated_us for r in slices),
+            # what the slices count as towards committed GPUs, rounded down to the µs
+            "mig_gpu_equivalent_us": sum(r.allocated_us * gpu_sevenths(r.sku) for r in slices)
+            // MIG_SLICES_PER_GPU,
             "unhealthy_us": sum(r.unhealthy_us for r in data.usage),
             "energy_mj": sum(r.energy_mj for r in data.usage),
         },
-        "daily_allocated_us": [{"date": d, "allocated_us": us} for d, us in daily.items()],
+        "daily_allocated_us": [
+            {"date": d, "allocated_us": full, "mig_slice_us": mig}
+            for d, (full, mig) in daily.items()
+        ],
         "totals": {
             "usage": money(totals["usage"], places),
             "energy": money(totals["energy"], places),

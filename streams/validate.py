@@ -44,7 +44,17 @@ class ReportLimits:
 
 
 # A MIG instance bills as its own SKU: "<parent SKU>-MIG-<profile>", e.g. "H100-MIG-1g.10gb".
-_MIG_SKU = re.compile(r"(?P<parent>[A-Z0-9]+)-MIG-[0-9]+g\.[0-9]+gb")
+_MIG_SKU = re.compile(r"(?P<parent>[A-Z0-9]+)-MIG-(?P<slices>[0-9]+)g\.[0-9]+gb")
+# Every MIG-capable GPU we meter (A100, H100, H200, B200, GB200) has seven compute slices:
+# a "<N>g" instance is N/7 of its parent GPU, which is what it counts towards committed GPUs.
+MIG_SLICES_PER_GPU = 7
+
+
+def gpu_sevenths(sku: str) -> int:
+    """Sevenths of a whole GPU that one unit of ``sku`` holds: 7 for a GPU, N for an
+    "<N>g" MIG instance (never more than 7)."""
+    mig = _MIG_SKU.fullmatch(sku)
+    return min(int(mig.group("slices")), MIG_SLICES_PER_GPU) if mig else MIG_SLICES_PER_GPU
 
 
 def is_known_sku(sku: str, limits: ReportLimits) -> bool:

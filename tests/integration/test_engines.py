@@ -33,6 +33,10 @@ ROWS = [
     + LOAD
     + "'),"
     " ('aurora-labs','H200','sc2','2026-10-01 01:07:00',0,3600000000,5,1,9999,60,3,'" + LOAD + "'),"
+    # A 3g MIG slice: 3/7 of a GPU towards the commitment (contract_position_by_month).
+    " ('aurora-labs','H100-MIG-3g.40gb','sc1','2026-10-03 00:00:00',0,7000000001,5,0,9,60,3,'"
+    + LOAD
+    + "'),"
     " ('borealis-ai','B200','sc1','2026-10-17 23:59:00',2,7200000001,7,7,3600000000,120,9,'"
     + LOAD
     + "'),"
@@ -212,11 +216,13 @@ def test_the_views_compute_what_the_rows_say(engines):
     # The latest contract load wins, rates of older loads are gone.
     rates = "SELECT sku, rate_per_gpu_hour FROM contract_rates_current WHERE contract_id = 'AUR-1'"
     assert _rows(server.query(rates)) == [("H100", "2"), ("H100", "2.5")]
-    # October: 31 days × 8 committed GPUs; September: 15 days of the term × 8 GPUs.
+    # October: 31 days × 8 committed GPUs; September: 15 days of the term × 8 GPUs. October
+    # used 660,001,000 (H100) + 3,600,000,000 (H200) + 3/7 × 7,000,000,001 (the 3g slice),
+    # summed in sevenths and rounded down once: 7,260,001,000.
     assert _rows(server.query(
         "SELECT toString(month), committed_gpu_hours, allocated_us FROM contract_position_by_month "
         "WHERE contract_id = 'AUR-1' AND month <= '2026-10-01'"
-    )) == [("2026-09-01", "2880", "0"), ("2026-10-01", "5952", "4260001000")]  # fmt: skip
+    )) == [("2026-09-01", "2880", "0"), ("2026-10-01", "5952", "7260001000")]  # fmt: skip
     # Lines of a statement never issued do not count as billed.
     billed = "SELECT tenant_id, kind, for_period, amount FROM billed_by_period"
     assert _rows(server.query(billed)) == [

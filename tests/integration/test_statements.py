@@ -389,3 +389,41 @@ def test_a_draft_shows_a_month_as_it_stands_marked_everywhere_and_records_nothin
     with pytest.raises(BillingError, match="draft"):
         verify_json_file((tmp_path / "aurora-labs" / names[2]).read_bytes())
     assert billed.execute("SELECT count() FROM statements") == [(0,)]
+
+
+def test_mig_slices_count_as_their_fraction_of_a_gpu_and_are_shown_apart(warehouse, tmp_path):
+    """One whole H100 for 1 h and a 1g slice (1/7 of its GPU) for 7 h: 2 GPU-h towards the
+    commitment, not 8; summary and chart keep the slice-hours apart."""
+    from billing.reconcile import reconcile
+
+    book = {
+        "tenants": [{"tenant_id": "aurora-labs", "name": "Aurora Labs, Inc."}],
+        "contracts": [{
+            "contract_id": "MIG-1", "tenant_id": "aurora-labs", "currency": "USD",
+            "term": {"start": "2026-10-01", "end": "2026-11-01"}, "committed_gpus": 1,
+            "minimum_monthly_commitment": "0",
+            "rates": [{"sku": "H100", "rate_per_gpu_hour": "2.00"},
+                      {"sku": "H100-MIG-1g.10gb", "rate_per_gpu_hour": "0.40"}],
+        }],
+    }  # fmt: skip
+    store_contracts(warehouse, parse_contract_book(book), "test", clock=lambda: NOW)
+    _pipeline_closed_before(warehouse, "2026-11-01 00:10:00")
+    _usage(warehouse, "aurora-labs", "H100", "sc1", "2026-10-02 00:00:00", 1 * H)
+    _usage(warehouse, "aurora-labs", "H100-MIG-1g.10gb", "sc1", "2026-10-02 00:00:00", 7 * H)
+    (row,) = warehouse.execute(
+        "SELECT allocated_us, mig_slice_us, overage_gpu_us FROM contract_position_by_month "
+        "WHERE month = '2026-10-01'"
+    )
+    assert row == (2 * H, 7 * H, 0)
+
+    _, statement = _issue(warehouse, "2026-10", tmp_path)
+    summary = statement["usage_summary"]
+    assert summary["full_gpu_allocated_us"] == 1 * H
+    assert summary["mig_slice_allocated_us"] == 7 * H
+    assert summary["mig_gpu_equivalent_us"] == 1 * H
+    (day,) = [d for d in statement["daily_allocated_us"] if d["allocated_us"] or d["mig_slice_us"]]
+    assert (day["date"], day["allocated_us"], day["mig_slice_us"]) == ("2026-10-02", H, 7 * H)
+    html = (tmp_path / "aurora-labs" / "aurora-labs-2026-10.html").read_text()
+    assert "MIG slices" in html
+    text = "\n".join(reconcile(warehouse, "2026-10").lines)
+    assert "used 2.000000 GPU-h of 744.000000 committed" in text

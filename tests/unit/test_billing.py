@@ -159,7 +159,11 @@ def test_the_canonical_file_is_deterministic_and_its_digest_detects_any_change()
     data = json_file_bytes(one)
     assert verify_json_file(data) == digest(one)
     assert one["totals"]["total"] == "7.51" and one["totals"]["prior_period_adjustments"] == "0.01"
-    assert one["daily_allocated_us"][1] == {"date": "2026-10-02", "allocated_us": 3 * H}
+    assert one["daily_allocated_us"][1] == {
+        "date": "2026-10-02",
+        "allocated_us": 3 * H,
+        "mig_slice_us": 0,
+    }
     tampered = json.loads(data)
     tampered["statement"]["lines"][0]["amount"] = "7.49"
     with pytest.raises(BillingError, match="digest mismatch"):
