@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
+import time
 from importlib import resources
 from pathlib import Path
 
 from clickhouse_driver import Client
+from clickhouse_driver.errors import ServerException
 
 from meter.errors import StackError
 from stack import process
@@ -19,6 +22,11 @@ logging.getLogger("clickhouse_driver.connection").setLevel(logging.CRITICAL)
 
 FINANCE_USER = "finance"
 FINANCE_PASSWORD = "finance-readonly"  # loopback-only local stack; production sets its own
+# The databases finance may read on the local stack (the demo's and the default one); others
+# are added by allow_finance (a test's database, say), listed in this file of the folder.
+FINANCE_DATABASES = ("demo", "gpu_meter")
+_FINANCE_LIST = "clickhouse-finance-databases.txt"
+_DATABASE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 
 
 def server_binary() -> str:
@@ -40,8 +48,7 @@ def write_config(folder: Path, tcp_port: int, http_port: int) -> Path:
     data_dir = folder / "clickhouse"
     for sub in ("tmp", "user_files", "format_schemas"):
         (data_dir / sub).mkdir(parents=True, exist_ok=True)
-    users = folder / "clickhouse-users.xml"
-    users.write_text(_render("clickhouse-users.xml", finance_password=FINANCE_PASSWORD))
+    users = write_users(folder)
     config = folder / "clickhouse-config.xml"
     config.write_text(
         _render(
@@ -54,6 +61,55 @@ def write_config(folder: Path, tcp_port: int, http_port: int) -> Path:
         )
     )
     return config
+
+
+def write_users(folder: Path) -> Path:
+    """users.xml with finance's databases; the server reloads it by itself when it changes."""
+    listed = folder / _FINANCE_LIST
+    names = [*FINANCE_DATABASES, *(listed.read_text().split() if listed.exists() else [])]
+    allowed = "".join(f"<database>{name}</database>" for name in dict.fromkeys(names))
+    users = folder / "clickhouse-users.xml"
+    before = users.stat().st_mtime if users.exists() else None
+    text = _render(
+        "clickhouse-users.xml", finance_password=FINANCE_PASSWORD, finance_databases=allowed
+    )
+    tmp = users.with_suffix(".xml.tmp")
+    tmp.write_text(text)
+    tmp.replace(users)
+    if before is not None and int(users.stat().st_mtime) <= int(before):
+        # The server sees a change by its modification time in whole seconds: a rewrite
+        # within the second of the last one would never be reloaded.
+        os.utime(users, (int(before) + 1, int(before) + 1))
+    return users
+
+
+def allow_finance(folder: Path, port: int, database: str, timeout_s: float = 30.0) -> None:
+    """Let finance read ``database`` (which must exist), and wait until the server has
+    reloaded its users and finance can."""
+    if not _DATABASE_NAME.fullmatch(database):
+        raise StackError(f"database name {database!r} is not a plain identifier")
+    listed = folder / _FINANCE_LIST
+    known = listed.read_text().split() if listed.exists() else []
+    if database not in known:
+        listed.write_text("\n".join([*known, database]) + "\n")
+        write_users(folder)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        client = Client(
+            "127.0.0.1", port=port, user=FINANCE_USER, password=FINANCE_PASSWORD,
+            database=database, connect_timeout=2, send_receive_timeout=5,
+        )  # fmt: skip
+        try:
+            client.execute("SELECT 1")
+            return
+        except (ServerException, EOFError) as exc:  # refused at the handshake: EOF
+            if time.monotonic() > deadline:
+                raise StackError(
+                    f"finance still cannot read {database} after {timeout_s:.0f} s: {exc}"
+                ) from exc
+            time.sleep(0.25)
+        finally:
+            client.disconnect()
 
 
 def probe(port: int) -> None:

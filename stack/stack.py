@@ -55,6 +55,13 @@ class LocalStack:
         except (ValueError, TypeError) as exc:
             raise StackError(f"unreadable {self.state_path}: {exc}") from exc
 
+    def allow_finance(self, database: str) -> None:
+        """Let the read-only finance user read ``database`` of the running server."""
+        info = self.running()
+        if info is None:
+            raise StackError(f"no stack is running in {self.folder}")
+        clickhouse.allow_finance(self.folder, info.clickhouse_port, database)
+
     def running(self) -> StackInfo | None:
         info = self.read()
         if info and process.is_alive(info.broker_pid) and process.is_alive(info.clickhouse_pid):

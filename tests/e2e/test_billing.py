@@ -140,8 +140,9 @@ def _finance_queries() -> list[str]:
     return re.findall(r"```sql\n(.*?)```", section, flags=re.S)
 
 
-def test_the_readme_finance_queries_run_as_written_in_clickhouse_client(billed_twice):
+def test_the_readme_finance_queries_run_as_written_in_clickhouse_client(local_stack, billed_twice):
     stack, (warehouse, _, _), _ = billed_twice
+    local_stack.allow_finance(warehouse.settings.database)
     queries = _finance_queries()
     assert len(queries) >= 8
     client = shutil.which("clickhouse-client")

@@ -65,12 +65,13 @@ def test_sink_rewrites_are_idempotent_and_the_highest_version_wins(warehouse):
     assert load_state(warehouse, "usage", 1) == PartitionState("usage", 1)
 
 
-def test_finance_user_cannot_write(stack, warehouse):
+def test_finance_user_cannot_write(local_stack, stack, warehouse):
     from clickhouse_driver import Client
     from clickhouse_driver.errors import ServerException
 
     from stack.clickhouse import FINANCE_PASSWORD, FINANCE_USER
 
+    local_stack.allow_finance(warehouse.settings.database)
     finance = Client(
         "127.0.0.1", port=stack.clickhouse_port, user=FINANCE_USER, password=FINANCE_PASSWORD,
         database=warehouse.settings.database,
@@ -219,3 +220,62 @@ def test_migration_0009_keeps_old_state_rows_and_can_run_again(stack, unique_nam
     finally:
         wh.execute(f"DROP DATABASE IF EXISTS {wh.settings.database}")
         wh.close()
+
+
+def test_finance_user_reads_only_its_databases_and_cannot_lift_its_limits(
+    local_stack, stack, warehouse
+):
+    """Every way out that readonly=2 left open is refused: per-query settings (its memory
+    limit), other databases, and the table functions file(), url() and remote()."""
+    from clickhouse_driver import Client
+    from clickhouse_driver.errors import ServerException
+
+    from stack.clickhouse import FINANCE_PASSWORD, FINANCE_USER
+
+    other = Warehouse(ClickHouseSettings(port=stack.clickhouse_port, database="t_not_finance"))
+    other.ensure_database()
+    other.execute("CREATE TABLE IF NOT EXISTS secrets (x UInt8) ENGINE = Memory")
+    local_stack.allow_finance(warehouse.settings.database)
+    finance = Client(
+        "127.0.0.1", port=stack.clickhouse_port, user=FINANCE_USER, password=FINANCE_PASSWORD,
+        database=warehouse.settings.database,
+    )  # fmt: skip
+    try:
+        assert finance.execute("SELECT count() FROM usage_by_minute") == [(0,)]
+        databases = {name for (name,) in finance.execute("SHOW DATABASES")}
+        assert warehouse.settings.database in databases and "t_not_finance" not in databases
+        refused = {
+            "SET max_memory_usage = 99999999999": 164,
+            "SELECT * FROM numbers(2)": 164,
+            "SELECT * FROM file('x.csv', 'CSV', 'a String')": 164,
+            f"SELECT * FROM url('http://127.0.0.1:{stack.clickhouse_http_port}/?query=SELECT+1',"
+            " 'CSV', 'a String')": 164,
+            f"SELECT * FROM remote('127.0.0.1:{stack.clickhouse_port}', system.one)": 164,
+            "SELECT count() FROM t_not_finance.secrets": 291,  # ACCESS_DENIED
+        }
+        for sql, code in refused.items():
+            with pytest.raises(ServerException) as error:
+                finance.execute(sql)
+            assert error.value.code == code, sql
+        # A per-query setting, as a tool sends it: the native protocol ignores it (the
+        # limit stays), and HTTP refuses it.
+        limit = "SELECT value FROM system.settings WHERE name = %(n)s"
+        assert finance.execute(
+            limit, {"n": "max_memory_usage"}, settings={"max_memory_usage": 99999999999}
+        ) == [("4000000000",)]
+        assert finance.execute(limit, {"n": "readonly"}, settings={"readonly": 0}) == [("1",)]
+        import urllib.error
+        import urllib.request
+
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{stack.clickhouse_http_port}/?user={FINANCE_USER}"
+            f"&password={FINANCE_PASSWORD}&max_memory_usage=99999999999",
+            data=b"SELECT 1",
+        )
+        with pytest.raises(urllib.error.HTTPError) as http_error:
+            urllib.request.urlopen(request, timeout=10)
+        assert b"Code: 164" in http_error.value.read()
+    finally:
+        finance.disconnect()
+        other.execute("DROP DATABASE IF EXISTS t_not_finance")
+        other.close()
