@@ -14,6 +14,7 @@ from warehouse.client import Warehouse
 _PROGRESS_COLUMNS = (
     "topic", "partition", "applied_offset", "accepted_reports", "accepted_samples",
     "duplicate_reports", "late_reports", "rejected_reports", "open_gaps",
+    "windows_closed_before",
 )  # fmt: skip
 
 
@@ -57,7 +58,7 @@ def collect(warehouse: Warehouse, metrics_urls: Sequence[str] = ()) -> dict[str,
 def render(status: dict[str, Any]) -> list[str]:
     head = (
         f"{'topic':<28} {'part':>4} {'applied':>10} {'lag':>7} {'reports':>10} "
-        f"{'samples':>12} {'dup':>7} {'late':>6} {'rejected':>8} {'gaps':>5}"
+        f"{'samples':>12} {'dup':>7} {'late':>6} {'rejected':>8} {'gaps':>5}  final before"
     )
     lines = [head, "-" * len(head)]
     for p in status["partitions"]:
@@ -66,7 +67,8 @@ def render(status: dict[str, Any]) -> list[str]:
             f"{p['topic']:<28} {p['partition']:>4} {p['applied_offset']:>10} {lag:>7} "
             f"{p['accepted_reports']:>10,} {p['accepted_samples']:>12,} "
             f"{p['duplicate_reports']:>7,} {p['late_reports']:>6,} "
-            f"{p['rejected_reports']:>8,} {p['open_gaps']:>5}"
+            f"{p['rejected_reports']:>8,} {p['open_gaps']:>5}  "
+            f"{_closed(p['windows_closed_before'])}"
         )
     if not status["partitions"]:
         lines.append("(no partition has been processed yet)")
@@ -80,3 +82,10 @@ def render(status: dict[str, Any]) -> list[str]:
     rejected = ", ".join(f"{reason}={n}" for reason, n in status["rejected"]) or "none"
     lines.append(f"rejected reports by reason: {rejected}")
     return lines
+
+
+def _closed(when: Any) -> str:
+    """Before when the partition's windows are final (statements wait for the month's end)."""
+    if when.year == 1970:  # no window closed yet (or a state written before migration 0009)
+        return "-"
+    return str(when.strftime("%Y-%m-%d %H:%M:%S UTC"))

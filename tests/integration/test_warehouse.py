@@ -106,6 +106,7 @@ def test_meter_status_reports_progress_gaps_and_rejections(stack, warehouse):
     state = _state(3)
     state.counters["duplicate_reports"] = 2
     state.nodes[("sc1-node-00009", "b" * 36)] = NodeSeq(next_seq=8, gaps=[[4, 6, T0_US]])
+    state.closed_before_us = T0_US  # windows before this are final
     WarehouseSink(warehouse).write(outcome, state)
     url = f"clickhouse://127.0.0.1:{stack.clickhouse_port}/{warehouse.settings.database}"
     done = subprocess.run(
@@ -114,7 +115,9 @@ def test_meter_status_reports_progress_gaps_and_rejections(stack, warehouse):
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     row = next(line for line in done.stdout.splitlines() if line.startswith("usage "))
-    assert row.split() == ["usage", "0", "3", "?", "3", "0", "2", "0", "0", "1"]
+    assert row.split() == [
+        "usage", "0", "3", "?", "3", "0", "2", "0", "0", "1", "2026-11-01", "00:00:00", "UTC"
+    ]  # fmt: skip
     assert "sc1-node-00009 boot bbbbbbbb seqs 4..6 (3)" in done.stdout
     assert "rejected reports by reason: bad=1" in done.stdout
 
