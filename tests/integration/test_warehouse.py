@@ -282,3 +282,16 @@ def test_finance_user_reads_only_its_databases_and_cannot_lift_its_limits(
         finance.disconnect()
         other.execute("DROP DATABASE IF EXISTS t_not_finance")
         other.close()
+
+
+def test_the_readme_lists_every_finance_view_with_its_real_columns(warehouse):
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme.split("## For finance", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| `(\w+)` \| .* \| `([a-z_, 0-9]+)` \|$", section, flags=re.M)
+    assert len(rows) >= 16
+    for view, columns in rows:
+        described = [r[0] for r in warehouse.execute(f"DESCRIBE TABLE {view}")]
+        assert columns.split(", ") == described, view
