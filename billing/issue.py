@@ -95,7 +95,12 @@ def compose(
         before = Period.parse(earlier)
         now = _rate(book, tenant.tenant_id, before, read_usage(warehouse, tenant.tenant_id, before))
         lines.extend(adjustment_lines(now, billed.get(earlier, [])))
-    return build_statement(StatementInput(tenant, period, contracts, lines, usage))
+    adjusted = {p: statement_id_of(issued[p][0]) for p in issued if p < period.label}
+    return build_statement(StatementInput(tenant, period, contracts, lines, usage, adjusted))
+
+
+def statement_id_of(canonical_json: str) -> str:
+    return str(parse_statement(canonical_json)["statement_id"])
 
 
 def unbilled_months(

@@ -21,8 +21,13 @@ CSV_COLUMNS = (
 )  # fmt: skip
 
 
-def _section(line: dict[str, Any], period: str) -> str:
+def _section(line: dict[str, Any], period: str, adjusts: dict[str, str] | None = None) -> str:
     if line["for_period"] != period:
+        issued = (adjusts or {}).get(line["for_period"])
+        if issued:
+            return f"Adjustment for {line['for_period']} of statement {issued}"
+        if adjusts is not None and line["for_period"] in adjusts:
+            return f"{line['for_period']}, never issued: billed here in full"
         return f"Adjustment for {line['for_period']}"
     return SECTIONS[line["kind"]]
 
@@ -34,7 +39,11 @@ def render_csv(statement: dict[str, Any]) -> bytes:
     period = statement["period"]["label"]
     for line in statement["lines"]:
         writer.writerow(
-            [statement["statement_id"], line["line_no"], _section(line, period)]
+            [
+                statement["statement_id"],
+                line["line_no"],
+                _section(line, period, statement.get("adjusts")),
+            ]
             + [line[c] for c in CSV_COLUMNS[3:15]]
             + [statement["currency"]]
         )
@@ -70,17 +79,21 @@ def _period_cell(line: dict[str, Any]) -> str:
     return f"{line['rate_from'][:16].replace('T', ' ')} – {line['rate_to'][:16].replace('T', ' ')}"
 
 
-def _lines_table(lines: list[dict[str, Any]], currency: str, period: str) -> str:
+def _lines_table(
+    lines: list[dict[str, Any]], currency: str, period: str, adjusts: dict[str, str] | None
+) -> str:
     rows = []
     current = None
     for line in lines:
-        section = _section(line, period)
+        section = _section(line, period, adjusts)
         if section != current:
             rows.append(f'<tr class="section"><th colspan="6">{escape(section)}</th></tr>')
             current = section
         what = " / ".join(escape(x) for x in (line["sku"], line["cluster"]) if x) or escape(
             "Shortfall against the minimum monthly commitment"
         )
+        if line["for_period"] != period:  # an adjustment says what kind of charge it moves
+            what = escape(SECTIONS[line["kind"]]) + (f": {what}" if line["sku"] else "")
         rows.append(
             "<tr>"
             f"<td>{line['line_no']}</td>"
@@ -98,6 +111,34 @@ def _lines_table(lines: list[dict[str, Any]], currency: str, period: str) -> str
         '<th class="num">Rate</th><th class="num">Amount</th></tr>'
     )
     return f'<table class="lines"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
+
+
+def _minimums_html(minimums: list[dict[str, Any]], currency: str) -> str:
+    """How each contract's monthly minimum was prorated and trued up (shown when the term
+    does not cover the whole month, or a true-up was charged)."""
+    rows = []
+    for m in minimums:
+        if m["covered_seconds"] == m["month_seconds"] and not Decimal(m["true_up"]):
+            continue
+        days = Decimal(m["covered_seconds"]) / 86_400
+        rows.append(
+            f"<tr><td>{escape(m['contract_id'])}</td>"
+            f'<td class="num">{escape(_amount(m["monthly"], currency))}</td>'
+            f"<td>{m['covered_from'][:16].replace('T', ' ')} – "
+            f"{m['covered_to'][:16].replace('T', ' ')} ({days:.6f} of "
+            f"{m['month_seconds'] // 86_400} days)</td>"
+            f'<td class="num">{escape(_amount(m["prorated"], currency))}</td>'
+            f'<td class="num">{escape(_amount(m["gpu_time"], currency))}</td>'
+            f'<td class="num">{escape(_amount(m["true_up"], currency))}</td></tr>'
+        )
+    if not rows:
+        return ""
+    return (
+        "<h2>Minimum commitment</h2><table><thead><tr><th>Contract</th>"
+        '<th class="num">Per month</th><th>Term in this month (UTC, end exclusive)</th>'
+        '<th class="num">Prorated minimum</th><th class="num">GPU time</th>'
+        '<th class="num">True-up</th></tr></thead><tbody>' + "".join(rows) + "</tbody></table>"
+    )
 
 
 def _nice_ceiling(value: Decimal) -> Decimal:
@@ -209,7 +250,8 @@ def render_html(statement: dict[str, Any], digest_sha256: str) -> bytes:
         f'<td class="num">{escape(_amount(t["total"], cur))}</td></tr>'
     )
     contracts_html = "".join(
-        f"<tr><td>{escape(c['contract_id'])}</td><td>{c['term_start'][:10]} – {c['term_end'][:10]}"
+        f"<tr><td>{escape(c['contract_id'])}</td><td>{c['term_start'][:10]} – "
+        f"{c['term_end'][:10]} (end exclusive)"
         f'</td><td class="num">{c["committed_gpus"]:,}</td>'
         f'<td class="num">{escape(_amount(c["minimum_monthly_commitment"], cur))}</td>'
         f'<td class="num">{escape(c["energy_rate_per_kwh"] or "—")}</td>'
@@ -266,7 +308,8 @@ def render_html(statement: dict[str, Any], digest_sha256: str) -> bytes:
 <h2>{chart_title}</h2>
 {daily_chart_svg(s["daily_allocated_us"])}
 <h2>Line items</h2>
-{_lines_table(s["lines"], cur, period)}
+{_lines_table(s["lines"], cur, period, s.get("adjusts"))}
+{_minimums_html(s.get("minimum_commitments", []), cur)}
 <h2>Contract terms</h2>
 <table><thead><tr><th>Contract</th><th>Term</th><th class="num">Committed GPUs</th>
 <th class="num">Minimum per month</th><th class="num">Energy rate / kWh</th>

@@ -12,14 +12,14 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 from billing.contracts import Contract, Tenant, format_instant, parse_instant
-from billing.rating import KINDS, Line, Period, UsageRow, round_money
+from billing.rating import KINDS, Line, Period, UsageRow, prorated_minimum, round_money
 from meter.errors import BillingError
-from meter.units import MJ_PER_KWH, US_PER_GPU_HOUR, utc_datetime
+from meter.units import MJ_PER_KWH, US_PER_GPU_HOUR, US_PER_SECOND, utc_datetime
 from streams.validate import MIG_SLICES_PER_GPU, gpu_sevenths
 
 # 2: rates in plain digits, MIG slice time apart from whole GPUs (usage_summary, daily),
@@ -103,6 +103,31 @@ class StatementInput:
     contracts: list[Contract]
     lines: list[Line]  # this period's lines and prior-period adjustments
     usage: list[UsageRow]  # this period's metered usage (for the summary and the chart)
+    # period -> the statement that issued it, for each earlier period adjusted here ("" for
+    # one never issued, billed here whole)
+    adjusted: dict[str, str] = field(default_factory=dict)
+
+
+def _minimum_doc(contract: Contract, data: StatementInput, places: int) -> dict[str, Any]:
+    """How a contract's minimum was prorated over the month and what it trued up."""
+    period = data.period
+    start, end = contract.covered(period.start_us, period.end_us)
+    prorated = prorated_minimum(contract, start, end, period)
+    mine = [ln for ln in data.lines if ln.for_period == period.label
+            and ln.contract_id == contract.contract_id]  # fmt: skip
+    gpu_time = sum((ln.amount for ln in mine if ln.kind == "usage"), Decimal(0))
+    true_up = sum((ln.amount for ln in mine if ln.kind == "commitment_true_up"), Decimal(0))
+    return {
+        "contract_id": contract.contract_id,
+        "monthly": money(contract.minimum_monthly_commitment, places),
+        "covered_from": format_instant(start),
+        "covered_to": format_instant(end),
+        "covered_seconds": (end - start) // US_PER_SECOND,
+        "month_seconds": (period.end_us - period.start_us) // US_PER_SECOND,
+        "prorated": money(prorated, places),
+        "gpu_time": money(gpu_time, places),
+        "true_up": money(true_up, places),
+    }
 
 
 def build_statement(data: StatementInput) -> dict[str, Any]:
@@ -155,6 +180,11 @@ def build_statement(data: StatementInput) -> dict[str, Any]:
             // MIG_SLICES_PER_GPU,
             "unhealthy_us": sum(r.unhealthy_us for r in data.usage),
             "energy_mj": sum(r.energy_mj for r in data.usage),
+        },
+        "minimum_commitments": [_minimum_doc(c, data, places) for c in data.contracts],
+        "adjusts": {
+            p: data.adjusted.get(p, "")
+            for p in sorted({ln.for_period for ln in ordered if ln.for_period != data.period.label})
         },
         "daily_allocated_us": [
             {"date": d, "allocated_us": full, "mig_slice_us": mig}

@@ -427,3 +427,28 @@ def test_mig_slices_count_as_their_fraction_of_a_gpu_and_are_shown_apart(warehou
     assert "MIG slices" in html
     text = "\n".join(reconcile(warehouse, "2026-10").lines)
     assert "used 2.000000 GPU-h of 744.000000 committed" in text
+
+
+def test_the_prorated_minimum_and_what_each_adjustment_adjusts_are_shown(billed, tmp_path):
+    """September: the term covers 15 of 30 days, so the minimum of 5,000.00 is 2,500.00."""
+    wh = billed
+    _, september = _issue(wh, "2026-09", tmp_path)
+    assert september["minimum_commitments"] == [{
+        "contract_id": "AUR-1", "monthly": "5000.00",
+        "covered_from": "2026-09-16T00:00:00Z", "covered_to": "2026-10-01T00:00:00Z",
+        "covered_seconds": 15 * 86_400, "month_seconds": 30 * 86_400,
+        "prorated": "2500.00", "gpu_time": "2250.00", "true_up": "250.00",
+    }]  # fmt: skip
+    html = (tmp_path / "aurora-labs" / "aurora-labs-2026-09.html").read_text()
+    assert "15.000000 of 30 days" in html and "2,500.00 USD" in html
+    assert "2027-09-16 (end exclusive)" in html
+
+    _late_usage(wh, "aurora-labs", "H100", "sc1", "2026-09-21 00:00:00", 120 * H)
+    _usage(wh, "aurora-labs", "H100", "sc1", "2026-10-10 12:00:00", 100 * H)
+    _, october = _issue(wh, "2026-10", tmp_path)
+    assert october["adjusts"] == {"2026-09": "aurora-labs-2026-09"}
+    html = (tmp_path / "aurora-labs" / "aurora-labs-2026-10.html").read_text()
+    assert "Adjustment for 2026-09 of statement aurora-labs-2026-09" in html
+    assert "GPU time: H100 / sc1" in html and "Minimum commitment true-up" in html
+    rows = (tmp_path / "aurora-labs" / "aurora-labs-2026-10.csv").read_text().splitlines()
+    assert any("Adjustment for 2026-09 of statement aurora-labs-2026-09" in r for r in rows)
