@@ -56,6 +56,9 @@ class BatchHandler:
         self.processors: dict[int, PartitionProcessor | FastPartitionProcessor] = {}
         self.rejected_by_reason: Counter[str] = Counter()
         self.batches = 0
+        # Partition batches the hot path handed to its readable twin (another schema
+        # version, values past its integer bounds): valid agents' input should give none.
+        self.batches_to_twin = 0
         # Partitions are independent, so a batch's partitions are processed side by side
         # (the compiled kernels release the GIL); batches still go one after another, so
         # each state is touched by one thread at a time. The metrics page and the progress
@@ -104,6 +107,7 @@ class BatchHandler:
         written: Written = []
         for (processor, _), (outcome, row, view) in zip(work, done, strict=True):
             self.views[processor.state.partition] = view
+            self.batches_to_twin += view.to_twin
             if row is None:
                 continue  # every message was applied before: nothing new to write
             await self._dead_letter(outcome)
@@ -173,6 +177,7 @@ class PartitionSnapshot:
     counters: dict[str, int]
     open_gaps: int
     applied_offset: int
+    to_twin: int = 0  # 1 if the hot path handed this batch to the twin
 
 
 def _too_large(exc: BaseException) -> bool:
@@ -189,9 +194,11 @@ def _process_one(
     write) and its snapshot."""
     state = processor.state
     block = MessageBlock.fetched(state.topic, state.partition, fetched)
+    handed_before = getattr(processor, "batches_to_twin", 0)  # the twin itself has none
     outcome = processor.process(block)
     replays_only = outcome.skipped_replays == len(block)
-    view = PartitionSnapshot(dict(state.counters), state.open_gaps(), state.applied_offset)
+    to_twin = getattr(processor, "batches_to_twin", 0) - handed_before
+    view = PartitionSnapshot(dict(state.counters), state.open_gaps(), state.applied_offset, to_twin)
     return outcome, None if replays_only else state_row(state), view
 
 
@@ -263,6 +270,7 @@ def create_app(settings: WorkerSettings) -> faust.App:
                 handler.rejected_by_reason,
                 handler.batches,
                 source.stage_seconds,
+                handler.batches_to_twin,
             )
             return web.text(body, content_type="text/plain; version=0.0.4")
 

@@ -31,6 +31,7 @@ def render(
     rejected_by_reason: Mapping[str, int],
     batches: int,
     stage_seconds: Mapping[str, float],
+    batches_to_twin: int = 0,
 ) -> str:
     views = sorted(views, key=lambda v: v.partition)
     out: list[str] = []
@@ -68,6 +69,13 @@ def render(
         sample("meter_rejected_by_reason_total", {"topic": topic, "reason": reason}, count)
     family("meter_batches_total", "counter", "Batches processed since start.")
     out.append(f"meter_batches_total {batches}")
+    family(
+        "meter_batches_to_twin_total",
+        "counter",
+        "Partition batches the hot path handed to its readable twin since start (another "
+        "schema version, values past its integer bounds); valid input gives none.",
+    )
+    out.append(f"meter_batches_to_twin_total {batches_to_twin}")
     family(
         "meter_batch_stage_seconds_total",
         "counter",

@@ -143,6 +143,8 @@ def test_duplicates_near_and_far_and_a_republished_block_are_counted_not_metered
         if line.startswith("meter_reports_duplicate_total{")
     )
     assert scraped == duplicates
+    # Valid reports and their retries: the kernels, not the twin, judged every batch.
+    assert "\nmeter_batches_to_twin_total 0\n" in metrics_text
     assert "meter_partition_lag{" in metrics_text
     stages = {
         line.split('"')[1]: float(line.rsplit(" ", 1)[1])
