@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from billing.contracts import ContractBook, Tenant, format_instant
-from billing.rating import Line, Period, adjustment_lines, rate_period
+from billing.rating import Line, Period, UsageRow, adjustment_lines, rate_period
 from billing.render import render_csv, render_html
 from billing.statement import (
     StatementInput,
@@ -42,7 +42,7 @@ from billing.store import (
     read_contract_book,
     read_usage,
     record_statement,
-    tenants_with_usage,
+    tenants_of_period,
     utc_now,
     windows_closed_before,
 )
@@ -78,6 +78,14 @@ def compose(
     issued: dict[str, tuple[str, str]],
 ) -> dict[str, Any]:  # fmt: skip
     """The statement document for ``tenant`` and ``period`` from the warehouse as it is now."""
+    return _compose(warehouse, book, tenant, period, issued)[0]
+
+
+def _compose(
+    warehouse: Warehouse, book: ContractBook, tenant: Tenant, period: Period,
+    issued: dict[str, tuple[str, str]],
+) -> tuple[dict[str, Any], list[UsageRow]]:  # fmt: skip
+    """:func:`compose`, with the period's usage it read."""
     contracts = book.contracts_of(tenant.tenant_id, period.start_us, period.end_us)
     usage = read_usage(warehouse, tenant.tenant_id, period)
     lines = _rate(book, tenant.tenant_id, period, usage)  # names the windows no contract covers
@@ -96,7 +104,8 @@ def compose(
         now = _rate(book, tenant.tenant_id, before, read_usage(warehouse, tenant.tenant_id, before))
         lines.extend(adjustment_lines(now, billed.get(earlier, [])))
     adjusted = {p: statement_id_of(issued[p][0]) for p in issued if p < period.label}
-    return build_statement(StatementInput(tenant, period, contracts, lines, usage, adjusted))
+    data = StatementInput(tenant, period, contracts, lines, usage, adjusted)
+    return build_statement(data), usage
 
 
 def statement_id_of(canonical_json: str) -> str:
@@ -171,8 +180,8 @@ def issue_statement(
             "difference will appear as an adjustment on the next statement",
             stored_digest, statement["totals"]["total"], files,
         )  # fmt: skip
-    statement = compose(warehouse, book, tenant, period, issued)
-    if not force and not read_usage(warehouse, tenant_id, period):
+    statement, usage = _compose(warehouse, book, tenant, period, issued)
+    if not force and not usage:
         raise BillingError(
             f"tenant {tenant_id!r} has a contract but no usage metered in {period.label}; "
             "if that is right, pass --force to issue it (a minimum commitment is billed)"
@@ -211,13 +220,7 @@ def run_statements(
             "--force to issue from what is metered now"
         )
     book = read_contract_book(warehouse)
-    if tenant_id is not None:
-        tenants = [tenant_id]
-    else:
-        with_contract = {
-            c.tenant_id for c in book.contracts if c.overlaps(period.start_us, period.end_us)
-        }
-        tenants = sorted(with_contract | set(tenants_with_usage(warehouse, period)))
+    tenants = [tenant_id] if tenant_id is not None else tenants_of_period(warehouse, book, period)
     outcomes = []
     for tid in tenants:
         try:
@@ -238,13 +241,7 @@ def draft_statements(
     no digest, and ``verify-statement`` refuses a draft."""
     period = Period.parse(period_label)
     book = read_contract_book(warehouse)
-    if tenant_id is not None:
-        tenants = [tenant_id]
-    else:
-        with_contract = {
-            c.tenant_id for c in book.contracts if c.overlaps(period.start_us, period.end_us)
-        }
-        tenants = sorted(with_contract | set(tenants_with_usage(warehouse, period)))
+    tenants = [tenant_id] if tenant_id is not None else tenants_of_period(warehouse, book, period)
     outcomes = []
     for tid in tenants:
         issued = issued_statements(warehouse, tid)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from billing.contracts import ContractBook
 from billing.rating import Period, prorated_minimum, rate_period, round_money
-from billing.store import read_contract_book, read_usage, tenants_with_usage
+from billing.store import read_contract_book, read_usage, tenants_of_period
 from meter.errors import BillingError
 from meter.runner import differences, ledger_totals, warehouse_totals
 from meter.units import US_PER_GPU_HOUR
@@ -93,11 +93,8 @@ def check_positions(
     warehouse: Warehouse, book: ContractBook, period: Period, report: Report
 ) -> None:
     report.say("(c) contract position")
-    with_contract = {
-        c.tenant_id for c in book.contracts if c.overlaps(period.start_us, period.end_us)
-    }
-    tenants = sorted(with_contract | set(tenants_with_usage(warehouse, period)))
-    if not with_contract:
+    tenants = tenants_of_period(warehouse, book, period)
+    if not any(c.overlaps(period.start_us, period.end_us) for c in book.contracts):
         report.say("  no contract covers this period")
     issued = {
         tenant: digest

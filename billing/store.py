@@ -103,6 +103,14 @@ def read_usage(warehouse: Warehouse, tenant_id: str, period: Period) -> list[Usa
     ]
 
 
+def tenants_of_period(warehouse: Warehouse, book: ContractBook, period: Period) -> list[str]:
+    """Every tenant with a contract in force or metered usage in ``period``."""
+    with_contract = {
+        c.tenant_id for c in book.contracts if c.overlaps(period.start_us, period.end_us)
+    }
+    return sorted(with_contract | set(tenants_with_usage(warehouse, period)))
+
+
 def tenants_with_usage(warehouse: Warehouse, period: Period) -> list[str]:
     rows = warehouse.execute(
         "SELECT DISTINCT tenant_id FROM usage_by_minute "

@@ -107,7 +107,7 @@ class PartitionState:
             holders = [
                 (lead_in[1] - lead_in[0], b)
                 for b in boots
-                if _holds(lead_in := self.nodes[(node_id, b)].lead_in, seq) and lead_in
+                if _holds(lead_in := self.nodes[(node_id, b)].lead_in, seq)
             ]
             owner = min(holders)[1] if holders else None
             if owner is not None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import contextlib
 
 from kafka.admin import KafkaAdminClient, NewTopic
-from kafka.errors import TopicAlreadyExistsError
+from kafka.errors import KafkaError, TopicAlreadyExistsError
 
+from meter.errors import MeterError
 from streams.settings import DLQ_HEADROOM_BYTES, MAX_MESSAGE_BYTES
 
 # Kafka's per-topic limit on a record batch; its default (about 1 MB) is below what agents
@@ -14,10 +15,27 @@ from streams.settings import DLQ_HEADROOM_BYTES, MAX_MESSAGE_BYTES
 TOPIC_CONFIGS = {"max.message.bytes": str(MAX_MESSAGE_BYTES + DLQ_HEADROOM_BYTES)}
 
 
-def ensure_topics(bootstrap: str, topics: dict[str, int]) -> dict[str, int]:
+def ensure_topics(
+    bootstrap: str, topics: dict[str, int], timeout_s: float = 30.0
+) -> dict[str, int]:
     """Create each ``name: partitions`` that does not exist yet; returns every topic's
-    partition count as the broker reports it (an existing topic keeps its own)."""
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    partition count as the broker reports it (an existing topic keeps its own). A broker
+    that cannot be reached within ``timeout_s`` is a :class:`MeterError` naming it."""
+    try:
+        return _ensure(bootstrap, topics, timeout_s)
+    except KafkaError as exc:
+        raise MeterError(
+            f"cannot create topics on the Kafka broker at {bootstrap}: {exc}; check "
+            "--bootstrap (METER_BOOTSTRAP) and that the broker is up"
+        ) from exc
+
+
+def _ensure(bootstrap: str, topics: dict[str, int], timeout_s: float) -> dict[str, int]:
+    admin = KafkaAdminClient(
+        bootstrap_servers=bootstrap,
+        request_timeout_ms=10_000,
+        bootstrap_timeout_ms=round(timeout_s * 1000),
+    )
     try:
         existing = set(admin.list_topics())
         missing = [

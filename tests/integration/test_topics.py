@@ -22,3 +22,20 @@ def test_the_worker_sizes_a_fresh_usage_topic_and_keeps_an_existing_one(stack, u
     assert prepare_topics(settings) == {settings.topic: 8, settings.dlq_topic: 1}
     fewer = dataclasses.replace(settings, partitions=3)
     assert prepare_topics(fewer)[settings.topic] == 8  # never resized behind the operator
+
+
+def test_an_unreachable_broker_is_one_clear_error_within_the_wait(tmp_path):
+    """No server on the port: a MeterError naming the broker and the flag, not a traceback."""
+    import socket
+    import time
+
+    from meter.errors import MeterError
+    from streams.topics import ensure_topics
+
+    with socket.socket() as closed:  # a port that was free a moment ago
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    started = time.monotonic()
+    with pytest.raises(MeterError, match=rf"127\.0\.0\.1:{port}.*--bootstrap"):
+        ensure_topics(f"127.0.0.1:{port}", {"usage": 1}, timeout_s=2.0)
+    assert time.monotonic() - started < 15
