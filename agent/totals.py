@@ -11,10 +11,10 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from meter.units import US_PER_MINUTE
+from meter.units import US_PER_MINUTE, USAGE_COUNTERS
 from meter.windows import split_counters, window_start
 
-COUNTERS = ("allocated_us", "busy_us", "unhealthy_us", "energy_mj")
+COUNTERS = USAGE_COUNTERS
 TotalsKey = tuple[str, str, str, int]  # tenant_id, sku, cluster, window_start_us
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from agent.fleet import UNALLOCATED
 from meter.errors import ContractError
-from meter.units import US_PER_MINUTE, epoch_us, utc_datetime
+from meter.units import US_PER_DAY, US_PER_MINUTE, epoch_us, utc_datetime
 from streams.validate import ReportLimits, is_known_sku, is_valid_tenant
 
 # ISO 4217 minor units of the currencies we invoice in. Rounding is to this many places.
@@ -195,6 +195,13 @@ def _parse_contract(raw: Any, i: int, tenants: set[str]) -> Contract:
     term = _object(entry["term"], f"{where} term", {"start", "end"}, set())
     start_us = parse_instant(term["start"], f"{where} term.start")
     end_us = parse_instant(term["end"], f"{where} term.end")
+    for name, at_us in (("start", start_us), ("end", end_us)):
+        if at_us % US_PER_DAY:
+            # Positions against the commitment read the day rollups (docs/FINANCE.md).
+            raise ContractError(
+                f"{where} term.{name}: {term[name]!r} must be a whole UTC day (midnight), "
+                "e.g. 2026-10-01"
+            )
     if end_us <= start_us:
         raise ContractError(f"{where} term: end {term['end']} is not after start {term['start']}")
     gpus = entry["committed_gpus"]

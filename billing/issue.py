@@ -40,7 +40,7 @@ from billing.store import (
     months_with_usage,
     parse_statement,
     read_contract_book,
-    read_usage,
+    read_usage_to_rate,
     record_statement,
     tenants_of_period,
     utc_now,
@@ -87,7 +87,7 @@ def _compose(
 ) -> tuple[dict[str, Any], list[UsageRow]]:  # fmt: skip
     """:func:`compose`, with the period's usage it read."""
     contracts = book.contracts_of(tenant.tenant_id, period.start_us, period.end_us)
-    usage = read_usage(warehouse, tenant.tenant_id, period)
+    usage = read_usage_to_rate(warehouse, book, tenant.tenant_id, period)
     lines = _rate(book, tenant.tenant_id, period, usage)  # names the windows no contract covers
     if not contracts:
         raise BillingError(
@@ -101,7 +101,8 @@ def _compose(
     earlier_periods |= {p for p in (*issued, *billed) if p < period.label}
     for earlier in sorted(earlier_periods):
         before = Period.parse(earlier)
-        now = _rate(book, tenant.tenant_id, before, read_usage(warehouse, tenant.tenant_id, before))
+        usage_before = read_usage_to_rate(warehouse, book, tenant.tenant_id, before)
+        now = _rate(book, tenant.tenant_id, before, usage_before)
         lines.extend(adjustment_lines(now, billed.get(earlier, [])))
     adjusted = {p: statement_id_of(issued[p][0]) for p in issued if p < period.label}
     data = StatementInput(tenant, period, contracts, lines, usage, adjusted)

@@ -18,12 +18,13 @@ from pathlib import Path
 
 from billing.contracts import ContractBook
 from billing.rating import Period, prorated_minimum, rate_period, round_money
-from billing.store import read_contract_book, read_usage, tenants_of_period
+from billing.store import read_contract_book, read_usage_to_rate, tenants_of_period
 from meter.errors import BillingError
-from meter.runner import differences, ledger_totals, warehouse_totals
-from meter.units import US_PER_GPU_HOUR
+from meter.units import US_PER_DAY, US_PER_GPU_HOUR
+from streams.grains import US_PER_HOUR
 from streams.validate import MIG_SLICES_PER_GPU, gpu_sevenths
 from warehouse.client import Warehouse
+from warehouse.totals import coarsen, differences, ledger_totals, rollup_totals
 
 INVOICE_COLUMNS = ("supplier", "invoice_id", "period", "tenant_id", "sku", "cluster",
                    "gpu_hours", "amount", "currency")  # fmt: skip
@@ -50,25 +51,37 @@ def _hours(gpu_us: int) -> Decimal:
 
 
 def check_ledger(warehouse: Warehouse, period: Period, report: Report) -> None:
-    def in_period(totals: dict) -> dict:
-        return {k: v for k, v in totals.items() if period.start_us <= k[3] < period.end_us}
-
-    rollups = in_period(warehouse_totals(warehouse))
-    ledger = in_period(ledger_totals(warehouse))
-    diffs = differences(ledger, rollups)
+    """(a): the minute rollups against the ledger, and the hour and day rollups against
+    the minute rollups, key by key, reading only the period."""
+    start, end = period.start_us, period.end_us
+    rollups = rollup_totals(warehouse, "minute", start, end)
+    ledger = ledger_totals(warehouse, start_us=start, end_us=end)
     report.say("(a) ledger vs rollups, per tenant × SKU × cluster × minute")
-    if diffs:
-        report.ledger_ok = False
-        report.say(f"  FAIL {len(diffs)} differences over {len(rollups | ledger)} windows:")
-        for d in diffs[:20]:
-            tenant, sku, cluster, window_us = d["key"]
-            report.say(
-                f"    {tenant} {sku} {cluster} window {window_us // 1_000_000}: {d['counter']} "
-                f"ledger={d['emitted']} rollups={d['stored']} (ledger - rollups = "
-                f"{d['emitted'] - d['stored']})"
-            )
-    else:
-        report.say(f"  OK   {len(rollups):,} windows, every counter equal")
+    _say_differences(report, differences(ledger, rollups), len(rollups | ledger), "windows",
+                     ("ledger", "rollups"))  # fmt: skip
+    for grain, width in (("hour", US_PER_HOUR), ("day", US_PER_DAY)):
+        coarse = rollup_totals(warehouse, grain, start, end)
+        expected = coarsen(rollups, width)
+        report.say(f"    {grain} rollups vs minute rollups, per tenant × SKU × cluster × {grain}")
+        _say_differences(report, differences(expected, coarse), len(coarse | expected),
+                         f"{grain}s", ("minutes", grain))  # fmt: skip
+
+
+def _say_differences(
+    report: Report, diffs: list[dict], keys: int, what: str, sides: tuple[str, str]
+) -> None:
+    if not diffs:
+        report.say(f"  OK   {keys:,} {what}, every counter equal")
+        return
+    report.ledger_ok = False
+    report.say(f"  FAIL {len(diffs)} differences over {keys:,} {what}:")
+    for d in diffs[:20]:
+        tenant, sku, cluster, window_us = d["key"]
+        report.say(
+            f"    {tenant} {sku} {cluster} window {window_us // 1_000_000}: {d['counter']} "
+            f"{sides[0]}={d['emitted']} {sides[1]}={d['stored']} ({sides[0]} - {sides[1]} = "
+            f"{d['emitted'] - d['stored']})"
+        )
 
 
 def check_gaps(warehouse: Warehouse, report: Report) -> None:
@@ -105,7 +118,7 @@ def check_positions(
         )
     }
     for tenant in tenants:
-        usage = read_usage(warehouse, tenant, period)
+        usage = read_usage_to_rate(warehouse, book, tenant, period)
         contracts = book.contracts_of(tenant, period.start_us, period.end_us)
         # Usage no contract rate covers, the tenant's whole month at once: usage outside
         # every contract's term is flagged too, not just a SKU a contract has no rate for.
@@ -189,7 +202,7 @@ def check_invoice(
     ours_us: dict[tuple[str, str, str], int] = defaultdict(int)
     ours_amount: dict[tuple[str, str, str], Decimal] = defaultdict(Decimal)
     for tenant in sorted({k[0] for k in theirs}):
-        usage = read_usage(warehouse, tenant, period)
+        usage = read_usage_to_rate(warehouse, book, tenant, period)
         for u in usage:
             ours_us[(tenant, u.sku, u.cluster)] += u.allocated_us
         contracts = book.contracts_of(tenant, period.start_us, period.end_us)

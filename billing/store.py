@@ -7,16 +7,16 @@ tenant's rows only.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 from agent.fleet import UNALLOCATED
 from billing.contracts import Contract, ContractBook, RatePeriod, Tenant, parse_instant
-from billing.rating import Period, UsageRow
+from billing.rating import Period, UsageRow, rate_period
 from billing.statement import canonical_bytes
-from meter.units import US_PER_SECOND, epoch_us, utc_datetime
+from meter.units import US_PER_DAY, US_PER_SECOND, epoch_us, utc_datetime
 from warehouse.client import Warehouse
 
 Clock = Callable[[], datetime]
@@ -85,22 +85,73 @@ def read_contract_book(warehouse: Warehouse) -> ContractBook:
     return ContractBook(tenants, contracts)
 
 
-def _period_params(period: Period, **extra: Any) -> dict[str, Any]:
-    return {"start": utc_datetime(period.start_us), "end": utc_datetime(period.end_us), **extra}
+def _day_params(period: Period, **extra: Any) -> dict[str, Any]:
+    """The period's first day and the day after its last, for a WHERE on a ``day`` column."""
+    first, end = utc_datetime(period.start_us).date(), utc_datetime(period.end_us).date()
+    return {"first": first, "end": end, **extra}
 
 
-def read_usage(warehouse: Warehouse, tenant_id: str, period: Period) -> list[UsageRow]:
-    rows = warehouse.execute(
-        "SELECT sku, cluster, toUInt32(window_start), allocated_us, unhealthy_us, energy_mj "
-        "FROM usage_by_minute WHERE tenant_id = %(tenant)s "
-        "AND window_start >= %(start)s AND window_start < %(end)s "
-        "ORDER BY sku, cluster, window_start",
-        _period_params(period, tenant=tenant_id),
+def read_usage(
+    warehouse: Warehouse, tenant_id: str, period: Period, fine_days_us: Iterable[int] = ()
+) -> list[UsageRow]:
+    """The tenant's usage in ``period``: a row per (SKU, cluster, day) from the day
+    rollups, except on ``fine_days_us`` (midnights), read per minute.
+
+    Rating needs a row to lie inside one rate period and one term. Terms run in whole days;
+    a rate may change on any minute, so the days where one does are read per minute
+    (:func:`days_to_split`). A month is then a few thousand rows whatever the fleet, and
+    reading it never touches another month or another tenant (the WHERE reaches the keys).
+    """
+    fine = sorted({d for d in fine_days_us if period.start_us <= d < period.end_us})
+    day_rows = warehouse.execute(
+        "SELECT sku, cluster, toUInt32(toDateTime(day)), allocated_us, unhealthy_us, energy_mj "
+        "FROM usage_by_day WHERE tenant_id = %(tenant)s AND day >= %(first)s AND day < %(end)s",
+        _day_params(period, tenant=tenant_id),
     )
-    return [
-        UsageRow(sku, cluster, int(w) * US_PER_SECOND, int(a), int(u), int(e))
-        for sku, cluster, w, a, u, e in rows
+    rows = [
+        UsageRow(sku, cluster, int(d) * US_PER_SECOND, int(a), int(u), int(e))
+        for sku, cluster, d, a, u, e in day_rows
+        if int(d) * US_PER_SECOND not in fine
     ]
+    for day_us in fine:
+        minute_rows = warehouse.execute(
+            "SELECT sku, cluster, toUInt32(window_start), allocated_us, unhealthy_us, energy_mj "
+            "FROM usage_by_minute WHERE tenant_id = %(tenant)s "
+            "AND window_start >= %(start)s AND window_start < %(end)s",
+            {"tenant": tenant_id, "start": utc_datetime(day_us),
+             "end": utc_datetime(day_us + US_PER_DAY)},
+        )  # fmt: skip
+        rows.extend(
+            UsageRow(sku, cluster, int(w) * US_PER_SECOND, int(a), int(u), int(e))
+            for sku, cluster, w, a, u, e in minute_rows
+        )
+    return sorted(rows, key=lambda r: (r.sku, r.cluster, r.window_start_us))
+
+
+def days_to_split(contracts: Iterable[Contract], period: Period) -> set[int]:
+    """The days of ``period`` (midnights, µs) inside which a contract's rate changes."""
+    instants = {t for c in contracts for r in c.rates for t in (r.from_us, r.to_us)}
+    return {
+        t - t % US_PER_DAY
+        for t in instants
+        if period.start_us <= t < period.end_us and t % US_PER_DAY
+    }
+
+
+def read_usage_to_rate(
+    warehouse: Warehouse, book: ContractBook, tenant_id: str, period: Period
+) -> list[UsageRow]:
+    """The tenant's usage in ``period`` as fine as rating it needs: per minute on the days
+    a rate changes, and on the days with usage no contract rate covers, so a refusal or a
+    finding names the very windows; per day everywhere else."""
+    contracts = book.contracts_of(tenant_id, period.start_us, period.end_us)
+    fine = days_to_split(contracts, period)
+    usage = read_usage(warehouse, tenant_id, period, fine)
+    unrated = rate_period(contracts, period, usage)[1]
+    unrated_days = {u.window_start_us - u.window_start_us % US_PER_DAY for u in unrated}
+    if unrated_days - fine:
+        usage = read_usage(warehouse, tenant_id, period, fine | unrated_days)
+    return usage
 
 
 def tenants_of_period(warehouse: Warehouse, book: ContractBook, period: Period) -> list[str]:
@@ -113,9 +164,9 @@ def tenants_of_period(warehouse: Warehouse, book: ContractBook, period: Period) 
 
 def tenants_with_usage(warehouse: Warehouse, period: Period) -> list[str]:
     rows = warehouse.execute(
-        "SELECT DISTINCT tenant_id FROM usage_by_minute "
-        "WHERE window_start >= %(start)s AND window_start < %(end)s AND tenant_id != %(idle)s",
-        _period_params(period, idle=UNALLOCATED),
+        "SELECT DISTINCT tenant_id FROM usage_by_day "
+        "WHERE day >= %(first)s AND day < %(end)s AND tenant_id != %(idle)s",
+        _day_params(period, idle=UNALLOCATED),
     )
     return sorted(r[0] for r in rows)
 
@@ -133,9 +184,9 @@ def windows_closed_before(warehouse: Warehouse) -> int | None:
 def months_with_usage(warehouse: Warehouse, tenant_id: str, before: Period) -> list[str]:
     """Every month (YYYY-MM) before ``before`` in which ``tenant_id`` has metered usage."""
     rows = warehouse.execute(
-        "SELECT DISTINCT toYYYYMM(window_start) FROM usage_by_minute "
-        "WHERE tenant_id = %(tenant)s AND window_start < %(start)s",
-        _period_params(before, tenant=tenant_id),
+        "SELECT DISTINCT toYYYYMM(day) FROM usage_by_day "
+        "WHERE tenant_id = %(tenant)s AND day < %(first)s",
+        {"tenant": tenant_id, "first": utc_datetime(before.start_us).date()},
     )
     return sorted(f"{int(m) // 100:04d}-{int(m) % 100:02d}" for (m,) in rows)
 

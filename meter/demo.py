@@ -17,20 +17,16 @@ from pathlib import Path
 
 from agent.fleet import FleetSpec, spec_dict
 from agent.totals import COUNTERS, per_tenant
-from meter.runner import (
-    WorkerProcess,
-    differences,
-    ledger_totals,
-    publish_fleet,
-    warehouse_totals,
-)
-from meter.units import US_PER_SECOND, gpu_hours, kwh
+from meter.runner import WorkerProcess, publish_fleet
+from meter.units import US_PER_DAY, US_PER_SECOND, gpu_hours, kwh
 from stack import LocalStack
+from streams.grains import US_PER_HOUR
 from streams.progress import wait_until_consumed
 from streams.settings import WorkerSettings
 from streams.topics import ensure_topics
 from warehouse.client import ClickHouseSettings, Warehouse
 from warehouse.migrate import migrate
+from warehouse.totals import coarsen, differences, ledger_totals, rollup_totals
 
 # The demo fleet runs in the last month that has closed for good, so its statements can be
 # issued; the contract book of the demo tenants ships beside the billing code.
@@ -152,24 +148,30 @@ def _run(options: DemoOptions, folder: Path, bootstrap: str, ch_port: int, ch_ht
 
     emitted_path = folder / "demo-emitted.json"
     emitted.write(emitted_path, {"spec": spec_dict(spec), "topic": settings.topic})
-    stored = warehouse_totals(warehouse)
+    stored = rollup_totals(warehouse)
     print()
     for line in render_table(emitted.per_tenant(), per_tenant(stored)):
         print(line)
     print()
-    keys = len(emitted.by_key)
     failed = False
-    for side, totals in (("rollups", stored), ("ledger", ledger_totals(warehouse))):
-        diffs = differences(emitted.by_key, totals)
+    sides = [
+        ("rollups", "minute", emitted.by_key, stored),
+        ("ledger", "minute", emitted.by_key, ledger_totals(warehouse)),
+    ]
+    for grain, width in (("hour", US_PER_HOUR), ("day", US_PER_DAY)):
+        expected = coarsen(emitted.by_key, width)
+        sides.append((f"{grain} rollups", grain, expected, rollup_totals(warehouse, grain)))
+    for side, grain, expected, totals in sides:
+        diffs = differences(expected, totals)
         if diffs:
             failed = True
-            print(f"MISMATCH in the {side}: {len(diffs)} differences over {keys} keys; first:")
+            print(f"MISMATCH in the {side}: {len(diffs)} differences over {len(expected)} keys:")
             for d in diffs[:10]:
                 print(f"  {d}")
         else:
             print(
-                f"OK {side}: all {keys:,} (tenant, sku, cluster, minute) totals equal the fleet's,"
-                " exactly (allocated/busy/unhealthy µs, energy mJ, sample counts)"
+                f"OK {side}: all {len(expected):,} (tenant, sku, cluster, {grain}) totals equal"
+                " the fleet's, exactly (allocated/busy/unhealthy µs, energy mJ, sample counts)"
             )
     print(f"emitted totals: {emitted_path}")
     if failed:

@@ -11,15 +11,15 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from agent.fleet import FleetSpec, fleet_reports
 from agent.publisher import ReportPublisher, publish_all
-from agent.totals import COUNTERS, EmittedTotals, TotalsKey
-from meter.units import US_PER_MINUTE, US_PER_SECOND
+from agent.totals import EmittedTotals
+from meter.units import US_PER_SECOND
 from schemas import ReportCodec
 from streams.settings import WorkerSettings
 from warehouse.client import Warehouse
+from warehouse.totals import differences, grain_differences, ledger_totals
 
 
 def worker_argv(settings: WorkerSettings) -> list[str]:
@@ -102,55 +102,7 @@ def publish_fleet(
         return totals, dict(publisher.end_offsets)
 
 
-def warehouse_totals(warehouse: Warehouse) -> dict[TotalsKey, dict[str, int]]:
-    """The finance view's totals, keyed like :class:`EmittedTotals`."""
-    rows = warehouse.execute(
-        "SELECT tenant_id, sku, cluster, toUInt32(window_start), "
-        f"{', '.join(COUNTERS)}, sample_count FROM usage_by_minute"
-    )
-    names = (*COUNTERS, "sample_count")
-    return {
-        (t, s, c, int(w) * US_PER_SECOND): dict(zip(names, map(int, rest), strict=True))
-        for t, s, c, w, *rest in rows
-    }
-
-
-def ledger_totals(
-    warehouse: Warehouse, window_us: int = US_PER_MINUTE
-) -> dict[TotalsKey, dict[str, int]]:
-    """The ledger summed per (tenant, sku, cluster, window of the tick start).
-
-    Equal to the rollups when ticks do not straddle windows (agents align them).
-    """
-    rows = warehouse.execute(
-        "SELECT tenant_id, sku, cluster, intDiv(tick_start_us, %(w)s) * %(w)s AS window_us, "
-        f"{', '.join(f'sum({c})' for c in COUNTERS)}, count() "
-        "FROM usage_ledger GROUP BY tenant_id, sku, cluster, window_us",
-        {"w": window_us},
-    )
-    names = (*COUNTERS, "sample_count")
-    return {
-        (t, s, c, int(w)): dict(zip(names, map(int, rest), strict=True))
-        for t, s, c, w, *rest in rows
-    }
-
-
-def differences(
-    emitted: dict[TotalsKey, dict[str, int]], stored: dict[TotalsKey, dict[str, int]]
-) -> list[dict[str, Any]]:
-    """Every key and counter where the two sides differ (missing counts as zero)."""
-    out = []
-    zero = dict.fromkeys((*COUNTERS, "sample_count"), 0)
-    for key in sorted(emitted.keys() | stored.keys()):
-        a, b = emitted.get(key, zero), stored.get(key, zero)
-        for name in zero:
-            if a[name] != b[name]:
-                out.append({"key": key, "counter": name, "emitted": a[name], "stored": b[name]})
-    return out
-
-
 def totals_exact(emitted: EmittedTotals, warehouse: Warehouse) -> bool:
-    """Whether the rollups and the ledger both equal what was emitted, key by key."""
-    return not differences(emitted.by_key, warehouse_totals(warehouse)) and not differences(
-        emitted.by_key, ledger_totals(warehouse)
-    )
+    """Whether the rollups at every grain and the ledger equal what was emitted, key by key."""
+    by_grain = grain_differences(warehouse, emitted.by_key)
+    return not any(by_grain.values()) and not differences(emitted.by_key, ledger_totals(warehouse))

@@ -11,6 +11,8 @@ US_PER_GPU_HOUR = 3_600 * US_PER_SECOND  # a GPU-hour is 3,600,000,000 GPU-µs
 MJ_PER_KWH = 3_600_000_000  # 1 kWh = 3.6 MJ = 3.6e9 mJ
 INT64_MAX = 2**63 - 1
 US_PER_DAY = 86_400 * US_PER_SECOND
+# The counters a sample carries that add up over time and GPUs: what rollups sum.
+USAGE_COUNTERS = ("allocated_us", "busy_us", "unhealthy_us", "energy_mj")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 

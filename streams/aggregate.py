@@ -9,9 +9,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
+from meter.units import USAGE_COUNTERS
 from meter.windows import split_counters
 
-SUMMED = ("allocated_us", "busy_us", "unhealthy_us", "energy_mj")
+SUMMED = USAGE_COUNTERS
 # Column order of a sums list: the SUMMED counters, then the sample count.
 SAMPLE_COUNT = len(SUMMED)
 

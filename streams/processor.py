@@ -27,6 +27,7 @@ from meter.units import US_PER_MINUTE
 from schemas import ReportCodec
 from streams.aggregate import RollupKey, add_into, sample_pieces
 from streams.gputime import DEFAULT_TIME_MEMORY_US
+from streams.grains import COARSE_GRAINS, OnTime, coarse_adjustments
 from streams.native import LEDGER_COLUMNS, LEDGER_TYPES, encode_block, packed_samples
 from streams.seqtrack import GapRow, SeqVerdict
 from streams.state import PartitionState
@@ -102,6 +103,9 @@ class BatchOutcome:
     ledger_samples: int = 0
     rollups: list[RollupRow] = field(default_factory=list)
     adjustments: list[AdjustmentRow] = field(default_factory=list)
+    # The same usage at the coarse grains (streams/grains.py), by grain name.
+    coarse_rollups: dict[str, list[RollupRow]] = field(default_factory=dict)
+    coarse_adjustments: dict[str, list[AdjustmentRow]] = field(default_factory=dict)
     gap_rows: list[GapRow] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
     accepted_reports: int = 0
@@ -126,21 +130,16 @@ class PartitionProcessor:
         state = self.state
         outcome = BatchOutcome(state.topic, state.partition)
         ledger_rows: list[tuple[object, ...]] = []
-        touched: dict[RollupKey, list[int]] = {}  # key -> its sums list (live or closed)
+        on_time = OnTime(state.windows, state.coarse)
         for message in messages:
             if message.offset <= state.applied_offset:
                 outcome.skipped_replays += 1
                 continue
-            self._one(message, outcome, touched, ledger_rows)
+            self._one(message, outcome, on_time, ledger_rows)
             state.applied_offset = message.offset
         outcome.applied_offset = state.applied_offset
         forget_metered_time(state, self.settings)
-        # A window closed during the batch is gone from state.windows, but its last sums
-        # are still in ``touched``: they are its final row.
-        outcome.rollups = [
-            RollupRow(key, state.partition, tuple(touched[key]), state.applied_offset)
-            for key in sorted(touched)
-        ]
+        finish_rollups(outcome, state.partition, on_time, state.applied_offset)
         outcome.ledger = encode_block(LEDGER_COLUMNS, LEDGER_TYPES, ledger_rows)
         outcome.ledger_rows = len(ledger_rows)
         outcome.ledger_samples = sum(len(row[-1]) for row in ledger_rows)  # type: ignore[arg-type]
@@ -151,7 +150,7 @@ class PartitionProcessor:
         self,
         message: SourceMessage,
         outcome: BatchOutcome,
-        touched: dict[RollupKey, list[int]],
+        on_time: OnTime,
         ledger_rows: list[tuple[object, ...]],
     ) -> None:
         report: dict[str, Any] | None = None
@@ -178,7 +177,7 @@ class PartitionProcessor:
             outcome.rejections.append(rejection_from(message, rejected, report))
             return
         state.gpu_time.record(report["samples"], horizon_us)
-        self._meter(report, message, outcome, touched, ledger_rows)
+        self._meter(report, message, outcome, on_time, ledger_rows)
 
     def _observe_seq(
         self, report: dict[str, Any], message: SourceMessage, outcome: BatchOutcome
@@ -192,7 +191,7 @@ class PartitionProcessor:
         report: dict[str, Any],
         message: SourceMessage,
         outcome: BatchOutcome,
-        touched: dict[RollupKey, list[int]],
+        on_time: OnTime,
         ledger_rows: list[tuple[object, ...]],
     ) -> None:
         state, width = self.state, self.settings.window_us
@@ -209,8 +208,7 @@ class PartitionProcessor:
                     add_into(late, key, parts)
                     is_late = True
                 else:
-                    add_into(state.windows, key, parts)
-                    touched[key] = state.windows[key]
+                    on_time.add(key, parts)
             late_flags.append(int(is_late))
         if self.settings.emit_ledger and samples:
             ledger_rows.append(
@@ -238,6 +236,26 @@ class PartitionProcessor:
             report["interval_end_us"], self.settings.lateness_us, self.settings.window_us
         ):
             state.evict_closed()
+
+
+def finish_rollups(outcome: BatchOutcome, partition: int, on_time: OnTime, version: int) -> None:
+    """The batch's rollup rows at every grain, from its on-time pieces and its minute
+    adjustments. A window closed during the batch is gone from the state, but its last
+    sums are still in ``on_time``: they are its final row."""
+    outcome.rollups = [
+        RollupRow(key, partition, tuple(on_time.minutes[key]), version)
+        for key in sorted(on_time.minutes)
+    ]
+    minute_adjustments = [(a.key, a.offset, a.sums) for a in outcome.adjustments]
+    for grain in COARSE_GRAINS:
+        touched = on_time.touched[grain.name]
+        outcome.coarse_rollups[grain.name] = [
+            RollupRow(key, partition, tuple(touched[key]), version) for key in sorted(touched)
+        ]
+        outcome.coarse_adjustments[grain.name] = [
+            AdjustmentRow(key, partition, offset, sums)
+            for key, offset, sums in coarse_adjustments(minute_adjustments, grain)
+        ]
 
 
 def observe_seq(

@@ -17,7 +17,8 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from datetime import UTC, datetime
 
 from meter.units import US_PER_SECOND, utc_datetime
-from streams.aggregate import SAMPLE_COUNT
+from streams.aggregate import SAMPLE_COUNT, RollupKey
+from streams.grains import DAY, HOUR, seed_from_minutes
 from streams.native import LEDGER_TABLE
 from streams.processor import LEDGER_COLUMNS, BatchOutcome
 from streams.state import PartitionState
@@ -32,6 +33,14 @@ ADJUSTMENT_COLUMNS = (
     "tenant_id", "sku", "cluster", "window_start", "source_partition", "source_offset",
     "allocated_us", "busy_us", "unhealthy_us", "energy_mj", "sample_count", "recorded_at",
 )  # fmt: skip
+# Grain -> (partials table, adjustments table, window column, window value from its µs).
+COARSE_TABLES: dict[str, tuple[str, str, str, Callable[[int], object]]] = {
+    HOUR.name: ("usage_hour_partials", "usage_hour_adjustments", "hour_start", utc_datetime),
+    DAY.name: (
+        "usage_day_partials", "usage_day_adjustments", "day",
+        lambda t_us: utc_datetime(t_us).date(),
+    ),
+}  # fmt: skip
 REJECTED_COLUMNS = (
     "source_topic", "source_partition", "source_offset", "reason", "detail",
     "node_id", "boot_id", "seq", "payload_size", "payload_sha256", "payload", "rejected_at",
@@ -138,6 +147,39 @@ class WarehouseSink:
                 for row in outcome.adjustments
             ],
         )
+        for grain, (partials, adjustments, column, when) in COARSE_TABLES.items():
+            insert(
+                partials,
+                _with_window(ROLLUP_COLUMNS, column),
+                [
+                    (
+                        *row.key[:3],
+                        when(row.key.window_start_us),
+                        row.partition,
+                        *row.sums,
+                        row.version,
+                        now,
+                    )
+                    for outcome in outcomes
+                    for row in outcome.coarse_rollups.get(grain, ())
+                ],
+            )
+            insert(
+                adjustments,
+                _with_window(ADJUSTMENT_COLUMNS, column),
+                [
+                    (
+                        *row.key[:3],
+                        when(row.key.window_start_us),
+                        row.partition,
+                        row.offset,
+                        *row.sums,
+                        now,
+                    )
+                    for outcome in outcomes
+                    for row in outcome.coarse_adjustments.get(grain, ())
+                ],
+            )
         insert(
             "seq_gaps",
             GAP_COLUMNS,
@@ -170,6 +212,10 @@ class WarehouseSink:
 StateRow = tuple[object, ...]  # STATE_COLUMNS but the time written
 
 
+def _with_window(columns: tuple[str, ...], window_column: str) -> tuple[str, ...]:
+    return tuple(window_column if c == "window_start" else c for c in columns)
+
+
 def state_row(state: PartitionState) -> StateRow:
     """A partition's state as stored, taken when called: the processor may go on with the
     next batch while this one is being written."""
@@ -191,4 +237,38 @@ def load_state(warehouse: Warehouse, topic: str, partition: int) -> PartitionSta
     blob_hex, count = rows[0]
     if not count:
         return PartitionState(topic, partition)
-    return PartitionState.from_snapshot(bytes.fromhex(blob_hex))
+    state = PartitionState.from_snapshot(bytes.fromhex(blob_hex))
+    if state.needs_coarse_seed:
+        seed_coarse_windows(warehouse, state)
+    return state
+
+
+def seed_coarse_windows(warehouse: Warehouse, state: PartitionState) -> None:
+    """The open hour and day windows of a state saved before they were kept (snapshot
+    format 2 or older), rebuilt from the minute partials this partition wrote.
+
+    A minute window closed before the state's ``closed_before_us`` holds its final sums in
+    the warehouse, at a version no later than the state's offset (a closed window only
+    gets adjustments); the open ones are in the state. Together they are exactly what the
+    coarse windows would hold had they been kept all along.
+    """
+    closed_before = state.closed_before_us
+    rows = warehouse.execute(
+        "SELECT tenant_id, sku, cluster, toUInt32(window_start), argMax(allocated_us, version), "
+        "argMax(busy_us, version), argMax(unhealthy_us, version), argMax(energy_mj, version), "
+        "argMax(sample_count, version) FROM usage_rollup_partials "
+        "WHERE source_partition = %(p)s AND window_start >= %(from)s AND window_start < %(to)s "
+        "AND version <= %(v)s GROUP BY tenant_id, sku, cluster, window_start",
+        {
+            "p": state.partition,
+            "from": utc_datetime(DAY.start_of(closed_before)),
+            "to": utc_datetime(closed_before),
+            "v": max(state.applied_offset, 0),
+        },
+    )
+    closed = [
+        (RollupKey(t, s, c, int(w) * US_PER_SECOND), [int(x) for x in sums])
+        for t, s, c, w, *sums in rows
+    ]
+    seed_from_minutes(state.coarse, closed, state.windows, closed_before)
+    state.needs_coarse_seed = False

@@ -16,12 +16,15 @@ from typing import Any
 
 from streams.aggregate import RollupKey
 from streams.gputime import GpuTime
+from streams.grains import CoarseWindows, empty_coarse
+from streams.grains import evict_closed as evict_closed_coarse
 from streams.seqtrack import GapRow, NodeSeq, SeqVerdict
 
 # 2: boots' lead-ins and deferred ranges (streams/seqtrack.py) and each GPU's metered time
-# (streams/gputime.py); format 1 is still read.
-SNAPSHOT_FORMAT = 2
-READABLE_FORMATS = (1, 2)
+# (streams/gputime.py). 3: the open hour and day windows (streams/grains.py). Formats 1
+# and 2 are still read; their coarse windows are rebuilt from the warehouse on load.
+SNAPSHOT_FORMAT = 3
+READABLE_FORMATS = (1, 2, 3)
 
 
 @dataclass
@@ -36,6 +39,10 @@ class PartitionState:
     closed_before_us: int = 0
     counters: Counter[str] = field(default_factory=Counter)
     gpu_time: GpuTime = field(default_factory=GpuTime)  # what each GPU has been metered for
+    coarse: CoarseWindows = field(default_factory=empty_coarse)  # open hour and day windows
+    # True for a state read from a snapshot that kept no coarse windows: they must be
+    # rebuilt from the warehouse's minute partials before the next batch (streams/sink.py).
+    needs_coarse_seed: bool = field(default=False, compare=False)
     # node_id -> its boots in ``nodes``: derived, not stored.
     _boots_of: dict[str, list[str]] = field(
         default_factory=dict, init=False, repr=False, compare=False
@@ -65,6 +72,7 @@ class PartitionState:
     def evict_closed(self) -> None:
         for key in [k for k in self.windows if k.window_start_us < self.closed_before_us]:
             del self.windows[key]
+        evict_closed_coarse(self.coarse, self.closed_before_us)
 
     def observe_seq(
         self, node_id: str, boot_id: str, seq: int, seen_us: int, offset: int
@@ -136,6 +144,10 @@ class PartitionState:
             "nodes": sorted([node, boot, *s.to_row()] for (node, boot), s in self.nodes.items()),
             "latest_boot": dict(sorted(self.latest_boot.items())),
             "gpu_time": self.gpu_time.to_doc(),
+            "coarse": {
+                grain: sorted([*key, *sums] for key, sums in windows.items())
+                for grain, windows in sorted(self.coarse.items())
+            },
         }
         text = json.dumps(doc, separators=(",", ":"), sort_keys=True)
         return zlib.compress(text.encode("utf-8"), 6)
@@ -158,6 +170,14 @@ class PartitionState:
             latest_boot=dict(doc.get("latest_boot", {})),
             # Format 1 kept no metered time: the check starts with what comes next.
             gpu_time=GpuTime.from_doc(doc.get("gpu_time", [])),
+            coarse={
+                **empty_coarse(),
+                **{
+                    grain: {RollupKey(*row[:4]): list(row[4:]) for row in rows}
+                    for grain, rows in doc.get("coarse", {}).items()
+                },
+            },
+            needs_coarse_seed="coarse" not in doc,
         )
 
 

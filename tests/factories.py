@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import copy
+import random
 from typing import Any
 
 from agent.fleet import DEFAULT_START_US
-from meter.units import US_PER_SECOND
+from meter.units import US_PER_DAY, US_PER_MINUTE, US_PER_SECOND
+from schemas import ReportCodec
 from streams.processor import SourceMessage
 
 TICK_US = 10 * US_PER_SECOND
@@ -59,3 +61,23 @@ def messages(
         SourceMessage("usage", partition, first_offset + i, b"node", value, timestamp_us)
         for i, value in enumerate(values)
     ]
+
+
+# A UTC midnight inside the fleet's simulated day: usage around it crosses an hour and a day.
+MIDNIGHT = (DEFAULT_START_US // US_PER_DAY + 1) * US_PER_DAY
+
+
+def midnight_fleet(seed: int, reports: int = 160) -> list[bytes]:
+    """Encoded reports from 10 minutes before to 10 minutes after :data:`MIDNIGHT`, out of
+    order, with duplicate seqs, late ones, two tenants and samples straddling windows."""
+    rng = random.Random(seed)
+    codec = ReportCodec()
+    out = []
+    for i in range(reports):
+        start = MIDNIGHT - 10 * US_PER_MINUTE + rng.randrange(0, 120) * TICK_US
+        tenant = rng.choice(["aurora-labs", "borealis-ai"])
+        sample = make_sample(start, energy_mj=i, tenant_id=tenant)
+        if rng.random() < 0.1:  # straddles a window (and sometimes the hour and the day)
+            sample["tick_start_us"] -= 5 * US_PER_SECOND
+        out.append(codec.encode(make_report([sample], seq=rng.randrange(0, 120))))
+    return out

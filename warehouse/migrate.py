@@ -10,11 +10,18 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 
 from meter.errors import MigrationError
+from warehouse.backfill import backfill_coarse, log_progress
 from warehouse.client import Warehouse
+
+Progress = Callable[[int, int, int], None]
+# Work a migration needs besides its SQL: run after its statements, before it is recorded,
+# so a failure leaves it pending and ``meter migrate`` does it again (it must be rerunnable).
+_AFTER: dict[int, Callable[[Warehouse, Progress], object]] = {11: backfill_coarse}
 
 _FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
@@ -64,8 +71,9 @@ def applied(warehouse: Warehouse) -> dict[int, tuple[str, str]]:
     return {int(v): (name, digest) for v, name, digest in rows}
 
 
-def migrate(warehouse: Warehouse) -> list[Migration]:
-    """Apply pending migrations in order; returns the ones applied now."""
+def migrate(warehouse: Warehouse, progress: Progress = log_progress) -> list[Migration]:
+    """Apply pending migrations in order; returns the ones applied now. ``progress`` hears
+    about long steps (a backfill: days done, days in all, the day)."""
     warehouse.ensure_database()
     warehouse.execute(_LEDGER_DDL)
     done = applied(warehouse)
@@ -89,6 +97,9 @@ def migrate(warehouse: Warehouse) -> list[Migration]:
                     f"migration {migration.version:04d}_{migration.name} failed on:\n"
                     f"{statement}\n{exc}"
                 ) from exc
+        after = _AFTER.get(migration.version)
+        if after is not None:
+            after(warehouse, progress)
         warehouse.execute(
             "INSERT INTO schema_migrations (version, name, sha256, applied_at) "
             "SELECT %(v)s, %(n)s, %(d)s, now()",

@@ -24,6 +24,7 @@ from meter.windows import split_counters
 from schemas import ReportCodec, load_released_versions
 from streams.aggregate import SUMMED, RollupKey, add_into
 from streams.block import MessageBlock
+from streams.grains import OnTime
 from streams.hotpath import decode as d
 from streams.hotpath import kernels as k
 from streams.native import (
@@ -41,9 +42,9 @@ from streams.processor import (
     PartitionProcessor,
     ProcessorSettings,
     Rejection,
-    RollupRow,
     SourceMessage,
     count_outcome,
+    finish_rollups,
     forget_metered_time,
     observe_seq,
     rejection_from,
@@ -447,7 +448,7 @@ class FastPartitionProcessor:
         def key_of(t: int, s: int, c: int, w: int) -> RollupKey:
             return RollupKey(tenants.values[t], skus.values[s], clusters.values[c], w)  # type: ignore[arg-type]
 
-        touched: dict[RollupKey, list[int]] = {}
+        on_time = OnTime(state.windows, state.coarse)
         late_by_msg: dict[int, dict[RollupKey, list[int]]] = {}
 
         # Samples inside one window: grouped and summed in compiled code.
@@ -482,8 +483,7 @@ class FastPartitionProcessor:
                 if is_late:
                     add_into(late_by_msg.setdefault(m, {}), key, parts)
                 else:
-                    add_into(state.windows, key, parts)
-                    touched[key] = state.windows[key]
+                    on_time.add(key, parts)
 
         # Samples straddling windows (rare: agents align ticks): split in Python integers.
         for s in np.flatnonzero(straddle).tolist():
@@ -500,8 +500,7 @@ class FastPartitionProcessor:
                     is_late = True
                     add_into(late_by_msg.setdefault(m, {}), key, row)
                 else:
-                    add_into(state.windows, key, row)
-                    touched[key] = state.windows[key]
+                    on_time.add(key, row)
             late[s] = is_late
 
         if self.settings.emit_ledger:
@@ -521,10 +520,7 @@ class FastPartitionProcessor:
                 for key, sums in sorted(late_by_msg[m].items())
             )
         state.evict_closed()
-        outcome.rollups = [
-            RollupRow(key, state.partition, tuple(touched[key]), int(msgs.offset[-1]))
-            for key in sorted(touched)
-        ]
+        finish_rollups(outcome, state.partition, on_time, int(msgs.offset[-1]))
 
 
 _INT64_MIN = -(2**63)

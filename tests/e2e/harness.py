@@ -9,11 +9,12 @@ from pathlib import Path
 
 from agent.publisher import ReportPublisher
 from agent.totals import EmittedTotals
-from meter.runner import WorkerProcess, differences, ledger_totals, warehouse_totals
+from meter.runner import WorkerProcess
 from schemas import ReportCodec
 from streams.progress import wait_until_consumed
 from streams.settings import WorkerSettings
 from warehouse.client import Warehouse
+from warehouse.totals import differences, grain_differences, ledger_totals
 
 
 class BackgroundPublisher(threading.Thread):
@@ -87,8 +88,11 @@ def meter_backlog(settings: WorkerSettings, end_offsets: dict[int, int], log_pat
 
 
 def assert_exact(warehouse: Warehouse, emitted: EmittedTotals) -> None:
-    """Rollups (with adjustments) and the ledger both equal what was emitted, exactly."""
-    assert differences(emitted.by_key, warehouse_totals(warehouse)) == [], "rollups differ"
+    """Rollups at every grain (with adjustments) and the ledger equal what was emitted,
+    exactly."""
+    assert grain_differences(warehouse, emitted.by_key) == {"minute": [], "hour": [], "day": []}, (
+        "rollups differ"
+    )
     assert differences(emitted.by_key, ledger_totals(warehouse)) == [], "ledger differs"
 
 

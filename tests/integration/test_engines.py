@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from chdb import session as chdb_session
 
+from warehouse import backfill
 from warehouse.migrate import available
 
 ROOT = Path(__file__).parents[2]
@@ -173,6 +174,14 @@ def _prepare(engine, database: str) -> None:
             engine.query(statement)
     for insert in ROWS:
         engine.query(insert)
+    # The hour and day rollups of those minute rows, as migration 0011 fills them: the same
+    # statements the worker's upgrade runs, on both engines.
+    for statement in backfill.STATEMENTS:
+        engine.query(
+            statement.replace("%(from)s", "'2026-01-01 00:00:00'").replace(
+                "%(to)s", "'2027-01-01 00:00:00'"
+            )
+        )
 
 
 @pytest.fixture
@@ -213,6 +222,21 @@ def test_the_views_compute_what_the_rows_say(engines):
         "SELECT allocated_us, unhealthy_us FROM usage_by_minute WHERE tenant_id = 'aurora-labs' "
         "AND sku = 'H100'"
     )) == [("660001000", "60000000")]  # fmt: skip
+    # Every grain holds the same usage, late adjustments included, key by key.
+    grains = {
+        view: _rows(server.query(
+            f"SELECT tenant_id, sku, cluster, {start}, sum(allocated_us), sum(busy_us), "
+            f"sum(unhealthy_us), sum(energy_mj), sum(sample_count) FROM {view} "
+            "GROUP BY tenant_id, sku, cluster, d"
+        ))
+        for view, start in (
+            ("usage_by_minute", "toDate(window_start) AS d"),
+            ("usage_by_hour", "toDate(hour_start) AS d"),
+            ("usage_by_day", "day AS d"),
+        )
+    }  # fmt: skip
+    assert len(grains["usage_by_minute"]) == 5
+    assert grains["usage_by_hour"] == grains["usage_by_minute"] == grains["usage_by_day"]
     # The latest contract load wins, rates of older loads are gone.
     rates = "SELECT sku, rate_per_gpu_hour FROM contract_rates_current WHERE contract_id = 'AUR-1'"
     assert _rows(server.query(rates)) == [("H100", "2"), ("H100", "2.5")]

@@ -31,8 +31,10 @@ import pytest
 
 from billing.contracts import parse_contract_book
 from billing.issue import run_statements
+from billing.rating import Period
 from billing.statement import verify_json_file
 from billing.store import store_contracts
+from warehouse.backfill import fill_day
 
 H = 3_600_000_000  # GPU-µs per GPU-hour, mJ per kWh
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -77,6 +79,13 @@ def _usage(warehouse, tenant, sku, cluster, window, allocated, unhealthy=0, ener
     warehouse.insert("usage_rollup_partials", PARTIAL_COLUMNS, [
         (tenant, sku, cluster, _at(window), part, allocated, 0, unhealthy, energy, 1, 1, NOW)
     ])  # fmt: skip
+    _fill_coarse(warehouse, window)
+
+
+def _fill_coarse(warehouse, window: str) -> None:
+    """The hour and day rollups of the window's day, as the worker writes them beside the
+    minute rows (the same sums: warehouse/backfill.py)."""
+    fill_day(warehouse, int(_at(window).timestamp()) // 86_400 * 86_400 * 1_000_000)
 
 
 def _late_usage(warehouse, tenant, sku, cluster, window, allocated):
@@ -86,6 +95,7 @@ def _late_usage(warehouse, tenant, sku, cluster, window, allocated):
          "allocated_us", "busy_us", "unhealthy_us", "energy_mj", "sample_count", "recorded_at"),
         [(tenant, sku, cluster, _at(window), 0, 99, allocated, 0, 0, 0, 1, NOW)],
     )  # fmt: skip
+    _fill_coarse(warehouse, window)
 
 
 def _pipeline_closed_before(warehouse, when: str, partition: int = 0, offset: int = 0) -> None:
@@ -452,3 +462,44 @@ def test_the_prorated_minimum_and_what_each_adjustment_adjusts_are_shown(billed,
     assert "GPU time: H100 / sc1" in html and "Minimum commitment true-up" in html
     rows = (tmp_path / "aurora-labs" / "aurora-labs-2026-10.csv").read_text().splitlines()
     assert any("Adjustment for 2026-09 of statement aurora-labs-2026-09" in r for r in rows)
+
+
+def test_a_rate_changing_inside_a_day_is_applied_to_the_minute(warehouse, tmp_path: Path):
+    """Statements read a month as day rollups, except a day inside which a rate changes:
+    that day is read per minute, so usage just before and just after the change is rated
+    at its own rate, to the cent."""
+    from billing.store import days_to_split, read_usage
+
+    book = {
+        "tenants": [{"tenant_id": "aurora-labs", "name": "Aurora Labs, Inc."}],
+        "contracts": [{
+            "contract_id": "AUR-9", "tenant_id": "aurora-labs", "currency": "USD",
+            "term": {"start": "2026-10-01", "end": "2026-11-01"}, "committed_gpus": 0,
+            "minimum_monthly_commitment": "0",
+            "rates": [{"sku": "H100", "rate_per_gpu_hour": "2.00"},
+                      {"sku": "H100", "rate_per_gpu_hour": "3.00",
+                       "effective_from": "2026-10-16T06:30:00Z"}],
+        }],
+    }  # fmt: skip
+    parsed = parse_contract_book(book)
+    store_contracts(warehouse, parsed, "test", clock=lambda: NOW)
+    _pipeline_closed_before(warehouse, "2026-11-01 00:10:00")
+    _usage(warehouse, "aurora-labs", "H100", "sc1", "2026-10-02 00:00:00", 10 * H)
+    _usage(warehouse, "aurora-labs", "H100", "sc1", "2026-10-16 06:29:00", 1 * H)
+    _usage(warehouse, "aurora-labs", "H100", "sc1", "2026-10-16 06:30:00", 2 * H)
+    _usage(warehouse, "aurora-labs", "H100", "sc1", "2026-10-20 00:00:00", 4 * H)
+    october = Period.parse("2026-10")
+    split = days_to_split(parsed.contracts, october)
+    assert split == {int(_at("2026-10-16 00:00:00").timestamp()) * 1_000_000}
+    # Day rows everywhere but the 16th, which comes per minute.
+    rows = read_usage(warehouse, "aurora-labs", october, split)
+    assert [(r.window_start_us // 1_000_000, r.allocated_us) for r in rows] == [
+        (int(_at(t).timestamp()), q)
+        for t, q in (("2026-10-02 00:00:00", 10 * H), ("2026-10-16 06:29:00", 1 * H),
+                     ("2026-10-16 06:30:00", 2 * H), ("2026-10-20 00:00:00", 4 * H))
+    ]  # fmt: skip
+    _, statement = _issue(warehouse, "2026-10", tmp_path)
+    assert _lines(statement) == [
+        ("usage", "2026-10", "H100", "sc1", 11 * H, "22.00"),  # 11 GPU-h at 2.00
+        ("usage", "2026-10", "H100", "sc1", 6 * H, "18.00"),  # 6 GPU-h at 3.00
+    ]

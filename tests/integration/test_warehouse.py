@@ -295,3 +295,110 @@ def test_the_readme_lists_every_finance_view_with_its_real_columns(warehouse):
     for view, columns in rows:
         described = [r[0] for r in warehouse.execute(f"DESCRIBE TABLE {view}")]
         assert columns.split(", ") == described, view
+
+
+def _expected_totals(outcomes) -> dict:
+    """Minute totals (final partials plus adjustments) of a run's outcomes."""
+    from warehouse.totals import add_totals
+
+    final: dict = {}
+    for out in outcomes:
+        for r in out.rollups:
+            if r.key not in final or final[r.key][0] <= r.version:
+                final[r.key] = (r.version, r.sums)
+    totals: dict = {}
+    fields = ("allocated_us", "busy_us", "unhealthy_us", "energy_mj", "sample_count")
+    for key, (_, sums) in final.items():
+        add_totals(totals, tuple(key), dict(zip(fields, sums, strict=True)))
+    for out in outcomes:
+        for a in out.adjustments:
+            add_totals(totals, tuple(a.key), dict(zip(fields, a.sums, strict=True)))
+    return totals
+
+
+def test_upgrading_from_0008_with_data_fills_the_hour_and_day_rollups_and_resumes_exactly(
+    stack, unique_name, monkeypatch
+):
+    """A warehouse and a worker of migration 0008 (minute rollups only, snapshot format 2)
+    are upgraded mid-stream: the migration fills the hour and day rollups from the minute
+    rows, with progress, the worker's next owner rebuilds its open hour and day windows
+    from them, and after the rest of the stream every grain is exact."""
+    import json
+    import random
+    import zlib
+
+    from meter.units import utc_datetime
+    from streams.hotpath.processor import FastPartitionProcessor
+    from streams.processor import ProcessorSettings
+    from streams.sink import ADJUSTMENT_COLUMNS, ROLLUP_COLUMNS
+    from tests.factories import messages, midnight_fleet
+    from tests.unit.test_grains import cut
+    from warehouse.backfill import backfill_coarse
+    from warehouse.totals import grain_differences
+
+    wh = Warehouse(
+        ClickHouseSettings(
+            port=stack.clickhouse_port,
+            http_port=stack.clickhouse_http_port,
+            database=f"t_{unique_name}",
+        )
+    )
+    settings = ProcessorSettings(lateness_us=3 * 60_000_000, emit_ledger=False)
+    frames = messages(midnight_fleet(11, reports=300), partition=4)
+    half = len(frames) // 2
+    try:
+        everything = available()
+        monkeypatch.setattr(migrate_module, "available", lambda: everything[:8])
+        migrate(wh)
+        # A 0008 worker: minute rows and adjustments, then its state (format 2).
+        old = FastPartitionProcessor(PartitionState("usage", 4), settings)
+        outcomes = [old.process(batch) for batch in cut(frames[:half], random.Random(3))]
+        now = datetime(2026, 11, 1, tzinfo=UTC)
+        for out in outcomes:
+            wh.insert("usage_rollup_partials", ROLLUP_COLUMNS, [
+                (*r.key[:3], utc_datetime(r.key.window_start_us), 4, *r.sums, r.version, now)
+                for r in out.rollups
+            ])  # fmt: skip
+            wh.insert("usage_adjustments", ADJUSTMENT_COLUMNS, [
+                (*a.key[:3], utc_datetime(a.key.window_start_us), 4, a.offset, *a.sums, now)
+                for a in out.adjustments
+            ])  # fmt: skip
+        doc = json.loads(zlib.decompress(old.state.to_snapshot()))
+        del doc["coarse"]
+        doc["format"] = 2
+        wh.insert(
+            "partition_state",
+            ("topic", "partition", "applied_offset", "accepted_reports", "accepted_samples",
+             "duplicate_reports", "late_reports", "rejected_reports", "open_gaps", "state",
+             "written_at"),
+            [("usage", 4, old.state.applied_offset, 0, 0, 0, 0, 0, 0,
+              zlib.compress(json.dumps(doc).encode()), now)],
+        )  # fmt: skip
+        assert any(out.adjustments for out in outcomes)
+
+        seen: list[tuple[int, int]] = []
+        monkeypatch.setattr(migrate_module, "available", lambda: everything)
+        applied = migrate(wh, progress=lambda done, total, day: seen.append((done, total)))
+        assert [m.version for m in applied] == [v for v in range(9, len(everything) + 1)]
+        assert seen == [(1, 2), (2, 2)]  # the day before midnight and the day after
+        assert grain_differences(wh, _expected_totals(outcomes)) == {
+            "minute": [], "hour": [], "day": []
+        }  # fmt: skip
+
+        # The next owner of the partition: its open hour and day windows come back.
+        state = load_state(wh, "usage", 4)
+        assert not state.needs_coarse_seed and state.coarse == old.state.coarse
+        new = FastPartitionProcessor(state, settings)
+        sink = WarehouseSink(wh)
+        for batch in cut(frames[half:], random.Random(4)):
+            out = new.process(batch)
+            outcomes.append(out)
+            sink.write(out, new.state)
+        expected = _expected_totals(outcomes)
+        assert grain_differences(wh, expected) == {"minute": [], "hour": [], "day": []}
+        # Filling again (a migration retried) rewrites the same rows.
+        assert backfill_coarse(wh) == 2
+        assert grain_differences(wh, expected) == {"minute": [], "hour": [], "day": []}
+    finally:
+        wh.drop_database()
+        wh.close()

@@ -64,6 +64,10 @@ def test_the_example_contract_book_loads():
          "must fall on a whole minute"),
         (lambda b: b["contracts"][0]["term"].update(start="2026-01-01T00:00:00"),
          "has no UTC offset"),
+        (lambda b: b["contracts"][0]["term"].update(start="2026-01-01T06:00:00Z"),
+         "term.start: '2026-01-01T06:00:00Z' must be a whole UTC day (midnight)"),
+        (lambda b: b["contracts"][0]["term"].update(end="2026-12-31T23:59:00Z"),
+         "term.end: '2026-12-31T23:59:00Z' must be a whole UTC day (midnight)"),
         (lambda b: b["contracts"][0]["rates"].append(
             {"sku": "H100", "rate_per_gpu_hour": "1", "effective_from": "2028-01-01"}),
          "rates[1].effective_from: outside the contract term"),

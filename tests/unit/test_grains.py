@@ -1,0 +1,108 @@
+"""Hour and day rollups follow the minute rollups exactly (streams/grains.py).
+
+Every coarse partial a batch writes is the sum of the minute partials of its window as of
+the same version; every coarse adjustment is the sum of one late report's minute
+adjustments in its window; and a state saved before coarse windows were kept rebuilds
+them to exactly what they would have been.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import zlib
+
+import pytest
+
+from meter.units import US_PER_MINUTE
+from schemas import ReportCodec
+from streams.aggregate import RollupKey
+from streams.grains import COARSE_GRAINS, DAY, HOUR, seed_from_minutes
+from streams.hotpath.processor import FastPartitionProcessor
+from streams.processor import PartitionProcessor, ProcessorSettings
+from streams.state import PartitionState
+from tests.factories import MIDNIGHT, TICK_US, make_report, make_sample, messages, midnight_fleet
+
+CODEC = ReportCodec()
+W = US_PER_MINUTE
+
+
+def cut(frames, rng):
+    at = 0
+    while at < len(frames):
+        step = rng.randint(1, 23)
+        yield frames[at : at + step]
+        at += step
+
+
+@pytest.mark.parametrize("fast", [False, True])
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_coarse_rows_are_the_sums_of_the_minute_rows_at_every_version(fast, seed):
+    kind = FastPartitionProcessor if fast else PartitionProcessor
+    p = kind(PartitionState("usage", 5), ProcessorSettings(lateness_us=3 * W))
+    frames = messages(midnight_fleet(seed))
+    minutes: dict[RollupKey, tuple[int, ...]] = {}  # each minute key's latest partial
+    adjusted = {grain.name: 0 for grain in COARSE_GRAINS}
+    late_minutes = 0
+    seen = set()
+    for batch in cut(frames, random.Random(seed)):
+        out = p.process(batch)
+        for row in out.rollups:
+            minutes[row.key] = row.sums
+        for grain in COARSE_GRAINS:
+            for row in out.coarse_rollups[grain.name]:
+                assert row.version == out.applied_offset and row.partition == 5
+                expected = [0] * 5
+                for key, sums in minutes.items():
+                    if grain.key_of(key) == row.key:
+                        expected = [a + b for a, b in zip(expected, sums, strict=True)]
+                assert list(row.sums) == expected, (grain.name, row.key)
+            late: dict = {}
+            for a in out.adjustments:
+                key = (grain.key_of(a.key), a.offset)
+                late[key] = [x + y for x, y in zip(late.get(key, [0] * 5), a.sums, strict=True)]
+            got = {(a.key, a.offset): list(a.sums) for a in out.coarse_adjustments[grain.name]}
+            assert got == late
+            adjusted[grain.name] += len(got)
+        late_minutes += len(out.adjustments)
+        seen |= {a.key.window_start_us for a in out.adjustments}
+    # The fleet exercised what it is meant to: late usage, and both sides of midnight.
+    assert late_minutes and all(adjusted.values())
+    seen |= {k.window_start_us for k in minutes}
+    assert {w < MIDNIGHT for w in seen} == {True, False}
+
+
+def test_coarse_windows_close_when_the_minutes_close_past_their_end():
+    p = PartitionProcessor(PartitionState("usage", 0), ProcessorSettings(lateness_us=2 * W))
+    before = make_report([make_sample(MIDNIGHT - W)], seq=0)
+    # Ends 2 minutes after midnight: with 2 minutes' lateness, minutes close up to midnight.
+    after = make_report([make_sample(MIDNIGHT + 2 * W - TICK_US)], seq=1)
+    p.process(messages([CODEC.encode(before)]))
+    day_before = DAY.start_of(MIDNIGHT - W)
+    assert {k.window_start_us for k in p.state.coarse["day"]} == {day_before}
+    p.process(messages([CODEC.encode(after)], first_offset=1))
+    # The minutes closed up to midnight: the day before and its last hour are final.
+    assert p.state.closed_before_us == MIDNIGHT
+    assert {k.window_start_us for k in p.state.coarse["day"]} == {MIDNIGHT}
+    assert {k.window_start_us for k in p.state.coarse["hour"]} == {HOUR.start_of(MIDNIGHT)}
+
+
+def test_a_state_saved_without_coarse_windows_rebuilds_them_exactly():
+    p = FastPartitionProcessor(PartitionState("usage", 2), ProcessorSettings(lateness_us=3 * W))
+    frames = messages(midnight_fleet(7))
+    closed: dict[RollupKey, tuple[int, ...]] = {}
+    for batch in cut(frames, random.Random(7)):
+        for row in p.process(batch).rollups:
+            closed[row.key] = row.sums
+    state = p.state
+    # The same state as format 2 wrote it: no coarse windows.
+    doc = json.loads(zlib.decompress(state.to_snapshot()))
+    del doc["coarse"]
+    doc["format"] = 2
+    legacy = PartitionState.from_snapshot(zlib.compress(json.dumps(doc).encode()))
+    assert legacy.needs_coarse_seed and legacy.coarse == {"hour": {}, "day": {}}
+    finished = [
+        (k, list(s)) for k, s in closed.items() if k.window_start_us < state.closed_before_us
+    ]
+    seed_from_minutes(legacy.coarse, finished, legacy.windows, legacy.closed_before_us)
+    assert legacy.coarse == state.coarse and any(state.coarse["day"].values())
