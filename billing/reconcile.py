@@ -21,10 +21,9 @@ from billing.rating import Period, prorated_minimum, rate_period, round_money
 from billing.store import read_contract_book, read_usage_to_rate, tenants_of_period
 from meter.errors import BillingError
 from meter.units import US_PER_DAY, US_PER_GPU_HOUR
-from streams.grains import US_PER_HOUR
 from streams.validate import MIG_SLICES_PER_GPU, gpu_sevenths
 from warehouse.client import Warehouse
-from warehouse.totals import coarsen, differences, ledger_totals, rollup_totals
+from warehouse.totals import NO_KEYS, Comparison, compare_grains_day, compare_ledger_day
 
 INVOICE_COLUMNS = ("supplier", "invoice_id", "period", "tenant_id", "sku", "cluster",
                    "gpu_hours", "amount", "currency")  # fmt: skip
@@ -51,37 +50,33 @@ def _hours(gpu_us: int) -> Decimal:
 
 
 def check_ledger(warehouse: Warehouse, period: Period, report: Report) -> None:
-    """(a): the minute rollups against the ledger, and the hour and day rollups against
-    the minute rollups, key by key, reading only the period."""
-    start, end = period.start_us, period.end_us
-    rollups = rollup_totals(warehouse, "minute", start, end)
-    ledger = ledger_totals(warehouse, start_us=start, end_us=end)
+    """(a): the minute rollups against the ledger per minute, the hour rollups against the
+    minutes per hour and the day rollups against the hours per day, key by key, counter
+    by counter, compared in the warehouse a day of the period at a time."""
+    ledger, grains = NO_KEYS, NO_KEYS
+    for day_us in range(period.start_us, period.end_us, US_PER_DAY):
+        ledger += compare_ledger_day(warehouse, day_us)
+        grains += compare_grains_day(warehouse, day_us)
     report.say("(a) ledger vs rollups, per tenant × SKU × cluster × minute")
-    _say_differences(report, differences(ledger, rollups), len(rollups | ledger), "windows",
-                     ("ledger", "rollups"))  # fmt: skip
-    for grain, width in (("hour", US_PER_HOUR), ("day", US_PER_DAY)):
-        coarse = rollup_totals(warehouse, grain, start, end)
-        expected = coarsen(rollups, width)
-        report.say(f"    {grain} rollups vs minute rollups, per tenant × SKU × cluster × {grain}")
-        _say_differences(report, differences(expected, coarse), len(coarse | expected),
-                         f"{grain}s", ("minutes", grain))  # fmt: skip
+    _say_differences(report, ledger, "windows", ("ledger", "rollups"))
+    report.say("    hour rollups vs minutes, and day rollups vs hours")
+    _say_differences(report, grains, "hours and days", ("finer", "coarser"))
 
 
-def _say_differences(
-    report: Report, diffs: list[dict], keys: int, what: str, sides: tuple[str, str]
-) -> None:
-    if not diffs:
-        report.say(f"  OK   {keys:,} {what}, every counter equal")
+def _say_differences(report: Report, found: Comparison, what: str, sides: tuple[str, str]) -> None:
+    if not found.differing:
+        report.say(f"  OK   {found.keys:,} {what}, every counter equal")
         return
     report.ledger_ok = False
-    report.say(f"  FAIL {len(diffs)} differences over {keys:,} {what}:")
-    for d in diffs[:20]:
-        tenant, sku, cluster, window_us = d["key"]
-        report.say(
-            f"    {tenant} {sku} {cluster} window {window_us // 1_000_000}: {d['counter']} "
-            f"{sides[0]}={d['emitted']} {sides[1]}={d['stored']} ({sides[0]} - {sides[1]} = "
-            f"{d['emitted'] - d['stored']})"
-        )
+    report.say(f"  FAIL {found.differing:,} differences over {found.keys:,} {what}:")
+    for tenant, sku, cluster, window_us, pairs in found.first:
+        for counter, (left, right) in pairs.items():
+            if left != right:
+                report.say(
+                    f"    {tenant} {sku} {cluster} window {window_us // 1_000_000}: {counter} "
+                    f"{sides[0]}={left} {sides[1]}={right} ({sides[0]} - {sides[1]} = "
+                    f"{left - right})"
+                )
 
 
 def check_gaps(warehouse: Warehouse, report: Report) -> None:

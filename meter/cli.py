@@ -132,6 +132,17 @@ def build_parser() -> argparse.ArgumentParser:
     soak.add_argument("--stack-dir", default="", help="stack folder (default: a fresh temp dir)")
     soak.add_argument("--json", action="store_true", help="last line: one JSON object")
 
+    fin = bench_sub.add_parser(
+        "finance", help="README finance queries, statements, reconcile on months of history"
+    )
+    fin.add_argument("--months", type=int, default=3, help="months of history (also run: 1)")
+    fin.add_argument("--tenants", type=int, default=20)
+    fin.add_argument("--skus", type=int, default=4)
+    fin.add_argument("--clusters", type=int, default=2)
+    fin.add_argument("--partitions", type=int, default=8, help="source partitions")
+    fin.add_argument("--engines", default="server,chdb", help="server (18.16), chdb, or both")
+    fin.add_argument("--folder", default="", help="working folder (default: a fresh temp dir)")
+    fin.add_argument("--json", action="store_true", help="one JSON object on one line")
     agent = sub.add_parser("agent", help="the GPU node agent")
     agent_sub = agent.add_subparsers(dest="agent_command", required=True)
     agent_run = agent_sub.add_parser("run", help="sample GPUs, spool and send reports")
@@ -360,6 +371,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         from meter.bench_soak import main_soak
 
         return main_soak(args)
+    if args.bench == "finance":
+        from meter.bench_finance import main_finance
+
+        return main_finance(args)
     if args.bench == "e2e":
         from meter.bench_e2e import main_e2e
 

@@ -88,8 +88,8 @@ def migrate(warehouse: Warehouse, progress: Progress = log_progress) -> list[Mig
                 )
             continue
         for statement in migration.statements(warehouse.settings.database):
-            if _column_exists(warehouse, statement):
-                continue  # an ADD COLUMN that ran before the migration failed: done
+            if _column_exists(warehouse, statement) or _renamed(warehouse, statement):
+                continue  # an ADD COLUMN or RENAME that ran before the migration failed
             try:
                 warehouse.execute(statement)
             except Exception as exc:
@@ -122,5 +122,21 @@ def _column_exists(warehouse: Warehouse, statement: str) -> bool:
         "SELECT count() FROM system.columns WHERE database = %(db)s AND table = %(t)s "
         "AND name = %(c)s",
         {"db": warehouse.settings.database, "t": match.group(1), "c": match.group(2)},
+    )
+    return bool(rows[0][0])
+
+
+_RENAME = re.compile(r"^RENAME TABLE (\w+) TO (\w+)$", re.IGNORECASE)
+
+
+def _renamed(warehouse: Warehouse, statement: str) -> bool:
+    """Whether ``statement`` renames a table to a name that already exists: a rerun of a
+    migration that failed after its RENAME (there is no RENAME IF EXISTS on 18.16)."""
+    match = _RENAME.match(statement.strip())
+    if match is None:
+        return False
+    rows = warehouse.execute(
+        "SELECT count() FROM system.tables WHERE database = %(db)s AND name = %(t)s",
+        {"db": warehouse.settings.database, "t": match.group(2)},
     )
     return bool(rows[0][0])

@@ -8,6 +8,7 @@ tables by their partition key).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from meter.units import US_PER_DAY, US_PER_MINUTE, US_PER_SECOND, USAGE_COUNTERS, utc_datetime
@@ -36,13 +37,66 @@ _LEDGER_TABLES = (
     ("usage_ledger_by_sample", "tick_start", "", "tenant_id", "sku", "tick_start_us",
      _PER_SAMPLE),
     ("usage_ledger_reports", "interval_start",
-     "ARRAY JOIN tenant_id AS t, sku AS k, tick_start_us AS s, allocated_us AS a, "
-     "busy_us AS b, unhealthy_us AS u, energy_mj AS e", "t", "k", "s", _EXPANDED),
-    ("usage_ledger_packed", "interval_start",
-     "ARRAY JOIN gpu_at AS g, tick_at AS i, allocated_us AS a, busy_us AS b, "
-     "unhealthy_us AS u, energy_mj AS e", "tenant_ids[g]", "skus[g]", "tick_starts_us[i]",
-     _EXPANDED),
+     "ARRAY JOIN tenant_id AS lt, sku AS lk, tick_start_us AS ls, allocated_us AS a, "
+     "busy_us AS b, unhealthy_us AS u, energy_mj AS e", "lt", "lk", "ls", _EXPANDED),
+    *(
+        (table, "interval_start",
+         "ARRAY JOIN gpu_at AS g, tick_at AS i, allocated_us AS a, busy_us AS b, "
+         "unhealthy_us AS u, energy_mj AS e", "tenant_ids[g]", "skus[g]", "tick_starts_us[i]",
+         _EXPANDED)
+        for table in ("usage_ledger_packed_0008", "usage_ledger_packed")
+    ),
 )  # fmt: skip
+
+
+# grain -> (partials, adjustments, window column)
+_GRAIN_TABLES = {
+    "minute": ("usage_rollup_partials", "usage_adjustments", "window_start"),
+    "hour": ("usage_hour_partials", "usage_hour_adjustments", "hour_start"),
+    "day": ("usage_day_partials", "usage_day_adjustments", "day"),
+}
+
+
+def grain_rows_sql(grain: str, where: str) -> str:
+    """What the grain's view computes (latest partial per key and partition, plus late
+    usage), over the rows of ``where`` only, read from the tables: the pipeline's own
+    reads do not depend on the server pushing a WHERE into a view (18.16 does not below an
+    outer GROUP BY). Columns: tenant_id, sku, cluster, the window column, the counters."""
+    partials, adjustments, column = _GRAIN_TABLES[grain]
+    key = f"tenant_id, sku, cluster, {column}"
+    latest = ", ".join(f"argMax({c}, version) AS p_{c}" for c in FIELDS)
+    late = ", ".join(f"any({c}) AS p_{c}" for c in FIELDS)
+    summed = ", ".join(f"sum(p_{c}) AS {c}" for c in FIELDS)
+    return (
+        f"SELECT {key}, {summed} FROM ("
+        f"SELECT {key}, {latest} FROM {partials} WHERE {where} "
+        f"GROUP BY {key}, source_partition UNION ALL "
+        f"SELECT {key}, {late} FROM {adjustments} WHERE {where} "
+        f"GROUP BY {key}, source_partition, source_offset) AS parts GROUP BY {key}"
+    )
+
+
+def _ledger_range(cut_by: str, tick: str) -> str:
+    """A ledger table's rows whose ticks start in [start, end): by the partition column,
+    by the reports' start in µs where the table has it (its sort key leads with the hour of
+    it, migration 0012), then tick by tick."""
+    by_start = (
+        " AND interval_start_us >= %(lead_from_us)s AND interval_start_us < %(end)s"
+        if cut_by == "interval_start"
+        else ""
+    )
+    return (
+        f"{cut_by} >= %(lead_from)s AND {cut_by} < %(lead_to)s{by_start} "
+        f"AND {tick} >= %(start)s AND {tick} < %(end)s"
+    )
+
+
+def _ledger_params(start_us: int, end_us: int) -> dict[str, Any]:
+    lead_us = max(start_us - _LEDGER_LEAD_US, 0)
+    return {
+        "lead_from": utc_datetime(lead_us), "lead_to": utc_datetime(end_us),
+        "lead_from_us": lead_us, "start": start_us, "end": end_us,
+    }  # fmt: skip
 
 
 def _range(column: str, start_us: int | None, end_us: int | None, day: bool) -> tuple[str, dict]:
@@ -50,7 +104,7 @@ def _range(column: str, start_us: int | None, end_us: int | None, day: bool) -> 
         return "", {}
     cast = (lambda t: utc_datetime(t).date()) if day else utc_datetime
     return (
-        f" WHERE {column} >= %(start)s AND {column} < %(end)s",
+        f"{column} >= %(start)s AND {column} < %(end)s",
         {"start": cast(start_us), "end": cast(end_us)},
     )
 
@@ -63,10 +117,11 @@ def rollup_totals(
 ) -> Totals:
     """The rollups of ``grain`` (minute, hour, day), late usage included, over
     [start_us, end_us) when given (whole windows of the grain)."""
-    view, seconds, column, _ = GRAINS[grain]
+    _, seconds, column, _ = GRAINS[grain]
     where, params = _range(column, start_us, end_us, day=grain == "day")
     rows = warehouse.execute(
-        f"SELECT tenant_id, sku, cluster, {seconds}, {', '.join(FIELDS)} FROM {view}{where}",
+        f"SELECT tenant_id, sku, cluster, {seconds}, {', '.join(FIELDS)} "
+        f"FROM ({grain_rows_sql(grain, where or '1')}) AS rows",
         params,
     )
     return {
@@ -93,16 +148,8 @@ def ledger_totals(
     for table, cut_by, expand, tenant, sku, tick, counters in _LEDGER_TABLES:
         where = ""
         if start_us is not None and end_us is not None:
-            where = (
-                f" WHERE {cut_by} >= %(lead_from)s AND {cut_by} < %(lead_to)s"
-                f" AND {tick} >= %(start)s AND {tick} < %(end)s"
-            )
-            params |= {
-                "lead_from": utc_datetime(max(start_us - _LEDGER_LEAD_US, 0)),
-                "lead_to": utc_datetime(end_us),
-                "start": start_us,
-                "end": end_us,
-            }
+            where = f" WHERE {_ledger_range(cut_by, tick)}"
+            params |= _ledger_params(start_us, end_us)
         rows = warehouse.execute(
             f"SELECT {tenant} AS tenant, {sku} AS sku_, cluster, "
             f"intDiv({tick}, %(w)s) * %(w)s AS window_us, {counters}, count() "
@@ -152,3 +199,113 @@ def grain_differences(
         )
         for grain, (_, _, _, width) in GRAINS.items()
     }
+
+
+# Reconciliation in the warehouse --------------------------------------------------------
+# A month of a large fleet has millions of (tenant, SKU, cluster, minute) keys: they are
+# compared where they are, a day at a time (each GROUP BY within the memory limit), and
+# only the count and the first differences come back.
+_SHOWN = 20
+_SIDES = ("allocated_us", "busy_us", "unhealthy_us", "energy_mj", "sample_count")
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Keys compared, keys that differ, and the first differences as
+    ``(tenant, sku, cluster, window_start_us, {counter: (left, right)})``."""
+
+    keys: int
+    differing: int
+    first: list[tuple[str, str, str, int, dict[str, tuple[int, int]]]]
+
+    def __add__(self, other: Comparison) -> Comparison:
+        first = (self.first + other.first)[:_SHOWN]
+        return Comparison(self.keys + other.keys, self.differing + other.differing, first)
+
+
+NO_KEYS = Comparison(0, 0, [])
+
+
+def _compare(warehouse: Warehouse, union: str, params: dict[str, Any], key: str) -> Comparison:
+    """Group ``union`` (rows of ``key`` columns, ``x_*`` and ``y_*`` counters, one side
+    zero) by ``key`` and compare the sides counter by counter."""
+    sums = ", ".join(f"sum(x_{c}) AS sx_{c}, sum(y_{c}) AS sy_{c}" for c in _SIDES)
+    differs = " OR ".join(f"sx_{c} != sy_{c}" for c in _SIDES)
+    shown = ", ".join(f"sx_{c}, sy_{c}" for c in _SIDES)
+    rows = warehouse.execute(
+        f"SELECT count(), countIf(differs), groupArrayIf({_SHOWN})(tuple({key}, {shown}), "
+        f"differs) FROM (SELECT {key}, {sums}, ({differs}) AS differs FROM ({union}) AS sides "
+        f"GROUP BY {key}) AS keyed",
+        params,
+    )
+    keys, differing, first = rows[0]
+    shown_rows = []
+    width = key.count(",") + 1
+    for row in first:
+        t, k, c, at = row[width - 4 : width]
+        values = row[width:]
+        pairs = {
+            name: (int(values[2 * i]), int(values[2 * i + 1])) for i, name in enumerate(_SIDES)
+        }
+        shown_rows.append((t, k, c, int(at) * US_PER_SECOND, pairs))
+    return Comparison(int(keys), int(differing), shown_rows)
+
+
+def _side(columns: str, x: bool, counters: tuple[str, ...] = _SIDES) -> str:
+    """``columns`` (the key) and both sides' counters, this one's from ``counters`` and the
+    other's zero, in the order every branch of the union shares."""
+    out = [columns]
+    for source, name in zip(counters, _SIDES, strict=True):
+        mine, zero = f"toUInt64({source})", "toUInt64(0)"
+        out.append(f"{mine if x else zero} AS x_{name}, {zero if x else mine} AS y_{name}")
+    return ", ".join(out)
+
+
+def compare_ledger_day(warehouse: Warehouse, day_us: int) -> Comparison:
+    """The ledger (x) against the minute rollups (y), per (tenant, SKU, cluster, minute),
+    for the ticks and windows starting in the UTC day at ``day_us``."""
+    params = {
+        "w": US_PER_MINUTE, "from": utc_datetime(day_us), "to": utc_datetime(day_us + US_PER_DAY),
+        **_ledger_params(day_us, day_us + US_PER_DAY),
+    }  # fmt: skip
+    minute_key = "tenant_id AS t, sku AS k, cluster AS c, toUInt64(toUInt32(window_start)) AS at"
+    minutes = grain_rows_sql("minute", "window_start >= %(from)s AND window_start < %(to)s")
+    parts = [f"SELECT {_side(minute_key, x=False)} FROM ({minutes}) AS minutes"]
+    for table, cut_by, expand, tenant, sku, tick, _ in _LEDGER_TABLES:
+        counters = ("a", "b", "u", "e", "1") if expand else (*COUNTERS, "1")
+        key = f"{tenant} AS t, {sku} AS k, cluster AS c, toUInt64(intDiv({tick}, %(w)s) * 60) AS at"
+        parts.append(
+            f"SELECT {_side(key, x=True, counters=counters)} FROM {table} FINAL {expand} "
+            f"WHERE {_ledger_range(cut_by, tick)}"
+        )
+    return _compare(warehouse, " UNION ALL ".join(parts), params, "t, k, c, at")
+
+
+def compare_grains_day(warehouse: Warehouse, day_us: int) -> Comparison:
+    """The minute rollups (x) against the hour rollups (y) per hour, and the hour rollups
+    (x) against the day rollups (y) per day, for the UTC day at ``day_us``: the worker
+    writes every grain from the same pieces, so each coarse row is exactly the sum of the
+    finer ones. (Keys of both checks are counted together; ``at`` tells them apart.)"""
+    params = {
+        "from": utc_datetime(day_us), "to": utc_datetime(day_us + US_PER_DAY),
+        "day": utc_datetime(day_us).date(),
+    }  # fmt: skip
+    hour = "toUInt64(toUInt32(hour_start))"
+    minutes = grain_rows_sql("minute", "window_start >= %(from)s AND window_start < %(to)s")
+    hours = grain_rows_sql("hour", "hour_start >= %(from)s AND hour_start < %(to)s")
+    days = grain_rows_sql("day", "day = %(day)s")
+    parts = [
+        "SELECT "
+        + _side("1 AS g, tenant_id AS t, sku AS k, cluster AS c, "
+                "toUInt64(toUInt32(toStartOfHour(window_start))) AS at", x=True)
+        + f" FROM ({minutes}) AS minutes",
+        "SELECT " + _side(f"1 AS g, tenant_id AS t, sku AS k, cluster AS c, {hour} AS at", x=False)
+        + f" FROM ({hours}) AS hours",
+        "SELECT " + _side("2 AS g, tenant_id AS t, sku AS k, cluster AS c, "
+                          "toUInt64(toUInt32(toStartOfDay(hour_start))) AS at", x=True)
+        + f" FROM ({hours}) AS hours",
+        "SELECT " + _side("2 AS g, tenant_id AS t, sku AS k, cluster AS c, "
+                          "toUInt64(toUInt32(toDateTime(day))) AS at", x=False)
+        + f" FROM ({days}) AS days",
+    ]  # fmt: skip
+    return _compare(warehouse, " UNION ALL ".join(parts), params, "g, t, k, c, at")

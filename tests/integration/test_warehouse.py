@@ -402,3 +402,64 @@ def test_upgrading_from_0008_with_data_fills_the_hour_and_day_rollups_and_resume
     finally:
         wh.drop_database()
         wh.close()
+
+
+def test_reconciliation_finds_a_coarse_rollup_that_is_not_the_sum_of_the_finer_ones(warehouse):
+    """compare_grains_day: hours against their minutes, days against their hours; an hour
+    partial that disagrees is found and named, counter by counter."""
+    from streams.sink import ROLLUP_COLUMNS
+    from warehouse.backfill import fill_day
+    from warehouse.totals import compare_grains_day
+
+    day_us = T0_US - T0_US % 86_400_000_000
+    at = datetime.fromtimestamp(T0_US // 1_000_000, tz=UTC)
+    now = datetime(2026, 11, 1, tzinfo=UTC)
+    warehouse.insert("usage_rollup_partials", ROLLUP_COLUMNS, [
+        ("aurora-labs", "H100", "sc1", at, p, 60_000_000, 1, 0, 5, 6, 10, now) for p in (0, 1)
+    ])  # fmt: skip
+    fill_day(warehouse, day_us)
+    clean = compare_grains_day(warehouse, day_us)
+    assert (clean.keys, clean.differing) == (2, 0)  # one hour key, one day key
+    hour = at.replace(minute=0, second=0)
+    warehouse.insert(
+        "usage_hour_partials",
+        [c if c != "window_start" else "hour_start" for c in ROLLUP_COLUMNS],
+        [("aurora-labs", "H100", "sc1", hour, 1, 60_000_001, 1, 0, 5, 6, 11, now)],
+    )
+    found = compare_grains_day(warehouse, day_us)
+    assert found.differing == 2  # the hour against its minutes, the day against its hours
+    (first, *_) = found.first
+    assert first[:4] == ("aurora-labs", "H100", "sc1", int(hour.timestamp()) * 1_000_000)
+    assert first[4]["allocated_us"] == (120_000_000, 120_000_001)
+
+
+def test_migration_0012_moves_the_packed_ledger_aside_and_can_run_again(
+    stack, unique_name, monkeypatch
+):
+    """The packed ledger of 0008 is renamed and a time-sorted one takes its name; a 0012
+    that failed after its RENAME (18.16 has no RENAME IF EXISTS) runs again to the end."""
+    wh = Warehouse(ClickHouseSettings(port=stack.clickhouse_port, database=f"t_{unique_name}"))
+    try:
+        everything = available()
+        monkeypatch.setattr(migrate_module, "available", lambda: everything[:11])
+        migrate(wh)
+        monkeypatch.setattr(migrate_module, "available", lambda: everything[:12])
+        assert [m.version for m in migrate(wh)] == [12]
+        sorting = wh.execute(
+            "SELECT name, sorting_key FROM system.tables WHERE database = %(d)s "
+            "AND name LIKE 'usage_ledger_packed%%' ORDER BY name",
+            {"d": wh.settings.database},
+        )
+        assert sorting == [
+            ("usage_ledger_packed", "intDiv(interval_start_us, 3600000000), node_id, boot_id, seq"),
+            ("usage_ledger_packed_0008", "node_id, boot_id, seq"),
+        ]
+        wh.execute("ALTER TABLE schema_migrations DELETE WHERE version = 12")
+        deadline = time.monotonic() + 30
+        while wh.execute("SELECT count() FROM schema_migrations WHERE version = 12") != [(0,)]:
+            assert time.monotonic() < deadline, "the mutation did not finish"
+            time.sleep(0.2)
+        assert [m.version for m in migrate(wh)] == [12]
+    finally:
+        wh.execute(f"DROP DATABASE IF EXISTS {wh.settings.database}")
+        wh.close()
