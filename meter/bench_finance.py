@@ -46,6 +46,7 @@ MONTH = "2026-10"
 QUERY_RUNS = 20
 COMMAND_RUNS = 3
 SLOW_S = 10.0  # a query slower than this once is not repeated
+QUERY_TIMEOUT_S = 180  # a README query still running after this is reported as timed out
 
 
 def say(message: str) -> None:
@@ -64,14 +65,21 @@ class Server:
     def __init__(self, port: int, database: str, user: str = "default", password: str = ""):
         self.port, self.database, self.user, self.password = port, database, user, password
 
-    def __call__(self, sql: str) -> str:
+    def __call__(self, sql: str, timeout_s: float = 900) -> str:
         params = {"database": self.database, "user": self.user, "password": self.password}
         url = f"http://127.0.0.1:{self.port}/?" + urllib.parse.urlencode(params)
         try:
-            with urllib.request.urlopen(url, data=sql.encode(), timeout=900) as response:
+            with urllib.request.urlopen(url, data=sql.encode(), timeout=timeout_s) as response:
                 return response.read().decode()
         except urllib.error.HTTPError as error:
             raise RuntimeError(f"{error.read().decode()[:500]} in: {sql[:300]}") from error
+        except TimeoutError:
+            # 18.16 goes on with a query whose HTTP client left: stop it (as the writer).
+            Server(self.port, self.database)(f"KILL QUERY WHERE user = '{self.user}' SYNC")
+            raise
+
+    def query(self, sql: str) -> str:
+        return self(sql, QUERY_TIMEOUT_S)
 
 
 class Embedded:
@@ -86,6 +94,17 @@ class Embedded:
 
     def __call__(self, sql: str) -> str:
         return str(self.session.query(sql, "TSV"))
+
+    def query(self, sql: str) -> str:
+        try:
+            return self(sql)
+        except Exception as error:  # chdb raises its own error types
+            if "TIMEOUT_EXCEEDED" in str(error) or "Timeout exceeded" in str(error):
+                raise TimeoutError(str(error)[:200]) from error
+            raise
+
+    def limit_queries(self) -> None:
+        self.session.query(f"SET max_execution_time = {QUERY_TIMEOUT_S}")
 
     def close(self) -> None:
         self.session.close()
@@ -190,6 +209,7 @@ def one_history(shape: Shape, folder: Path, info: Any, stack: LocalStack,
         say(f"chdb: building {shape.months} month(s) of history")
         embedded = Embedded(folder / f"chdb-{database}", database)
         prepare(embedded, database, shape, _SqlWarehouse(embedded))
+        embedded.limit_queries()
         out["chdb"] = bench_queries(embedded, shape, expected, issued=False)
         embedded.close()
     return out
@@ -199,10 +219,16 @@ def bench_queries(run: Callable[[str], str], shape: Shape, expected: history.Exp
                   issued: bool) -> dict[str, Any]:  # fmt: skip
     out: dict[str, Any] = {}
     for n, sql in enumerate(finance_queries(), start=1):
-        times, text = timed(lambda sql=sql: run(sql), QUERY_RUNS)
+        name = f"query_{n}: " + " ".join(sql.split())[:70]
+        try:
+            times, text = timed(lambda sql=sql: run.query(sql), QUERY_RUNS)  # type: ignore[attr-defined]
+        except TimeoutError:
+            out[name] = {"runs": 1, "p50_s": None, "p99_s": None, "timed_out_after_s":
+                         QUERY_TIMEOUT_S, "exact": False}  # fmt: skip
+            say(f"  {name}: timed out after {QUERY_TIMEOUT_S} s")
+            continue
         rows = [tuple(line.split("\t")) for line in text.splitlines()]
         problem = check_query(sql, rows, shape, expected, issued)
-        name = f"query_{n}: " + " ".join(sql.split())[:70]
         out[name] = {**figures(times), "rows": len(rows), "exact": problem is None,
                      **({"problem": problem} if problem else {})}  # fmt: skip
         say(f"  {name}: p50 {out[name]['p50_s']} s, exact {problem is None}")
@@ -530,7 +556,7 @@ def growth(histories: dict[str, Any], months: int) -> dict[str, Any]:
     for engine, checks in long.items():
         for name, figure in checks.items():
             base = short.get(engine, {}).get(name)
-            if base:
+            if base and base.get("p50_s") and figure.get("p50_s"):
                 out[f"{engine} {name}"] = {
                     "p50_ratio": round(figure["p50_s"] / max(base["p50_s"], 1e-6), 2),
                     "p99_ratio": round(figure["p99_s"] / max(base["p99_s"], 1e-6), 2),
