@@ -18,6 +18,7 @@ from billing.rating import Period, UsageRow, rate_period
 from billing.statement import canonical_bytes
 from meter.units import US_PER_DAY, US_PER_SECOND, epoch_us, utc_datetime
 from warehouse.client import Warehouse
+from warehouse.totals import grain_rows_sql
 
 Clock = Callable[[], datetime]
 
@@ -100,12 +101,13 @@ def read_usage(
     Rating needs a row to lie inside one rate period and one term. Terms run in whole days;
     a rate may change on any minute, so the days where one does are read per minute
     (:func:`days_to_split`). A month is then a few thousand rows whatever the fleet, and
-    reading it never touches another month or another tenant (the WHERE reaches the keys).
+    reading it never touches another month or another tenant (the WHERE is on the tables).
     """
     fine = sorted({d for d in fine_days_us if period.start_us <= d < period.end_us})
+    days = grain_rows_sql("day", "tenant_id = %(tenant)s AND day >= %(first)s AND day < %(end)s")
     day_rows = warehouse.execute(
         "SELECT sku, cluster, toUInt32(toDateTime(day)), allocated_us, unhealthy_us, energy_mj "
-        "FROM usage_by_day WHERE tenant_id = %(tenant)s AND day >= %(first)s AND day < %(end)s",
+        f"FROM ({days}) AS days",
         _day_params(period, tenant=tenant_id),
     )
     rows = [
@@ -114,10 +116,13 @@ def read_usage(
         if int(d) * US_PER_SECOND not in fine
     ]
     for day_us in fine:
+        minutes = grain_rows_sql(
+            "minute",
+            "tenant_id = %(tenant)s AND window_start >= %(start)s AND window_start < %(end)s",
+        )
         minute_rows = warehouse.execute(
             "SELECT sku, cluster, toUInt32(window_start), allocated_us, unhealthy_us, energy_mj "
-            "FROM usage_by_minute WHERE tenant_id = %(tenant)s "
-            "AND window_start >= %(start)s AND window_start < %(end)s",
+            f"FROM ({minutes}) AS minutes",
             {"tenant": tenant_id, "start": utc_datetime(day_us),
              "end": utc_datetime(day_us + US_PER_DAY)},
         )  # fmt: skip

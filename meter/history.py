@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from billing.contracts import ContractBook, parse_contract_book
+from meter.errors import ConfigError
 from meter.units import US_PER_DAY, US_PER_MINUTE, US_PER_SECOND, utc_datetime
 from streams.state import PartitionState
 from warehouse.backfill import STATEMENTS as COARSE_STATEMENTS
@@ -64,7 +65,7 @@ class Shape:
             ("partitions", self.partitions, 64),
         ):  # fmt: skip
             if not 1 <= value <= most:
-                raise ValueError(f"--{name} must be 1..{most}, got {value}")
+                raise ConfigError(f"--{name} must be 1..{most}, got {value}")
 
     @property
     def tenant_ids(self) -> list[str]:

@@ -20,11 +20,11 @@ TotalsKey = tuple[str, str, str, int]  # tenant_id, sku, cluster, window_start_u
 Totals = dict[TotalsKey, dict[str, int]]
 
 US_PER_HOUR = 60 * US_PER_MINUTE
-# grain -> (view, its window column as epoch seconds, the column, its width)
-GRAINS: dict[str, tuple[str, str, str, int]] = {
-    "minute": ("usage_by_minute", "toUInt32(window_start)", "window_start", US_PER_MINUTE),
-    "hour": ("usage_by_hour", "toUInt32(hour_start)", "hour_start", US_PER_HOUR),
-    "day": ("usage_by_day", "toUInt32(toDateTime(day))", "day", US_PER_DAY),
+# grain -> (its window column as epoch seconds, the column, its width)
+GRAINS: dict[str, tuple[str, str, int]] = {
+    "minute": ("toUInt32(window_start)", "window_start", US_PER_MINUTE),
+    "hour": ("toUInt32(hour_start)", "hour_start", US_PER_HOUR),
+    "day": ("toUInt32(toDateTime(day))", "day", US_PER_DAY),
 }
 # A report's ticks lie inside its interval, which validation bounds to a day
 # (streams/validate.py, max_interval_us): a ledger read by interval_start starts a day early.
@@ -117,7 +117,7 @@ def rollup_totals(
 ) -> Totals:
     """The rollups of ``grain`` (minute, hour, day), late usage included, over
     [start_us, end_us) when given (whole windows of the grain)."""
-    _, seconds, column, _ = GRAINS[grain]
+    seconds, column, _ = GRAINS[grain]
     where, params = _range(column, start_us, end_us, day=grain == "day")
     rows = warehouse.execute(
         f"SELECT tenant_id, sku, cluster, {seconds}, {', '.join(FIELDS)} "
@@ -197,7 +197,7 @@ def grain_differences(
             coarsen(expected, width) if width != US_PER_MINUTE else expected,
             rollup_totals(warehouse, grain, start_us, end_us),
         )
-        for grain, (_, _, _, width) in GRAINS.items()
+        for grain, (_, _, width) in GRAINS.items()
     }
 
 
