@@ -40,6 +40,7 @@ from billing.store import (
     months_with_usage,
     parse_statement,
     read_contract_book,
+    read_periods_to_rate,
     read_usage_to_rate,
     record_statement,
     tenants_of_period,
@@ -99,11 +100,11 @@ def _compose(
             billed.setdefault(line.for_period, []).append(line)
     earlier_periods = unbilled_months(warehouse, book, tenant.tenant_id, period, issued, billed)
     earlier_periods |= {p for p in (*issued, *billed) if p < period.label}
-    for earlier in sorted(earlier_periods):
-        before = Period.parse(earlier)
-        usage_before = read_usage_to_rate(warehouse, book, tenant.tenant_id, before)
-        now = _rate(book, tenant.tenant_id, before, usage_before)
-        lines.extend(adjustment_lines(now, billed.get(earlier, [])))
+    befores = [Period.parse(earlier) for earlier in sorted(earlier_periods)]
+    usage_before = read_periods_to_rate(warehouse, book, tenant.tenant_id, befores)
+    for before in befores:
+        now = _rate(book, tenant.tenant_id, before, usage_before[before.label])
+        lines.extend(adjustment_lines(now, billed.get(before.label, [])))
     adjusted = {p: statement_id_of(issued[p][0]) for p in issued if p < period.label}
     data = StatementInput(tenant, period, contracts, lines, usage, adjusted)
     return build_statement(data), usage

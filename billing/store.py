@@ -7,7 +7,7 @@ tenant's rows only.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -92,6 +92,49 @@ def _day_params(period: Period, **extra: Any) -> dict[str, Any]:
     return {"first": first, "end": end, **extra}
 
 
+def _day_rows(warehouse: Warehouse, tenant_id: str, start_us: int, end_us: int) -> list[UsageRow]:
+    """The tenant's day rollups of the days in [start_us, end_us)."""
+    days = grain_rows_sql("day", "tenant_id = %(tenant)s AND day >= %(first)s AND day < %(end)s")
+    rows = warehouse.execute(
+        "SELECT sku, cluster, toUInt32(toDateTime(day)), allocated_us, unhealthy_us, energy_mj "
+        f"FROM ({days}) AS days",
+        {"tenant": tenant_id, "first": utc_datetime(start_us).date(),
+         "end": utc_datetime(end_us).date()},
+    )  # fmt: skip
+    return [
+        UsageRow(sku, cluster, int(d) * US_PER_SECOND, int(a), int(u), int(e))
+        for sku, cluster, d, a, u, e in rows
+    ]
+
+
+def _minute_rows(warehouse: Warehouse, tenant_id: str, day_us: int) -> list[UsageRow]:
+    """The tenant's minute rollups of the UTC day at ``day_us``."""
+    minutes = grain_rows_sql(
+        "minute", "tenant_id = %(tenant)s AND window_start >= %(start)s AND window_start < %(end)s"
+    )
+    rows = warehouse.execute(
+        "SELECT sku, cluster, toUInt32(window_start), allocated_us, unhealthy_us, energy_mj "
+        f"FROM ({minutes}) AS minutes",
+        {"tenant": tenant_id, "start": utc_datetime(day_us),
+         "end": utc_datetime(day_us + US_PER_DAY)},
+    )  # fmt: skip
+    return [
+        UsageRow(sku, cluster, int(w) * US_PER_SECOND, int(a), int(u), int(e))
+        for sku, cluster, w, a, u, e in rows
+    ]
+
+
+def _finer(
+    warehouse: Warehouse, tenant_id: str, day_rows: list[UsageRow], fine: Iterable[int]
+) -> list[UsageRow]:
+    """``day_rows`` with the days ``fine`` (midnights) read per minute instead."""
+    fine = set(fine)
+    rows = [r for r in day_rows if r.window_start_us - r.window_start_us % US_PER_DAY not in fine]
+    for day_us in sorted(fine):
+        rows.extend(_minute_rows(warehouse, tenant_id, day_us))
+    return sorted(rows, key=lambda r: (r.sku, r.cluster, r.window_start_us))
+
+
 def read_usage(
     warehouse: Warehouse, tenant_id: str, period: Period, fine_days_us: Iterable[int] = ()
 ) -> list[UsageRow]:
@@ -103,34 +146,9 @@ def read_usage(
     (:func:`days_to_split`). A month is then a few thousand rows whatever the fleet, and
     reading it never touches another month or another tenant (the WHERE is on the tables).
     """
-    fine = sorted({d for d in fine_days_us if period.start_us <= d < period.end_us})
-    days = grain_rows_sql("day", "tenant_id = %(tenant)s AND day >= %(first)s AND day < %(end)s")
-    day_rows = warehouse.execute(
-        "SELECT sku, cluster, toUInt32(toDateTime(day)), allocated_us, unhealthy_us, energy_mj "
-        f"FROM ({days}) AS days",
-        _day_params(period, tenant=tenant_id),
-    )
-    rows = [
-        UsageRow(sku, cluster, int(d) * US_PER_SECOND, int(a), int(u), int(e))
-        for sku, cluster, d, a, u, e in day_rows
-        if int(d) * US_PER_SECOND not in fine
-    ]
-    for day_us in fine:
-        minutes = grain_rows_sql(
-            "minute",
-            "tenant_id = %(tenant)s AND window_start >= %(start)s AND window_start < %(end)s",
-        )
-        minute_rows = warehouse.execute(
-            "SELECT sku, cluster, toUInt32(window_start), allocated_us, unhealthy_us, energy_mj "
-            f"FROM ({minutes}) AS minutes",
-            {"tenant": tenant_id, "start": utc_datetime(day_us),
-             "end": utc_datetime(day_us + US_PER_DAY)},
-        )  # fmt: skip
-        rows.extend(
-            UsageRow(sku, cluster, int(w) * US_PER_SECOND, int(a), int(u), int(e))
-            for sku, cluster, w, a, u, e in minute_rows
-        )
-    return sorted(rows, key=lambda r: (r.sku, r.cluster, r.window_start_us))
+    fine = {d for d in fine_days_us if period.start_us <= d < period.end_us}
+    days = _day_rows(warehouse, tenant_id, period.start_us, period.end_us)
+    return _finer(warehouse, tenant_id, days, fine)
 
 
 def days_to_split(contracts: Iterable[Contract], period: Period) -> set[int]:
@@ -149,14 +167,31 @@ def read_usage_to_rate(
     """The tenant's usage in ``period`` as fine as rating it needs: per minute on the days
     a rate changes, and on the days with usage no contract rate covers, so a refusal or a
     finding names the very windows; per day everywhere else."""
-    contracts = book.contracts_of(tenant_id, period.start_us, period.end_us)
-    fine = days_to_split(contracts, period)
-    usage = read_usage(warehouse, tenant_id, period, fine)
-    unrated = rate_period(contracts, period, usage)[1]
-    unrated_days = {u.window_start_us - u.window_start_us % US_PER_DAY for u in unrated}
-    if unrated_days - fine:
-        usage = read_usage(warehouse, tenant_id, period, fine | unrated_days)
-    return usage
+    return read_periods_to_rate(warehouse, book, tenant_id, [period])[period.label]
+
+
+def read_periods_to_rate(
+    warehouse: Warehouse, book: ContractBook, tenant_id: str, periods: Sequence[Period]
+) -> dict[str, list[UsageRow]]:
+    """:func:`read_usage_to_rate` of each of ``periods``, their day rollups read in one
+    query: re-rating every earlier month of a tenant costs one read, not one a month."""
+    if not periods:
+        return {}
+    start_us = min(p.start_us for p in periods)
+    end_us = max(p.end_us for p in periods)
+    days = _day_rows(warehouse, tenant_id, start_us, end_us)
+    out: dict[str, list[UsageRow]] = {}
+    for period in periods:
+        mine = [r for r in days if period.start_us <= r.window_start_us < period.end_us]
+        contracts = book.contracts_of(tenant_id, period.start_us, period.end_us)
+        fine = days_to_split(contracts, period)
+        usage = _finer(warehouse, tenant_id, mine, fine)
+        unrated = rate_period(contracts, period, usage)[1]
+        unrated_days = {u.window_start_us - u.window_start_us % US_PER_DAY for u in unrated}
+        if unrated_days - fine:
+            usage = _finer(warehouse, tenant_id, mine, fine | unrated_days)
+        out[period.label] = usage
+    return out
 
 
 def tenants_of_period(warehouse: Warehouse, book: ContractBook, period: Period) -> list[str]:

@@ -475,7 +475,7 @@ _CHECKS: list[tuple[str, Callable[..., str | None]]] = [
     ("FROM usage_by_hour", _check_by_hour),
     ("FROM contract_position_by_month", _check_position),
     ("FROM unhealthy_by_month", _check_unhealthy),
-    ("FROM usage_ledger_packed", _check_ledger_table),
+    ("FROM usage_ledger_holdings", _check_ledger_table),
     ("FROM usage_ledger ", _check_ledger_view),
     ("FROM issued_statements", _check_issued),
     ("FROM billed_by_period GROUP BY", _check_billed),

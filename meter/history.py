@@ -16,7 +16,7 @@ GPUs' ticks. What the worker writes, and so what is here:
   and day partials filled from them (``warehouse/backfill.py``, the worker's identity);
 - late usage: about one key in a thousand gets an adjustment at every grain, and the
   ledger holds the late report behind it;
-- the ledger: one packed row per node report, and one per late report;
+- the ledger: a row per node report and GPU, and one per late report;
 - seq gaps, some still open and some closed (an open version, then a closed one);
 - rejected reports, each pipeline partition's state (caught up past the history), and a
   contract for every tenant (with a rate that changes inside a day).
@@ -35,6 +35,7 @@ import numpy as np
 from billing.contracts import ContractBook, parse_contract_book
 from meter.errors import ConfigError
 from meter.units import US_PER_DAY, US_PER_MINUTE, US_PER_SECOND, utc_datetime
+from streams.native import LEDGER_COLUMNS, LEDGER_TABLE
 from streams.state import PartitionState
 from warehouse.backfill import STATEMENTS as COARSE_STATEMENTS
 
@@ -182,62 +183,49 @@ class HistorySql:
             self._late_ledger(rows, late),
         ]
 
-    _LEDGER_COLS = (
-        "node_id, boot_id, seq, cluster, interval_start_us, interval_end_us, source_partition, "
-        "source_offset, gpu_uuids, gpu_indexes, skus, tenant_ids, job_ids, tick_starts_us, "
-        "tick_ends_us, gpu_at, tick_at, allocated_us, busy_us, unhealthy_us, energy_mj, "
-        "memory_peak_bytes, late"
-    )
+    _LEDGER_COLS = ", ".join(LEDGER_COLUMNS)
 
     def _ledger(self) -> str:
-        """One packed row per node report: 8 GPUs, one 60 s tick each."""
+        """The ledger of each node report (8 GPUs, one 60 s tick each): a row per GPU."""
         nodes = self._g // GPUS_PER_NODE
-        per_minute = self._c * self._p * self._s * nodes
-        k = "(q * 8 + j)"
-        eight = "range(8)"
-        alloc = f"if((am + {k} + p) % 13 = 0, {HALF_US}, {FULL_US})"
-        # GPU k's tenant is k % tenants: a node's 8 are consecutive in the tenants repeated.
-        # (18.16 cannot capture a constant array in a lambda, so no tenant_names[...] there.)
-        ring = self.shape.tenant_ids * (GPUS_PER_NODE // self._t + 2)
+        per_minute = self._c * self._p * self._s * nodes * GPUS_PER_NODE
+        alloc = f"if((am + k + p) % 13 = 0, {HALF_US}, {FULL_US})"
+        start = "toUInt64(am) * 60000000"
         return (
-            f"INSERT INTO usage_ledger_packed ({self._LEDGER_COLS}) SELECT "
+            f"INSERT INTO {LEDGER_TABLE} ({self._LEDGER_COLS}) SELECT "
             "concat(cluster_names[c + 1], '-node-', toString(p), '-', toString(s), '-', "
             "toString(q)), "
-            "'boot-1', toUInt64(am), cluster_names[c + 1], toUInt64(am) * 60000000, "
-            "toUInt64(am) * 60000000 + 60000000, toUInt32(p), toUInt64(am) * 10 + 5, "
-            f"arrayMap(j -> concat('GPU-', toString(c), '-', toString(p), '-', toString(s), '-', "
-            f"toString({k})), {eight}), arrayMap(j -> toUInt32({k}), {eight}), "
-            f"arrayMap(j -> sku_name, {eight}), "
-            f"arraySlice({_array(ring)}, (q * 8) % {self._t} + 1, 8), "
-            f"arrayMap(j -> '', {eight}), [toUInt64(am) * 60000000], "
-            f"[toUInt64(am) * 60000000 + 60000000], arrayMap(j -> toUInt32(j + 1), {eight}), "
-            f"arrayMap(j -> toUInt32(1), {eight}), "
-            f"arrayMap(j -> toUInt64({alloc}), {eight}), "
-            f"arrayMap(j -> toUInt64(intDiv({alloc}, 2)), {eight}), "
-            f"arrayMap(j -> toUInt64(if((am + 3 * {k}) % 101 = 0, 1000000, 0)), {eight}), "
-            f"arrayMap(j -> toUInt64(42000000 + (am % 7) * 1000), {eight}), "
-            f"arrayMap(j -> toUInt64(80000000000), {eight}), arrayMap(j -> toUInt8(0), {eight}) "
+            f"'boot-1', toUInt64(am), cluster_names[c + 1], {start}, {start} + 60000000, "
+            "toUInt32(p), toUInt64(am) * 10 + 5, "
+            "concat('GPU-', toString(c), '-', toString(p), '-', toString(s), '-', "
+            f"toString(k)), toUInt32(k), sku_names[s + 1], tenant_names[k % {self._t} + 1], '', "
+            f"[{start}], [{start} + 60000000], [toUInt64({alloc})], "
+            f"[toUInt64(intDiv({alloc}, 2))], "
+            "[toUInt64(if((am + 3 * k) % 101 = 0, 1000000, 0))], "
+            "[toUInt64(42000000 + (am % 7) * 1000)], [toUInt64(80000000000)], [toUInt8(0)] "
             f"FROM (SELECT {self._names}, sku_names[s + 1] AS sku_name, "
             f"{{minute}} + intDiv(number, {per_minute}) AS am, "
-            f"number % {per_minute} AS r, r % {nodes} AS q, intDiv(r, {nodes}) % {self._s} AS s, "
-            f"intDiv(r, {nodes * self._s}) % {self._p} AS p, "
-            f"intDiv(r, {nodes * self._s * self._p}) AS c FROM numbers({1440 * per_minute}))"
+            f"number % {per_minute} AS r, r % {GPUS_PER_NODE} AS j, "
+            f"intDiv(r, {GPUS_PER_NODE}) AS rn, rn % {nodes} AS q, q * 8 + j AS k, "
+            f"intDiv(rn, {nodes}) % {self._s} AS s, "
+            f"intDiv(rn, {nodes * self._s}) % {self._p} AS p, "
+            f"intDiv(rn, {nodes * self._s * self._p}) AS c FROM numbers({1440 * per_minute}))"
         )
 
     def _late_ledger(self, rows: str, late: str) -> str:
         """The late report behind each adjustment: one sample on a spare GPU."""
         start = "toUInt64(am) * 60000000"
         return (
-            f"INSERT INTO usage_ledger_packed ({self._LEDGER_COLS}) SELECT "
+            f"INSERT INTO {LEDGER_TABLE} ({self._LEDGER_COLS}) SELECT "
             "concat('late-', cluster_names[c + 1], '-', toString(p)), 'boot-1', "
             f"toUInt64((am * {self._s} + s) * {self._t} + t), cluster_names[c + 1], {start}, "
             f"{start} + {LATE_US}, toUInt32(p), am * 10 + 900000000, "
-            "[concat('GPU-late-', toString(c), '-', toString(p), '-', toString(s), '-', "
-            "toString(t))], "
-            f"[toUInt32(0)], [sku_names[s + 1]], [tenant_names[t + 1]], [''], [{start}], "
-            f"[{start} + {LATE_US}], [toUInt32(1)], [toUInt32(1)], [toUInt64({LATE_US})], "
-            f"[toUInt64({LATE_US // 2})], [toUInt64(0)], [toUInt64({LATE_ENERGY_MJ})], "
-            f"[toUInt64(80000000000)], [toUInt8(1)] {rows} WHERE {late}"
+            "concat('GPU-late-', toString(c), '-', toString(p), '-', toString(s), '-', "
+            "toString(t)), "
+            f"toUInt32(0), sku_names[s + 1], tenant_names[t + 1], '', [{start}], "
+            f"[{start} + {LATE_US}], [toUInt64({LATE_US})], [toUInt64({LATE_US // 2})], "
+            f"[toUInt64(0)], [toUInt64({LATE_ENERGY_MJ})], [toUInt64(80000000000)], [toUInt8(1)] "
+            f"{rows} WHERE {late}"
         )
 
 

@@ -1,18 +1,19 @@
 """What the ledger's shape costs ClickHouse, under back-to-back inserts: one row per
-sample (migration 0004), one row per report with every sample's fields in arrays (0007),
-and one row per report with its holdings and ticks stored once (0008, what the worker
-writes now).
+sample (migration 0004), one packed row per report with its holdings and ticks stored
+once and each sample naming them by position (0008, 0012), and one row per report and GPU
+holding with its samples in arrays (0013, what the worker writes now).
 
 Run against the local stack (``.venv/bin/meter stack up`` first):
 
     .venv/bin/python scripts/bench_ledger_shape.py
 
 It meters a simulated fleet with the hot path into 5,000-message Native ledger blocks,
-rewrites the same rows into the two older shapes inside ClickHouse, then inserts each
-shape into its own ReplacingMergeTree table and reports samples/s, bytes sent per sample
-and ClickHouse CPU seconds per million samples (the inserts, then every merge they set
-off, until none runs). The numbers are in docs/PERFORMANCE.md; this is an experiment,
-not part of the pipeline.
+rewrites the same rows one per sample inside ClickHouse and packed here (the packed
+encoder the worker used before 0013), then inserts each shape into its own
+ReplacingMergeTree table and reports samples/s, bytes sent per sample and ClickHouse CPU
+seconds per million samples (the inserts, then every merge they set off, until none
+runs). The numbers are in docs/PERFORMANCE.md; this is an experiment, not part of the
+pipeline.
 """
 
 from __future__ import annotations
@@ -22,13 +23,15 @@ import json
 import time
 import urllib.parse
 from pathlib import Path
+from typing import Any
 
 from agent.fleet import FleetSpec
 from meter.bench_e2e import cpu_seconds
 from meter.bench_hotpath import fleet_messages
+from schemas import ReportCodec
 from streams.hotpath.processor import FastPartitionProcessor
-from streams.native import LEDGER_COLUMNS, LEDGER_TABLE
-from streams.processor import ProcessorSettings
+from streams.native import LEDGER_COLUMNS, LEDGER_TABLE, encode_block
+from streams.processor import ProcessorSettings, SourceMessage
 from streams.state import PartitionState
 from warehouse.migrate import Migration
 
@@ -37,41 +40,48 @@ _REPORT = (
     "node_id", "boot_id", "seq", "cluster", "interval_start_us", "interval_end_us",
     "source_partition", "source_offset",
 )  # fmt: skip
-# Each sample's fields, as the usage_ledger view spells a packed row out.
-_SAMPLE = {
-    "gpu_uuid": "gpu_uuids[gpu_at]", "gpu_index": "gpu_indexes[gpu_at]",
-    "sku": "skus[gpu_at]", "tenant_id": "tenant_ids[gpu_at]", "job_id": "job_ids[gpu_at]",
-    "tick_start_us": "tick_starts_us[tick_at]", "tick_end_us": "tick_ends_us[tick_at]",
-    **{c: c for c in (
-        "allocated_us", "busy_us", "unhealthy_us", "energy_mj", "memory_peak_bytes", "late",
-    )},
-}  # fmt: skip
+_HOLDING = ("gpu_uuid", "gpu_index", "sku", "tenant_id", "job_id")
+_TICK = ("tick_start_us", "tick_end_us")
+_COUNTERS = ("allocated_us", "busy_us", "unhealthy_us", "energy_mj", "memory_peak_bytes")
 # The per-sample table has no report interval.
 _PER_SAMPLE_REPORT = tuple(c for c in _REPORT if not c.startswith("interval_"))
-SAMPLE_COLUMNS = ", ".join((*_PER_SAMPLE_REPORT, *_SAMPLE))
-REPORT_COLUMNS = ", ".join((*_REPORT, *_SAMPLE))  # the sample fields as arrays
-
-
-def _spread(report: tuple[str, ...], suffix: str) -> str:
-    """Staged packed rows as one row per sample, the sample fields named name + suffix."""
-    return (
-        f"SELECT {', '.join(report)}, "
-        + ", ".join(
-            v if v == name + suffix else f"{v} AS {name}{suffix}" for name, v in _SAMPLE.items()
-        )
-        + " FROM staging ARRAY JOIN gpu_at, tick_at, allocated_us, busy_us, unhealthy_us, "
-        "energy_mj, memory_peak_bytes, late"
-    )
-
-
-TO_SAMPLE = _spread(_PER_SAMPLE_REPORT, "") + " FORMAT Native"
-# Back into one row per report. 18.16's lambdas cannot read other columns, so not
-# arrayMap: group the spread rows again (the arrays of one group are in one order).
-TO_REPORT = (
-    f"SELECT {', '.join(_REPORT)}, "
-    + ", ".join(f"groupArray({name}_) AS {name}" for name in _SAMPLE)
-    + f" FROM ({_spread(_REPORT, '_')}) GROUP BY {', '.join(_REPORT)} FORMAT Native"
+SAMPLE_COLUMNS = ", ".join((*_PER_SAMPLE_REPORT, *_HOLDING, *_TICK, *_COUNTERS, "late"))
+TO_SAMPLE = (
+    f"SELECT {SAMPLE_COLUMNS} FROM staging ARRAY JOIN "
+    + ", ".join((*_TICK, *_COUNTERS, "late"))
+    + " FORMAT Native"
 )
+PACKED_NAMES = (
+    *_REPORT, "gpu_uuids", "gpu_indexes", "skus", "tenant_ids", "job_ids", "tick_starts_us",
+    "tick_ends_us", "gpu_at", "tick_at", *_COUNTERS, "late",
+)  # fmt: skip
+PACKED_TYPES = (
+    "String", "String", "UInt64", "String", "UInt64", "UInt64", "UInt32", "UInt64",
+    "Array(String)", "Array(UInt32)", "Array(String)", "Array(String)", "Array(String)",
+    "Array(UInt64)", "Array(UInt64)", "Array(UInt32)", "Array(UInt32)",
+    *(["Array(UInt64)"] * 5), "Array(UInt8)",
+)  # fmt: skip
+
+
+def packed_rows(messages: list[SourceMessage], partition: int) -> list[tuple[Any, ...]]:
+    """The packed ledger rows (0008) of accepted, on-time reports, as the worker wrote them."""
+    codec, rows = ReportCodec(), []
+    for m in messages:
+        r = codec.decode(m.value)
+        holdings: dict[tuple[Any, ...], int] = {}
+        ticks: dict[tuple[Any, ...], int] = {}
+        gpu_at, tick_at = [], []
+        for s in r["samples"]:
+            gpu_at.append(holdings.setdefault(tuple(s[f] for f in _HOLDING), len(holdings) + 1))
+            tick_at.append(ticks.setdefault(tuple(s[f] for f in _TICK), len(ticks) + 1))
+        report = (r["node_id"], r["boot_id"], r["seq"], r["cluster"], r["interval_start_us"],
+                  r["interval_end_us"], partition, m.offset)  # fmt: skip
+        rows.append((
+            *report, *(list(c) for c in zip(*holdings, strict=True)),
+            *(list(c) for c in zip(*ticks, strict=True)), gpu_at, tick_at,
+            *([s[c] for s in r["samples"]] for c in _COUNTERS), [0] * len(r["samples"]),
+        ))  # fmt: skip
+    return rows
 
 
 def first_table(migration: str) -> str:
@@ -105,11 +115,11 @@ def main() -> None:
 
     query("DROP DATABASE IF EXISTS ledger_shape", database="default")
     query("CREATE DATABASE ledger_shape", database="default")
-    packed = first_table("0008_ledger_packed.sql")
+    holdings = first_table("0013_ledger_by_holding.sql")
     query(first_table("0004_exactly_once.sql"))  # usage_ledger, one row per sample
-    query(first_table("0007_ledger_by_report.sql"))  # usage_ledger_reports
-    query(packed)
-    query(packed.replace(LEDGER_TABLE, "staging").replace("Replacing", ""))
+    query(first_table("0008_ledger_packed.sql"))  # usage_ledger_packed
+    query(holdings)
+    query(holdings.replace(LEDGER_TABLE, "staging").replace("Replacing", ""))
 
     spec = FleetSpec(nodes=200, gpus_per_node=8, tenants=3, reports_per_node=400)
     messages = fleet_messages(spec)
@@ -117,22 +127,24 @@ def main() -> None:
         PartitionState("shape", 0), ProcessorSettings(lateness_us=10**12)
     )
     columns = ", ".join(LEDGER_COLUMNS)
-    per_sample, per_report, packed_blocks, samples = [], [], [], 0
+    per_sample, packed_blocks, holding_blocks, samples = [], [], [], 0
     for at in range(0, len(messages), 5_000):
-        outcome = processor.process(messages[at : at + 5_000])
+        batch = messages[at : at + 5_000]
+        outcome = processor.process(batch)
+        assert outcome.accepted_reports == len(batch) and not outcome.late_reports
         block = bytes(outcome.ledger)
         samples += outcome.ledger_samples
-        packed_blocks.append(block)
+        holding_blocks.append(block)
+        packed_blocks.append(encode_block(PACKED_NAMES, PACKED_TYPES, packed_rows(batch, 0)))
         query("TRUNCATE TABLE staging")
         query(f"INSERT INTO staging ({columns}) FORMAT Native", block)
-        per_report.append(query(TO_REPORT))
         per_sample.append(query(TO_SAMPLE))
     query("DROP TABLE staging")
 
     for table, names, blocks in (
         ("usage_ledger", SAMPLE_COLUMNS, per_sample),
-        ("usage_ledger_reports", REPORT_COLUMNS, per_report),
-        (LEDGER_TABLE, columns, packed_blocks),
+        ("usage_ledger_packed", ", ".join(PACKED_NAMES), packed_blocks),
+        (LEDGER_TABLE, columns, holding_blocks),
     ):
         settle()  # the previous table's merges are not counted
         cpu_before, started = cpu_seconds(pid), time.monotonic()

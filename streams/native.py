@@ -5,15 +5,13 @@ its type and all its values; an ``Array(T)`` column is each row's end offset (UI
 cumulative) followed by all rows' elements as a column of T. Blocks concatenate: one
 request may carry the blocks of several partitions.
 
-The ledger has one row per accepted report (warehouse/migrations/0008_ledger_packed.sql).
-Each report's distinct GPU holdings (GPU, index, SKU, tenant, job) and distinct ticks are
-stored once, in order of first appearance, and each sample names its holding and tick by
-position (1-based, as ClickHouse indexes arrays); its counters are stored as they came.
-A report of 8 GPUs x 6 ticks thus carries each GPU's strings once instead of six times:
-ClickHouse parses, compresses and merges less than half the bytes, and spends about
-half the CPU per sample (docs/PERFORMANCE.md); ClickHouse limits the pipeline. Finance
-reads one row per sample, with the report's fields spelled out, through the
-``usage_ledger`` view.
+The ledger has one row per accepted report and GPU holding (a distinct GPU, index, SKU,
+tenant and job of the report; warehouse/migrations/0013_ledger_by_holding.sql): the
+report's fields and the holding's once, as plain columns, and the holding's samples'
+ticks and counters as arrays, in report order. Holdings are in order of first
+appearance. Finance reads one row per sample through the ``usage_ledger`` view, which
+spells a row's arrays out with one ARRAY JOIN: a sample costs the same whatever the size of
+its report, and the tenant, SKU and report start are columns the table is sorted by.
 
 The readable twin encodes here; the hot path encodes the same bytes in a compiled kernel
 (``streams.hotpath.kernels.ledger_native``). Byte equality is part of the parity test.
@@ -25,58 +23,51 @@ import struct
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-# One value per report.
+# One value per row: the report's fields, then the holding's.
 LEDGER_REPORT_COLUMNS = (
     ("node_id", "String"), ("boot_id", "String"), ("seq", "UInt64"), ("cluster", "String"),
     ("interval_start_us", "UInt64"), ("interval_end_us", "UInt64"),
     ("source_partition", "UInt32"), ("source_offset", "UInt64"),
 )  # fmt: skip
-# Arrays of one element per distinct holding: (column, the sample field it holds).
 LEDGER_HOLDING_COLUMNS = (
-    ("gpu_uuids", "String", "gpu_uuid"), ("gpu_indexes", "UInt32", "gpu_index"),
-    ("skus", "String", "sku"), ("tenant_ids", "String", "tenant_id"),
-    ("job_ids", "String", "job_id"),
+    ("gpu_uuid", "String"), ("gpu_index", "UInt32"), ("sku", "String"),
+    ("tenant_id", "String"), ("job_id", "String"),
 )  # fmt: skip
-# Arrays of one element per distinct (tick_start_us, tick_end_us).
-LEDGER_TICK_COLUMNS = (
-    ("tick_starts_us", "UInt64", "tick_start_us"), ("tick_ends_us", "UInt64", "tick_end_us"),
-)  # fmt: skip
-# Arrays of one element per sample: its holding's and its tick's positions in the arrays
-# above, its counters, and whether it fell in an already-closed window.
+# Arrays of one element per sample of the holding: its tick, its counters, and whether it
+# fell in an already-closed window.
 LEDGER_SAMPLE_COLUMNS = (
-    ("gpu_at", "UInt32"), ("tick_at", "UInt32"), ("allocated_us", "UInt64"),
+    ("tick_start_us", "UInt64"), ("tick_end_us", "UInt64"), ("allocated_us", "UInt64"),
     ("busy_us", "UInt64"), ("unhealthy_us", "UInt64"), ("energy_mj", "UInt64"),
     ("memory_peak_bytes", "UInt64"), ("late", "UInt8"),
 )  # fmt: skip
-LEDGER_TABLE = "usage_ledger_packed"
-_ARRAYS = (
-    *((n, t) for n, t, _ in (*LEDGER_HOLDING_COLUMNS, *LEDGER_TICK_COLUMNS)),
-    *LEDGER_SAMPLE_COLUMNS,
+LEDGER_TABLE = "usage_ledger_holdings"
+_SCALARS = (*LEDGER_REPORT_COLUMNS, *LEDGER_HOLDING_COLUMNS)
+LEDGER_COLUMNS = tuple(name for name, _ in (*_SCALARS, *LEDGER_SAMPLE_COLUMNS))
+LEDGER_TYPES = (
+    *(t for _, t in _SCALARS),
+    *(f"Array({t})" for _, t in LEDGER_SAMPLE_COLUMNS),
 )
-LEDGER_COLUMNS = tuple(name for name, _ in (*LEDGER_REPORT_COLUMNS, *_ARRAYS))
-LEDGER_TYPES = (*(t for _, t in LEDGER_REPORT_COLUMNS), *(f"Array({t})" for _, t in _ARRAYS))
 _PACK = {"UInt64": "Q", "UInt32": "I", "UInt8": "B"}
 
 
-def packed_samples(samples: Sequence[Mapping[str, Any]], late: Sequence[int]) -> list[list[Any]]:
-    """A report's array columns, in ``LEDGER_COLUMNS`` order, from its samples (report
-    order) and their late flags: the readable form of what the hot path's kernel writes."""
-    holdings: dict[tuple[Any, ...], int] = {}
-    ticks: dict[tuple[Any, ...], int] = {}
-    gpu_at, tick_at = [], []
-    for s in samples:
-        holding = tuple(s[field] for _, _, field in LEDGER_HOLDING_COLUMNS)
-        tick = tuple(s[field] for _, _, field in LEDGER_TICK_COLUMNS)
-        gpu_at.append(holdings.setdefault(holding, len(holdings) + 1))
-        tick_at.append(ticks.setdefault(tick, len(ticks) + 1))
-    counters = [[s[name] for s in samples] for name, _ in LEDGER_SAMPLE_COLUMNS[2:-1]]
+def holding_rows(
+    report: Sequence[Any], samples: Sequence[Mapping[str, Any]], late: Sequence[int]
+) -> list[tuple[Any, ...]]:
+    """A report's ledger rows, in ``LEDGER_COLUMNS`` order, from its fields (in
+    ``LEDGER_REPORT_COLUMNS`` order), its samples (report order) and their late flags: the
+    readable form of what the hot path's kernel writes."""
+    holdings: dict[tuple[Any, ...], list[int]] = {}
+    for i, s in enumerate(samples):
+        holdings.setdefault(tuple(s[name] for name, _ in LEDGER_HOLDING_COLUMNS), []).append(i)
+    counters = [name for name, _ in LEDGER_SAMPLE_COLUMNS[:-1]]
     return [
-        *(list(column) for column in zip(*holdings, strict=True)),
-        *(list(column) for column in zip(*ticks, strict=True)),
-        gpu_at,
-        tick_at,
-        *counters,
-        list(late),
+        (
+            *report,
+            *holding,
+            *([samples[i][name] for i in at] for name in counters),
+            [late[i] for i in at],
+        )
+        for holding, at in holdings.items()
     ]
 
 

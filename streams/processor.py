@@ -28,7 +28,7 @@ from schemas import ReportCodec
 from streams.aggregate import RollupKey, add_into, sample_pieces
 from streams.gputime import DEFAULT_TIME_MEMORY_US
 from streams.grains import COARSE_GRAINS, OnTime, coarse_adjustments
-from streams.native import LEDGER_COLUMNS, LEDGER_TYPES, encode_block, packed_samples
+from streams.native import LEDGER_COLUMNS, LEDGER_TYPES, encode_block, holding_rows
 from streams.seqtrack import GapRow, SeqVerdict
 from streams.state import PartitionState
 from streams.validate import ReportLimits, is_empty_tick, validate_report
@@ -99,7 +99,7 @@ class BatchOutcome:
     partition: int
     applied_offset: int = -1
     ledger: bytes | memoryview = b""  # one Native block of LEDGER_COLUMNS (streams/native.py)
-    ledger_rows: int = 0  # rows of the block: one per accepted report with samples
+    ledger_rows: int = 0  # rows of the block: one per accepted report and GPU holding
     ledger_samples: int = 0
     rollups: list[RollupRow] = field(default_factory=list)
     adjustments: list[AdjustmentRow] = field(default_factory=list)
@@ -211,19 +211,17 @@ class PartitionProcessor:
                     on_time.add(key, parts)
             late_flags.append(int(is_late))
         if self.settings.emit_ledger and samples:
-            ledger_rows.append(
-                (
-                    node,
-                    boot,
-                    seq,
-                    cluster,
-                    report["interval_start_us"],
-                    report["interval_end_us"],
-                    state.partition,
-                    message.offset,
-                    *packed_samples(samples, late_flags),  # ends with ``late``
-                )
+            fields = (
+                node,
+                boot,
+                seq,
+                cluster,
+                report["interval_start_us"],
+                report["interval_end_us"],
+                state.partition,
+                message.offset,
             )
+            ledger_rows.extend(holding_rows(fields, samples, late_flags))
         if late:
             outcome.late_reports += 1
             outcome.adjustments.extend(

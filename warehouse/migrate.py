@@ -17,11 +17,15 @@ from importlib import resources
 from meter.errors import MigrationError
 from warehouse.backfill import backfill_coarse, log_progress
 from warehouse.client import Warehouse
+from warehouse.ledger_copy import copy_ledger
 
 Progress = Callable[[int, int, int], None]
 # Work a migration needs besides its SQL: run after its statements, before it is recorded,
 # so a failure leaves it pending and ``meter migrate`` does it again (it must be rerunnable).
-_AFTER: dict[int, Callable[[Warehouse, Progress], object]] = {11: backfill_coarse}
+_AFTER: dict[int, Callable[[Warehouse, Progress], object]] = {
+    11: backfill_coarse,
+    13: lambda warehouse, _: copy_ledger(warehouse),  # it logs its own progress, by month
+}
 
 _FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 

@@ -3,7 +3,7 @@ against another: the rollups at each grain, the ledger, and what a fleet emitted
 
 Every read here is scoped to a period when given one, so reconciling a month reads that
 month (the views take the WHERE down to the tables' keys; the ledger is read from its
-tables by their partition key).
+table by its key, the reports' start).
 """
 
 from __future__ import annotations
@@ -29,24 +29,13 @@ GRAINS: dict[str, tuple[str, str, int]] = {
 # A report's ticks lie inside its interval, which validation bounds to a day
 # (streams/validate.py, max_interval_us): a ledger read by interval_start starts a day early.
 _LEDGER_LEAD_US = US_PER_DAY
-# (table, the column its partitions are cut by, its per-sample expansion, tenant, SKU and
-# tick start per sample, the counters' sums)
-_PER_SAMPLE = "sum(allocated_us), sum(busy_us), sum(unhealthy_us), sum(energy_mj)"
-_EXPANDED = "sum(a), sum(b), sum(u), sum(e)"
-_LEDGER_TABLES = (
-    ("usage_ledger_by_sample", "tick_start", "", "tenant_id", "sku", "tick_start_us",
-     _PER_SAMPLE),
-    ("usage_ledger_reports", "interval_start",
-     "ARRAY JOIN tenant_id AS lt, sku AS lk, tick_start_us AS ls, allocated_us AS a, "
-     "busy_us AS b, unhealthy_us AS u, energy_mj AS e", "lt", "lk", "ls", _EXPANDED),
-    *(
-        (table, "interval_start",
-         "ARRAY JOIN gpu_at AS g, tick_at AS i, allocated_us AS a, busy_us AS b, "
-         "unhealthy_us AS u, energy_mj AS e", "tenant_ids[g]", "skus[g]", "tick_starts_us[i]",
-         _EXPANDED)
-        for table in ("usage_ledger_packed_0008", "usage_ledger_packed")
-    ),
-)  # fmt: skip
+# The ledger (migration 0013: every earlier ledger table is copied into it) spelled out per
+# sample: tenant and SKU are the row's, the tick and counters its arrays'.
+_LEDGER = (
+    "usage_ledger_holdings FINAL ARRAY JOIN tick_start_us AS ls, allocated_us AS a, "
+    "busy_us AS b, unhealthy_us AS u, energy_mj AS e"
+)
+_LEDGER_SUMS = "sum(a), sum(b), sum(u), sum(e)"
 
 
 # grain -> (partials, adjustments, window column)
@@ -76,18 +65,13 @@ def grain_rows_sql(grain: str, where: str) -> str:
     )
 
 
-def _ledger_range(cut_by: str, tick: str) -> str:
-    """A ledger table's rows whose ticks start in [start, end): by the partition column,
-    by the reports' start in µs where the table has it (its sort key leads with the hour of
-    it, migration 0012), then tick by tick."""
-    by_start = (
-        " AND interval_start_us >= %(lead_from_us)s AND interval_start_us < %(end)s"
-        if cut_by == "interval_start"
-        else ""
-    )
+def _ledger_range() -> str:
+    """The ledger's samples whose ticks start in [start, end): by the partition column and
+    the reports' start (the table's key), then tick by tick."""
     return (
-        f"{cut_by} >= %(lead_from)s AND {cut_by} < %(lead_to)s{by_start} "
-        f"AND {tick} >= %(start)s AND {tick} < %(end)s"
+        "interval_start >= %(lead_from)s AND interval_start < %(lead_to)s "
+        "AND interval_start_us >= %(lead_from_us)s AND interval_start_us < %(end)s "
+        "AND ls >= %(start)s AND ls < %(end)s"
     )
 
 
@@ -140,24 +124,23 @@ def ledger_totals(
     starting in [start_us, end_us) when given. Equal to the rollups when ticks do not
     straddle windows (agents align them).
 
-    Read from the ledger tables by their partition key, not through ``usage_ledger``: a
-    view over FINAL would read every month.
+    Read from the table with FINAL over the key range of the period's reports (the view
+    deduplicates with a GROUP BY, more work for a question this wide).
     """
     params: dict[str, Any] = {"w": window_us}
+    where = ""
+    if start_us is not None and end_us is not None:
+        where = f" WHERE {_ledger_range()}"
+        params |= _ledger_params(start_us, end_us)
+    rows = warehouse.execute(
+        f"SELECT tenant_id, sku, cluster, intDiv(ls, %(w)s) * %(w)s AS window_us, "
+        f"{_LEDGER_SUMS}, count() FROM {_LEDGER}{where} GROUP BY tenant_id, sku, cluster, "
+        "window_us",
+        params,
+    )
     totals: Totals = {}
-    for table, cut_by, expand, tenant, sku, tick, counters in _LEDGER_TABLES:
-        where = ""
-        if start_us is not None and end_us is not None:
-            where = f" WHERE {_ledger_range(cut_by, tick)}"
-            params |= _ledger_params(start_us, end_us)
-        rows = warehouse.execute(
-            f"SELECT {tenant} AS tenant, {sku} AS sku_, cluster, "
-            f"intDiv({tick}, %(w)s) * %(w)s AS window_us, {counters}, count() "
-            f"FROM {table} FINAL {expand}{where} GROUP BY tenant, sku_, cluster, window_us",
-            params,
-        )
-        for t, s, c, w, *rest in rows:
-            add_totals(totals, (t, s, c, int(w)), dict(zip(FIELDS, map(int, rest), strict=True)))
+    for t, s, c, w, *rest in rows:
+        add_totals(totals, (t, s, c, int(w)), dict(zip(FIELDS, map(int, rest), strict=True)))
     return totals
 
 
@@ -270,14 +253,12 @@ def compare_ledger_day(warehouse: Warehouse, day_us: int) -> Comparison:
     }  # fmt: skip
     minute_key = "tenant_id AS t, sku AS k, cluster AS c, toUInt64(toUInt32(window_start)) AS at"
     minutes = grain_rows_sql("minute", "window_start >= %(from)s AND window_start < %(to)s")
-    parts = [f"SELECT {_side(minute_key, x=False)} FROM ({minutes}) AS minutes"]
-    for table, cut_by, expand, tenant, sku, tick, _ in _LEDGER_TABLES:
-        counters = ("a", "b", "u", "e", "1") if expand else (*COUNTERS, "1")
-        key = f"{tenant} AS t, {sku} AS k, cluster AS c, toUInt64(intDiv({tick}, %(w)s) * 60) AS at"
-        parts.append(
-            f"SELECT {_side(key, x=True, counters=counters)} FROM {table} FINAL {expand} "
-            f"WHERE {_ledger_range(cut_by, tick)}"
-        )
+    ledger_key = "tenant_id AS t, sku AS k, cluster AS c, toUInt64(intDiv(ls, %(w)s) * 60) AS at"
+    parts = [
+        f"SELECT {_side(minute_key, x=False)} FROM ({minutes}) AS minutes",
+        f"SELECT {_side(ledger_key, x=True, counters=('a', 'b', 'u', 'e', '1'))} "
+        f"FROM {_LEDGER} WHERE {_ledger_range()}",
+    ]
     return _compare(warehouse, " UNION ALL ".join(parts), params, "t, k, c, at")
 
 

@@ -414,12 +414,10 @@ def _put_uleb(out, pos, n):
     return pos + 1
 
 
-# Where each ledger column's values come from (spec rows of ledger_native); GPU_AT and
-# TICK_AT: a sample's 1-based position among its report's distinct holdings and ticks.
+# Where each ledger column's values come from (spec rows of ledger_native).
 MSG_STRING, SAMPLE_STRING, MSG_LONG, SAMPLE_VALUE, PARTITION, OFFSET, LATE = range(7)
-GPU_AT, TICK_AT = 7, 8
-# What a column has one value of.
-PER_REPORT, PER_SAMPLE, PER_HOLDING, PER_TICK = range(4)
+# What a column has one value of: a row (a report's GPU holding), or a sample (an array).
+PER_ROW, PER_SAMPLE = range(2)
 
 
 @njit(cache=True, inline="always")
@@ -457,16 +455,16 @@ def _same_holding(buf, s_str_off, s_str_len, s_val, s_tenant, s_sku, j, k):
 
 
 @njit(cache=True, nogil=True)
-def _distinct(buf, s_str_off, s_str_len, s_val, s_tenant, s_sku, picked, ends, ticks, tick_at):
-    """Per row, its samples' distinct holdings (``ticks`` False) or ticks (True), in
-    order of first appearance. Returns (a sample standing for each distinct value, the
-    count up to each row's end, each sample's 1-based position in its row's values).
-    ``s_tenant`` and ``s_sku`` are the samples' interned ids (equal ids, equal strings).
+def _holdings(buf, s_str_off, s_str_len, s_val, s_tenant, s_sku, picked, ends):
+    """Per report, its samples' distinct holdings in order of first appearance. Returns (a
+    sample standing for each holding, the count up to each report's end, each sample's
+    1-based position among its report's holdings). ``s_tenant`` and ``s_sku`` are the
+    samples' interned ids (equal ids, equal strings).
 
-    Holdings need the rows' ``tick_at``. A sample's holding is first guessed to be that of
-    the sample one tick before it (agents list a tick's GPUs in the same order every tick):
-    one comparison instead of hashing strings and probing, which took most of this kernel's
-    time; a wrong guess only costs that comparison.
+    A sample's holding is first guessed to be that of the sample one tick before it
+    (agents list a tick's GPUs in the same order every tick): one comparison instead of
+    hashing strings and probing, which took most of this kernel's time; a wrong guess only
+    costs that comparison.
     """
     samples = picked.shape[0]
     rep = np.empty(samples, np.int64)
@@ -490,28 +488,26 @@ def _distinct(buf, s_str_off, s_str_len, s_val, s_tenant, s_sku, picked, ends, t
         while mask + 1 < 2 * (ends[r] - begin):
             mask = 2 * mask + 1
         table[: mask + 1] = -1
-        period = 0  # samples per tick, if the row's first tick is listed first
-        if not ticks:
-            period = ends[r] - begin
-            for i in range(begin + 1, ends[r]):
-                if tick_at[i] != tick_at[begin]:
-                    period = i - begin
-                    break
+        # Samples per tick, if the report's first tick is listed first.
+        period = ends[r] - begin
+        k0 = picked[begin]
+        for i in range(begin + 1, ends[r]):
+            k = picked[i]
+            if (
+                s_val[k, V_TICK_START] != s_val[k0, V_TICK_START]
+                or s_val[k, V_TICK_END] != s_val[k0, V_TICK_END]
+            ):
+                period = i - begin
+                break
         for i in range(begin, ends[r]):
             k = picked[i]
-            if period and i - period >= begin:
+            if i - period >= begin:
                 guess = at[i - period]
                 j = rep[base + guess - 1]
                 if _same_holding(buf, s_str_off, s_str_len, s_val, s_tenant, s_sku, j, k):
                     at[i] = guess
                     continue
-            if ticks:
-                h = (np.uint64(s_val[k, V_TICK_START]) * _FNV_PRIME) ^ np.uint64(
-                    s_val[k, V_TICK_END]
-                )
-                h = (h ^ (h >> np.uint64(29))) * _FNV_PRIME
-            else:
-                h = _holding_hash(buf, s_str_off, s_str_len, s_val, s_tenant, s_sku, k)
+            h = _holding_hash(buf, s_str_off, s_str_len, s_val, s_tenant, s_sku, k)
             slot = np.int64(h >> np.uint64(40)) & mask
             while True:
                 g = table[slot]
@@ -523,13 +519,8 @@ def _distinct(buf, s_str_off, s_str_len, s_val, s_tenant, s_sku, picked, ends, t
                     count += 1
                     break
                 j = rep[g]
-                if rep_hash[g] == h and (
-                    (
-                        s_val[j, V_TICK_START] == s_val[k, V_TICK_START]
-                        and s_val[j, V_TICK_END] == s_val[k, V_TICK_END]
-                    )
-                    if ticks
-                    else _same_holding(buf, s_str_off, s_str_len, s_val, s_tenant, s_sku, j, k)
+                if rep_hash[g] == h and _same_holding(
+                    buf, s_str_off, s_str_len, s_val, s_tenant, s_sku, j, k
                 ):
                     at[i] = g - base + 1
                     break
@@ -543,9 +534,11 @@ def _distinct(buf, s_str_off, s_str_len, s_val, s_tenant, s_sku, picked, ends, t
 def ledger_native(buf, s_msg, s_str_off, s_str_len, s_val, s_tenant, s_sku, m_str_off,
                   m_str_len, m_long, m_offset, selected, late, partition, spec, header,
                   header_off):  # fmt: skip
-    """One Native block (streams/native.py) of the selected samples: a row per report
-    that has any, in order. Per-report columns hold one value per row; array columns
-    hold, per row, one element per sample, per distinct holding or per distinct tick.
+    """One Native block (streams/native.py) of the selected samples: a row per report and
+    distinct GPU holding, reports in order, a report's holdings in order of first
+    appearance. Per-row columns hold one value per row (from the holding's first sample
+    and its report); array columns hold, per row, one element per sample of the holding,
+    in report order.
 
     ``s_tenant`` and ``s_sku`` are the samples' interned tenant and SKU ids.
     ``spec[c]`` = (source, field, byte width, what it has one value of) of column c;
@@ -556,39 +549,51 @@ def ledger_native(buf, s_msg, s_str_off, s_str_len, s_val, s_tenant, s_sku, m_st
     and writing byte by byte per value took twice as long.
     """
     picked = np.empty(s_msg.shape[0], np.int64)  # the selected samples
-    first = np.empty(s_msg.shape[0], np.int64)  # each row's first sample
-    ends = np.empty(s_msg.shape[0], np.int64)  # samples up to each row's end
-    rows = 0
+    ends = np.empty(s_msg.shape[0], np.int64)  # samples up to each report's end
+    reports = 0
     samples = 0
     for k in range(s_msg.shape[0]):
         if selected[k]:
-            if rows == 0 or s_msg[k] != s_msg[first[rows - 1]]:
-                if rows > 0:
-                    ends[rows - 1] = samples
-                first[rows] = k
-                rows += 1
+            if samples > 0 and s_msg[k] != s_msg[picked[samples - 1]]:
+                ends[reports] = samples
+                reports += 1
             picked[samples] = k
             samples += 1
-    if rows == 0:
+    if samples == 0:
         return np.empty(0, np.uint8), 0, 0
-    ends[rows - 1] = samples
-    picked, first, ends = picked[:samples], first[:rows], ends[:rows]
-    tick, tick_ends, tick_at = _distinct(  # the last argument is unused for ticks
-        buf, s_str_off, s_str_len, s_val, s_tenant, s_sku, picked, ends, True, ends
+    ends[reports] = samples
+    reports += 1
+    picked, ends = picked[:samples], ends[:reports]
+    first, report_rows, gpu_at = _holdings(
+        buf, s_str_off, s_str_len, s_val, s_tenant, s_sku, picked, ends
     )
-    holding, holding_ends, gpu_at = _distinct(
-        buf, s_str_off, s_str_len, s_val, s_tenant, s_sku, picked, ends, False, tick_at
-    )
+    rows = first.shape[0]
+    # Each row's samples, gathered in report order: a counting sort by row.
+    row_ends = np.zeros(rows, np.int64)
+    row_of = np.empty(samples, np.int64)
+    begin = 0
+    for r in range(reports):
+        base = report_rows[r - 1] if r > 0 else 0
+        for i in range(begin, ends[r]):
+            row_of[i] = base + gpu_at[i] - 1
+            row_ends[row_of[i]] += 1
+        begin = ends[r]
+    fill = np.empty(rows, np.int64)
+    total = 0
+    for r in range(rows):
+        fill[r] = total
+        total += row_ends[r]
+        row_ends[r] = total
+    order = np.empty(samples, np.int64)
+    for i in range(samples):
+        order[fill[row_of[i]]] = picked[i]
+        fill[row_of[i]] += 1
     columns = spec.shape[0]
     size = _uleb_size(columns) + _uleb_size(rows) + header_off[columns]
     for c in range(columns):
         kind, f, width, per = spec[c, 0], spec[c, 1], spec[c, 2], spec[c, 3]
-        which = first if per == PER_REPORT else picked
-        if per == PER_HOLDING:
-            which = holding
-        elif per == PER_TICK:
-            which = tick
-        if per != PER_REPORT:
+        which = first if per == PER_ROW else order
+        if per == PER_SAMPLE:
             size += 8 * rows
         if kind == MSG_STRING:
             for k in which:
@@ -608,14 +613,9 @@ def ledger_native(buf, s_msg, s_str_off, s_str_len, s_val, s_tenant, s_sku, m_st
             out[pos] = header[b]
             pos += 1
         kind, f, width, per = spec[c, 0], spec[c, 1], spec[c, 2], spec[c, 3]
-        which, row_ends = first, ends
+        which = first
         if per == PER_SAMPLE:
-            which = picked
-        elif per == PER_HOLDING:
-            which, row_ends = holding, holding_ends
-        elif per == PER_TICK:
-            which, row_ends = tick, tick_ends
-        if per != PER_REPORT:
+            which = order
             out[pos : pos + 8 * rows] = row_ends.view(np.uint8)
             pos += 8 * rows
         if kind == SAMPLE_STRING:
@@ -632,24 +632,19 @@ def ledger_native(buf, s_msg, s_str_off, s_str_len, s_val, s_tenant, s_sku, m_st
                 pos = _put_bytes(out, pos, buf, m_str_off[m, f], n)
             continue
         count = which.shape[0]
-        if kind == GPU_AT:
-            wide = gpu_at
-        elif kind == TICK_AT:
-            wide = tick_at
-        else:
-            wide = np.empty(count, np.int64)
-            for i in range(count):
-                k = which[i]
-                if kind == SAMPLE_VALUE:
-                    wide[i] = s_val[k, f]
-                elif kind == MSG_LONG:
-                    wide[i] = m_long[s_msg[k], f]
-                elif kind == OFFSET:
-                    wide[i] = m_offset[s_msg[k]]
-                elif kind == PARTITION:
-                    wide[i] = partition
-                else:
-                    wide[i] = 1 if late[k] else 0
+        wide = np.empty(count, np.int64)
+        for i in range(count):
+            k = which[i]
+            if kind == SAMPLE_VALUE:
+                wide[i] = s_val[k, f]
+            elif kind == MSG_LONG:
+                wide[i] = m_long[s_msg[k], f]
+            elif kind == OFFSET:
+                wide[i] = m_offset[s_msg[k]]
+            elif kind == PARTITION:
+                wide[i] = partition
+            else:
+                wide[i] = 1 if late[k] else 0
         if width == 8:
             out[pos : pos + 8 * count] = wide.view(np.uint8)
         elif width == 4:

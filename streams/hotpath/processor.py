@@ -32,7 +32,6 @@ from streams.native import (
     LEDGER_HOLDING_COLUMNS,
     LEDGER_REPORT_COLUMNS,
     LEDGER_SAMPLE_COLUMNS,
-    LEDGER_TICK_COLUMNS,
     LEDGER_TYPES,
     column_header,
 )
@@ -55,29 +54,27 @@ from streams.validate import is_known_sku, is_valid_tenant, validate_report
 
 _V1 = next(v for v in load_released_versions() if v.version == 1)
 _FINGERPRINT = np.frombuffer(_V1.fingerprint, np.uint8)
-# Where each ledger column comes from (see kernels.ledger_native); a holding or tick
-# column takes its values from the sample field it holds.
-_FIELD_SOURCES = {
-    "gpu_uuid": (k.SAMPLE_STRING, d.S_GPU), "gpu_index": (k.SAMPLE_VALUE, d.V_GPU_INDEX),
-    "sku": (k.SAMPLE_STRING, d.S_SKU), "tenant_id": (k.SAMPLE_STRING, d.S_TENANT),
-    "job_id": (k.SAMPLE_STRING, d.S_JOB), "tick_start_us": (k.SAMPLE_VALUE, d.V_TICK_START),
-    "tick_end_us": (k.SAMPLE_VALUE, d.V_TICK_END),
-}  # fmt: skip
+# Where each ledger column comes from (see kernels.ledger_native).
 _LEDGER_SOURCES = {
     "node_id": (k.MSG_STRING, 0), "boot_id": (k.MSG_STRING, 1), "seq": (k.MSG_LONG, 0),
     "cluster": (k.MSG_STRING, 2), "interval_start_us": (k.MSG_LONG, 1),
     "interval_end_us": (k.MSG_LONG, 2), "source_partition": (k.PARTITION, 0),
-    "source_offset": (k.OFFSET, 0), "gpu_at": (k.GPU_AT, 0), "tick_at": (k.TICK_AT, 0),
+    "source_offset": (k.OFFSET, 0),
+    "gpu_uuid": (k.SAMPLE_STRING, d.S_GPU), "gpu_index": (k.SAMPLE_VALUE, d.V_GPU_INDEX),
+    "sku": (k.SAMPLE_STRING, d.S_SKU), "tenant_id": (k.SAMPLE_STRING, d.S_TENANT),
+    "job_id": (k.SAMPLE_STRING, d.S_JOB),
+    "tick_start_us": (k.SAMPLE_VALUE, d.V_TICK_START),
+    "tick_end_us": (k.SAMPLE_VALUE, d.V_TICK_END),
     "allocated_us": (k.SAMPLE_VALUE, d.V_ALLOC), "busy_us": (k.SAMPLE_VALUE, d.V_BUSY),
     "unhealthy_us": (k.SAMPLE_VALUE, d.V_UNHEALTHY), "energy_mj": (k.SAMPLE_VALUE, d.V_ENERGY),
     "memory_peak_bytes": (k.SAMPLE_VALUE, d.V_MEMORY), "late": (k.LATE, 0),
-    **{c: _FIELD_SOURCES[f] for c, _, f in (*LEDGER_HOLDING_COLUMNS, *LEDGER_TICK_COLUMNS)},
 }  # fmt: skip
 _WIDTH = {"String": 0, "UInt64": 8, "UInt32": 4, "UInt8": 1}
 _LEDGER_SPEC = np.array(
-    [(*_LEDGER_SOURCES[c], _WIDTH[t], k.PER_REPORT) for c, t in LEDGER_REPORT_COLUMNS]
-    + [(*_LEDGER_SOURCES[c], _WIDTH[t], k.PER_HOLDING) for c, t, _ in LEDGER_HOLDING_COLUMNS]
-    + [(*_LEDGER_SOURCES[c], _WIDTH[t], k.PER_TICK) for c, t, _ in LEDGER_TICK_COLUMNS]
+    [
+        (*_LEDGER_SOURCES[c], _WIDTH[t], k.PER_ROW)
+        for c, t in (*LEDGER_REPORT_COLUMNS, *LEDGER_HOLDING_COLUMNS)
+    ]
     + [(*_LEDGER_SOURCES[c], _WIDTH[t], k.PER_SAMPLE) for c, t in LEDGER_SAMPLE_COLUMNS],
     np.int64,
 )

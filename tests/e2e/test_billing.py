@@ -212,7 +212,7 @@ def test_reconcile_passes_then_names_a_removed_ledger_row_and_an_open_gap(billed
         "WHERE tenant_id != 'unallocated' ORDER BY node_id, seq LIMIT 1"
     )[0]
     warehouse.execute(
-        "ALTER TABLE usage_ledger_packed DELETE WHERE node_id = %(n)s AND seq = %(s)s",
+        "ALTER TABLE usage_ledger_holdings DELETE WHERE node_id = %(n)s AND seq = %(s)s",
         {"n": node, "s": seq},
     )
     deadline = time.monotonic() + 60

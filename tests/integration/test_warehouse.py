@@ -137,17 +137,53 @@ def test_one_warehouse_can_be_used_from_several_threads_at_once(warehouse):
     ]
 
 
-def test_upgrading_a_0007_ledger_to_0008_keeps_its_rows_in_the_view(
+_SAMPLE_COLUMNS = (
+    "gpu_uuid", "tick_start_us", "tick_end_us", "gpu_index", "sku", "tenant_id", "job_id",
+    "allocated_us", "busy_us", "unhealthy_us", "energy_mj", "memory_peak_bytes",
+)  # fmt: skip
+_REPORT_COLUMNS = (
+    "node_id", "boot_id", "seq", "cluster", "interval_start_us", "interval_end_us",
+    "source_partition", "source_offset",
+)  # fmt: skip
+_PACKED_COLUMNS = (
+    *_REPORT_COLUMNS, "gpu_uuids", "gpu_indexes", "skus", "tenant_ids", "job_ids",
+    "tick_starts_us", "tick_ends_us", "gpu_at", "tick_at", "allocated_us", "busy_us",
+    "unhealthy_us", "energy_mj", "memory_peak_bytes", "late",
+)  # fmt: skip
+
+
+def _packed_row(node: str, gpus: int, ticks: int) -> tuple:
+    """A packed report (0008, 0012) of ``gpus`` x ``ticks`` samples, tick-major; sample i
+    has allocated_us 1000 + i."""
+    from tests.factories import TICK_US
+
+    n = gpus * ticks
+    starts = [T0_US + t * TICK_US for t in range(ticks)]
+    return (
+        node, "b1", 0, "sc1", T0_US, T0_US + ticks * TICK_US, 2, 9,
+        [f"GPU-{g}" for g in range(gpus)], list(range(gpus)), ["H100"] * gpus,
+        ["aurora-labs" if g % 2 else "borealis-ai" for g in range(gpus)], ["job-1"] * gpus,
+        starts, [s + TICK_US for s in starts],
+        [g + 1 for _ in range(ticks) for g in range(gpus)],
+        [t + 1 for t in range(ticks) for _ in range(gpus)],
+        [1000 + i for i in range(n)], [1] * n, [0] * n, [2] * n, [3] * n, [0] * n,
+    )  # fmt: skip
+
+
+def test_upgrading_every_earlier_ledger_copies_it_into_the_holdings_table_and_view(
     stack, unique_name, monkeypatch
 ):
-    """A warehouse that ran with migration 0007 (and has ledger rows in it) is migrated
-    to 0008: its rows stay, and the view shows them beside what the worker writes now."""
+    """A warehouse with ledger rows in each earlier layout (a row per sample, 0004; per
+    report, 0007; packed, 0008 and 0012, one of them too large to convert in SQL) is
+    migrated to 0013: every sample is copied once into usage_ledger_holdings, the view shows
+    them beside what the worker writes now, and copying again changes nothing."""
     from schemas import ReportCodec
     from streams.hotpath.processor import FastPartitionProcessor
     from streams.native import LEDGER_COLUMNS, LEDGER_TABLE
     from streams.processor import ProcessorSettings
-    from tests.factories import NOW_US, make_report, make_sample
-    from warehouse.client import ClickHouseSettings, Warehouse
+    from tests.factories import NOW_US, TICK_US, make_report, make_sample
+    from warehouse.ledger_copy import SQL_CELLS, copy_ledger
+    from warehouse.totals import ledger_totals
 
     wh = Warehouse(
         ClickHouseSettings(
@@ -156,37 +192,68 @@ def test_upgrading_a_0007_ledger_to_0008_keeps_its_rows_in_the_view(
             database=f"t_{unique_name}",
         )
     )
+
+    def upto(version: int) -> None:
+        monkeypatch.setattr(migrate_module, "available", lambda: everything[:version])
+        migrate(wh)
+
     try:
         everything = available()
-        monkeypatch.setattr(migrate_module, "available", lambda: everything[:7])
-        assert [m.version for m in migrate(wh)] == list(range(1, 8))
-        wh.insert(
-            "usage_ledger_reports",
-            (
-                "node_id", "boot_id", "seq", "cluster", "interval_start_us", "interval_end_us",
-                "source_partition", "source_offset", "gpu_uuid", "gpu_index", "sku",
-                "tenant_id", "job_id", "tick_start_us", "tick_end_us", "allocated_us",
-                "busy_us", "unhealthy_us", "energy_mj", "memory_peak_bytes", "late",
-            ),
-            [(
-                "sc1-node-1", "b1", 0, "sc1", T0_US, T0_US + 10**7, 0, 0, ["GPU-a"], [0],
-                ["H100"], ["aurora-labs"], ["job-1"], [T0_US], [T0_US + 10**7], [10**7], [1],
-                [0], [2], [3], [0],
-            )],
-        )  # fmt: skip
-        monkeypatch.setattr(migrate_module, "available", lambda: everything[:8])
-        assert [m.version for m in migrate(wh)] == [8]
+        upto(6)
+        wh.insert("usage_ledger", (*_SAMPLE_COLUMNS[:4], "cluster", *_SAMPLE_COLUMNS[4:],
+                                   "node_id", "boot_id", "seq", "source_partition",
+                                   "source_offset", "late"), [
+            (f"GPU-{g}", T0_US + t * TICK_US, T0_US + (t + 1) * TICK_US, g, "sc1", "H100",
+             "aurora-labs", "job-1", 7, 1, 0, 2, 3, "node-0004", "b1", 0, 1, 5, t)
+            for t in range(2) for g in range(2)
+        ])  # fmt: skip
+        upto(7)
+        wh.insert("usage_ledger_reports", (*_REPORT_COLUMNS, *_SAMPLE_COLUMNS, "late"), [(
+            "node-0007", "b1", 0, "sc1", T0_US, T0_US + TICK_US, 0, 0, ["GPU-a"], [T0_US],
+            [T0_US + TICK_US], [0], ["H100"], ["aurora-labs"], ["job-1"], [10**7], [1], [0],
+            [2], [3], [0],
+        )])  # fmt: skip
+        upto(8)
+        wh.insert("usage_ledger_packed", _PACKED_COLUMNS, [_packed_row("node-0008", 4, 3)])
+        upto(12)
+        big = _packed_row("node-0012", 65, 1)
+        assert SQL_CELLS < 65 * 65  # converted in Python
+        wh.insert("usage_ledger_packed", _PACKED_COLUMNS, [big, _packed_row("node-0012b", 2, 2)])
+        upto(13)
 
         report = make_report([make_sample(T0_US + 10**7, gpu_uuid="GPU-b")], seq=1)
-        report["node_id"] = "sc1-node-1"
+        report["node_id"] = "node-0013"
         message = SourceMessage("usage", 0, 1, None, ReportCodec().encode(report), NOW_US)
         outcome = FastPartitionProcessor(
             PartitionState("usage", 0), ProcessorSettings(lateness_us=10**12)
         ).process([message])
         wh.insert_native(LEDGER_TABLE, LEDGER_COLUMNS, bytes(outcome.ledger), outcome.ledger_rows)
+
+        def per_node() -> list[tuple]:
+            return wh.execute(
+                "SELECT node_id, count(), sum(allocated_us), groupUniqArray(tenant_id) "
+                "FROM usage_ledger GROUP BY node_id ORDER BY node_id"
+            )
+
+        want = [
+            ("node-0004", 4, 28, ["aurora-labs"]),
+            ("node-0007", 1, 10**7, ["aurora-labs"]),
+            ("node-0008", 12, sum(1000 + i for i in range(12)), ["aurora-labs", "borealis-ai"]),
+            ("node-0012", 65, sum(1000 + i for i in range(65)), ["aurora-labs", "borealis-ai"]),
+            ("node-0012b", 4, sum(1000 + i for i in range(4)), ["aurora-labs", "borealis-ai"]),
+            ("node-0013", 1, 10_000_000, ["aurora-labs"]),
+        ]
+        got = [(n, c, s, sorted(t)) for n, c, s, t in per_node()]
+        assert got == want
+        # Sample by sample: the holding and the tick each packed sample named by position.
         assert wh.execute(
-            "SELECT seq, gpu_uuid, tenant_id, allocated_us FROM usage_ledger ORDER BY seq"
-        ) == [(0, "GPU-a", "aurora-labs", 10_000_000), (1, "GPU-b", "aurora-labs", 10_000_000)]
+            "SELECT gpu_uuid, tenant_id, tick_start_us, allocated_us FROM usage_ledger "
+            "WHERE node_id = 'node-0008' AND gpu_uuid = 'GPU-1' ORDER BY tick_start_us"
+        ) == [("GPU-1", "aurora-labs", T0_US + t * TICK_US, 1001 + 4 * t) for t in range(3)]
+        totals = ledger_totals(wh)
+        assert copy_ledger(wh) == 6  # (table, month) steps: 0004, 0007, each packed table twice
+        assert [(n, c, s, sorted(t)) for n, c, s, t in per_node()] == want
+        assert ledger_totals(wh) == totals
     finally:
         wh.drop_database()
         wh.close()
@@ -463,3 +530,67 @@ def test_migration_0012_moves_the_packed_ledger_aside_and_can_run_again(
     finally:
         wh.execute(f"DROP DATABASE IF EXISTS {wh.settings.database}")
         wh.close()
+
+
+def test_the_readme_ledger_queries_answer_beside_a_report_of_the_largest_size_accepted(
+    stack, warehouse
+):
+    """One valid report of 65,536 distinct GPUs (the validation bound on samples) for one
+    tenant: the README's ledger queries answer on the real server within its 4 GB limit
+    (the packed ledger's view needed 4 GiB for 8,192 GPUs), and a count for another tenant
+    reads only that tenant's rows, not the big report's."""
+    import re
+    from pathlib import Path
+
+    from clickhouse_driver import Client
+
+    from schemas import ReportCodec
+    from streams.hotpath.processor import FastPartitionProcessor
+    from streams.native import LEDGER_COLUMNS, LEDGER_TABLE
+    from streams.processor import ProcessorSettings
+    from streams.validate import ReportLimits
+    from tests.factories import NOW_US, make_report, make_sample
+
+    day_us = 1_790_812_800_000_000  # 2026-10-01, the README's day
+    gpus = ReportLimits().max_samples
+    big = make_report([
+        make_sample(day_us + 3_600_000_000, gpu_uuid=f"GPU-{g:05d}", gpu_index=g)
+        for g in range(gpus)
+    ])  # fmt: skip
+    small = make_report([make_sample(day_us, tenant_id="borealis-ai")], seq=1)
+    codec = ReportCodec()
+    frames = [
+        SourceMessage("usage", 0, i, None, codec.encode(r), NOW_US)
+        for i, r in enumerate((big, small))
+    ]
+    outcome = FastPartitionProcessor(
+        PartitionState("usage", 0), ProcessorSettings(lateness_us=10**12)
+    ).process(frames)
+    assert outcome.accepted_samples == gpus + 1 and not outcome.rejections
+    warehouse.insert_native(
+        LEDGER_TABLE, LEDGER_COLUMNS, bytes(outcome.ledger), outcome.ledger_rows
+    )
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme.split("## For finance", 1)[1].split("\n## ", 1)[0]
+    queries = [
+        q for q in re.findall(r"```sql\n(.*?)```", section, flags=re.S) if "usage_ledger" in q
+    ]
+    assert len(queries) == 2
+    for sql in queries:
+        rows = warehouse.execute(sql.strip().rstrip(";"))
+        assert len(rows) == 20 and rows[0][0] == big["node_id"], sql
+
+    client = Client("127.0.0.1", port=stack.clickhouse_port, database=warehouse.settings.database)
+    try:
+        db = warehouse.settings.database  # in the text, to find this query in the log
+        count = f"SELECT count() FROM {db}.usage_ledger WHERE tenant_id = 'borealis-ai'"
+        assert client.execute(count, settings={"log_queries": 1}) == [(1,)]
+        client.execute("SYSTEM FLUSH LOGS")
+        ((read_rows,),) = client.execute(
+            "SELECT read_rows FROM system.query_log WHERE type = 2 AND query = %(q)s",
+            {"q": count},
+        )
+        assert read_rows < gpus  # one granule of the table, not the big report's rows
+    finally:
+        client.disconnect()

@@ -90,8 +90,8 @@ def test_native_array_columns_are_end_offsets_then_all_elements():
     )  # fmt: skip
 
 
-def test_a_reports_holdings_and_ticks_are_stored_once_and_named_by_position():
-    from streams.native import LEDGER_COLUMNS, packed_samples
+def test_a_report_has_a_ledger_row_per_gpu_holding_with_its_samples_in_report_order():
+    from streams.native import LEDGER_COLUMNS, holding_rows
     from tests.factories import TICK_US, make_sample
 
     t0, t1 = 10**15, 10**15 + TICK_US
@@ -102,12 +102,19 @@ def test_a_reports_holdings_and_ticks_are_stored_once_and_named_by_position():
         make_sample(t1, gpu_uuid=a, allocated_us=3),
         make_sample(t1, gpu_uuid=b, gpu_index=1, job_id="job-2", allocated_us=4),
     ]
-    columns = dict(zip(LEDGER_COLUMNS[8:], packed_samples(samples, [0, 0, 1, 1]), strict=True))
-    assert columns["gpu_uuids"] == [a, b, b] and columns["job_ids"] == ["job-1"] * 2 + ["job-2"]
-    assert columns["gpu_indexes"] == [0, 1, 1] and columns["tenant_ids"] == ["aurora-labs"] * 3
-    assert columns["tick_starts_us"] == [t0, t1] and columns["tick_ends_us"] == [t1, t1 + TICK_US]
-    assert columns["gpu_at"] == [1, 2, 1, 3] and columns["tick_at"] == [1, 1, 2, 2]
-    assert columns["allocated_us"] == [1, 2, 3, 4] and columns["late"] == [0, 0, 1, 1]
+    report = ("node", "boot", 7, "sc1", t0, t1 + TICK_US, 3, 42)
+    rows = [
+        dict(zip(LEDGER_COLUMNS, r, strict=True))
+        for r in holding_rows(report, samples, [0, 0, 1, 1])
+    ]
+    assert [(r["gpu_uuid"], r["gpu_index"], r["job_id"]) for r in rows] == [
+        (a, 0, "job-1"), (b, 1, "job-1"), (b, 1, "job-2"),
+    ]  # fmt: skip
+    assert all(r["seq"] == 7 and r["source_offset"] == 42 for r in rows)
+    assert [r["tick_start_us"] for r in rows] == [[t0, t1], [t0], [t1]]
+    assert [r["tick_end_us"] for r in rows] == [[t1, t1 + TICK_US], [t1], [t1 + TICK_US]]
+    assert [r["allocated_us"] for r in rows] == [[1, 3], [2], [4]]
+    assert [r["late"] for r in rows] == [[0, 1], [0], [1]]
 
 
 def _closed_port() -> int:

@@ -27,13 +27,13 @@ def encoded(*reports) -> list[bytes]:
 
 
 def test_batch_becomes_cumulative_rows_versioned_by_offset():
-    #  minute 0: two GPUs x one tick       minute 1: one GPU x one tick
+    #  minute 0: two GPUs x one tick       minute 1: one GPU x one tick (a ledger row per GPU)
     r1 = make_report([make_sample(T0), make_sample(T0, gpu_uuid="GPU-b", gpu_index=1)], seq=0)
     r2 = make_report([make_sample(T0 + W)], seq=1)
     p = processor()
     out = p.process(messages(encoded(r1, r2), first_offset=100))
     assert out.accepted_reports == 2 and out.accepted_samples == 3 and not out.rejections
-    assert out.ledger_rows == 2 and out.ledger_samples == 3 and out.applied_offset == 101
+    assert out.ledger_rows == 3 and out.ledger_samples == 3 and out.applied_offset == 101
     rows = {row.key.window_start_us: row for row in out.rollups}
     assert rows[T0].sums == (2 * TICK_US, TICK_US, 0, 8_000_000, 2)
     assert rows[T0 + W].sums == (TICK_US, TICK_US // 2, 0, 4_000_000, 1)

@@ -71,9 +71,9 @@ def test_the_state_is_written_last_after_the_ledger_that_ran_beside_the_rest():
     warehouse = RecordingWarehouse()
     WarehouseSink(warehouse).write_many(_batch())  # type: ignore[arg-type]
     assert warehouse.calls[-1] == "partition_state"
-    assert warehouse.calls.count("usage_ledger_packed") == 2  # one request per half
+    assert warehouse.calls.count("usage_ledger_holdings") == 2  # one request per half
     assert warehouse.calls.index("usage_rollup_partials") < warehouse.calls.index(
-        "usage_ledger_packed"
+        "usage_ledger_holdings"
     )  # the ledger was still in flight while the driver wrote
 
 
@@ -90,5 +90,5 @@ def test_a_failed_driver_insert_is_raised_only_once_the_ledger_inserts_have_fini
     with pytest.raises(SinkError, match="usage_rollup_partials"):
         WarehouseSink(warehouse).write_many(_batch())  # type: ignore[arg-type]
     # Nothing of the failed batch is still being written when its failure surfaces.
-    assert warehouse.calls.count("usage_ledger_packed") == 2
+    assert warehouse.calls.count("usage_ledger_holdings") == 2
     assert "partition_state" not in warehouse.calls
