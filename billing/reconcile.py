@@ -11,6 +11,8 @@
 from __future__ import annotations
 
 import csv
+import logging
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -23,7 +25,9 @@ from meter.errors import BillingError
 from meter.units import US_PER_DAY, US_PER_GPU_HOUR
 from streams.validate import MIG_SLICES_PER_GPU, gpu_sevenths
 from warehouse.client import Warehouse
-from warehouse.totals import NO_KEYS, Comparison, compare_grains_day, compare_ledger_day
+from warehouse.totals import NO_KEYS, Comparison, compare_day, period_keys
+
+log = logging.getLogger(__name__)
 
 INVOICE_COLUMNS = ("supplier", "invoice_id", "period", "tenant_id", "sku", "cluster",
                    "gpu_hours", "amount", "currency")  # fmt: skip
@@ -54,9 +58,16 @@ def check_ledger(warehouse: Warehouse, period: Period, report: Report) -> None:
     minutes per hour and the day rollups against the hours per day, key by key, counter
     by counter, compared in the warehouse a day of the period at a time."""
     ledger, grains = NO_KEYS, NO_KEYS
-    for day_us in range(period.start_us, period.end_us, US_PER_DAY):
-        ledger += compare_ledger_day(warehouse, day_us)
-        grains += compare_grains_day(warehouse, day_us)
+    days = range(period.start_us, period.end_us, US_PER_DAY)
+    started = time.monotonic()
+    keys = period_keys(warehouse, period.start_us, period.end_us)
+    for done, day_us in enumerate(days, start=1):
+        day_ledger, day_grains = compare_day(warehouse, day_us, keys)
+        ledger += day_ledger
+        grains += day_grains
+        if done % 5 == 0 or done == len(days):
+            log.info("reconcile %s: %d of %d days compared (%.0f s)", period.label, done,
+                     len(days), time.monotonic() - started)  # fmt: skip
     report.say("(a) ledger vs rollups, per tenant × SKU × cluster × minute")
     _say_differences(report, ledger, "windows", ("ledger", "rollups"))
     report.say("    hour rollups vs minutes, and day rollups vs hours")

@@ -290,3 +290,114 @@ def compare_grains_day(warehouse: Warehouse, day_us: int) -> Comparison:
         + f" FROM ({days}) AS days",
     ]  # fmt: skip
     return _compare(warehouse, " UNION ALL ".join(parts), params, "g, t, k, c, at")
+
+
+# The fast path of a day's reconciliation -----------------------------------------------
+# Grouping by three strings is most of the cost on 18.16; each (tenant, SKU, cluster) of
+# the period is numbered instead (``transform``, exact: a key without a number, 0, sends
+# the day to the detailed comparison). FINAL costs the ledger side four times its sum; a
+# day whose ledger rows are all distinct (no replayed copy awaiting a merge) is summed
+# without it. Only the counts come back; a day with any difference is compared again by
+# compare_ledger_day and compare_grains_day, which name the keys.
+_KEY_ID = "transform(concat(tenant_id, '/', sku, '/', cluster), %(keys)s, %(ids)s, 0)"
+_IDENTITY = "tenant_id, sku, interval_start_us, node_id, boot_id, seq, gpu_uuid, gpu_index, job_id"
+
+
+def period_keys(warehouse: Warehouse, start_us: int, end_us: int) -> list[str]:
+    """Every tenant/SKU/cluster of the day rollups of [start_us, end_us)."""
+    rows = warehouse.execute(
+        "SELECT DISTINCT concat(tenant_id, '/', sku, '/', cluster) FROM usage_day_partials "
+        "WHERE day >= %(first)s AND day < %(end)s",
+        {"first": utc_datetime(start_us).date(), "end": utc_datetime(end_us).date()},
+    )
+    return sorted(k for (k,) in rows)
+
+
+def _ledger_has_copies(warehouse: Warehouse, params: dict[str, Any]) -> bool:
+    (rows, distinct), = warehouse.execute(
+        f"SELECT count(), uniqExact(cityHash64({_IDENTITY})) FROM usage_ledger_holdings "
+        "WHERE interval_start >= %(lead_from)s AND interval_start < %(lead_to)s "
+        "AND interval_start_us >= %(lead_from_us)s AND interval_start_us < %(end)s",
+        params,
+    )  # fmt: skip
+    return int(rows) != int(distinct)  # a hash collision only costs the FINAL
+
+
+def compare_days_day(warehouse: Warehouse, day_us: int) -> Comparison:
+    """The hour rollups (x) against the day rollup (y) of the UTC day at ``day_us``."""
+    params = {
+        "from": utc_datetime(day_us), "to": utc_datetime(day_us + US_PER_DAY),
+        "day": utc_datetime(day_us).date(),
+    }  # fmt: skip
+    hours = grain_rows_sql("hour", "hour_start >= %(from)s AND hour_start < %(to)s")
+    days = grain_rows_sql("day", "day = %(day)s")
+    key = "tenant_id AS t, sku AS k, cluster AS c"
+    parts = [
+        f"SELECT {_side(f'{key}, toUInt64(toUInt32(toStartOfDay(hour_start))) AS at', x=True)} "
+        f"FROM ({hours}) AS hours",
+        f"SELECT {_side(f'{key}, toUInt64(toUInt32(toDateTime(day))) AS at', x=False)} "
+        f"FROM ({days}) AS days",
+    ]
+    return _compare(warehouse, " UNION ALL ".join(parts), params, "t, k, c, at")
+
+
+def compare_day(
+    warehouse: Warehouse, day_us: int, keys: list[str]
+) -> tuple[Comparison, Comparison]:
+    """compare_ledger_day and compare_grains_day of the UTC day at ``day_us``, with one
+    read of its minute rollups; ``keys`` from :func:`period_keys`."""
+    params = {
+        "w": US_PER_MINUTE, "from": utc_datetime(day_us), "to": utc_datetime(day_us + US_PER_DAY),
+        "keys": keys, "ids": list(range(1, len(keys) + 1)),
+        **_ledger_params(day_us, day_us + US_PER_DAY),
+    }  # fmt: skip
+    final = " FINAL" if _ledger_has_copies(warehouse, params) else ""
+    differs = " OR ".join(f"sx_{c} != sy_{c}" for c in _SIDES)
+    latest = ", ".join(f"argMax({c}, version) AS p_{c}" for c in FIELDS)
+    late = ", ".join(f"any({c}) AS p_{c}" for c in FIELDS)
+    minute = "toUInt64(toUInt32(window_start))"
+    in_day = "window_start >= %(from)s AND window_start < %(to)s"
+    summed = ", ".join(f"sum(p_{c}) AS m_{c}" for c in FIELDS)
+    minutes = (
+        f"SELECT {_side('id, at', x=False, counters=tuple(f'm_{c}' for c in FIELDS))} FROM ("
+        f"SELECT id, at, {summed} FROM ("
+        f"SELECT {_KEY_ID} AS id, {minute} AS at, {latest} FROM usage_rollup_partials "
+        f"WHERE {in_day} GROUP BY id, at, source_partition UNION ALL "
+        f"SELECT {_KEY_ID} AS id, {minute} AS at, {late} FROM usage_adjustments "
+        f"WHERE {in_day} GROUP BY id, at, source_partition, source_offset) AS parts "
+        "GROUP BY id, at) AS per_minute"
+    )
+    ledger_key = f"{_KEY_ID} AS id, toUInt64(intDiv(ls, %(w)s) * 60) AS at"
+    ledger = (
+        f"SELECT {_side(ledger_key, x=True, counters=('a', 'b', 'u', 'e', '1'))} "
+        f"FROM {_LEDGER.replace(' FINAL', final)} WHERE {_ledger_range()}"
+    )
+    sums = ", ".join(f"sum(x_{c}) AS sx_{c}, sum(y_{c}) AS sy_{c}" for c in _SIDES)
+    by_minute = (
+        f"SELECT id, at, {sums}, ({differs}) AS differs "
+        f"FROM ({ledger} UNION ALL {minutes}) AS sides GROUP BY id, at"
+    )
+    # Per hour: the minute keys and their differences, and the minutes' sums (x) against
+    # the hour rollups (y).
+    minute_sums = ", ".join(f"sum(sy_{c}) AS x_{c}, toUInt64(0) AS y_{c}" for c in _SIDES)
+    hours = grain_rows_sql("hour", "hour_start >= %(from)s AND hour_start < %(to)s")
+    hour_key = (
+        f"{_KEY_ID} AS id, toUInt64(toUInt32(hour_start)) AS hr, toUInt64(0) AS minute_keys, "
+        "toUInt64(0) AS minute_diffs"
+    )
+    hour_side = _side(hour_key, x=False)
+    per_hour = (
+        "SELECT id, intDiv(at, 3600) * 3600 AS hr, toUInt64(count()) AS minute_keys, "
+        f"toUInt64(countIf(differs)) AS minute_diffs, {minute_sums} FROM ({by_minute}) AS m "
+        f"GROUP BY id, hr UNION ALL SELECT {hour_side} FROM ({hours}) AS hours"
+    )
+    ((minute_keys, minute_diffs, hour_keys, hour_diffs, unknown),) = warehouse.execute(
+        f"SELECT sum(mk), sum(md), count(), countIf({differs}), countIf(id = 0) FROM ("
+        f"SELECT id, hr, sum(minute_keys) AS mk, sum(minute_diffs) AS md, {sums} "
+        f"FROM ({per_hour}) AS hourly GROUP BY id, hr) AS compared",
+        params,
+    )
+    days = compare_days_day(warehouse, day_us)
+    if minute_diffs or hour_diffs or unknown or days.differing:
+        return compare_ledger_day(warehouse, day_us), compare_grains_day(warehouse, day_us)
+    return Comparison(int(minute_keys), 0, []), Comparison(int(hour_keys), 0, []) + days

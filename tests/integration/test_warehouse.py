@@ -594,3 +594,95 @@ def test_the_readme_ledger_queries_answer_beside_a_report_of_the_largest_size_ac
         assert read_rows < gpus  # one granule of the table, not the big report's rows
     finally:
         client.disconnect()
+
+
+def test_the_fast_daily_comparison_agrees_with_the_detailed_one_and_misses_nothing(
+    warehouse, monkeypatch
+):
+    """compare_day (reconcile's one pass a day: keys numbered, the ledger without FINAL
+    when it holds no replayed copy) counts what compare_ledger_day and compare_grains_day
+    count, still when a replayed copy awaits its merge, and hands every kind of
+    difference to them: a ledger sample missing, an hour rollup off, a key it has no
+    number for."""
+    import time as clock
+
+    from schemas import ReportCodec
+    from streams.hotpath.processor import FastPartitionProcessor
+    from streams.native import LEDGER_COLUMNS, LEDGER_TABLE
+    from streams.processor import ProcessorSettings
+    from streams.sink import ROLLUP_COLUMNS
+    from tests.factories import NOW_US, TICK_US, make_report, make_sample
+    from warehouse.totals import compare_day, compare_grains_day, compare_ledger_day, period_keys
+
+    day_us = T0_US - T0_US % 86_400_000_000
+    codec = ReportCodec()
+    frames = []
+    for n in range(40):
+        tenant, sku = ("aurora-labs", "H100") if n % 3 else ("borealis-ai", "B200")
+        samples = [
+            make_sample(T0_US + (n * 6 + t) * TICK_US, tenant_id=tenant, sku=sku,
+                        gpu_uuid=f"GPU-{g}", gpu_index=g, energy_mj=n + g)
+            for t in range(6) for g in range(2)
+        ]  # fmt: skip
+        report = make_report(samples, seq=n, node_id=f"sc1-node-{n % 4}")
+        frames.append(SourceMessage("usage", 0, n, None, codec.encode(report), NOW_US))
+    processor = FastPartitionProcessor(
+        PartitionState("usage", 0), ProcessorSettings(lateness_us=10**12)
+    )
+    sink = WarehouseSink(warehouse)
+    outcome = processor.process(frames)
+    sink.write(outcome, processor.state)
+    keys = period_keys(warehouse, day_us, day_us + 86_400_000_000)
+    assert keys == ["aurora-labs/H100/sc1", "borealis-ai/B200/sc1"]
+
+    def both(fast=True):
+        if fast:
+            return compare_day(warehouse, day_us, keys)
+        return compare_ledger_day(warehouse, day_us), compare_grains_day(warehouse, day_us)
+
+    fast, detailed = both(), both(fast=False)
+    assert [(c.keys, c.differing) for c in fast] == [(c.keys, c.differing) for c in detailed]
+    assert fast[0].keys > 20 and fast[0].differing == fast[1].differing == 0
+    # A replayed copy of the ledger awaiting its merge: counted once.
+    warehouse.insert_native(
+        LEDGER_TABLE, LEDGER_COLUMNS, bytes(outcome.ledger), outcome.ledger_rows
+    )
+    assert [(c.keys, c.differing) for c in both()] == [(fast[0].keys, 0), (fast[1].keys, 0)]
+
+    def wait_for_mutations() -> None:
+        deadline = clock.monotonic() + 60
+        while warehouse.execute(
+            "SELECT count() FROM system.mutations WHERE database = %(d)s AND is_done = 0",
+            {"d": warehouse.settings.database},
+        ) != [(0,)]:
+            assert clock.monotonic() < deadline
+            clock.sleep(0.2)
+
+    # An hour rollup off by one.
+    hour = datetime.fromtimestamp((T0_US - T0_US % 3_600_000_000) // 1_000_000, tz=UTC)
+    now = datetime(2026, 11, 1, tzinfo=UTC)
+    columns = [c if c != "window_start" else "hour_start" for c in ROLLUP_COLUMNS]
+    warehouse.insert("usage_hour_partials", columns, [
+        ("aurora-labs", "H100", "sc1", hour, 0, 1, 0, 0, 0, 0, 10**9, now)
+    ])  # fmt: skip
+    ledger, grains = both()
+    assert ledger.differing == 0 and grains.differing == 2 and grains.first
+    warehouse.execute("ALTER TABLE usage_hour_partials DELETE WHERE version = 1000000000")
+    wait_for_mutations()
+    assert both()[1].differing == 0
+    # A key the period's list does not number: compared in detail.
+    from warehouse import totals
+
+    detailed_days = []
+    monkeypatch.setattr(
+        totals, "compare_ledger_day", lambda *a: detailed_days.append(a) or compare_ledger_day(*a)
+    )
+    ledger, _ = compare_day(warehouse, day_us, keys)
+    assert not detailed_days
+    ledger, _ = compare_day(warehouse, day_us, keys[:1])
+    assert detailed_days and ledger.differing == 0 and ledger.keys == fast[0].keys
+    # A sample missing from the ledger.
+    warehouse.execute("ALTER TABLE usage_ledger_holdings DELETE WHERE seq = 7")
+    wait_for_mutations()
+    ledger, _ = both()
+    assert ledger.differing > 0 and ledger.first[0][0] == "aurora-labs"
