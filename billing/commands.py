@@ -85,11 +85,13 @@ def _decimal(text: str, what: str) -> Decimal:
 
 
 def reconcile_period(
-    settings: ClickHouseSettings, period: str, invoice: Path | None, tol_hours: str, tol_amount: str
-) -> int:
+    settings: ClickHouseSettings, period: str, invoice: Path | None, tol_hours: str,
+    tol_amount: str, recheck: bool = False,
+) -> int:  # fmt: skip
     report = reconcile(
         Warehouse(settings), period, invoice,
         _decimal(tol_hours, "--tolerance-gpu-hours"), _decimal(tol_amount, "--tolerance-amount"),
+        recheck,
     )  # fmt: skip
     print("\n".join(report.lines))
     return report.exit_code

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
+from billing import verified
 from billing.contracts import ContractBook
 from billing.rating import Period, prorated_minimum, rate_period, round_money
 from billing.store import read_contract_book, read_usage_to_rate, tenants_of_period
@@ -53,10 +54,24 @@ def _hours(gpu_us: int) -> Decimal:
     return Decimal(gpu_us) / US_PER_GPU_HOUR
 
 
-def check_ledger(warehouse: Warehouse, period: Period, report: Report) -> None:
+def check_ledger(
+    warehouse: Warehouse, period: Period, report: Report, recheck: bool = False
+) -> None:
     """(a): the minute rollups against the ledger per minute, the hour rollups against the
     minutes per hour and the day rollups against the hours per day, key by key, counter
-    by counter, compared in the warehouse a day of the period at a time."""
+    by counter, compared in the warehouse a day of the period at a time. A pass over data
+    unchanged since an earlier pass is not compared again (billing/verified.py) unless
+    ``recheck``."""
+    before = verified.fingerprint(warehouse, period)
+    known = None if recheck else verified.recall(warehouse, period, before)
+    report.say("(a) ledger vs rollups, per tenant × SKU × cluster × minute")
+    if known is not None:
+        report.say(f"  OK   {known.ledger_keys:,} windows, every counter equal")
+        report.say("    hour rollups vs minutes, and day rollups vs hours")
+        report.say(f"  OK   {known.grain_keys:,} hours and days, every counter equal")
+        report.say(f"  (as compared earlier in {known.seconds:.0f} s over the same table parts, "
+                   f"fingerprint {before[:12]}; --recheck compares again)")  # fmt: skip
+        return
     ledger, grains = NO_KEYS, NO_KEYS
     days = range(period.start_us, period.end_us, US_PER_DAY)
     started = time.monotonic()
@@ -68,10 +83,14 @@ def check_ledger(warehouse: Warehouse, period: Period, report: Report) -> None:
         if done % 5 == 0 or done == len(days):
             log.info("reconcile %s: %d of %d days compared (%.0f s)", period.label, done,
                      len(days), time.monotonic() - started)  # fmt: skip
-    report.say("(a) ledger vs rollups, per tenant × SKU × cluster × minute")
     _say_differences(report, ledger, "windows", ("ledger", "rollups"))
     report.say("    hour rollups vs minutes, and day rollups vs hours")
     _say_differences(report, grains, "hours and days", ("finer", "coarser"))
+    # Remembered only if nothing changed while comparing: the pass belongs to those parts.
+    passed = not ledger.differing and not grains.differing
+    if passed and verified.fingerprint(warehouse, period) == before:
+        found = verified.Verified(ledger.keys, grains.keys, time.monotonic() - started)
+        verified.remember(warehouse, period, before, found)
 
 
 def _say_differences(report: Report, found: Comparison, what: str, sides: tuple[str, str]) -> None:
@@ -244,11 +263,12 @@ def check_invoice(
 def reconcile(
     warehouse: Warehouse, period_label: str, invoice: Path | None = None,
     tolerance_gpu_hours: Decimal = Decimal("0.01"), tolerance_amount: Decimal = Decimal("0.01"),
+    recheck: bool = False,
 ) -> Report:  # fmt: skip
     period = Period.parse(period_label)
     report = Report(period.label)
     report.say(f"reconciliation for {period.label}")
-    check_ledger(warehouse, period, report)
+    check_ledger(warehouse, period, report, recheck)
     check_gaps(warehouse, report)
     book = read_contract_book(warehouse)
     check_positions(warehouse, book, period, report)

@@ -188,6 +188,10 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(rec, "--supplier-invoice", "SUPPLIER_INVOICE", type=Path, help="invoice CSV")
     _flag(rec, "--tolerance-gpu-hours", "TOLERANCE_GPU_HOURS", default="0.01", help="per line")
     _flag(rec, "--tolerance-amount", "TOLERANCE_AMOUNT", default="0.01", help="per line")
+    rec.add_argument(
+        "--recheck", action="store_true",
+        help="compare the ledger even where an earlier pass covered the same table parts",
+    )  # fmt: skip
     _warehouse_flags(rec)
 
     demo = sub.add_parser("demo", help="simulated fleet through the whole pipeline, checked")
@@ -255,7 +259,7 @@ def _cmd_reconcile(args: argparse.Namespace) -> int:
 
     return commands.reconcile_period(
         _clickhouse_settings(args), args.period, args.supplier_invoice,
-        args.tolerance_gpu_hours, args.tolerance_amount,
+        args.tolerance_gpu_hours, args.tolerance_amount, args.recheck,
     )  # fmt: skip
 
 
