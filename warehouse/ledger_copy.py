@@ -19,7 +19,14 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from meter.units import US_PER_DAY, US_PER_SECOND, utc_datetime
-from streams.native import LEDGER_COLUMNS, LEDGER_REPORT_COLUMNS, LEDGER_TABLE, holding_rows
+from streams.native import (
+    LEDGER_COLUMNS,
+    LEDGER_HOLDING_COLUMNS,
+    LEDGER_REPORT_COLUMNS,
+    LEDGER_SAMPLE_COLUMNS,
+    LEDGER_TABLE,
+    holding_rows,
+)
 from warehouse.client import Warehouse
 
 log = logging.getLogger(__name__)
@@ -27,9 +34,9 @@ log = logging.getLogger(__name__)
 # Above this many holdings x samples a packed row is converted in Python.
 SQL_CELLS = 4096
 _REPORT = ", ".join(name for name, _ in LEDGER_REPORT_COLUMNS)
-_HOLDING = ("gpu_uuid", "gpu_index", "sku", "tenant_id", "job_id")
-_COUNTERS = ("allocated_us", "busy_us", "unhealthy_us", "energy_mj", "memory_peak_bytes")
-_SAMPLE = ("tick_start_us", "tick_end_us", *_COUNTERS, "late")
+_HOLDING = tuple(name for name, _ in LEDGER_HOLDING_COLUMNS)
+_SAMPLE = tuple(name for name, _ in LEDGER_SAMPLE_COLUMNS)  # the tick, counters, late
+_COUNTERS = _SAMPLE[2:-1]
 _PACKED = ("usage_ledger_packed_0008", "usage_ledger_packed")
 _MONTH = "toYYYYMM(interval_start) = %(month)s"
 

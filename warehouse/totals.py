@@ -46,33 +46,41 @@ _GRAIN_TABLES = {
 }
 
 
-def grain_rows_sql(grain: str, where: str) -> str:
+def grain_rows_sql(grain: str, where: str, key: tuple[tuple[str, str], ...] | None = None) -> str:
     """What the grain's view computes (latest partial per key and partition, plus late
     usage), over the rows of ``where`` only, read from the tables: the pipeline's own
     reads do not depend on the server pushing a WHERE into a view (18.16 does not below an
-    outer GROUP BY). Columns: tenant_id, sku, cluster, the window column, the counters."""
+    outer GROUP BY). Columns: tenant_id, sku, cluster, the window column, the counters;
+    or, with ``key`` ((expression, alias) pairs), the aliases, then the counters."""
     partials, adjustments, column = _GRAIN_TABLES[grain]
-    key = f"tenant_id, sku, cluster, {column}"
+    if key is None:
+        key = tuple((c, c) for c in ("tenant_id", "sku", "cluster", column))
+    named = ", ".join(e if e == a else f"{e} AS {a}" for e, a in key)
+    grouped = ", ".join(a for _, a in key)
     latest = ", ".join(f"argMax({c}, version) AS p_{c}" for c in FIELDS)
     late = ", ".join(f"any({c}) AS p_{c}" for c in FIELDS)
     summed = ", ".join(f"sum(p_{c}) AS {c}" for c in FIELDS)
     return (
-        f"SELECT {key}, {summed} FROM ("
-        f"SELECT {key}, {latest} FROM {partials} WHERE {where} "
-        f"GROUP BY {key}, source_partition UNION ALL "
-        f"SELECT {key}, {late} FROM {adjustments} WHERE {where} "
-        f"GROUP BY {key}, source_partition, source_offset) AS parts GROUP BY {key}"
+        f"SELECT {grouped}, {summed} FROM ("
+        f"SELECT {named}, {latest} FROM {partials} WHERE {where} "
+        f"GROUP BY {grouped}, source_partition UNION ALL "
+        f"SELECT {named}, {late} FROM {adjustments} WHERE {where} "
+        f"GROUP BY {grouped}, source_partition, source_offset) AS parts GROUP BY {grouped}"
     )
+
+
+# The ledger's rows of reports starting in [lead_from, end): by the partition column and
+# by the reports' start (the table's key).
+_LEDGER_REPORTS = (
+    "interval_start >= %(lead_from)s AND interval_start < %(lead_to)s "
+    "AND interval_start_us >= %(lead_from_us)s AND interval_start_us < %(end)s"
+)
 
 
 def _ledger_range() -> str:
-    """The ledger's samples whose ticks start in [start, end): by the partition column and
-    the reports' start (the table's key), then tick by tick."""
-    return (
-        "interval_start >= %(lead_from)s AND interval_start < %(lead_to)s "
-        "AND interval_start_us >= %(lead_from_us)s AND interval_start_us < %(end)s "
-        "AND ls >= %(start)s AND ls < %(end)s"
-    )
+    """The ledger's samples whose ticks start in [start, end): the reports that may hold
+    them, then tick by tick."""
+    return f"{_LEDGER_REPORTS} AND ls >= %(start)s AND ls < %(end)s"
 
 
 def _ledger_params(start_us: int, end_us: int) -> dict[str, Any]:
@@ -266,30 +274,19 @@ def compare_grains_day(warehouse: Warehouse, day_us: int) -> Comparison:
     """The minute rollups (x) against the hour rollups (y) per hour, and the hour rollups
     (x) against the day rollups (y) per day, for the UTC day at ``day_us``: the worker
     writes every grain from the same pieces, so each coarse row is exactly the sum of the
-    finer ones. (Keys of both checks are counted together; ``at`` tells them apart.)"""
-    params = {
-        "from": utc_datetime(day_us), "to": utc_datetime(day_us + US_PER_DAY),
-        "day": utc_datetime(day_us).date(),
-    }  # fmt: skip
-    hour = "toUInt64(toUInt32(hour_start))"
+    finer ones. (Keys of both checks are counted together.)"""
+    params = {"from": utc_datetime(day_us), "to": utc_datetime(day_us + US_PER_DAY)}
     minutes = grain_rows_sql("minute", "window_start >= %(from)s AND window_start < %(to)s")
     hours = grain_rows_sql("hour", "hour_start >= %(from)s AND hour_start < %(to)s")
-    days = grain_rows_sql("day", "day = %(day)s")
+    key = "tenant_id AS t, sku AS k, cluster AS c"
     parts = [
-        "SELECT "
-        + _side("1 AS g, tenant_id AS t, sku AS k, cluster AS c, "
-                "toUInt64(toUInt32(toStartOfHour(window_start))) AS at", x=True)
-        + f" FROM ({minutes}) AS minutes",
-        "SELECT " + _side(f"1 AS g, tenant_id AS t, sku AS k, cluster AS c, {hour} AS at", x=False)
-        + f" FROM ({hours}) AS hours",
-        "SELECT " + _side("2 AS g, tenant_id AS t, sku AS k, cluster AS c, "
-                          "toUInt64(toUInt32(toStartOfDay(hour_start))) AS at", x=True)
-        + f" FROM ({hours}) AS hours",
-        "SELECT " + _side("2 AS g, tenant_id AS t, sku AS k, cluster AS c, "
-                          "toUInt64(toUInt32(toDateTime(day))) AS at", x=False)
-        + f" FROM ({days}) AS days",
-    ]  # fmt: skip
-    return _compare(warehouse, " UNION ALL ".join(parts), params, "g, t, k, c, at")
+        f"SELECT {_side(f'{key}, toUInt64(toUInt32(toStartOfHour(window_start))) AS at', x=True)} "
+        f"FROM ({minutes}) AS minutes",
+        f"SELECT {_side(f'{key}, toUInt64(toUInt32(hour_start)) AS at', x=False)} "
+        f"FROM ({hours}) AS hours",
+    ]
+    by_hour = _compare(warehouse, " UNION ALL ".join(parts), params, "t, k, c, at")
+    return by_hour + compare_days_day(warehouse, day_us)
 
 
 # The fast path of a day's reconciliation -----------------------------------------------
@@ -316,8 +313,7 @@ def period_keys(warehouse: Warehouse, start_us: int, end_us: int) -> list[str]:
 def _ledger_has_copies(warehouse: Warehouse, params: dict[str, Any]) -> bool:
     (rows, distinct), = warehouse.execute(
         f"SELECT count(), uniqExact(cityHash64({_IDENTITY})) FROM usage_ledger_holdings "
-        "WHERE interval_start >= %(lead_from)s AND interval_start < %(lead_to)s "
-        "AND interval_start_us >= %(lead_from_us)s AND interval_start_us < %(end)s",
+        f"WHERE {_LEDGER_REPORTS}",
         params,
     )  # fmt: skip
     return int(rows) != int(distinct)  # a hash collision only costs the FINAL
@@ -353,20 +349,11 @@ def compare_day(
     }  # fmt: skip
     final = " FINAL" if _ledger_has_copies(warehouse, params) else ""
     differs = " OR ".join(f"sx_{c} != sy_{c}" for c in _SIDES)
-    latest = ", ".join(f"argMax({c}, version) AS p_{c}" for c in FIELDS)
-    late = ", ".join(f"any({c}) AS p_{c}" for c in FIELDS)
-    minute = "toUInt64(toUInt32(window_start))"
-    in_day = "window_start >= %(from)s AND window_start < %(to)s"
-    summed = ", ".join(f"sum(p_{c}) AS m_{c}" for c in FIELDS)
-    minutes = (
-        f"SELECT {_side('id, at', x=False, counters=tuple(f'm_{c}' for c in FIELDS))} FROM ("
-        f"SELECT id, at, {summed} FROM ("
-        f"SELECT {_KEY_ID} AS id, {minute} AS at, {latest} FROM usage_rollup_partials "
-        f"WHERE {in_day} GROUP BY id, at, source_partition UNION ALL "
-        f"SELECT {_KEY_ID} AS id, {minute} AS at, {late} FROM usage_adjustments "
-        f"WHERE {in_day} GROUP BY id, at, source_partition, source_offset) AS parts "
-        "GROUP BY id, at) AS per_minute"
-    )
+    per_minute = grain_rows_sql(
+        "minute", "window_start >= %(from)s AND window_start < %(to)s",
+        key=((_KEY_ID, "id"), ("toUInt64(toUInt32(window_start))", "at")),
+    )  # fmt: skip
+    minutes = f"SELECT {_side('id, at', x=False)} FROM ({per_minute}) AS per_minute"
     ledger_key = f"{_KEY_ID} AS id, toUInt64(intDiv(ls, %(w)s) * 60) AS at"
     ledger = (
         f"SELECT {_side(ledger_key, x=True, counters=('a', 'b', 'u', 'e', '1'))} "
