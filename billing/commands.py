@@ -1,4 +1,5 @@
-"""The billing subcommands of ``meter``: contracts load, statements, verify, reconcile."""
+"""The billing subcommands of ``meter``: contracts load, statements, verify, reconcile,
+compact."""
 
 from __future__ import annotations
 
@@ -8,11 +9,14 @@ from pathlib import Path
 
 from billing.contracts import load_contract_file
 from billing.issue import draft_statements, run_statements
+from billing.rating import Period
 from billing.reconcile import reconcile
 from billing.statement import verify_json_file
-from billing.store import store_contracts
-from meter.errors import ConfigError
+from billing.store import Clock, store_contracts, utc_now
+from meter.errors import BillingError, ConfigError
+from meter.units import epoch_us
 from warehouse.client import ClickHouseSettings, Warehouse
+from warehouse.compaction import compact, not_compacted, partitions_read
 from warehouse.migrate import migrate
 
 
@@ -95,3 +99,22 @@ def reconcile_period(
     )  # fmt: skip
     print("\n".join(report.lines))
     return report.exit_code
+
+
+def compact_period(settings: ClickHouseSettings, period_label: str, clock: Clock = utc_now) -> int:
+    """``meter compact --period``: merge the closed month's partitions of every table
+    reconciliation reads (warehouse/compaction.py), with a line per merge."""
+    period = Period.parse(period_label)
+    if period.end_us > epoch_us(clock()):
+        raise BillingError(f"{period.label} is not over yet: compact a month once it is closed "
+                           "(late usage would only add parts again)")  # fmt: skip
+    warehouse = Warehouse(settings)
+    partitions = partitions_read(period.start_us, period.end_us)
+    merged = compact(warehouse, partitions, progress=print)
+    left = not_compacted(warehouse, partitions)
+    if left:  # written to while merging: run again once the writes stop
+        raise BillingError(f"{period.label}: {', '.join(left)} took new parts while merging; "
+                           "run `meter compact` again")  # fmt: skip
+    print(f"{period.label}: {len(merged)} partitions merged; each table's month is one "
+          "merged part, which `meter reconcile` compares in one pass")  # fmt: skip
+    return 0

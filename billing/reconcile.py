@@ -26,7 +26,16 @@ from meter.errors import BillingError
 from meter.units import US_PER_DAY, US_PER_GPU_HOUR
 from streams.validate import MIG_SLICES_PER_GPU, gpu_sevenths
 from warehouse.client import Warehouse
-from warehouse.totals import NO_KEYS, Comparison, compare_day, period_keys
+from warehouse.compaction import not_compacted, partitions_read
+from warehouse.month_check import compare_compacted
+from warehouse.totals import (
+    NO_KEYS,
+    Comparison,
+    compare_day,
+    compare_grains_day,
+    compare_ledger_day,
+    period_keys,
+)
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +68,10 @@ def check_ledger(
 ) -> None:
     """(a): the minute rollups against the ledger per minute, the hour rollups against the
     minutes per hour and the day rollups against the hours per day, key by key, counter
-    by counter, compared in the warehouse a day of the period at a time. A pass over data
-    unchanged since an earlier pass is not compared again (billing/verified.py) unless
-    ``recheck``."""
+    by counter. A compacted period (``meter compact``) is compared in one pass per table
+    (warehouse/month_check.py), any other a day at a time, deduplicating. A pass over
+    data unchanged since an earlier pass is not compared again (billing/verified.py)
+    unless ``recheck``."""
     before = verified.fingerprint(warehouse, period)
     known = None if recheck else verified.recall(warehouse, period, before)
     report.say("(a) ledger vs rollups, per tenant × SKU × cluster × minute")
@@ -72,6 +82,29 @@ def check_ledger(
         report.say(f"  (as compared earlier in {known.seconds:.0f} s over the same table parts, "
                    f"fingerprint {before[:12]}; --recheck compares again)")  # fmt: skip
         return
+    started = time.monotonic()
+    partitions = partitions_read(period.start_us, period.end_us)
+    unmerged = not_compacted(warehouse, partitions)
+    if not unmerged:
+        ledger, grains = _compare_compacted(warehouse, period)
+        # Late usage written meanwhile makes the reads above unsafe: compare the careful way.
+        unmerged = not_compacted(warehouse, partitions)
+    if unmerged:
+        ledger, grains = _compare_by_day(warehouse, period)
+        report.say(f"  (compared day by day, deduplicating: {len(unmerged)} partitions not "
+                   f"compacted, e.g. {unmerged[0]}; after the month is closed, `meter compact "
+                   f"--period {period.label}` makes this a single pass)")  # fmt: skip
+    _say_differences(report, ledger, "windows", ("ledger", "rollups"))
+    report.say("    hour rollups vs minutes, and day rollups vs hours")
+    _say_differences(report, grains, "hours and days", ("finer", "coarser"))
+    # Remembered only if nothing changed while comparing: the pass belongs to those parts.
+    passed = not ledger.differing and not grains.differing
+    if passed and verified.fingerprint(warehouse, period) == before:
+        found = verified.Verified(ledger.keys, grains.keys, time.monotonic() - started)
+        verified.remember(warehouse, period, before, found)
+
+
+def _compare_by_day(warehouse: Warehouse, period: Period) -> tuple[Comparison, Comparison]:
     ledger, grains = NO_KEYS, NO_KEYS
     days = range(period.start_us, period.end_us, US_PER_DAY)
     started = time.monotonic()
@@ -83,14 +116,24 @@ def check_ledger(
         if done % 5 == 0 or done == len(days):
             log.info("reconcile %s: %d of %d days compared (%.0f s)", period.label, done,
                      len(days), time.monotonic() - started)  # fmt: skip
-    _say_differences(report, ledger, "windows", ("ledger", "rollups"))
-    report.say("    hour rollups vs minutes, and day rollups vs hours")
-    _say_differences(report, grains, "hours and days", ("finer", "coarser"))
-    # Remembered only if nothing changed while comparing: the pass belongs to those parts.
-    passed = not ledger.differing and not grains.differing
-    if passed and verified.fingerprint(warehouse, period) == before:
-        found = verified.Verified(ledger.keys, grains.keys, time.monotonic() - started)
-        verified.remember(warehouse, period, before, found)
+    return ledger, grains
+
+
+def _compare_compacted(warehouse: Warehouse, period: Period) -> tuple[Comparison, Comparison]:
+    """One pass per table (warehouse/month_check.py); the days where anything differs
+    are compared again window by window, which names what differs."""
+    windows, grain_windows, differing = compare_compacted(warehouse, period.start_us,
+                                                          period.end_us)  # fmt: skip
+    ledger, grains = Comparison(windows, 0, []), Comparison(grain_windows, 0, [])
+    for day_us in sorted(differing):
+        day_ledger = compare_ledger_day(warehouse, day_us)
+        day_grains = compare_grains_day(warehouse, day_us)
+        ledger += Comparison(0, day_ledger.differing, day_ledger.first)
+        grains += Comparison(0, day_grains.differing, day_grains.first)
+    if differing:
+        log.info("reconcile %s: %d days differ, compared window by window", period.label,
+                 len(differing))  # fmt: skip
+    return ledger, grains
 
 
 def _say_differences(report: Report, found: Comparison, what: str, sides: tuple[str, str]) -> None:

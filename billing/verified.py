@@ -16,18 +16,13 @@ import logging
 from dataclasses import dataclass
 
 from billing.rating import Period
-from meter.units import US_PER_DAY, utc_datetime
 from warehouse.client import Warehouse
+from warehouse.compaction import COMPARED_TABLES, partitions_read
 
 log = logging.getLogger(__name__)
 
-# The tables the comparison reads; bump the version when what it compares changes.
+# Bump when what the comparison compares changes.
 COMPARISON_VERSION = "compare_day/1"
-TABLES = (
-    "usage_ledger_holdings", "usage_rollup_partials", "usage_adjustments",
-    "usage_hour_partials", "usage_hour_adjustments", "usage_day_partials",
-    "usage_day_adjustments",
-)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -40,14 +35,12 @@ class Verified:
 def fingerprint(warehouse: Warehouse, period: Period) -> str:
     """SHA-256 of the active parts of the period's month partitions, and the month before
     (the ledger is read from a day before the period), of every table compared."""
-    months = sorted(
-        {f"{utc_datetime(t):%Y%m}" for t in (period.start_us - US_PER_DAY, period.start_us)}
-    )
+    months = partitions_read(period.start_us, period.end_us)
     rows = warehouse.execute(
         "SELECT table, partition, name, rows, bytes_on_disk, toUInt32(modification_time) "
         "FROM system.parts WHERE database = %(db)s AND active AND has(%(tables)s, table) "
         "AND has(%(months)s, partition) ORDER BY table, partition, name",
-        {"db": warehouse.settings.database, "tables": list(TABLES), "months": months},
+        {"db": warehouse.settings.database, "tables": list(COMPARED_TABLES), "months": months},
     )
     digest = hashlib.sha256(COMPARISON_VERSION.encode())
     for row in rows:

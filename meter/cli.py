@@ -194,6 +194,12 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     _warehouse_flags(rec)
 
+    compact = sub.add_parser(
+        "compact", help="merge a closed month's tables to one part each (faster reconcile)"
+    )
+    _flag(compact, "--period", "PERIOD", required=True, help="a month that is over, YYYY-MM")
+    _warehouse_flags(compact)
+
     demo = sub.add_parser("demo", help="simulated fleet through the whole pipeline, checked")
     _fleet_flags(demo)
     _flag(demo, "--database", "DEMO_DATABASE", default="demo", help="database (recreated)")
@@ -261,6 +267,12 @@ def _cmd_reconcile(args: argparse.Namespace) -> int:
         _clickhouse_settings(args), args.period, args.supplier_invoice,
         args.tolerance_gpu_hours, args.tolerance_amount, args.recheck,
     )  # fmt: skip
+
+
+def _cmd_compact(args: argparse.Namespace) -> int:
+    from billing import commands
+
+    return commands.compact_period(_clickhouse_settings(args), args.period)
 
 
 def _cmd_stack(args: argparse.Namespace) -> int:
@@ -423,6 +435,7 @@ COMMANDS = {
     "statements": _cmd_statements,
     "verify-statement": _cmd_verify,
     "reconcile": _cmd_reconcile,
+    "compact": _cmd_compact,
 }
 
 

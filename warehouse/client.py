@@ -149,6 +149,24 @@ class Warehouse:
                 "query", lambda: self._client.execute(sql, params), self._client.disconnect
             )
 
+    def execute_long(self, sql: str, timeout_s: float, settings: dict[str, Any]) -> None:
+        """``sql`` once, on a connection of its own that waits up to ``timeout_s`` for the
+        answer: work the server goes on with if the client leaves (a merge) is not
+        started again by a retry."""
+        s = self.settings
+        client = Client(
+            s.host, port=s.port, database=s.database, user=s.user, password=s.password,
+            connect_timeout=5, send_receive_timeout=timeout_s,
+            settings={**QUERY_SETTINGS, **settings},
+        )  # fmt: skip
+        try:
+            client.execute(sql)
+        except _TRANSIENT as exc:
+            what = sql.split(" PARTITION")[0]
+            raise SinkError(f"{what}: no answer from ClickHouse: {exc}") from exc
+        finally:
+            client.disconnect()
+
     def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> int:
         if not rows:
             return 0

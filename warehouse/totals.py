@@ -39,7 +39,7 @@ _LEDGER_SUMS = "sum(a), sum(b), sum(u), sum(e)"
 
 
 # grain -> (partials, adjustments, window column)
-_GRAIN_TABLES = {
+GRAIN_TABLES = {
     "minute": ("usage_rollup_partials", "usage_adjustments", "window_start"),
     "hour": ("usage_hour_partials", "usage_hour_adjustments", "hour_start"),
     "day": ("usage_day_partials", "usage_day_adjustments", "day"),
@@ -52,7 +52,7 @@ def grain_rows_sql(grain: str, where: str, key: tuple[tuple[str, str], ...] | No
     reads do not depend on the server pushing a WHERE into a view (18.16 does not below an
     outer GROUP BY). Columns: tenant_id, sku, cluster, the window column, the counters;
     or, with ``key`` ((expression, alias) pairs), the aliases, then the counters."""
-    partials, adjustments, column = _GRAIN_TABLES[grain]
+    partials, adjustments, column = GRAIN_TABLES[grain]
     if key is None:
         key = tuple((c, c) for c in ("tenant_id", "sku", "cluster", column))
     named = ", ".join(e if e == a else f"{e} AS {a}" for e, a in key)
@@ -71,7 +71,7 @@ def grain_rows_sql(grain: str, where: str, key: tuple[tuple[str, str], ...] | No
 
 # The ledger's rows of reports starting in [lead_from, end): by the partition column and
 # by the reports' start (the table's key).
-_LEDGER_REPORTS = (
+LEDGER_REPORTS = (
     "interval_start >= %(lead_from)s AND interval_start < %(lead_to)s "
     "AND interval_start_us >= %(lead_from_us)s AND interval_start_us < %(end)s"
 )
@@ -80,10 +80,10 @@ _LEDGER_REPORTS = (
 def _ledger_range() -> str:
     """The ledger's samples whose ticks start in [start, end): the reports that may hold
     them, then tick by tick."""
-    return f"{_LEDGER_REPORTS} AND ls >= %(start)s AND ls < %(end)s"
+    return f"{LEDGER_REPORTS} AND ls >= %(start)s AND ls < %(end)s"
 
 
-def _ledger_params(start_us: int, end_us: int) -> dict[str, Any]:
+def ledger_params(start_us: int, end_us: int) -> dict[str, Any]:
     lead_us = max(start_us - _LEDGER_LEAD_US, 0)
     return {
         "lead_from": utc_datetime(lead_us), "lead_to": utc_datetime(end_us),
@@ -139,7 +139,7 @@ def ledger_totals(
     where = ""
     if start_us is not None and end_us is not None:
         where = f" WHERE {_ledger_range()}"
-        params |= _ledger_params(start_us, end_us)
+        params |= ledger_params(start_us, end_us)
     rows = warehouse.execute(
         f"SELECT tenant_id, sku, cluster, intDiv(ls, %(w)s) * %(w)s AS window_us, "
         f"{_LEDGER_SUMS}, count() FROM {_LEDGER}{where} GROUP BY tenant_id, sku, cluster, "
@@ -257,7 +257,7 @@ def compare_ledger_day(warehouse: Warehouse, day_us: int) -> Comparison:
     for the ticks and windows starting in the UTC day at ``day_us``."""
     params = {
         "w": US_PER_MINUTE, "from": utc_datetime(day_us), "to": utc_datetime(day_us + US_PER_DAY),
-        **_ledger_params(day_us, day_us + US_PER_DAY),
+        **ledger_params(day_us, day_us + US_PER_DAY),
     }  # fmt: skip
     minute_key = "tenant_id AS t, sku AS k, cluster AS c, toUInt64(toUInt32(window_start)) AS at"
     minutes = grain_rows_sql("minute", "window_start >= %(from)s AND window_start < %(to)s")
@@ -313,7 +313,7 @@ def period_keys(warehouse: Warehouse, start_us: int, end_us: int) -> list[str]:
 def _ledger_has_copies(warehouse: Warehouse, params: dict[str, Any]) -> bool:
     (rows, distinct), = warehouse.execute(
         f"SELECT count(), uniqExact(cityHash64({_IDENTITY})) FROM usage_ledger_holdings "
-        f"WHERE {_LEDGER_REPORTS}",
+        f"WHERE {LEDGER_REPORTS}",
         params,
     )  # fmt: skip
     return int(rows) != int(distinct)  # a hash collision only costs the FINAL
@@ -345,7 +345,7 @@ def compare_day(
     params = {
         "w": US_PER_MINUTE, "from": utc_datetime(day_us), "to": utc_datetime(day_us + US_PER_DAY),
         "keys": keys, "ids": list(range(1, len(keys) + 1)),
-        **_ledger_params(day_us, day_us + US_PER_DAY),
+        **ledger_params(day_us, day_us + US_PER_DAY),
     }  # fmt: skip
     final = " FINAL" if _ledger_has_copies(warehouse, params) else ""
     differs = " OR ".join(f"sx_{c} != sy_{c}" for c in _SIDES)

@@ -343,3 +343,32 @@ def test_the_ledger_as_the_worker_writes_it_loads_alike_on_both_engines(engines,
     )
     assert len(emitted) == sum(len(r["samples"]) for r in reports) > len(reports)
     assert old == emitted and new == emitted
+
+
+def test_the_one_pass_month_comparison_gives_the_same_sums_on_both_engines(engines, stack):
+    """warehouse/month_check.py's SQL (weighted sums, wrapping UInt64 arithmetic, an
+    ARRAY JOIN of the ledger) answers alike on 18.16 and current ClickHouse."""
+    from clickhouse_driver import Client
+
+    from warehouse.month_check import compare_compacted
+
+    # Renders parameters as Warehouse.execute does (datetimes in the server's time zone).
+    renderer = Client("127.0.0.1", port=stack.clickhouse_port)
+    renderer.execute("SELECT 1")
+
+    class Rendered:
+        def __init__(self, engine) -> None:
+            self.engine = engine
+
+        def execute(self, sql: str, params: dict | None = None) -> list[tuple[str, ...]]:
+            text = self.engine.query(
+                renderer.substitute_params(sql, params or {}, renderer.connection.context)
+            )
+            return [tuple(line.split("\t")) for line in text.splitlines()]
+
+    start_us, end_us = 1_788_220_800_000_000, 1_793_491_200_000_000  # September, October 2026
+    old, new = (compare_compacted(Rendered(e), start_us, end_us) for e in engines)
+    renderer.disconnect()
+    assert old == new
+    windows, grains, differing = old
+    assert windows >= 5 and grains >= 5 and differing  # the fixture's ledger is partial
