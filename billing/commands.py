@@ -9,6 +9,7 @@ from pathlib import Path
 
 from billing.contracts import load_contract_file
 from billing.issue import draft_statements, run_statements
+from billing.issuer import Issuer, load_issuer_file
 from billing.rating import Period
 from billing.reconcile import reconcile
 from billing.statement import verify_json_file
@@ -34,10 +35,11 @@ def load_contracts(settings: ClickHouseSettings, path: Path) -> int:
 
 def statements(
     settings: ClickHouseSettings, period: str, out: Path, tenant: str | None,
-    force: bool = False, dry_run: bool = False,
+    issuer_file: Path | None, force: bool = False, dry_run: bool = False,
 ) -> int:  # fmt: skip
+    issuer = _issuer(issuer_file)
     outcomes = run_statements(
-        Warehouse(settings), period, out, tenant, force=force, dry_run=dry_run
+        Warehouse(settings), period, out, tenant, force=force, dry_run=dry_run, issuer=issuer
     )
     if force:
         print("--force: issuing without waiting for the pipeline or for usage")
@@ -59,8 +61,22 @@ def statements(
     return 1 if refused else 0
 
 
-def drafts(settings: ClickHouseSettings, period: str, out: Path, tenant: str | None) -> int:
-    outcomes = draft_statements(Warehouse(settings), period, out, tenant)
+def _issuer(path: Path | None) -> Issuer:
+    if path is None:
+        raise ConfigError(
+            "statements name their issuer: pass --issuer FILE (or METER_ISSUER_FILE), the "
+            "provider's legal name, address, tax id and number prefix, as in "
+            "billing/issuer.example.json"
+        )
+    return load_issuer_file(path)
+
+
+def drafts(
+    settings: ClickHouseSettings, period: str, out: Path, tenant: str | None,
+    issuer_file: Path | None,
+) -> int:  # fmt: skip
+    issuer = _issuer(issuer_file)
+    outcomes = draft_statements(Warehouse(settings), period, out, tenant, issuer=issuer)
     print(f"DRAFT statements of {period}: not issued, nothing recorded, no digest")
     for o in outcomes:
         if o.status == "refused":

@@ -25,6 +25,7 @@ CURRENCY_MINOR_UNITS = {"USD": 2, "EUR": 2, "GBP": 2, "CHF": 2, "CAD": 2, "SGD":
 # The warehouse stores money as Decimal(38, 9): more places would be cut off there.
 MAX_PLACES = 9
 MAX_AMOUNT = Decimal(10) ** 15
+MAX_TERMS_DAYS = 365
 
 
 @dataclass(frozen=True, order=True)
@@ -35,6 +36,15 @@ class RatePeriod:
     from_us: int
     to_us: int
     rate_per_gpu_hour: Decimal
+
+
+@dataclass(frozen=True)
+class Tax:
+    """A tax charged on a contract's statement lines: ``rate`` (0.2 for 20 %) of their
+    subtotal, rounded once, as every amount is."""
+
+    label: str
+    rate: Decimal
 
 
 @dataclass(frozen=True)
@@ -49,6 +59,8 @@ class Contract:
     energy_rate_per_kwh: Decimal | None  # None: no energy pass-through
     sla_credit_multiplier: Decimal
     rates: tuple[RatePeriod, ...]  # sorted by (sku, from_us); contiguous per SKU
+    payment_terms_days: int  # due date = issue date + this; -1: not recorded (loaded earlier)
+    tax: Tax | None  # None: the contract says no tax is charged
 
     @property
     def minor_units(self) -> int:
@@ -178,7 +190,8 @@ def _parse_contract(raw: Any, i: int, tenants: set[str]) -> Contract:
         "contract_id", "tenant_id", "currency", "term", "rates", "committed_gpus",
         "minimum_monthly_commitment",
     }  # fmt: skip
-    entry = _object(raw, where, fields, {"energy_rate_per_kwh", "sla_credit_multiplier"})
+    fields.add("payment_terms_days")
+    entry = _object(raw, where, fields, {"energy_rate_per_kwh", "sla_credit_multiplier", "tax"})
     cid = entry["contract_id"]
     if not isinstance(cid, str) or not cid or len(cid) > 64 or not cid.isprintable():
         raise ContractError(f"{where}.contract_id: {cid!r} must be 1–64 printable characters")
@@ -220,9 +233,27 @@ def _parse_contract(raw: Any, i: int, tenants: set[str]) -> Contract:
     if multiplier > 10:
         raise ContractError(f"{where} sla_credit_multiplier: {multiplier} is above 10")
     rates = _parse_rates(entry["rates"], where, start_us, end_us)
+    terms = entry["payment_terms_days"]
+    if isinstance(terms, bool) or not isinstance(terms, int) or not 0 <= terms <= MAX_TERMS_DAYS:
+        raise ContractError(f"{where} payment_terms_days: {terms!r} must be a whole number of "
+                            f"days from 0 to {MAX_TERMS_DAYS}")  # fmt: skip
+    tax = _parse_tax(entry["tax"], f"{where} tax") if "tax" in entry else None
     return Contract(
-        cid, tenant, currency, start_us, end_us, gpus, minimum, energy, multiplier, rates
-    )
+        cid, tenant, currency, start_us, end_us, gpus, minimum, energy, multiplier, rates,
+        terms, tax,
+    )  # fmt: skip
+
+
+def _parse_tax(raw: Any, where: str) -> Tax:
+    entry = _object(raw, where, {"label", "rate"}, set())
+    label = entry["label"]
+    if not isinstance(label, str) or not label.strip() or len(label) > 64:
+        raise ContractError(f'{where}.label: must be 1–64 characters, e.g. "VAT 20%"')
+    rate = parse_money(entry["rate"], f"{where}.rate")
+    if rate >= 1:
+        raise ContractError(f'{where}.rate: {entry["rate"]!r} is a fraction below 1 ("0.20" '
+                            "for 20 %)")  # fmt: skip
+    return Tax(label.strip(), rate)
 
 
 def parse_contract_book(document: Any) -> ContractBook:

@@ -22,9 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from billing.contracts import ContractBook, Tenant, format_instant
+from billing.issuer import Issuer
 from billing.rating import Line, Period, UsageRow, adjustment_lines, rate_period
 from billing.render import render_csv, render_html
 from billing.statement import (
+    Heading,
     StatementInput,
     build_statement,
     digest,
@@ -38,6 +40,7 @@ from billing.store import (
     Clock,
     issued_statements,
     months_with_usage,
+    next_statement_sequence,
     parse_statement,
     read_contract_book,
     read_periods_to_rate,
@@ -76,15 +79,16 @@ def _rate(book: ContractBook, tenant_id: str, period: Period, usage: Any) -> lis
 
 def compose(
     warehouse: Warehouse, book: ContractBook, tenant: Tenant, period: Period,
-    issued: dict[str, tuple[str, str]],
+    issued: dict[str, tuple[str, str]], heading: Heading | None = None,
 ) -> dict[str, Any]:  # fmt: skip
-    """The statement document for ``tenant`` and ``period`` from the warehouse as it is now."""
-    return _compose(warehouse, book, tenant, period, issued)[0]
+    """The statement document for ``tenant`` and ``period`` from the warehouse as it is now
+    (without ``heading``: its charges only, to compare with an issued one's)."""
+    return _compose(warehouse, book, tenant, period, issued, heading)[0]
 
 
 def _compose(
     warehouse: Warehouse, book: ContractBook, tenant: Tenant, period: Period,
-    issued: dict[str, tuple[str, str]],
+    issued: dict[str, tuple[str, str]], heading: Heading | None,
 ) -> tuple[dict[str, Any], list[UsageRow]]:  # fmt: skip
     """:func:`compose`, with the period's usage it read."""
     contracts = book.contracts_of(tenant.tenant_id, period.start_us, period.end_us)
@@ -106,7 +110,10 @@ def _compose(
         now = _rate(book, tenant.tenant_id, before, usage_before[before.label])
         lines.extend(adjustment_lines(now, billed.get(before.label, [])))
     adjusted = {p: statement_id_of(issued[p][0]) for p in issued if p < period.label}
-    data = StatementInput(tenant, period, contracts, lines, usage, adjusted)
+    billed_contracts = {ln.contract_id for ln in lines}
+    taxes = {c.contract_id: c.tax for c in book.contracts
+             if c.contract_id in billed_contracts and c.tax is not None}  # fmt: skip
+    data = StatementInput(tenant, period, contracts, lines, usage, adjusted, heading, taxes)
     return build_statement(data), usage
 
 
@@ -153,8 +160,11 @@ def write_files(out: Path, statement: dict[str, Any], digest_sha256: str) -> tup
 
 def issue_statement(
     warehouse: Warehouse, book: ContractBook, tenant_id: str, period: Period, out: Path,
-    clock: Clock = utc_now, force: bool = False, dry_run: bool = False,
+    clock: Clock = utc_now, force: bool = False, dry_run: bool = False, *, issuer: Issuer,
+    numbers_held: int = 0,
 ) -> Outcome:  # fmt: skip
+    """Issue one statement; ``numbers_held``: numbers a dry run has shown already, so the
+    next one shows the number it would get."""
     tenant = book.tenant(tenant_id) or Tenant(tenant_id, tenant_id)
     issued = issued_statements(warehouse, tenant_id)
     later = sorted(p for p in issued if p > period.label)
@@ -182,7 +192,10 @@ def issue_statement(
             "difference will appear as an adjustment on the next statement",
             stored_digest, statement["totals"]["total"], files,
         )  # fmt: skip
-    statement, usage = _compose(warehouse, book, tenant, period, issued)
+    number = issuer.number(next_statement_sequence(warehouse, issuer.number_prefix)
+                           + numbers_held)  # fmt: skip
+    heading = Heading(issuer, number, clock().date())
+    statement, usage = _compose(warehouse, book, tenant, period, issued, heading)
     if not force and not usage:
         raise BillingError(
             f"tenant {tenant_id!r} has a contract but no usage metered in {period.label}; "
@@ -198,7 +211,7 @@ def issue_statement(
 
 def run_statements(
     warehouse: Warehouse, period_label: str, out: Path, tenant_id: str | None = None,
-    clock: Clock = utc_now, force: bool = False, dry_run: bool = False,
+    clock: Clock = utc_now, force: bool = False, dry_run: bool = False, *, issuer: Issuer,
 ) -> list[Outcome]:  # fmt: skip
     """Issue (``dry_run``: only compose) the period's statements. Issuing cannot be undone,
     so it waits for the pipeline: every partition must have closed every window of the
@@ -226,9 +239,9 @@ def run_statements(
     outcomes = []
     for tid in tenants:
         try:
-            outcomes.append(
-                issue_statement(warehouse, book, tid, period, out, clock, force, dry_run)
-            )
+            held = sum(o.status == "would issue" for o in outcomes)
+            outcomes.append(issue_statement(warehouse, book, tid, period, out, clock, force,
+                                            dry_run, issuer=issuer, numbers_held=held))  # fmt: skip
         except BillingError as exc:
             outcomes.append(Outcome(tid, "refused", str(exc)))
     return outcomes
@@ -236,7 +249,7 @@ def run_statements(
 
 def draft_statements(
     warehouse: Warehouse, period_label: str, out: Path, tenant_id: str | None = None,
-    clock: Clock = utc_now,
+    clock: Clock = utc_now, *, issuer: Issuer,
 ) -> list[Outcome]:  # fmt: skip
     """Each tenant's statement for ``period`` as it stands now, marked DRAFT in every file,
     for review: the open month too, or any month not issued. Nothing is recorded, there is
@@ -252,7 +265,8 @@ def draft_statements(
             continue
         tenant = book.tenant(tid) or Tenant(tid, tid)
         try:
-            statement = mark_draft(compose(warehouse, book, tenant, period, issued), clock)
+            composed = compose(warehouse, book, tenant, period, issued, Heading(issuer))
+            statement = mark_draft(composed, clock)
         except BillingError as exc:
             outcomes.append(Outcome(tid, "refused", str(exc)))
             continue

@@ -18,6 +18,8 @@ from meter.units import US_PER_GPU_HOUR
 CSV_COLUMNS = (
     "statement_id", "line_no", "section", "kind", "for_period", "contract_id", "sku", "cluster",
     "rate_from", "rate_to", "quantity", "unit", "quantity_display", "rate", "amount", "currency",
+    "statement_number", "issue_date", "due_date", "issuer_legal_name", "issuer_tax_id",
+    "issuer_address",
 )  # fmt: skip
 
 
@@ -32,26 +34,42 @@ def _section(line: dict[str, Any], period: str, adjusts: dict[str, str] | None =
     return SECTIONS[line["kind"]]
 
 
+def _heading_cells(statement: dict[str, Any]) -> list[str]:
+    """What every CSV row repeats, so each line can be booked on its own."""
+    issuer = statement.get("issuer") or {}
+    return [
+        statement.get("statement_number", ""), statement.get("issue_date", ""),
+        statement.get("due_date", ""), issuer.get("legal_name", ""), issuer.get("tax_id", ""),
+        "; ".join(issuer.get("address", [])),
+    ]  # fmt: skip
+
+
 def render_csv(statement: dict[str, Any]) -> bytes:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     period = statement["period"]["label"]
+    sid, cur, heading = statement["statement_id"], statement["currency"], _heading_cells(statement)
     for line in statement["lines"]:
         writer.writerow(
-            [
-                statement["statement_id"],
-                line["line_no"],
-                _section(line, period, statement.get("adjusts")),
-            ]
+            [sid, line["line_no"], _section(line, period, statement.get("adjusts"))]
             + [line[c] for c in CSV_COLUMNS[3:15]]
-            + [statement["currency"]]
+            + [cur, *heading]
         )
-    total = "Total (DRAFT, not issued)" if statement.get("draft") else "Total"
-    writer.writerow(
-        [statement["statement_id"], "", total, "total", period, "", "", "", "", "", "", "", "",
-         "", statement["totals"]["total"], statement["currency"]]
-    )  # fmt: skip
+    totals = statement["totals"]
+
+    def summary_row(section: str, kind: str, amount: str, **cells: str) -> None:
+        values = {"section": section, "kind": kind, "for_period": period, "amount": amount,
+                  **cells}  # fmt: skip
+        writer.writerow([sid, "", *(values.get(c, "") for c in CSV_COLUMNS[2:15]), cur, *heading])
+
+    if "subtotal" in totals:
+        summary_row("Subtotal", "subtotal", totals["subtotal"])
+    for tax in statement.get("taxes", []):  # the taxable amount shown as the quantity
+        summary_row(f"Tax: {tax['label']}", "tax", tax["amount"], contract_id=tax["contract_id"],
+                    quantity_display=tax["taxable"], rate=tax["rate"])  # fmt: skip
+    draft = "Total (DRAFT, not issued)" if statement.get("draft") else "Total"
+    summary_row(draft, "total", totals["total"])
     return out.getvalue().encode("utf-8")
 
 
@@ -224,8 +242,37 @@ th,td{text-align:left;padding:5px 8px;border-bottom:1px solid #eceef1;vertical-a
 .totals td{border:none;padding:3px 8px}.totals tr.grand td{font-weight:bold;font-size:15px;
 border-top:2px solid #1d232b}.meta td{border:none;padding:1px 12px 1px 0}
 code{font-size:11px;word-break:break-all}
+.issuer{font-size:12px;margin:0 0 18px;color:#1d232b}
 .draft{border:2px solid #b3261e;color:#b3261e;font-weight:bold;padding:8px 12px;margin:0 0 16px}
 """
+
+
+def _issuer_html(s: dict[str, Any]) -> str:
+    issuer = s.get("issuer")
+    if not issuer:
+        return ""
+    lines = [f"<b>{escape(issuer['legal_name'])}</b>", *map(escape, issuer["address"]),
+             f"Tax id {escape(issuer['tax_id'])}"]  # fmt: skip
+    if issuer.get("contact"):
+        lines.append(escape(issuer["contact"]))
+    return '<div class="issuer">' + "<br>".join(lines) + "</div>"
+
+
+def _dates_html(s: dict[str, Any]) -> str:
+    """Number, issue and due date; a draft says it has none yet."""
+    if "issuer" not in s:
+        return ""
+    if s.get("draft"):
+        terms = s["payment_terms_days"]
+        due = f"{terms} days from the issue date" if terms >= 0 else "not recorded yet"
+        return ('<tr><td class="muted">Number</td><td>none: a draft is not issued</td></tr>'
+                f'<tr><td class="muted">Payment terms</td><td>{due}</td></tr>')  # fmt: skip
+    return (
+        f'<tr><td class="muted">Number</td><td><b>{escape(s["statement_number"])}</b></td></tr>'
+        f'<tr><td class="muted">Issued</td><td>{escape(s["issue_date"])}</td></tr>'
+        f'<tr><td class="muted">Due</td><td><b>{escape(s["due_date"])}</b> (net '
+        f"{s['payment_terms_days']} days)</td></tr>"
+    )
 
 
 def render_html(statement: dict[str, Any], digest_sha256: str) -> bytes:
@@ -242,6 +289,11 @@ def render_html(statement: dict[str, Any], digest_sha256: str) -> bytes:
         ("SLA credits", t["sla_credits"]),
         ("Prior-period adjustments", t["prior_period_adjustments"]),
     ]
+    if "subtotal" in t:
+        totals_rows.append(("Subtotal", t["subtotal"]))
+    for tax in s.get("taxes", []):
+        totals_rows.append((f"{tax['label']} on {_amount(tax['taxable'], cur)} "
+                            f"(contract {tax['contract_id']})", tax["amount"]))  # fmt: skip
     totals_html = "".join(
         f'<tr><td>{escape(name)}</td><td class="num">{escape(_amount(v, cur))}</td></tr>'
         for name, v in totals_rows
@@ -294,12 +346,14 @@ def render_html(statement: dict[str, Any], digest_sha256: str) -> bytes:
 <html lang="en"><head><meta charset="utf-8">
 <title>{title} {escape(s["statement_id"])}</title><style>{_CSS}</style></head>
 <body>{banner}
+{_issuer_html(s)}
 <div class="head"><div><h1>{title}</h1>
 <div class="muted">{escape(s["period"]["start"][:10])} to {escape(s["period"]["end"][:10])} \
 (UTC, end exclusive)</div></div>
 <table class="meta"><tr><td class="muted">Tenant</td><td><b>{escape(tenant["name"])}</b> \
 ({escape(tenant["tenant_id"])})</td></tr>
 <tr><td class="muted">Statement</td><td>{escape(s["statement_id"])}</td></tr>
+{_dates_html(s)}
 <tr><td class="muted">Period</td><td>{escape(period)}</td></tr>
 <tr><td class="muted">Currency</td><td>{escape(cur)}</td></tr></table></div>
 <h2>Summary</h2>

@@ -13,18 +13,21 @@ import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
-from billing.contracts import Contract, Tenant, format_instant, parse_instant
+from billing.contracts import Contract, Tax, Tenant, format_instant, parse_instant
+from billing.issuer import Issuer
 from billing.rating import KINDS, Line, Period, UsageRow, prorated_minimum, round_money
 from meter.errors import BillingError
 from meter.units import MJ_PER_KWH, US_PER_GPU_HOUR, US_PER_SECOND, utc_datetime
 from streams.validate import MIG_SLICES_PER_GPU, gpu_sevenths
 
 # 2: rates in plain digits, MIG slice time apart from whole GPUs (usage_summary, daily),
-# drafts; statements issued as 1 stay as they were issued.
-FORMAT = "gpu-meter-statement/2"
+# drafts. 3: issuer, statement number, issue and due dates, taxes. Statements issued in
+# an earlier format stay as they were issued.
+FORMAT = "gpu-meter-statement/3"
 SECTIONS = {
     "usage": "GPU time",
     "energy": "Energy pass-through",
@@ -97,6 +100,15 @@ def _order(line: Line, period: str) -> tuple[Any, ...]:
 
 
 @dataclass(frozen=True)
+class Heading:
+    """Who issues the statement, its number and its issue date (a draft has neither)."""
+
+    issuer: Issuer
+    number: str = ""
+    issued_on: date | None = None
+
+
+@dataclass(frozen=True)
 class StatementInput:
     tenant: Tenant
     period: Period
@@ -106,6 +118,10 @@ class StatementInput:
     # period -> the statement that issued it, for each earlier period adjusted here ("" for
     # one never issued, billed here whole)
     adjusted: dict[str, str] = field(default_factory=dict)
+    heading: Heading | None = None  # None: composed only to compare its lines
+    # contract id -> its tax, for every contract a line bills (this period's or an earlier
+    # one's, for an adjustment); a contract without one is charged none
+    taxes: dict[str, Tax] = field(default_factory=dict)
 
 
 def _minimum_doc(contract: Contract, data: StatementInput, places: int) -> dict[str, Any]:
@@ -130,6 +146,43 @@ def _minimum_doc(contract: Contract, data: StatementInput, places: int) -> dict[
     }
 
 
+def _taxes_doc(lines: list[Line], taxes: dict[str, Tax], places: int) -> list[dict[str, Any]]:
+    """Per contract with a tax: its lines' subtotal (adjustments included), taxed once at
+    its rate and rounded once."""
+    out = []
+    for contract_id in sorted({ln.contract_id for ln in lines} & taxes.keys()):
+        tax = taxes[contract_id]
+        taxable = sum((ln.amount for ln in lines if ln.contract_id == contract_id), Decimal(0))
+        out.append({
+            "contract_id": contract_id, "label": tax.label, "rate": rate_text(tax.rate, 0),
+            "taxable": money(taxable, places), "amount": money(taxable * tax.rate, places),
+        })  # fmt: skip
+    return out
+
+
+def _heading_doc(data: StatementInput) -> dict[str, Any]:
+    """Issuer, number, issue date and due date; payment terms are those of the contract in
+    force at the end of the period (the last to start)."""
+    heading = data.heading
+    if heading is None:
+        return {}
+    last = max(data.contracts, key=lambda c: c.term_start_us)
+    terms, issued_on = last.payment_terms_days, heading.issued_on
+    if terms < 0 and issued_on is not None:
+        raise BillingError(
+            f"contract {last.contract_id!r} was loaded before payment terms were recorded: add "
+            "payment_terms_days to it in the contracts file and load it again (meter contracts "
+            "load)"
+        )
+    return {
+        "issuer": heading.issuer.to_doc(),
+        "statement_number": heading.number,
+        "issue_date": issued_on.isoformat() if issued_on else "",
+        "payment_terms_days": terms,
+        "due_date": (issued_on + timedelta(days=terms)).isoformat() if issued_on else "",
+    }
+
+
 def build_statement(data: StatementInput) -> dict[str, Any]:
     """The canonical statement document (a plain dict of str, int, list and dict)."""
     currencies = {c.currency for c in data.contracts}
@@ -149,7 +202,9 @@ def build_statement(data: StatementInput) -> dict[str, Any]:
             totals[ln.kind] += ln.amount
         else:
             adjustments += ln.amount
-    grand = sum(totals.values(), Decimal(0)) + adjustments
+    subtotal = sum(totals.values(), Decimal(0)) + adjustments
+    taxes = _taxes_doc(ordered, data.taxes, places)
+    tax = sum((Decimal(t["amount"]) for t in taxes), Decimal(0))
     # Whole GPUs and MIG slices apart: a slice-hour is not a GPU-hour (billing/README.md).
     daily = {d: [0, 0] for d in data.period.days}
     for row in data.usage:
@@ -161,6 +216,7 @@ def build_statement(data: StatementInput) -> dict[str, Any]:
     return {
         "format": FORMAT,
         "statement_id": f"{data.tenant.tenant_id}-{data.period.label}",
+        **_heading_doc(data),
         "tenant": {"tenant_id": data.tenant.tenant_id, "name": data.tenant.name},
         "period": {
             "label": data.period.label,
@@ -171,6 +227,7 @@ def build_statement(data: StatementInput) -> dict[str, Any]:
         "rounding": ROUNDING_RULE,
         "contracts": [_contract_doc(c) for c in data.contracts],
         "lines": lines,
+        "taxes": taxes,
         "usage_summary": {
             "allocated_us": sum(r.allocated_us for r in data.usage),
             "full_gpu_allocated_us": sum(r.allocated_us for r in whole),
@@ -196,7 +253,9 @@ def build_statement(data: StatementInput) -> dict[str, Any]:
             "commitment_true_up": money(totals["commitment_true_up"], places),
             "sla_credits": money(totals["sla_credit"], places),
             "prior_period_adjustments": money(adjustments, places),
-            "total": money(grand, places),
+            "subtotal": money(subtotal, places),
+            "tax": money(tax, places),
+            "total": money(subtotal + tax, places),
         },
     }
 

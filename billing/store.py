@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 from agent.fleet import UNALLOCATED
-from billing.contracts import Contract, ContractBook, RatePeriod, Tenant, parse_instant
+from billing.contracts import Contract, ContractBook, RatePeriod, Tax, Tenant, parse_instant
 from billing.rating import Period, UsageRow, rate_period
 from billing.statement import canonical_bytes
 from meter.units import US_PER_DAY, US_PER_SECOND, epoch_us, utc_datetime
@@ -42,11 +42,14 @@ def store_contracts(
         "contracts",
         ("contract_id", "tenant_id", "currency", "term_start", "term_end", "committed_gpus",
          "minimum_monthly_commitment", "energy_pass_through", "energy_rate_per_kwh",
-         "sla_credit_multiplier", "source_sha256", "load_id", "loaded_at"),
+         "sla_credit_multiplier", "payment_terms_days", "has_tax", "tax_label", "tax_rate",
+         "source_sha256", "load_id", "loaded_at"),
         [(c.contract_id, c.tenant_id, c.currency, utc_datetime(c.term_start_us),
           utc_datetime(c.term_end_us), c.committed_gpus, c.minimum_monthly_commitment,
           int(c.energy_rate_per_kwh is not None), c.energy_rate_per_kwh or Decimal(0),
-          c.sla_credit_multiplier, source_sha256, load_id, now) for c in book.contracts],
+          c.sla_credit_multiplier, c.payment_terms_days, int(c.tax is not None),
+          c.tax.label if c.tax else "", c.tax.rate if c.tax else Decimal(0), source_sha256,
+          load_id, now) for c in book.contracts],
     )  # fmt: skip
     warehouse.insert(
         "contract_rates",
@@ -76,11 +79,14 @@ def read_contract_book(warehouse: Warehouse) -> ContractBook:
     contracts = tuple(
         Contract(cid, tid, cur, epoch_us(start), epoch_us(end), int(gpus), Decimal(minimum),
                  Decimal(energy) if has_energy else None, Decimal(mult),
-                 tuple(rates.get(cid, ())))
-        for cid, tid, cur, start, end, gpus, minimum, has_energy, energy, mult in warehouse.execute(
+                 tuple(rates.get(cid, ())), int(terms),
+                 Tax(label, Decimal(tax_rate)) if has_tax else None)
+        for (cid, tid, cur, start, end, gpus, minimum, has_energy, energy, mult, terms, has_tax,
+             label, tax_rate) in warehouse.execute(
             "SELECT contract_id, tenant_id, currency, term_start, term_end, committed_gpus, "
             "minimum_monthly_commitment, energy_pass_through, energy_rate_per_kwh, "
-            "sla_credit_multiplier FROM contracts_current ORDER BY contract_id"
+            "sla_credit_multiplier, payment_terms_days, has_tax, tax_label, tax_rate "
+            "FROM contracts_current ORDER BY contract_id"
         )
     )  # fmt: skip
     return ContractBook(tenants, contracts)
@@ -244,6 +250,17 @@ def issued_statements(warehouse: Warehouse, tenant_id: str) -> dict[str, tuple[s
     return {period: (text, digest) for period, text, digest in rows}
 
 
+def next_statement_sequence(warehouse: Warehouse, prefix: str) -> int:
+    """The sequence number the next statement of numbers starting with ``prefix`` gets:
+    one past the highest issued (numbers are assigned by one issuing process at a time)."""
+    rows = warehouse.execute(
+        "SELECT max(toUInt64OrZero(substring(statement_number, %(n)s))) FROM statements "
+        "WHERE startsWith(statement_number, %(prefix)s)",
+        {"prefix": prefix, "n": len(prefix) + 1},
+    )
+    return int(rows[0][0] or 0) + 1
+
+
 def record_statement(
     warehouse: Warehouse, statement: dict[str, Any], digest_sha256: str, clock: Clock = utc_now
 ) -> None:
@@ -261,10 +278,11 @@ def record_statement(
     )  # fmt: skip
     warehouse.insert(
         "statements",
-        ("tenant_id", "period", "statement_id", "currency", "total", "digest_sha256",
-         "canonical_json", "issued_at"),
-        [(tenant, period, sid, statement["currency"], Decimal(statement["totals"]["total"]),
-          digest_sha256, canonical_bytes(statement).decode(), clock().replace(microsecond=0))],
+        ("tenant_id", "period", "statement_id", "statement_number", "currency", "total",
+         "digest_sha256", "canonical_json", "issued_at"),
+        [(tenant, period, sid, statement.get("statement_number", ""), statement["currency"],
+          Decimal(statement["totals"]["total"]), digest_sha256,
+          canonical_bytes(statement).decode(), clock().replace(microsecond=0))],
     )  # fmt: skip
 
 

@@ -162,6 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     stmts = sub.add_parser("statements", help="issue the usage statements of a closed month")
     _flag(stmts, "--period", "PERIOD", required=True, help="month, YYYY-MM")
     _flag(stmts, "--tenant", "TENANT", help="only this tenant")
+    _flag(stmts, "--issuer", "ISSUER_FILE", type=Path,
+          help="the provider's identity (JSON, e.g. billing/issuer.example.json)")  # fmt: skip
     _flag(stmts, "--out", "STATEMENTS_DIR", default="statements", type=Path, help="output folder")
     stmts.add_argument(
         "--dry-run",
@@ -248,10 +250,13 @@ def _cmd_statements(args: argparse.Namespace) -> int:
     if args.draft and (args.force or args.dry_run):
         raise ConfigError("--draft issues nothing: it takes neither --force nor --dry-run")
     if args.draft:
-        return commands.drafts(_clickhouse_settings(args), args.period, args.out, args.tenant)
+        return commands.drafts(
+            _clickhouse_settings(args), args.period, args.out, args.tenant, args.issuer
+        )
     return commands.statements(
-        _clickhouse_settings(args), args.period, args.out, args.tenant, args.force, args.dry_run
-    )
+        _clickhouse_settings(args), args.period, args.out, args.tenant, args.issuer, args.force,
+        args.dry_run,
+    )  # fmt: skip
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:

@@ -33,6 +33,7 @@ from warehouse.totals import coarsen, differences, ledger_totals, rollup_totals
 DEMO_PERIOD = "2026-10"
 DEMO_START_US = int(datetime(2026, 10, 1, tzinfo=UTC).timestamp()) * US_PER_SECOND
 CONTRACTS_EXAMPLE = Path(str(resources.files("billing").joinpath("contracts.example.json")))
+ISSUER_EXAMPLE = Path(str(resources.files("billing").joinpath("issuer.example.json")))
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class DemoOptions:
     timeout_s: float = 600.0
     statements_dir: Path = Path("statements")
     contracts: Path = CONTRACTS_EXAMPLE
+    issuer: Path = ISSUER_EXAMPLE
 
 
 def say(message: str) -> None:
@@ -190,7 +192,9 @@ def _bill(options: DemoOptions, ch: ClickHouseSettings) -> int:
     # The simulated fleet covers only October's first half hour, and some tenants of the
     # example contracts have no usage: a real month would wait for both (billing/README.md).
     say("the fleet metered half an hour of the month: issuing with --force")
-    code = commands.statements(ch, DEMO_PERIOD, options.statements_dir, None, force=True)
+    code = commands.statements(
+        ch, DEMO_PERIOD, options.statements_dir, None, options.issuer, force=True
+    )
     print()
     say(f"reconciling {DEMO_PERIOD}")
     return max(code, commands.reconcile_period(ch, DEMO_PERIOD, None, "0.01", "0.01"))

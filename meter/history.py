@@ -297,7 +297,7 @@ def contract_book(shape: Shape) -> ContractBook:
             "term": {"start": shape.start.date().isoformat(), "end": "2027-11-01"},
             "committed_gpus": 2 + i % 5,
             "minimum_monthly_commitment": f"{(1000 + 10 * i) * scale:.{places}f}",
-            "sla_credit_multiplier": "1", "rates": rates,
+            "sla_credit_multiplier": "1", "rates": rates, "payment_terms_days": 30,
         }  # fmt: skip
         if i % 2 == 0:
             contract["energy_rate_per_kwh"] = f"{0.12 * scale:.{places}f}"

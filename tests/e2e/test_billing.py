@@ -28,6 +28,7 @@ import pytest
 from agent.fleet import FleetSpec
 from billing.contracts import load_contract_file
 from billing.issue import run_statements
+from billing.issuer import Issuer
 from billing.store import store_contracts
 from meter.demo import CONTRACTS_EXAMPLE, DEMO_PERIOD, DEMO_START_US
 from meter.runner import publish_fleet
@@ -37,6 +38,8 @@ from streams.topics import ensure_topics
 from tests.e2e.harness import meter_backlog
 from warehouse.client import ClickHouseSettings, Warehouse
 from warehouse.migrate import migrate
+
+ISSUER = Issuer("Supercluster Cloud, Inc.", ("1 Test Way", "Testville"), "EIN 00-0000000", "SC-")
 
 pytestmark = pytest.mark.e2e
 
@@ -61,7 +64,9 @@ def _meter_into(stack, tmp: Path, name: str, topic: str, offsets, emitted):
     out = tmp / f"statements-{name}"
     # The fleet covers October's first half hour, and some tenants have no usage: issued
     # with force, as the demo does (the waiting itself: tests/integration/test_statements.py).
-    outcomes = run_statements(warehouse, DEMO_PERIOD, out, clock=lambda: NOW, force=True)
+    outcomes = run_statements(
+        warehouse, DEMO_PERIOD, out, clock=lambda: NOW, force=True, issuer=ISSUER
+    )
     assert [o.status for o in outcomes] == ["issued"] * len(outcomes), outcomes
     return warehouse, out, outcomes
 

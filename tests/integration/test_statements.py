@@ -31,10 +31,13 @@ import pytest
 
 from billing.contracts import parse_contract_book
 from billing.issue import run_statements
+from billing.issuer import Issuer
 from billing.rating import Period
 from billing.statement import verify_json_file
 from billing.store import store_contracts
 from warehouse.backfill import fill_day
+
+ISSUER = Issuer("Supercluster Cloud, Inc.", ("1 Test Way", "Testville"), "EIN 00-0000000", "SC-")
 
 H = 3_600_000_000  # GPU-µs per GPU-hour, mJ per kWh
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -48,6 +51,7 @@ CONTRACTS = {
         {
             "contract_id": "AUR-1", "tenant_id": "aurora-labs", "currency": "USD",
             "term": {"start": "2026-09-16", "end": "2027-09-16"}, "committed_gpus": 4,
+            "payment_terms_days": 30,
             "minimum_monthly_commitment": "5000.00", "energy_rate_per_kwh": "0.10",
             "sla_credit_multiplier": "2",
             "rates": [
@@ -60,6 +64,7 @@ CONTRACTS = {
         {
             "contract_id": "BOR-1", "tenant_id": "borealis-ai", "currency": "USD",
             "term": {"start": "2026-01-01", "end": "2027-01-01"}, "committed_gpus": 1,
+            "payment_terms_days": 30,
             "minimum_monthly_commitment": "0",
             "rates": [{"sku": "H100", "rate_per_gpu_hour": "9.99"}],
         },
@@ -125,7 +130,7 @@ def _lines(statement):
 
 
 def _issue(warehouse, period, out, tenant="aurora-labs"):
-    (outcome,) = run_statements(warehouse, period, out, tenant, clock=lambda: NOW)
+    (outcome,) = run_statements(warehouse, period, out, tenant, clock=lambda: NOW, issuer=ISSUER)
     assert outcome.status != "refused", outcome.detail
     document = json.loads(outcome.files[0].read_bytes())
     assert verify_json_file(outcome.files[0].read_bytes()) == outcome.digest_sha256
@@ -162,7 +167,8 @@ def test_statement_amounts_equal_the_hand_computed_ones_to_the_cent(billed, tmp_
     ]
     assert october["totals"] == {
         "usage": "373.33", "energy": "101.23", "commitment_true_up": "4626.67",
-        "sla_credits": "-10.00", "prior_period_adjustments": "50.00", "total": "5141.23",
+        "sla_credits": "-10.00", "prior_period_adjustments": "50.00", "subtotal": "5141.23",
+        "tax": "0.00", "total": "5141.23",
     }  # fmt: skip
     rate_split = [(ln["rate_from"], ln["rate_to"], ln["rate"]) for ln in october["lines"][:2]]
     assert rate_split == [
@@ -203,9 +209,11 @@ def test_an_open_month_and_usage_without_a_rate_are_refused(billed, tmp_path):
     from meter.errors import BillingError
 
     with pytest.raises(BillingError, match="has not ended yet"):
-        run_statements(billed, "2026-11", tmp_path, clock=lambda: NOW)
+        run_statements(billed, "2026-11", tmp_path, clock=lambda: NOW, issuer=ISSUER)
     _usage(billed, "aurora-labs", "B200", "sc1", "2026-10-02 00:00:00", 3 * H)
-    (outcome,) = run_statements(billed, "2026-10", tmp_path, "aurora-labs", clock=lambda: NOW)
+    (outcome,) = run_statements(
+        billed, "2026-10", tmp_path, "aurora-labs", clock=lambda: NOW, issuer=ISSUER
+    )
     assert outcome.status == "refused"
     assert "B200/sc1" in outcome.detail and "no contract rate" in outcome.detail
     assert billed.execute("SELECT count() FROM statements") == [(0,)]
@@ -237,7 +245,9 @@ def test_reconcile_compares_a_supplier_invoice_line_by_line(billed, tmp_path):
 
 
 def _issue_at(warehouse, period, out, clock, tenant="aurora-labs", force=False):
-    (outcome,) = run_statements(warehouse, period, out, tenant, clock=lambda: clock, force=force)
+    (outcome,) = run_statements(
+        warehouse, period, out, tenant, clock=lambda: clock, force=force, issuer=ISSUER
+    )
     assert outcome.status != "refused", outcome.detail
     return json.loads(outcome.files[0].read_bytes())["statement"]
 
@@ -260,7 +270,9 @@ def test_usage_of_a_month_never_issued_is_billed_once_on_the_next_statement(bill
     assert billed_for == [("2026-09", Decimal("2500")), ("2026-10", Decimal("5000"))]
 
     # September itself can no longer be issued: it was billed on October's statement.
-    (refused,) = run_statements(wh, "2026-09", tmp_path, "aurora-labs", clock=lambda: NOW)
+    (refused,) = run_statements(
+        wh, "2026-09", tmp_path, "aurora-labs", clock=lambda: NOW, issuer=ISSUER
+    )
     assert refused.status == "refused" and "2026-10" in refused.detail
     # And it is billed once: November carries no September line (nothing changed).
     # (November has no usage: issuing its minimum alone takes --force.)
@@ -297,7 +309,9 @@ def test_usage_without_any_contract_is_flagged_by_reconcile_and_refused_with_its
         "2026-09-02T00:00:00Z" in text  # fmt: skip
     assert report.findings == 2
 
-    (outcome,) = run_statements(billed, "2026-09", tmp_path, "cinder-research", clock=lambda: NOW)
+    (outcome,) = run_statements(
+        billed, "2026-09", tmp_path, "cinder-research", clock=lambda: NOW, issuer=ISSUER
+    )
     assert outcome.status == "refused"
     assert "no contract" in outcome.detail and "2026-09-03T07:15:00Z" in outcome.detail
 
@@ -309,12 +323,14 @@ def test_rates_keep_their_written_form_in_json_csv_and_html(warehouse, tmp_path)
         "contracts": [{
             "contract_id": "KUMO-1", "tenant_id": "kumo-labs", "currency": "JPY",
             "term": {"start": "2026-01-01", "end": "2027-01-01"}, "committed_gpus": 1,
+            "payment_terms_days": 30,
             "minimum_monthly_commitment": "0", "energy_rate_per_kwh": "30",
             "rates": [{"sku": "H100", "rate_per_gpu_hour": "720"},
                       {"sku": "H200", "rate_per_gpu_hour": "1000.5"}],
         }, {
             "contract_id": "DOLLAR-1", "tenant_id": "aurora-labs", "currency": "USD",
             "term": {"start": "2026-01-01", "end": "2027-01-01"}, "committed_gpus": 1,
+            "payment_terms_days": 30,
             "minimum_monthly_commitment": "0",
             "rates": [{"sku": "H100", "rate_per_gpu_hour": "2.30"}],
         }],
@@ -324,7 +340,7 @@ def test_rates_keep_their_written_form_in_json_csv_and_html(warehouse, tmp_path)
     _usage(warehouse, "kumo-labs", "H100", "sc1", "2026-10-02 00:00:00", 10 * H, energy=2 * H)
     _usage(warehouse, "kumo-labs", "H200", "sc1", "2026-10-02 00:00:00", 2 * H)
     _usage(warehouse, "aurora-labs", "H100", "sc1", "2026-10-02 00:00:00", 10 * H)
-    outcomes = run_statements(warehouse, "2026-10", tmp_path, clock=lambda: NOW)
+    outcomes = run_statements(warehouse, "2026-10", tmp_path, clock=lambda: NOW, issuer=ISSUER)
     assert [o.status for o in outcomes] == ["issued", "issued"]
     kumo = json.loads((tmp_path / "kumo-labs" / "kumo-labs-2026-10.json").read_bytes())
     assert [(ln["sku"], ln["rate"], ln["amount"]) for ln in kumo["statement"]["lines"]] == [
@@ -350,16 +366,18 @@ def test_statements_wait_for_the_pipeline_and_for_usage_unless_forced(warehouse,
     store_contracts(warehouse, parse_contract_book(CONTRACTS), "test", clock=lambda: NOW)
     _usage(warehouse, "aurora-labs", "H100", "sc1", "2026-10-10 12:00:00", 100 * H)
     with pytest.raises(BillingError, match="nothing has been metered yet"):
-        run_statements(warehouse, "2026-10", tmp_path, clock=lambda: NOW)
+        run_statements(warehouse, "2026-10", tmp_path, clock=lambda: NOW, issuer=ISSUER)
 
     _pipeline_closed_before(warehouse, "2026-11-01 00:10:00", partition=0)
     _pipeline_closed_before(warehouse, "2026-10-31 23:50:00", partition=1)  # one lags
     with pytest.raises(BillingError, match="only up to 2026-10-31T23:50:00Z"):
-        run_statements(warehouse, "2026-10", tmp_path, clock=lambda: NOW)
+        run_statements(warehouse, "2026-10", tmp_path, clock=lambda: NOW, issuer=ISSUER)
     assert warehouse.execute("SELECT count() FROM statements") == [(0,)]
 
     _pipeline_closed_before(warehouse, "2026-11-01 00:00:00", partition=1, offset=1)
-    dry = run_statements(warehouse, "2026-10", tmp_path, clock=lambda: NOW, dry_run=True)
+    dry = run_statements(
+        warehouse, "2026-10", tmp_path, clock=lambda: NOW, dry_run=True, issuer=ISSUER
+    )
     assert [(o.tenant_id, o.status) for o in dry] == [
         ("aurora-labs", "would issue"), ("borealis-ai", "refused"),
     ]  # fmt: skip
@@ -367,7 +385,9 @@ def test_statements_wait_for_the_pipeline_and_for_usage_unless_forced(warehouse,
     assert dry[0].total == "5000.00" and not any(tmp_path.iterdir())
     assert warehouse.execute("SELECT count() FROM statements") == [(0,)]
 
-    forced = run_statements(warehouse, "2026-10", tmp_path, clock=lambda: NOW, force=True)
+    forced = run_statements(
+        warehouse, "2026-10", tmp_path, clock=lambda: NOW, force=True, issuer=ISSUER
+    )
     assert [(o.tenant_id, o.status) for o in forced] == [
         ("aurora-labs", "issued"), ("borealis-ai", "issued"),
     ]  # fmt: skip
@@ -378,7 +398,9 @@ def test_a_draft_shows_a_month_as_it_stands_marked_everywhere_and_records_nothin
     from meter.errors import BillingError
 
     _usage(billed, "aurora-labs", "H100", "sc1", "2026-11-10 12:00:00", 100 * H)
-    (draft,) = draft_statements(billed, "2026-11", tmp_path, "aurora-labs", clock=lambda: NOW)
+    (draft,) = draft_statements(
+        billed, "2026-11", tmp_path, "aurora-labs", clock=lambda: NOW, issuer=ISSUER
+    )
     assert draft.status == "draft" and draft.digest_sha256 == ""
     names = sorted(p.name for p in draft.files)
     assert names == [f"aurora-labs-2026-11-DRAFT.{ext}" for ext in ("csv", "html", "json")]
@@ -411,6 +433,7 @@ def test_mig_slices_count_as_their_fraction_of_a_gpu_and_are_shown_apart(warehou
         "contracts": [{
             "contract_id": "MIG-1", "tenant_id": "aurora-labs", "currency": "USD",
             "term": {"start": "2026-10-01", "end": "2026-11-01"}, "committed_gpus": 1,
+            "payment_terms_days": 30,
             "minimum_monthly_commitment": "0",
             "rates": [{"sku": "H100", "rate_per_gpu_hour": "2.00"},
                       {"sku": "H100-MIG-1g.10gb", "rate_per_gpu_hour": "0.40"}],
@@ -475,6 +498,7 @@ def test_a_rate_changing_inside_a_day_is_applied_to_the_minute(warehouse, tmp_pa
         "contracts": [{
             "contract_id": "AUR-9", "tenant_id": "aurora-labs", "currency": "USD",
             "term": {"start": "2026-10-01", "end": "2026-11-01"}, "committed_gpus": 0,
+            "payment_terms_days": 30,
             "minimum_monthly_commitment": "0",
             "rates": [{"sku": "H100", "rate_per_gpu_hour": "2.00"},
                       {"sku": "H100", "rate_per_gpu_hour": "3.00",
@@ -503,3 +527,135 @@ def test_a_rate_changing_inside_a_day_is_applied_to_the_minute(warehouse, tmp_pa
         ("usage", "2026-10", "H100", "sc1", 11 * H, "22.00"),  # 11 GPU-h at 2.00
         ("usage", "2026-10", "H100", "sc1", 6 * H, "18.00"),  # 6 GPU-h at 3.00
     ]
+
+
+def test_a_statement_an_accounts_payable_team_can_book_computed_by_hand_in_yen_and_dollars(
+    warehouse, tmp_path
+):
+    """Issuer, number, issue and due dates, tax on the subtotal, the prorated minimum and
+    labelled prior-period adjustments, every figure computed here by hand, in a 0-decimal
+    (JPY) and a 2-decimal (USD) currency, in the JSON, the CSV and the HTML."""
+    import csv
+    import io
+
+    book = {
+        "tenants": [
+            {"tenant_id": "aurora-labs", "name": "Aurora Labs, Inc."},
+            {"tenant_id": "kaze-ai", "name": "Kaze AI K.K."},
+        ],
+        "contracts": [
+            {
+                "contract_id": "AUR-USD", "tenant_id": "aurora-labs", "currency": "USD",
+                "term": {"start": "2026-09-01", "end": "2027-09-01"}, "committed_gpus": 1,
+                "minimum_monthly_commitment": "1000.00", "payment_terms_days": 45,
+                "tax": {"label": "VAT 17.5%", "rate": "0.175"},
+                "rates": [{"sku": "H100", "rate_per_gpu_hour": "2.45"}],
+            },
+            {
+                "contract_id": "KAZE-JPY", "tenant_id": "kaze-ai", "currency": "JPY",
+                "term": {"start": "2026-10-11", "end": "2027-10-11"}, "committed_gpus": 1,
+                "minimum_monthly_commitment": "310000", "payment_terms_days": 30,
+                "tax": {"label": "Consumption tax 8%", "rate": "0.08"},
+                "rates": [{"sku": "H100", "rate_per_gpu_hour": "1000"}],
+            },
+        ],
+    }  # fmt: skip
+    _pipeline_closed_before(warehouse, "2026-12-01 00:00:00")
+    store_contracts(warehouse, parse_contract_book(book), "test", clock=lambda: NOW)
+    # September: 400 GPU-h → 980.00, true-up to the 1,000.00 minimum 20.00; 17.5 % VAT of
+    # the 1,000.00 subtotal 175.00. Issued 5 October: the first number, due 45 days later.
+    _usage(warehouse, "aurora-labs", "H100", "sc1", "2026-09-10 00:00:00", 400 * H)
+    september = _issue_at(warehouse, "2026-09", tmp_path, datetime(2026, 10, 5, 9, tzinfo=UTC))
+    assert (september["statement_number"], september["issue_date"], september["due_date"]) == (
+        "SC-000001", "2026-10-05", "2026-11-19",
+    )  # fmt: skip
+    assert september["totals"]["subtotal"] == "1000.00"
+    assert september["taxes"] == [
+        {"contract_id": "AUR-USD", "label": "VAT 17.5%", "rate": "0.175", "taxable": "1000.00",
+         "amount": "175.00"}
+    ]  # fmt: skip
+    assert september["totals"]["total"] == "1175.00"
+    assert september["issuer"] == {
+        "legal_name": "Supercluster Cloud, Inc.", "address": ["1 Test Way", "Testville"],
+        "tax_id": "EIN 00-0000000", "contact": "",
+    }  # fmt: skip
+
+    # Late September usage, 10 GPU-h: on October's statement as labelled adjustments of the
+    # September statement: GPU time +24.50, the true-up it no longer needs -20.00.
+    _late_usage(warehouse, "aurora-labs", "H100", "sc1", "2026-09-20 00:00:00", 10 * H)
+    # October: 500 GPU-h and 1 µs → 1,225.00 (the µs is 0.0000000007 USD), above the
+    # minimum. Subtotal 1,225.00 + 24.50 - 20.00 = 1,229.50; VAT 17.5 % = 215.1625 → 215.16.
+    _usage(warehouse, "aurora-labs", "H100", "sc1", "2026-10-02 00:00:00", 500 * H + 1)
+    # Kaze, from 11 October: 21 of October's 31 days, so the 310,000 minimum is prorated
+    # to 210,000. 250.0125 GPU-h at 1,000 → 250,012.5 → 250,013 (half up); no true-up;
+    # 8 % tax of 250,013 = 20,001.04 → 20,001; total 270,014.
+    _usage(warehouse, "kaze-ai", "H100", "sc1", "2026-10-20 00:00:00", 900_045_000_000)
+    issued_on = datetime(2026, 11, 3, 8, tzinfo=UTC)
+    outcomes = run_statements(
+        warehouse, "2026-10", tmp_path, clock=lambda: issued_on, issuer=ISSUER
+    )
+    assert [(o.tenant_id, o.status) for o in outcomes] == [
+        ("aurora-labs", "issued"), ("kaze-ai", "issued"),
+    ]  # fmt: skip
+    usd, jpy = (json.loads(o.files[0].read_bytes())["statement"] for o in outcomes)
+
+    assert (usd["statement_number"], usd["issue_date"], usd["due_date"]) == (
+        "SC-000002", "2026-11-03", "2026-12-18",
+    )  # fmt: skip
+    assert _lines(usd) == [
+        ("usage", "2026-10", "H100", "sc1", 500 * H + 1, "1225.00"),
+        ("usage", "2026-09", "H100", "sc1", 10 * H, "24.50"),
+        ("commitment_true_up", "2026-09", "", "", 0, "-20.00"),
+    ]
+    assert usd["adjusts"] == {"2026-09": "aurora-labs-2026-09"}
+    assert usd["taxes"] == [{"contract_id": "AUR-USD", "label": "VAT 17.5%", "rate": "0.175",
+                             "taxable": "1229.50", "amount": "215.16"}]  # fmt: skip
+    assert usd["totals"] == {
+        "usage": "1225.00", "energy": "0.00", "commitment_true_up": "0.00",
+        "sla_credits": "0.00", "prior_period_adjustments": "4.50", "subtotal": "1229.50",
+        "tax": "215.16", "total": "1444.66",
+    }  # fmt: skip
+
+    assert (jpy["statement_number"], jpy["issue_date"], jpy["due_date"]) == (
+        "SC-000003", "2026-11-03", "2026-12-03",
+    )  # fmt: skip
+    assert _lines(jpy) == [("usage", "2026-10", "H100", "sc1", 900_045_000_000, "250013")]
+    (minimum,) = jpy["minimum_commitments"]
+    assert (minimum["monthly"], minimum["prorated"], minimum["true_up"]) == (
+        "310000", "210000", "0",
+    )  # fmt: skip
+    assert (minimum["covered_from"], minimum["covered_to"]) == (
+        "2026-10-11T00:00:00Z", "2026-11-01T00:00:00Z",
+    )  # fmt: skip
+    assert jpy["taxes"] == [{"contract_id": "KAZE-JPY", "label": "Consumption tax 8%",
+                             "rate": "0.08", "taxable": "250013", "amount": "20001"}]  # fmt: skip
+    assert (jpy["totals"]["subtotal"], jpy["totals"]["tax"], jpy["totals"]["total"]) == (
+        "250013", "20001", "270014",
+    )  # fmt: skip
+    assert warehouse.execute(
+        "SELECT statement_number, total FROM issued_statements ORDER BY statement_number"
+    ) == [("SC-000001", Decimal("1175")), ("SC-000002", Decimal("1444.66")),
+          ("SC-000003", Decimal("270014"))]  # fmt: skip
+
+    # The CSV: every row carries the number, the dates and the issuer; the adjustments name
+    # the statement they adjust; subtotal, tax and total close it.
+    rows = list(csv.DictReader(io.StringIO(outcomes[0].files[1].read_text())))
+    heading = {(r["statement_number"], r["issue_date"], r["due_date"], r["issuer_tax_id"])
+               for r in rows}  # fmt: skip
+    assert heading == {("SC-000002", "2026-11-03", "2026-12-18", "EIN 00-0000000")}
+    assert [(r["section"], r["kind"], r["amount"]) for r in rows] == [
+        ("GPU time", "usage", "1225.00"),
+        ("Adjustment for 2026-09 of statement aurora-labs-2026-09", "usage", "24.50"),
+        ("Adjustment for 2026-09 of statement aurora-labs-2026-09", "commitment_true_up",
+         "-20.00"),
+        ("Subtotal", "subtotal", "1229.50"),
+        ("Tax: VAT 17.5%", "tax", "215.16"),
+        ("Total", "total", "1444.66"),
+    ]  # fmt: skip
+    # The HTML, for people: the same facts.
+    html = outcomes[1].files[2].read_text()
+    for text in ("Supercluster Cloud, Inc.", "Tax id EIN 00-0000000", "<b>SC-000003</b>",
+                 "Issued</td><td>2026-11-03", "<b>2026-12-03</b> (net 30 days)",
+                 "Consumption tax 8% on 250,013 JPY (contract KAZE-JPY)", "20,001 JPY",
+                 "270,014 JPY", "210,000 JPY"):  # fmt: skip
+        assert text in html, text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from decimal import Decimal
 from pathlib import Path
 
@@ -31,6 +32,7 @@ def _book() -> dict:
         "contracts": [{
             "contract_id": "A1", "tenant_id": "aurora-labs", "currency": "USD",
             "term": {"start": "2026-01-01", "end": "2027-01-01"}, "committed_gpus": 8,
+            "payment_terms_days": 30,
             "minimum_monthly_commitment": "100.00",
             "rates": [{"sku": "H100", "rate_per_gpu_hour": "2.50"}],
         }],
@@ -81,6 +83,14 @@ def test_the_example_contract_book_loads():
         (lambda b: b["contracts"][0].update(comitted_gpus=3), "unknown field(s) comitted_gpus"),
         (lambda b: b["contracts"][0].pop("rates"), "missing rates"),
         (lambda b: b["contracts"][0].update(committed_gpus=2.5), "committed_gpus: "),
+        (lambda b: b["contracts"][0].pop("payment_terms_days"), "missing payment_terms_days"),
+        (lambda b: b["contracts"][0].update(payment_terms_days=400),
+         "payment_terms_days: 400 must be a whole number of days from 0 to 365"),
+        (lambda b: b["contracts"][0].update(tax={"label": "VAT", "rate": "20"}),
+         "tax.rate: '20' is a fraction below 1"),
+        (lambda b: b["contracts"][0].update(tax={"label": "", "rate": "0.2"}),
+         "tax.label: must be 1–64 characters"),
+        (lambda b: b["contracts"][0].update(tax={"rate": "0.2"}), "tax: missing label"),
     ],
 )  # fmt: skip
 def test_invalid_contracts_are_refused_with_a_precise_message(edit, message):
@@ -192,3 +202,26 @@ def test_the_html_statement_shows_totals_lines_and_a_daily_chart():
     assert "Total due" in page and "7.50 USD" in page and "<svg" in page
     assert page.count("<rect") == 31  # one bar per day of October
     assert digest(statement) in page
+
+
+def test_the_issuer_file_is_validated_like_the_contracts_file(tmp_path):
+    from billing.issuer import load_issuer_file, parse_issuer
+
+    example = load_issuer_file(EXAMPLE.with_name("issuer.example.json"))
+    assert example.number(42) == "SC-000042" and example.address
+    good = {"legal_name": "Cloud Ltd", "address": ["1 Road"], "tax_id": "GB123",
+            "statement_number_prefix": "CL-"}  # fmt: skip
+    assert parse_issuer(good).to_doc()["legal_name"] == "Cloud Ltd"
+    for edit, message in [
+        ({"statement_number_prefix": "cl"}, "statement_number_prefix: 'cl' must be"),
+        ({"address": []}, "issuer address: a list of 1–6 lines"),
+        ({"tax_id": ""}, "issuer tax_id: must be 1–64 characters"),
+        ({"legal_name": "A\nB"}, "holds a control character"),
+        ({"vat": "x"}, "unknown field(s) vat"),
+    ]:
+        with pytest.raises(ContractError, match=re.escape(message)):
+            parse_issuer({**good, **edit})
+    with pytest.raises(ContractError, match="missing tax_id"):
+        parse_issuer({k: v for k, v in good.items() if k != "tax_id"})
+    with pytest.raises(ContractError, match="cannot read issuer file"):
+        load_issuer_file(tmp_path / "missing.json")
