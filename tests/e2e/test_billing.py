@@ -13,10 +13,8 @@ import json
 import os
 import re
 import shutil
-import struct
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -35,6 +33,7 @@ from meter.runner import publish_fleet
 from stack.clickhouse import FINANCE_PASSWORD, FINANCE_USER
 from streams.settings import WorkerSettings
 from streams.topics import ensure_topics
+from tests.browser import render
 from tests.e2e.harness import meter_backlog
 from warehouse.client import ClickHouseSettings, Warehouse
 from warehouse.migrate import migrate
@@ -45,7 +44,6 @@ pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).parents[2]
 NOW = datetime(2026, 11, 23, tzinfo=UTC)
-ARTIFACTS = Path(os.environ.get("METER_TEST_ARTIFACTS", ROOT / "test-artifacts"))
 
 
 def _meter_into(stack, tmp: Path, name: str, topic: str, offsets, emitted):
@@ -178,29 +176,8 @@ def _url(stack, warehouse) -> str:
 
 def test_html_statement_renders_in_headless_chromium(billed_twice):
     _, (_, _out, outcomes), _ = billed_twice
-    browser = shutil.which("chromium")
-    assert browser, "chromium is missing: apt-get install -y chromium (make test does it)"
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     outcome = outcomes[0]
-    html = next(p for p in outcome.files if p.suffix == ".html")
-    png = ARTIFACTS / f"{html.stem}.png"
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             "--hide-scrollbars", "--window-size=900,1500"]  # fmt: skip
-    with tempfile.TemporaryDirectory() as profile:
-        shot = subprocess.run(
-            [browser, *flags, f"--user-data-dir={profile}", f"--screenshot={png}", html.as_uri()],
-            capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
-        assert shot.returncode == 0 and png.exists(), shot.stderr[-2000:]
-        dom = subprocess.run(
-            [browser, *flags, f"--user-data-dir={profile}", "--dump-dom", html.as_uri()],
-            capture_output=True, text=True, timeout=120,
-        ).stdout  # fmt: skip
-    data = png.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    assert struct.unpack(">II", data[16:24]) == (900, 1500)
-    assert len(data) > 20_000, "a blank page compresses to almost nothing"
+    _, dom = render(next(p for p in outcome.files if p.suffix == ".html"))
     total = f"{Decimal(outcome.total):,} USD"
     assert "Total due" in dom and total in dom and "<svg" in dom
 

@@ -30,11 +30,12 @@ from pathlib import Path
 import pytest
 
 from billing.contracts import parse_contract_book
-from billing.issue import run_statements
+from billing.issue import draft_statements, run_statements
 from billing.issuer import Issuer
 from billing.rating import Period
 from billing.statement import verify_json_file
 from billing.store import store_contracts
+from tests.browser import render
 from warehouse.backfill import fill_day
 
 ISSUER = Issuer("Supercluster Cloud, Inc.", ("1 Test Way", "Testville"), "EIN 00-0000000", "SC-")
@@ -659,3 +660,15 @@ def test_a_statement_an_accounts_payable_team_can_book_computed_by_hand_in_yen_a
                  "Consumption tax 8% on 250,013 JPY (contract KAZE-JPY)", "20,001 JPY",
                  "270,014 JPY", "210,000 JPY"):  # fmt: skip
         assert text in html, text
+
+    # Drawn by a real browser: the issued statements and a draft of November, each as a
+    # screenshot (test-artifacts/) and the DOM Chromium built.
+    _usage(warehouse, "aurora-labs", "H100", "sc1", "2026-11-05 00:00:00", 20 * H)
+    (draft,) = draft_statements(warehouse, "2026-11", tmp_path, "aurora-labs",
+                                clock=lambda: issued_on, issuer=ISSUER)  # fmt: skip
+    pages = [(outcomes[0].files[2], "1,444.66 USD"), (outcomes[1].files[2], "270,014 JPY"),
+             (draft.files[2], "DRAFT as of")]  # fmt: skip
+    for page, expected in pages:
+        _, dom = render(page)
+        assert expected in dom and "Supercluster Cloud, Inc." in dom and "<svg" in dom
+    assert "Adjustment for 2026-09 of statement aurora-labs-2026-09" in render(pages[0][0])[1]
