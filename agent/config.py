@@ -36,7 +36,7 @@ from typing import Any
 
 from meter.errors import ConfigError
 from meter.units import US_PER_MINUTE, US_PER_SECOND
-from streams.validate import is_valid_name
+from streams.validate import check_topic, is_valid_name
 
 DEFAULT_TOPIC = "gpu-usage"  # the worker's default topic
 
@@ -129,7 +129,7 @@ def config_from_dict(doc: dict[str, Any], base: Path = Path(".")) -> AgentConfig
         node_id=str(doc["node_id"]),
         cluster=str(doc["cluster"]),
         broker=str(doc["broker"]),
-        topic=str(doc.get("topic", DEFAULT_TOPIC)),
+        topic=check_topic(str(doc.get("topic", DEFAULT_TOPIC)), "agent config: topic"),
         allocation_path=resolve(str(allocation["path"])),
         spool_dir=resolve(str(doc["spool_dir"])),
         tick_us=tick_us,

@@ -51,18 +51,32 @@ def _stack_dir(parser: argparse.ArgumentParser) -> None:
     _flag(parser, "--stack-dir", "STACK_DIR", default=".stack", help="folder of the local stack")
 
 
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _global_flags(parser: argparse.ArgumentParser, level: object, debug: object) -> None:
+    parser.add_argument("--log-level", default=level, type=str.upper, choices=_LOG_LEVELS,
+                        help="log level [env METER_LOG_LEVEL]")  # fmt: skip
+    parser.add_argument("--debug", action="store_true", default=debug,
+                        help="show the traceback of a failure")  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="meter", description=__doc__)
-    parser.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"))
+    _global_flags(parser, _env("LOG_LEVEL", "INFO"), False)
+    # The same flags after the subcommand (meter status --debug); they win when given there.
+    common = argparse.ArgumentParser(add_help=False)
+    _global_flags(common, argparse.SUPPRESS, argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True)
+    add_parser = sub.add_parser
+    sub.add_parser = lambda *a, **k: add_parser(*a, parents=[common], **k)  # type: ignore[method-assign]
 
     stack = sub.add_parser("stack", help="start/stop/inspect the local broker and ClickHouse")
     stack.add_argument("action", choices=("up", "down", "status"))
     _stack_dir(stack)
 
     mig = sub.add_parser("migrate", help="apply pending ClickHouse migrations")
-    _flag(mig, "--clickhouse-url", "CLICKHOUSE_URL", help="clickhouse://host:port/db")
-    _stack_dir(mig)
+    _warehouse_flags(mig, database=False)
 
     worker = sub.add_parser("worker", help="run the Faust stream processor")
     _flag(worker, "--bootstrap", "BOOTSTRAP", help="Kafka bootstrap host:port")
@@ -92,13 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
     _stack_dir(worker)
 
     status = sub.add_parser("status", help="pipeline progress, lag, gaps and rejections")
-    _flag(status, "--clickhouse-url", "CLICKHOUSE_URL", help="clickhouse://host:port/db")
+    _warehouse_flags(status)
     status.add_argument(
         "--metrics-url", action="append", default=[],
         help="a worker's /metrics URL, for lag (repeat per worker)",
     )  # fmt: skip
     status.add_argument("--json", action="store_true", help="print JSON")
-    _stack_dir(status)
 
     fleet = sub.add_parser("fleet", help="publish a simulated fleet; write what it emitted")
     _fleet_flags(fleet)
@@ -211,9 +224,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _warehouse_flags(parser: argparse.ArgumentParser) -> None:
+def _warehouse_flags(parser: argparse.ArgumentParser, database: bool = True) -> None:
+    """The flags of a one-shot command that reads or writes ClickHouse."""
     _flag(parser, "--clickhouse-url", "CLICKHOUSE_URL", help="clickhouse://host:port/db")
-    _flag(parser, "--database", "DATABASE", help="database (overrides the URL's)")
+    if database:
+        _flag(parser, "--database", "DATABASE", help="database (overrides the URL's)")
+    _flag(parser, "--give-up-after-s", "GIVE_UP_AFTER_S", default="30", type=float,
+          help="how long to wait for an unreachable ClickHouse before failing")  # fmt: skip
     _stack_dir(parser)
 
 
@@ -235,7 +252,11 @@ def _clickhouse_settings(args: argparse.Namespace):  # type: ignore[no-untyped-d
             port=info.clickhouse_port, http_port=info.clickhouse_http_port
         )
     database = getattr(args, "database", None)
-    return replace(settings, database=database) if database else settings
+    settings = replace(settings, database=database) if database else settings
+    give_up = getattr(args, "give_up_after_s", None)  # a worker keeps trying: it is a service
+    if give_up is not None and give_up <= 0:
+        raise ConfigError(f"--give-up-after-s {give_up} must be above 0")
+    return replace(settings, give_up_after_s=give_up)
 
 
 def _cmd_contracts(args: argparse.Namespace) -> int:
@@ -336,9 +357,11 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from meter.status import collect, render
+    from meter.status import check_metrics_url, collect, render
     from warehouse.client import Warehouse
 
+    for url in args.metrics_url:
+        check_metrics_url(url)
     status = collect(Warehouse(_clickhouse_settings(args)), args.metrics_url)
     if args.json:
         print(json.dumps(status, default=str, indent=2))
@@ -361,7 +384,9 @@ def _bootstrap(args: argparse.Namespace) -> str:
 def _cmd_fleet(args: argparse.Namespace) -> int:
     from agent.fleet import spec_dict
     from meter.runner import publish_fleet
+    from streams.validate import check_topic
 
+    check_topic(args.topic)
     spec = _fleet_spec(args)
     emitted, end_offsets = publish_fleet(
         spec, _bootstrap(args), args.topic, lambda n: print(f"published {n:,} reports", flush=True)
@@ -445,15 +470,29 @@ COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from meter.boundary import explain
+
     args = build_parser().parse_args(argv)
     logging.basicConfig(
-        level=args.log_level.upper(),
+        level=args.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
     logging.getLogger("kafka").setLevel(logging.ERROR)
     try:
         return COMMANDS[args.command](args)
-    except MeterError as exc:
-        print(f"meter {args.command}: {exc}", file=sys.stderr)
+    except BrokenPipeError:
+        # The reader left (`meter stack status | head`): nothing more to say, to anyone.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except KeyboardInterrupt:
+        print(f"meter {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        line = explain(exc)
+        if line is None or args.debug:
+            raise
+        print(f"meter {args.command}: {line} (--debug shows the traceback)"
+              if not isinstance(exc, MeterError) else f"meter {args.command}: {line}",
+              file=sys.stderr)  # fmt: skip
         return 2

@@ -5,10 +5,12 @@ Prometheus endpoints, which see the fetch high watermark).
 
 from __future__ import annotations
 
+import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from typing import Any
 
+from meter.errors import ConfigError, MeterError
 from warehouse.client import Warehouse
 
 _PROGRESS_COLUMNS = (
@@ -18,12 +20,27 @@ _PROGRESS_COLUMNS = (
 )  # fmt: skip
 
 
+def check_metrics_url(url: str) -> str:
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(f"--metrics-url {url!r} must be a URL such as "
+                          "http://worker-host:9108/metrics")  # fmt: skip
+    return url
+
+
 def scrape_lag(metrics_urls: Sequence[str]) -> dict[tuple[str, int], int]:
     """``meter_partition_lag`` per (topic, partition) from each worker's /metrics."""
     lag: dict[tuple[str, int], int] = {}
     for url in metrics_urls:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            text = response.read().decode("utf-8")
+        check_metrics_url(url)
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                text = response.read().decode("utf-8")
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise MeterError(
+                f"cannot read worker metrics at {url} ({reason}): is the worker running with "
+                "--metrics-port, and is the URL right?"
+            ) from exc
         for line in text.splitlines():
             if not line.startswith("meter_partition_lag{"):
                 continue

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from meter.errors import ConfigError
 from streams.processor import ProcessorSettings
+from streams.validate import check_topic
 from warehouse.client import ClickHouseSettings
 
-_TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
 # The largest message the pipeline takes whole, at every step: the topics' own limit
 # (``max.message.bytes``, set when ensure_topics creates them), the worker's fetch per
 # partition and the dead-letter producer (plus DLQ_HEADROOM_BYTES for the headers). The
@@ -46,12 +45,10 @@ class WorkerSettings:
 
     def __post_init__(self) -> None:
         for name in ("topic", "app_id"):
-            if not _TOPIC.match(getattr(self, name)):
-                raise ConfigError(f"{name} {getattr(self, name)!r} must match {_TOPIC.pattern}")
+            check_topic(getattr(self, name), name)
         if not self.dlq_topic:
             object.__setattr__(self, "dlq_topic", f"{self.topic}.dlq")
-        if not _TOPIC.match(self.dlq_topic):
-            raise ConfigError(f"dlq_topic {self.dlq_topic!r} must match {_TOPIC.pattern}")
+        check_topic(self.dlq_topic, "dlq_topic")
         if not self.bootstrap or " " in self.bootstrap:
             raise ConfigError(f"bootstrap {self.bootstrap!r} must be host:port[,host:port]")
         if self.partitions < 1 or self.batch_max_messages < 1 or self.batch_within_s <= 0:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from meter import reasons
-from meter.errors import RejectedReport
+from meter.errors import ConfigError, RejectedReport
 from meter.units import INT64_MAX, US_PER_SECOND
 from streams.aggregate import SUMMED
 
@@ -180,3 +180,15 @@ def _validate_sample(
             reasons.COUNTER_OUT_OF_RANGE,
             f"{where}: memory_peak_bytes {sample['memory_peak_bytes']}",
         )
+
+
+_TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
+
+
+def check_topic(name: str, what: str = "topic") -> str:
+    """A Kafka topic name (letters, digits, '.', '_', '-'), refused at the edge: a broker
+    refuses any other only once a producer is already running."""
+    if not _TOPIC.match(name):
+        raise ConfigError(f"{what} {name!r} is not a Kafka topic name: use 1–200 letters, "
+                          "digits, '.', '_' or '-'")  # fmt: skip
+    return name

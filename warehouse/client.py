@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+UNKNOWN_DATABASE = 81
 # Failures that mean "the server is not reachable right now", worth waiting out.
 _TRANSIENT = (ch_errors.NetworkError, ch_errors.SocketTimeoutError, EOFError, OSError)
 
@@ -45,6 +46,9 @@ class ClickHouseSettings:
     user: str = "default"
     password: str = ""
     http_port: int = 8123  # bulk inserts (the Native ledger) go over HTTP
+    # How long to wait out an unreachable server; None: for ever (a worker must not drop
+    # data). One-shot commands give up after a bounded time.
+    give_up_after_s: float | None = None
 
     def __post_init__(self) -> None:
         check_identifier(self.database)
@@ -64,6 +68,10 @@ class ClickHouseSettings:
         parsed = urlparse(url)
         if parsed.scheme != "clickhouse" or not parsed.hostname:
             raise ConfigError(f"ClickHouse URL {url!r} must look like clickhouse://host:port/db")
+        try:
+            port = parsed.port
+        except ValueError as exc:  # "Port out of range 0-65535", "invalid literal"
+            raise ConfigError(f"ClickHouse URL {url!r}: the port is not 1–65535 ({exc})") from exc
         query = parse_qs(parsed.query)
         try:
             http_port = int(query.get("http_port", ["8123"])[0])
@@ -71,7 +79,7 @@ class ClickHouseSettings:
             raise ConfigError(f"http_port in {url!r} is not a number") from exc
         return cls(
             host=parsed.hostname,
-            port=parsed.port or 9000,
+            port=port or 9000,
             database=database or parsed.path.lstrip("/") or cls.database,
             user=parsed.username or "default",
             password=parsed.password or "",
@@ -102,7 +110,7 @@ class Warehouse:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.settings = settings
-        self.backoff = backoff or Backoff()
+        self.backoff = backoff or Backoff(give_up_after_s=settings.give_up_after_s)
         self._sleep = sleep
         self._client = self._connect(settings.database)
         # clickhouse-driver allows one query at a time per connection; the worker loads a
@@ -136,12 +144,23 @@ class Warehouse:
             except _TRANSIENT as exc:
                 limit = self.backoff.give_up_after_s
                 if limit is not None and time.monotonic() - started + delay > limit:
-                    raise SinkError(f"{what}: ClickHouse unreachable for {limit} s: {exc}") from exc
+                    raise SinkError(self._unreachable(what, limit, exc)) from exc
                 log.warning("%s: ClickHouse unreachable (%s); retrying in %.1f s", what, exc, delay)
                 if reset is not None:
                     reset()
                 self._sleep(delay)
         raise AssertionError("unreachable")
+
+    def _unreachable(self, what: str, limit: float, exc: BaseException) -> str:
+        s = self.settings
+        if isinstance(exc, EOFError):
+            # 18.16 drops the connection at login, sending no error, when the user may not
+            # use the database (code 291 in the server's log).
+            return (f"{what}: ClickHouse at {s.host}:{s.port} closed the connection at login "
+                    f"for {limit:g} s: is user {s.user!r} allowed database {s.database!r} "
+                    "(a read-only user such as finance is not, nor `default`)?")  # fmt: skip
+        return (f"{what}: cannot reach ClickHouse at {s.host}:{s.port} for {limit:g} s ({exc}): "
+                "is it running, and is --clickhouse-url right?")  # fmt: skip
 
     def execute(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
         with self._lock:
@@ -225,6 +244,19 @@ class Warehouse:
             self._client.disconnect()  # reconnect to the database as it now is
 
     def ensure_database(self) -> None:
+        """Create the database unless it exists (asked first over our own connection: a
+        user may be allowed its database and not ``default``)."""
+        with self._lock:
+            try:
+                self._client.execute("SELECT 1")
+                return
+            except ch_errors.ServerException as exc:
+                if exc.code != UNKNOWN_DATABASE:
+                    raise
+            except _TRANSIENT:
+                pass  # waited out, and named, on the way below
+            finally:
+                self._client.disconnect()
         self._on_default_database(f"CREATE DATABASE IF NOT EXISTS {self.settings.database}")
 
     def drop_database(self) -> None:

@@ -1,0 +1,130 @@
+"""Every mistake an operator can make, run as the ``meter`` command against the real local
+stack: one line on stderr naming the problem and the fix, exit status 2, no traceback,
+nothing half-written, and a bounded wait where a server is unreachable."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from stack.clickhouse import FINANCE_PASSWORD, FINANCE_USER
+
+pytestmark = pytest.mark.integration
+
+UNREACHABLE_CH = "clickhouse://127.0.0.1:1/gpu_meter"
+
+
+def _meter(*args: str, timeout_s: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "meter", *args], capture_output=True,
+                          text=True, timeout=timeout_s)  # fmt: skip
+
+
+def _one_line(done: subprocess.CompletedProcess, expected: str) -> str:
+    """The failure's line, after checking it is the only one (log lines aside)."""
+    assert done.returncode == 2, (done.returncode, done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr, done.stderr
+    said = [ln for ln in done.stderr.splitlines() if ln.startswith("meter")]
+    assert len(said) == 1, done.stderr
+    assert expected in said[0], said[0]
+    return said[0]
+
+
+def _databases(stack) -> set[str]:
+    from warehouse.client import ClickHouseSettings, Warehouse
+
+    warehouse = Warehouse(ClickHouseSettings(port=stack.clickhouse_port, database="default"))
+    try:
+        return {name for (name,) in warehouse.execute("SHOW DATABASES")}
+    finally:
+        warehouse.close()
+
+
+def test_server_mistakes_name_the_problem_and_write_nothing(stack, local_stack, warehouse):
+    port, http = stack.clickhouse_port, stack.clickhouse_http_port
+    before = _databases(stack)
+    url = f"clickhouse://127.0.0.1:{port}/nosuchdb_typo?http_port={http}"
+    _one_line(_meter("status", "--clickhouse-url", url), "run `meter migrate`")
+    _one_line(
+        _meter("migrate", "--clickhouse-url", f"clickhouse://default:wrong@127.0.0.1:{port}/x"),
+        "ClickHouse refused the login",
+    )
+    _one_line(
+        _meter("migrate", "--give-up-after-s", "2", "--clickhouse-url",
+               f"clickhouse://{FINANCE_USER}:{FINANCE_PASSWORD}@127.0.0.1:{port}/typo_db"),
+        "closed the connection at login for 2 s: is user 'finance' allowed database",
+    )  # fmt: skip
+    # finance on a database it may read: refused the write, by the server's code
+    local_stack.allow_finance(warehouse.settings.database)
+    _one_line(
+        _meter("contracts", "load", "billing/contracts.example.json", "--clickhouse-url",
+               f"clickhouse://{FINANCE_USER}:{FINANCE_PASSWORD}@127.0.0.1:{port}/"
+               f"{warehouse.settings.database}"),
+        "not a read-only one such as finance",
+    )  # fmt: skip
+    _one_line(
+        _meter("reconcile", "--period", "2026-10", "--clickhouse-url", url),
+        "run `meter migrate`",
+    )
+    assert _databases(stack) == before  # no database made by a typo
+
+
+def test_edge_mistakes_are_refused_before_anything_runs(tmp_path):
+    cases = [
+        (("status", "--clickhouse-url", "clickhouse://127.0.0.1:70000/x"),
+         "the port is not 1–65535"),
+        (("status", "--clickhouse-url", UNREACHABLE_CH, "--metrics-url", "127.0.0.1:9108"),
+         "must be a URL such as http://"),
+        (("verify-statement", str(tmp_path / "missing.json")), "No such file or directory"),
+        (("verify-statement", str(tmp_path)), "Is a directory"),
+        (("fleet", "--topic", "gpu usage", "--bootstrap", "127.0.0.1:1"),
+         "'gpu usage' is not a Kafka topic name"),
+        (("statements", "--period", "2026-10", "--clickhouse-url", UNREACHABLE_CH),
+         "pass --issuer FILE"),
+        (("reconcile", "--period", "2026-10", "--clickhouse-url", UNREACHABLE_CH,
+          "--give-up-after-s", "0"), "--give-up-after-s 0.0 must be above 0"),
+    ]  # fmt: skip
+    for args, expected in cases:
+        _one_line(_meter(*args), expected)
+    # argparse's own refusals: exit 2 too, naming the flag
+    bad_level = _meter("status", "--log-level", "verbose")
+    assert bad_level.returncode == 2 and "invalid choice: 'VERBOSE'" in bad_level.stderr
+
+
+def test_an_unreachable_server_is_waited_for_a_bounded_time(tmp_path):
+    contracts = "billing/contracts.example.json"
+    for args in (
+        ("status",), ("migrate",), ("contracts", "load", contracts),
+        ("reconcile", "--period", "2026-10"),
+    ):  # fmt: skip
+        started = time.monotonic()
+        done = _meter(*args, "--clickhouse-url", UNREACHABLE_CH, "--give-up-after-s", "1.5")
+        _one_line(done, "cannot reach ClickHouse at 127.0.0.1:1 for 1.5 s")
+        assert time.monotonic() - started < 15, args
+    done = _meter("status", "--clickhouse-url", UNREACHABLE_CH, "--give-up-after-s", "1",
+                  "--metrics-url", "http://127.0.0.1:1/metrics")  # fmt: skip
+    _one_line(done, "cannot reach ClickHouse")
+
+
+def test_worker_metrics_that_cannot_be_read_are_named(stack, warehouse):
+    url = f"clickhouse://127.0.0.1:{stack.clickhouse_port}/{warehouse.settings.database}"
+    done = _meter("status", "--clickhouse-url", url, "--metrics-url", "http://127.0.0.1:1/metrics")
+    _one_line(done, "cannot read worker metrics at http://127.0.0.1:1/metrics")
+
+
+def test_a_reader_that_leaves_early_ends_the_command_quietly(stack, warehouse, tmp_path):
+    """`meter stack status | head -1`: the reader has gone before meter writes."""
+    import os
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # every write now fails with EPIPE
+    url = f"clickhouse://127.0.0.1:{stack.clickhouse_port}/{warehouse.settings.database}"
+    for args in (("stack", "status", "--stack-dir", str(tmp_path)),
+                 ("status", "--clickhouse-url", url, "--json")):  # fmt: skip
+        done = subprocess.run([sys.executable, "-m", "meter", *args], stdout=write_end,
+                              stderr=subprocess.PIPE, text=True, timeout=60)  # fmt: skip
+        assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
+        assert done.returncode in (0, 1), done.returncode
+    os.close(write_end)
