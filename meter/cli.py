@@ -85,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(worker, "--app-id", "APP_ID", default="gpu-meter", help="Faust app id / group")
     _flag(worker, "--partitions", "PARTITIONS", default="8", type=int, help="topic partitions")
     _flag(worker, "--clickhouse-url", "CLICKHOUSE_URL", help="clickhouse://host:port/db")
+    _flag(worker, "--give-up-after-s", "GIVE_UP_AFTER_S", default="30", type=float,
+          help="how long the start-up check waits for an unreachable ClickHouse")  # fmt: skip
     _flag(worker, "--datadir", "DATADIR", default=".stack/faust", help="Faust data folder")
     _flag(worker, "--lateness-s", "LATENESS_S", default="600", type=float,
           help="event-time lateness bound, seconds")  # fmt: skip
@@ -308,7 +310,7 @@ def _cmd_stack(args: argparse.Namespace) -> int:
     if args.action == "up":
         info = stack.up()
         print(f"broker      {info.bootstrap}")
-        print(f"clickhouse  {info.clickhouse_url}  (http {info.clickhouse_http_port})")
+        print(f"clickhouse  {info.clickhouse_url}")
         print(f"folder      {info.folder}")
         return 0
     if args.action == "down":
@@ -331,9 +333,13 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from streams.processor import ProcessorSettings
     from streams.settings import WorkerSettings
     from streams.worker import run_worker
+    from warehouse.client import Warehouse
+    from warehouse.preflight import check_warehouse
 
     settings = WorkerSettings(
         bootstrap=_bootstrap(args),
@@ -341,7 +347,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         dlq_topic=args.dlq_topic,
         app_id=args.app_id,
         partitions=args.partitions,
-        clickhouse=_clickhouse_settings(args),
+        clickhouse=replace(_clickhouse_settings(args), give_up_after_s=None),
         datadir=Path(args.datadir),
         processor=ProcessorSettings(lateness_us=int(args.lateness_s * US_PER_SECOND)),
         metrics_port=args.metrics_port,
@@ -352,6 +358,13 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         session_timeout_s=args.session_timeout_s,
         heartbeat_interval_s=args.session_timeout_s / 4,
     )
+    # Checked once, with a bounded wait, before joining the group (the worker itself then
+    # waits for ClickHouse for as long as it takes: it must not drop data).
+    preflight = Warehouse(_clickhouse_settings(args))
+    try:
+        check_warehouse(preflight)
+    finally:
+        preflight.close()
     run_worker(settings, loglevel=args.log_level.lower())
     return 0
 

@@ -85,7 +85,7 @@ def run_demo(options: DemoOptions, folder: Path | None = None) -> int:
     already_up = stack.running() is not None
     say(f"starting the local stack in {stack.folder}" + (" (already up)" if already_up else ""))
     info = stack.up()
-    say(f"broker {info.bootstrap}, ClickHouse {info.clickhouse_url}")
+    say(f"broker {info.bootstrap}, ClickHouse {info.clickhouse_url_for(options.database)}")
     try:
         return _run(
             options, stack.folder, info.bootstrap, info.clickhouse_port, info.clickhouse_http_port

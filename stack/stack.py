@@ -30,7 +30,13 @@ class StackInfo:
 
     @property
     def clickhouse_url(self) -> str:
-        return f"clickhouse://127.0.0.1:{self.clickhouse_port}"
+        """Everything a command needs, as --clickhouse-url takes it: user (the local
+        server's password-less default), native port, database, HTTP port."""
+        return self.clickhouse_url_for("gpu_meter")
+
+    def clickhouse_url_for(self, database: str) -> str:
+        return (f"clickhouse://default@127.0.0.1:{self.clickhouse_port}/{database}"
+                f"?http_port={self.clickhouse_http_port}")  # fmt: skip
 
 
 def default_folder() -> Path:

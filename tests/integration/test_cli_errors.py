@@ -128,3 +128,21 @@ def test_a_reader_that_leaves_early_ends_the_command_quietly(stack, warehouse, t
         assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
         assert done.returncode in (0, 1), done.returncode
     os.close(write_end)
+
+
+def test_a_worker_refuses_a_clickhouse_it_cannot_use_before_joining_its_group(stack, unique_name):
+    port, http = stack.clickhouse_port, stack.clickhouse_http_port
+    worker = ("worker", "--bootstrap", stack.bootstrap, "--give-up-after-s", "2")
+    # The stack's URL without ?http_port=: the ledger's port would be 8123, not listening.
+    _one_line(_meter(*worker, "--clickhouse-url", f"clickhouse://127.0.0.1:{port}/default"),
+              "does not answer")  # fmt: skip
+    _one_line(
+        _meter(
+            *worker, "--clickhouse-url", f"clickhouse://127.0.0.1:{port}/default?http_port={port}"
+        ),
+        "is not ClickHouse's HTTP port",
+    )
+    url = f"clickhouse://127.0.0.1:{port}/default?http_port={http}"
+    _one_line(_meter(*worker, "--clickhouse-url", url), "is missing migrations 0001, 0002")
+    _one_line(_meter(*worker, "--clickhouse-url", url.replace("/default", f"/{unique_name}x")),
+              "run `meter migrate`")  # fmt: skip

@@ -1,0 +1,46 @@
+"""Before a worker joins its group: is the ClickHouse it was given the one it needs?
+
+Both ports answer (queries go over the native port, the ledger's bulk inserts over HTTP),
+and every migration is applied. A worker that found out in its first batch would exit
+uncommitted after a rebalance; here it fails at once, naming what is wrong.
+"""
+
+from __future__ import annotations
+
+import http.client
+
+from meter.errors import ConfigError
+from warehouse.client import Warehouse
+from warehouse.migrate import available
+
+
+def check_warehouse(warehouse: Warehouse, timeout_s: float = 10.0) -> None:
+    s = warehouse.settings
+    warehouse.execute("SELECT 1")  # the native port, within the settings' give-up time
+    connection = http.client.HTTPConnection(s.host, s.http_port, timeout=timeout_s)
+    try:
+        connection.request("GET", "/ping")
+        answer = connection.getresponse().read()
+    except OSError as exc:
+        raise ConfigError(
+            f"ClickHouse's HTTP port {s.host}:{s.http_port} does not answer ({exc}): the worker "
+            "writes the ledger over HTTP; give its port as ?http_port=PORT in --clickhouse-url"
+        ) from exc
+    finally:
+        connection.close()
+    if answer.strip() != b"Ok.":
+        raise ConfigError(f"{s.host}:{s.http_port} is not ClickHouse's HTTP port (it answered "
+                          f"{answer[:60]!r}): fix ?http_port= in --clickhouse-url")  # fmt: skip
+    rows = warehouse.execute(
+        "SELECT count() FROM system.tables WHERE database = %(db)s AND name = 'schema_migrations'",
+        {"db": s.database},
+    )
+    done = set()
+    if rows[0][0]:
+        done = {int(v) for (v,) in warehouse.execute("SELECT version FROM schema_migrations")}
+    pending = [f"{m.version:04d}" for m in available() if m.version not in done]
+    if pending:
+        raise ConfigError(
+            f"database {s.database!r} is missing migrations {', '.join(pending)}: run `meter "
+            "migrate` with the same --clickhouse-url first"
+        )
