@@ -243,7 +243,10 @@ def create_app(settings: WorkerSettings) -> faust.App:
         try:
             await source.run()
         except asyncio.CancelledError:
-            raise  # the worker is stopping
+            # The worker is stopping: a write still retrying in its thread gives up now
+            # (its batch is not committed, so it is read again after a restart).
+            handler.warehouse.cancel()
+            raise
         except BaseException:
             # Nothing of the batch in hand was committed: its partitions are read again.
             log.critical("batch could not be processed; exiting uncommitted", exc_info=True)

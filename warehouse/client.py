@@ -112,6 +112,9 @@ class Warehouse:
         self.settings = settings
         self.backoff = backoff or Backoff(give_up_after_s=settings.give_up_after_s)
         self._sleep = sleep
+        # Set when the process is stopping: a retry loop ends at once instead of waiting
+        # out an unreachable server (nothing it was writing is committed).
+        self._cancelled = threading.Event()
         self._client = self._connect(settings.database)
         # clickhouse-driver allows one query at a time per connection; the worker loads a
         # partition's state while the previous batch is still being written.
@@ -133,12 +136,18 @@ class Warehouse:
     def close(self) -> None:
         self._client.disconnect()
 
+    def cancel(self) -> None:
+        """End every retry loop now, from any thread: the process is stopping."""
+        self._cancelled.set()
+
     def _retrying(
         self, what: str, call: Callable[[], T], reset: Callable[[], None] | None = None
     ) -> T:
         """``call`` until it succeeds; ``reset`` (if any) runs before each retry."""
         started = time.monotonic()
         for delay in self.backoff.delays():
+            if self._cancelled.is_set():
+                raise SinkError(f"{what}: stopped while waiting for ClickHouse (not written)")
             try:
                 return call()
             except _TRANSIENT as exc:
@@ -148,7 +157,10 @@ class Warehouse:
                 log.warning("%s: ClickHouse unreachable (%s); retrying in %.1f s", what, exc, delay)
                 if reset is not None:
                     reset()
-                self._sleep(delay)
+                if self._sleep is time.sleep:
+                    self._cancelled.wait(delay)
+                else:
+                    self._sleep(delay)
         raise AssertionError("unreachable")
 
     def _unreachable(self, what: str, limit: float, exc: BaseException) -> str:

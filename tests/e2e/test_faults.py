@@ -314,3 +314,43 @@ def test_skipped_seqs_show_as_exactly_those_gaps_and_sending_them_closes_them(
         worker.stop()
     assert warehouse.execute("SELECT count() FROM open_seq_gaps") == [(0,)]
     assert_exact(warehouse, emitted)
+
+
+def test_a_worker_retrying_an_unreachable_clickhouse_stops_within_10_s_and_loses_nothing(
+    local_stack, worker_settings, warehouse, tmp_path
+):
+    """SIGTERM while every write is being retried against a stopped ClickHouse: the worker
+    ends within 10 s, commits nothing it did not write, and a restart meters it all."""
+    import signal
+
+    from stack import process
+
+    spec = FleetSpec(nodes=20, gpus_per_node=4, tenants=3, reports_per_node=10, seed=31)
+    emitted = EmittedTotals()
+    log = tmp_path / "worker.log"
+    worker = WorkerProcess.start(worker_settings, log)
+    try:
+        time.sleep(3)
+        process.stop(local_stack.read().clickhouse_pid, grace_s=30.0)
+        publisher = BackgroundPublisher(
+            worker_settings, encode_all(fleet_reports(spec), emitted), per_second=400
+        )
+        publisher.start()
+        end_offsets = publisher.finish()
+        deadline = time.monotonic() + 120
+        while "ClickHouse unreachable" not in log.read_text():
+            assert time.monotonic() < deadline, "the worker never met the outage"
+            time.sleep(0.5)
+        asked = time.monotonic()
+        worker.proc.send_signal(signal.SIGTERM)
+        worker.proc.wait(60)
+        assert time.monotonic() - asked < 10, log.read_text()[-3000:]
+    finally:
+        worker.stop()
+        local_stack.restart_clickhouse()
+    again = WorkerProcess.start(worker_settings, tmp_path / "again.log")
+    try:
+        drain(worker_settings, end_offsets, [again])
+    finally:
+        again.stop()
+    assert_exact(warehouse, emitted)
