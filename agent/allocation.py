@@ -17,7 +17,10 @@ to the reserved tenant ``unallocated``.
 
 A file that does not parse, names an unknown unit twice, or carries a tenant id the
 pipeline would reject is refused whole: the agent keeps the last good allocation, logs the
-precise error and counts it (``meter_agent_allocation_errors_total``). Replace this file
+precise error and counts it (``meter_agent_allocation_errors_total``). A file that does not
+exist (or cannot be read) is the same error, logged and counted on every tick while it
+lasts; meanwhile the last good allocation stays in force, which before any file was read is
+every unit ``unallocated``. Replace this file
 source by another :class:`AllocationSource` (a scheduler API) without touching the rest.
 """
 
@@ -126,11 +129,13 @@ class AllocationFile:
     def current(self) -> Mapping[str, Assignment]:
         try:
             st = os.stat(self.path)
-        except FileNotFoundError:
-            if self._seen != (0, -1):
-                self._seen = (0, -1)
-                self._current = {}
-            return self._current
+        except FileNotFoundError as exc:
+            self._seen = None  # parsed afresh once it appears
+            raise AllocationError(
+                f"allocation file {self.path} does not exist: GPUs are metered to the last "
+                f"allocation read ({len(self._current)} units held; none: all "
+                f"'{UNALLOCATED}') until it does"
+            ) from exc
         stamp = (st.st_mtime_ns, st.st_size)
         if stamp != self._seen:
             # Remember the stamp first: a bad file is reported once, not on every tick.

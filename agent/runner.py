@@ -106,21 +106,26 @@ class Agent:
                 return True
             self._observe(attribution, min(self.clock_us(), boundary_us), floor_us)
 
-    def _observe(self, attribution: Attribution, seen_us: int, floor_us: int) -> None:
+    def _observe(
+        self, attribution: Attribution, seen_us: int, floor_us: int, tick: bool = False
+    ) -> None:
+        """Read the allocation source; a refusal is logged and counted once per tick (the
+        polls between ticks keep the last good allocation quietly)."""
         try:
             self._assignments = self.allocations.current()
         except (AllocationError, OSError, UnicodeDecodeError) as exc:
-            self.metrics.allocation_refused()
-            log.error(
-                "allocation file refused; the last good allocation stays in force",
-                extra={"fields": {"error": str(exc)}},
-            )
+            if tick:
+                self.metrics.allocation_refused()
+                log.error(
+                    "allocation file refused; the last good allocation stays in force",
+                    extra={"fields": {"error": str(exc)}},
+                )
         attribution.observe(self._assignments, seen_us, floor_us)
 
     def _tick(self, attribution: Attribution, report: OpenReport, start: int, end: int) -> None:
         cpu_started = time.thread_time()
         readings = self.collector.read_tick(start, end)
-        self._observe(attribution, end, start)
+        self._observe(attribution, end, start, tick=True)
         for reading in readings.readings:
             pieces = attribution.pieces(reading.unit.uuid, start, end)
             report.samples.extend(tick_samples(reading, pieces, start, end))

@@ -111,7 +111,8 @@ def test_allocation_file_formats_and_refusals(tmp_path: Path) -> None:
             parse_allocations(text, ".json", units)
     path = tmp_path / "alloc.json"
     source = AllocationFile(path, units)
-    assert source.current() == {}  # no file yet: everything unallocated
+    with pytest.raises(AllocationError, match=r"alloc\.json does not exist"):
+        source.current()  # an error, every time it is asked, until the file appears
     path.write_text(json.dumps(doc))
     assert source.current()["GPU-a"].holder.tenant_id == "aurora-labs"
 
@@ -156,7 +157,9 @@ def test_the_example_config_loads() -> None:
     assert (config.collector, config.tick_us, config.spool_fsync) == ("nvml", TICK, "always")
 
 
-def run_agent_ticks(tmp_path: Path, ticks: int, alloc_writes: dict[int, dict]) -> list[dict]:
+def run_agent_ticks(
+    tmp_path: Path, ticks: int, alloc_writes: dict[int, dict], metrics: AgentMetrics | None = None
+) -> list[dict]:
     """The agent loop on a clock that advances a tick per wait; allocation file rewritten
     at given ticks (written "mid-tick", i.e. with since_us inside the tick)."""
     config = config_from_dict({
@@ -166,7 +169,7 @@ def run_agent_ticks(tmp_path: Path, ticks: int, alloc_writes: dict[int, dict]) -
     }, tmp_path)  # fmt: skip
     collector = SimulatedCollector("n1", gpus=2)
     spool = Spool(config.spool_dir, 10**9, fsync="never")
-    metrics = AgentMetrics("n1")
+    metrics = metrics or AgentMetrics("n1")
     stop = threading.Event()
     now = {"t": T0}
     done = {"ticks": -1}
@@ -214,6 +217,22 @@ def test_agent_loop_attributes_splits_and_numbers_reports(tmp_path: Path) -> Non
     assert {s["tenant_id"] for s in samples if s["gpu_uuid"] == units[1].uuid} == {"unallocated"}
     for r in reports:
         validate_report(r, ReportLimits(), r["interval_end_us"])
+
+
+def test_a_missing_allocation_file_is_logged_and_counted_every_tick(tmp_path: Path, caplog):
+    """Never written: an error on each tick (not silence), and every GPU is metered to
+    unallocated meanwhile, as documented; once it appears, it is used."""
+    import logging
+
+    metrics = AgentMetrics("n1")
+    units = SimulatedCollector("n1", gpus=2).units()
+    late = {"allocations": [{"gpu": units[0].uuid, "tenant_id": "aurora-labs"}]}
+    with caplog.at_level(logging.ERROR, logger="agent.runner"):
+        reports = run_agent_ticks(tmp_path, 6, {4: late}, metrics=metrics)
+    missing = [r for r in caplog.records if "does not exist" in str(r.__dict__.get("fields"))]
+    assert len(missing) == metrics.allocation_errors == 4  # ticks 0-3, before the file
+    tenants = [s["tenant_id"] for r in reports for s in r["samples"]]
+    assert "aurora-labs" in tenants and tenants[0] == "unallocated"
 
 
 def seq_outcome(state: PartitionState, node: str, boot: str, seq: int) -> BatchOutcome:
