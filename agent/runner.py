@@ -40,6 +40,7 @@ log = logging.getLogger("meter.agent")
 
 # Allocation changes without since_us are placed when seen: look at least this often.
 ALLOCATION_POLL_S = 1.0
+EXIT_SENDER_FAILED = 70  # EX_SOFTWARE: restart it (a supervisor does); nothing spooled is lost
 
 
 def wall_us() -> int:
@@ -187,24 +188,25 @@ def run_agent(config: AgentConfig, drain_s: float = 10.0) -> int:
     metrics = AgentMetrics(config.node_id)
     metrics.spool_max_bytes = spool.max_bytes
     server = serve(metrics, config.metrics_port) if config.metrics_port else None
+    stop = threading.Event()
     sender = SpoolSender(
         spool, config.topic, config.node_id.encode(), metrics,
-        lambda: kafka_producer(config.broker),
+        lambda: kafka_producer(config.broker), on_death=lambda _: stop.set(),
     )  # fmt: skip
     agent = Agent(
         config, collector, AllocationFile(config.allocation_path, collector.units()), spool,
         metrics, on_spooled=sender.wake.set,
     )  # fmt: skip
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
+    if threading.current_thread() is threading.main_thread():  # only it may own signals
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: stop.set())
     sender.start()
     try:
         agent.run(stop)
     finally:
         sender.stop()
         sender.join(timeout=60)
-        drained = sender.drain(drain_s)
+        drained = sender.failure is None and sender.drain(drain_s)
         sender.close()
         collector.close()
         if server is not None:
@@ -214,4 +216,4 @@ def run_agent(config: AgentConfig, drain_s: float = 10.0) -> int:
             extra={"fields": {"spooled_left": len(spool), "drained": drained,
                               "next_seq": spool.peek_seq()}},
         )  # fmt: skip
-    return 0
+    return EXIT_SENDER_FAILED if sender.failure is not None else 0

@@ -52,8 +52,13 @@ class SpoolSender(threading.Thread):
     def __init__(
         self, spool: Spool, topic: str, key: bytes, metrics: AgentMetrics,
         producer_factory: Callable[[], Any],
+        on_death: Callable[[BaseException], None] | None = None,
     ) -> None:  # fmt: skip
         super().__init__(name="spool-sender", daemon=True)
+        # An error the loop does not expect ends the thread, and through this the agent:
+        # ticking on without a sender would spool for ever and send nothing.
+        self.on_death = on_death
+        self.failure: BaseException | None = None
         self.spool = spool
         self.topic = topic
         self.key = key
@@ -65,14 +70,22 @@ class SpoolSender(threading.Thread):
         self._backoff_s = 0.0
 
     def run(self) -> None:
-        while not self.stopping.is_set():
-            sent = self.send_once()
-            if self._backoff_s:
-                self.stopping.wait(self._backoff_s)
-            elif not sent:
-                self.wake.wait(1.0)
-                self.wake.clear()
-        self.close()
+        try:
+            while not self.stopping.is_set():
+                sent = self.send_once()
+                if self._backoff_s:
+                    self.stopping.wait(self._backoff_s)
+                elif not sent:
+                    self.wake.wait(1.0)
+                    self.wake.clear()
+        except BaseException as exc:
+            self.failure = exc
+            log.critical("the sender failed; the agent stops (its spool is kept and sent after "
+                         "a restart)", exc_info=True)  # fmt: skip
+            if self.on_death is not None:
+                self.on_death(exc)
+        finally:
+            self.close(timeout_s=0 if self.failure else 5)
 
     def send_once(self) -> int:
         """Send one chunk of the spool and wait for it; returns how many were acknowledged."""

@@ -253,3 +253,30 @@ def test_a_restarted_agent_continuing_its_seq_opens_no_gap() -> None:
     assert seq_outcome(state, "n1", "boot-d", 0).gap_rows == []  # its seq store was lost
     restored = PartitionState.from_snapshot(state.to_snapshot())
     assert restored == state
+
+
+def test_a_sender_that_dies_ends_the_agent_non_zero_and_keeps_its_spool(tmp_path, monkeypatch):
+    import time
+
+    from agent import runner
+
+    config = config_from_dict({
+        "node_id": "n1", "cluster": "sc1", "broker": "127.0.0.1:1", "spool_dir": "spool",
+        "allocation": {"path": "alloc.json"}, "tick_seconds": 1, "publish_seconds": 1,
+        "spool_fsync": "never", "collector": {"kind": "simulated", "gpus": 2},
+    }, tmp_path)  # fmt: skip
+
+    def broken_producer(bootstrap: str):
+        raise RuntimeError("a defect in the sender")  # not a Kafka or network error
+
+    monkeypatch.setattr(runner, "kafka_producer", broken_producer)
+    result: list[int] = []
+    started = time.monotonic()
+    # In a thread, so that an agent that does not stop fails the test instead of hanging it.
+    agent = threading.Thread(target=lambda: result.append(runner.run_agent(config, drain_s=1)),
+                             daemon=True)  # fmt: skip
+    agent.start()
+    agent.join(20)
+    assert result == [runner.EXIT_SENDER_FAILED], "the agent went on without its sender"
+    assert time.monotonic() - started < 10
+    assert Spool(config.spool_dir, 10**9).peek_seq() >= 1  # what it spooled is kept
