@@ -4,8 +4,10 @@ Ticks are aligned to the wall clock (boundaries at multiples of the tick length 
 epoch, so every node's ticks line up with the minute windows); waiting uses the monotonic
 clock, so a clock step never makes a tick negative. The first tick after a start is
 partial: [start, next boundary). On SIGTERM/SIGINT the current tick is closed at that
-moment, its report is spooled, and the spool is drained for up to ``drain_s``; what is
-left stays spooled for the next start.
+moment, its report is spooled, and, if the broker was answering, the spool is drained
+within the stop budget (``drain_s``, 8 s in all); what is left stays spooled for the next
+start. A sender blocked on an unreachable broker is not waited for (the spool holds all it
+had), so the agent always ends within 10 s.
 
 Identity: ``boot_id`` is a fresh UUID per start; ``seq`` continues from the spool's
 persisted counter (see ``agent/spool.py``), so it never repeats for the node.
@@ -40,6 +42,8 @@ log = logging.getLogger("meter.agent")
 
 # Allocation changes without since_us are placed when seen: look at least this often.
 ALLOCATION_POLL_S = 1.0
+STOP_BUDGET_S = 8.0  # SIGTERM to exit, sending included: within the 10 s promised
+SENDER_JOIN_S = 2.0
 EXIT_SENDER_FAILED = 70  # EX_SOFTWARE: restart it (a supervisor does); nothing spooled is lost
 
 
@@ -180,7 +184,7 @@ def build_collector(config: AgentConfig) -> Collector:
     return NvmlCollector(sku_names=config.sku_names)
 
 
-def run_agent(config: AgentConfig, drain_s: float = 10.0) -> int:
+def run_agent(config: AgentConfig, drain_s: float = STOP_BUDGET_S) -> int:
     collector = build_collector(config)
     spool = Spool(
         config.spool_dir, config.spool_max_bytes, config.spool_alarm_fraction, config.spool_fsync
@@ -204,10 +208,16 @@ def run_agent(config: AgentConfig, drain_s: float = 10.0) -> int:
     try:
         agent.run(stop)
     finally:
+        deadline = time.monotonic() + drain_s
         sender.stop()
-        sender.join(timeout=60)
-        drained = sender.failure is None and sender.drain(drain_s)
-        sender.close()
+        sender.join(timeout=min(SENDER_JOIN_S, drain_s))
+        # Drain only through a sender that finished and was not failing: one blocked on an
+        # unreachable broker would take the stop past its bound, and the spool keeps all.
+        drained = False
+        if sender.failure is None and not sender.is_alive() and not sender.failing:
+            drained = sender.drain(max(0.0, deadline - time.monotonic()))
+        if not sender.is_alive():
+            sender.close()
         collector.close()
         if server is not None:
             server.shutdown()

@@ -121,6 +121,11 @@ class SpoolSender(threading.Thread):
         self.metrics.set_spool(len(self.spool), self.spool.bytes_used, self.spool.alarm)
         return acked
 
+    @property
+    def failing(self) -> bool:
+        """The last send failed (the broker did not answer)."""
+        return self._backoff_s > 0
+
     def _send(self, entry: SpoolEntry) -> Any:
         return self._producer.send(self.topic, key=self.key, value=entry.read())
 

@@ -153,3 +153,25 @@ def test_full_spool_alarms_drops_newest_and_the_loss_is_a_gap_downstream(
         "SELECT first_missing, last_missing FROM open_seq_gaps ORDER BY first_missing"
     )
     assert [list(g) for g in gaps] == dropped, "the dropped reports must be the open gaps"
+
+
+def test_sigterm_ends_an_agent_within_10_s_while_the_broker_is_unreachable(tmp_path: Path) -> None:
+    """Nothing listens at the broker's address: the agent spools, and SIGTERM still ends it
+    within 10 s, exit 0, every report it minted kept in the spool for the next start."""
+    import signal
+
+    agent = AgentProcess(tmp_path / "agent", f"127.0.0.1:{proc.free_port()}", "gpu-usage")
+    agent.start()
+    try:
+        agent.wait_metric("meter_agent_spool_reports", lambda v: v >= 3, 60)
+        asked = time.monotonic()
+        assert agent.proc is not None
+        agent.proc.send_signal(signal.SIGTERM)
+        assert agent.proc.wait(30) == 0, agent.log_tail()
+        assert time.monotonic() - asked < 10, agent.log_tail()
+    finally:
+        if agent.proc is not None and agent.proc.poll() is None:
+            agent.kill()
+    state = agent.state()
+    spooled = sorted(p.name for p in (tmp_path / "agent" / "spool").glob("*.report"))
+    assert len(spooled) == state["next_seq"] >= 3  # minted, none sent, all kept
