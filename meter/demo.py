@@ -10,13 +10,14 @@ from __future__ import annotations
 import sys
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 
 from agent.fleet import FleetSpec, spec_dict
 from agent.totals import COUNTERS, per_tenant
+from meter.errors import ConfigError
 from meter.runner import WorkerProcess, publish_fleet
 from meter.units import US_PER_DAY, US_PER_SECOND, gpu_hours, kwh
 from stack import LocalStack
@@ -96,14 +97,37 @@ def run_demo(options: DemoOptions, folder: Path | None = None) -> int:
             stack.down()
 
 
+# The demo recreates its database on every run; it drops only one it made (this table in
+# it) or none: a typo in --database must not drop a database holding real usage.
+DEMO_MARKER = "meter_demo_database"
+
+
+def _refuse_a_database_not_the_demos(ch: ClickHouseSettings) -> None:
+    catalog = Warehouse(replace(ch, database="system"))
+    try:
+        tables = {name for (name,) in catalog.execute(
+            "SELECT name FROM system.tables WHERE database = %(d)s", {"d": ch.database}
+        )}  # fmt: skip
+    finally:
+        catalog.close()
+    if tables and DEMO_MARKER not in tables:
+        raise ConfigError(
+            f"database {ch.database!r} exists and was not made by meter demo ({len(tables)} "
+            "tables): the demo drops and recreates its database, so pass another --database "
+            "(default: demo)"
+        )
+
+
 def _run(options: DemoOptions, folder: Path, bootstrap: str, ch_port: int, ch_http: int) -> int:
     spec = options.spec
     run_id = uuid.uuid4().hex[:8]
     ch = ClickHouseSettings(port=ch_port, http_port=ch_http, database=options.database)
+    _refuse_a_database_not_the_demos(ch)
     warehouse = Warehouse(ch)
     say(f"recreating database {ch.database!r} and applying migrations")
     warehouse.drop_database()
     applied = migrate(warehouse)
+    warehouse.execute(f"CREATE TABLE IF NOT EXISTS {DEMO_MARKER} (made_at DateTime) ENGINE = Log")
     say(f"applied {len(applied)} migrations: {', '.join(m.name for m in applied)}")
 
     settings = WorkerSettings(

@@ -146,3 +146,12 @@ def test_a_worker_refuses_a_clickhouse_it_cannot_use_before_joining_its_group(st
     _one_line(_meter(*worker, "--clickhouse-url", url), "is missing migrations 0001, 0002")
     _one_line(_meter(*worker, "--clickhouse-url", url.replace("/default", f"/{unique_name}x")),
               "run `meter migrate`")  # fmt: skip
+
+
+def test_the_demo_refuses_to_drop_a_database_it_did_not_make(stack, warehouse):
+    tables = "SELECT count() FROM system.tables WHERE database = %(d)s"
+    before = warehouse.execute(tables, {"d": warehouse.settings.database})[0][0]
+    assert before > 10
+    done = _meter("demo", "--database", warehouse.settings.database, "--stack-dir", stack.folder)
+    _one_line(done, "exists and was not made by meter demo")
+    assert warehouse.execute(tables, {"d": warehouse.settings.database})[0][0] == before
