@@ -22,9 +22,12 @@ def _env(name: str, default: str | None = None) -> str | None:
 
 
 def _flag(parser: argparse.ArgumentParser, flag: str, env: str, **kwargs: object) -> None:
-    default = _env(env, kwargs.pop("default", None))  # type: ignore[arg-type]
+    built_in = kwargs.pop("default", None)
+    default = _env(env, built_in)  # type: ignore[arg-type]
     help_text = str(kwargs.pop("help", ""))
-    parser.add_argument(flag, default=default, help=f"{help_text} [env METER_{env}]", **kwargs)  # type: ignore[arg-type]
+    shown = f" (default: {built_in})" if built_in not in (None, "") else ""
+    parser.add_argument(flag, default=default, help=f"{help_text}{shown} [env METER_{env}]",
+                        **kwargs)  # type: ignore[arg-type]  # fmt: skip
 
 
 def _fleet_flags(parser: argparse.ArgumentParser) -> None:
@@ -51,6 +54,27 @@ def _stack_dir(parser: argparse.ArgumentParser) -> None:
     _flag(parser, "--stack-dir", "STACK_DIR", default=".stack", help="folder of the local stack")
 
 
+_DESCRIPTION = """GPU usage metering: node agents, the stream worker, the ClickHouse warehouse,
+statements and reconciliation. Every flag also reads an environment variable, named in
+each command's --help (meter worker --help)."""
+_EXAMPLES = """examples:
+  meter demo                                    # a simulated fleet end to end, checked
+  meter stack up                                # local broker and ClickHouse, URLs printed
+  meter migrate --clickhouse-url clickhouse://default@127.0.0.1:9000/gpu_meter?http_port=8123
+  meter worker --bootstrap kafka:9092 --clickhouse-url URL --metrics-port 9108
+  meter statements --period 2026-10 --issuer issuer.json --dry-run
+  meter reconcile --period 2026-10"""
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("gpu-meter")
+    except PackageNotFoundError:  # run from a checkout that was not installed
+        return "unknown (not installed)"
+
+
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -62,8 +86,12 @@ def _global_flags(parser: argparse.ArgumentParser, level: object, debug: object)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="meter", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="meter", description=_DESCRIPTION, epilog=_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
     _global_flags(parser, _env("LOG_LEVEL", "INFO"), False)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     # The same flags after the subcommand (meter status --debug); they win when given there.
     common = argparse.ArgumentParser(add_help=False)
     _global_flags(common, argparse.SUPPRESS, argparse.SUPPRESS)
