@@ -253,8 +253,13 @@ def create_app(settings: WorkerSettings) -> faust.App:
             logging.shutdown()
             os._exit(EXIT_UNPROCESSABLE_BATCH)
 
+    logged_at_batches = [-1]
+
     @app.timer(interval=10.0)
     async def log_progress() -> None:
+        if handler.batches == logged_at_batches[0]:
+            return  # idle since the last summary: nothing new to say
+        logged_at_batches[0] = handler.batches
         spent = ", ".join(f"{k} {v:.1f}" for k, v in sorted(source.stage_seconds.items()))
         log.info("%d batches; seconds spent: %s", handler.batches, spent or "none yet")
         for view in handler.partition_views(source):
