@@ -89,6 +89,9 @@ def render(status: dict[str, Any]) -> list[str]:
         )
     if not status["partitions"]:
         lines.append("(no partition has been processed yet)")
+    if any(p["lag"] is None for p in status["partitions"]):
+        lines.append("lag ?: unknown, the warehouse does not hold the broker's offsets; pass "
+                     "each worker's --metrics-url http://HOST:PORT/metrics to show it")  # fmt: skip
     lines.append("")
     if status["open_gaps"]:
         lines.append("open seq gaps (possible data loss), oldest first:")

@@ -120,6 +120,7 @@ def test_meter_status_reports_progress_gaps_and_rejections(stack, warehouse):
     ]  # fmt: skip
     assert "sc1-node-00009 boot bbbbbbbb seqs 4..6 (3)" in done.stdout
     assert "rejected reports by reason: bad=1" in done.stdout
+    assert "lag ?: unknown" in done.stdout and "--metrics-url" in done.stdout
 
 
 def test_one_warehouse_can_be_used_from_several_threads_at_once(warehouse):
