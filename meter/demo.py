@@ -140,7 +140,10 @@ def _run(options: DemoOptions, folder: Path, bootstrap: str, ch_port: int, ch_ht
     )
     ensure_topics(bootstrap, {settings.topic: settings.partitions, settings.dlq_topic: 1})
     worker = WorkerProcess.start(settings, folder / f"worker-{run_id}.log")
-    say(f"worker started (pid {worker.proc.pid}, log {worker.log_path})")
+    say(
+        f"worker started (pid {worker.proc.pid}, log {worker.log_path}); on a first run it "
+        "compiles its hot path before it reads (about a minute; cached on disk after)"
+    )
     try:
         reports = spec.nodes * spec.reports_per_node
         say(

@@ -19,6 +19,7 @@ def run_worker(settings: WorkerSettings, loglevel: str = "info") -> None:
     settings.datadir.mkdir(parents=True, exist_ok=True)
     prepare_topics(settings)
     if settings.hot_path:
+        log.info("compiling the hot path (a minute on a first run; cached on disk after)")
         log.info("hot path compiled in %.1f s", warm_up())
     app = create_app(settings)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)
