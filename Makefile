@@ -23,6 +23,7 @@ demo: setup
 # collects no test: that is a failure here, never a pass.
 test: setup
 	@scripts/ensure-debian-packages.sh chromium chromium
+	@scripts/ensure-debian-packages.sh promtool prometheus
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	@$(BIN)/python -m pytest; rc=$$?; \

@@ -2,7 +2,7 @@
 # ensure-debian-packages.sh COMMAND PACKAGE...: install Debian PACKAGEs unless COMMAND is
 # already on the PATH. `make setup` uses it for clickhouse-server (the local stack runs the
 # server itself; the package's own service is not started), `make test` for chromium (the
-# HTML statement is rendered in it headless).
+# HTML statement is rendered in it headless) and for promtool (the alerting rules are tested).
 set -euo pipefail
 if [ $# -lt 2 ]; then
   echo "usage: $0 COMMAND PACKAGE..." >&2
