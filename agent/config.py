@@ -11,6 +11,7 @@ spool_max_mb = 512
 spool_alarm_fraction = 0.5
 spool_fsync = "always"     # or "never" (tests on tmpfs only)
 metrics_port = 9464        # 0: no metrics endpoint
+metrics_host = "0.0.0.0"   # the address it listens on (default 127.0.0.1: this node only)
 log_format = "json"        # or "text"
 
 [allocation]
@@ -28,6 +29,7 @@ seed = 7
 
 from __future__ import annotations
 
+import ipaddress
 import tomllib
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -55,6 +57,7 @@ class AgentConfig:
     spool_alarm_fraction: float = 0.5
     spool_fsync: str = "always"
     metrics_port: int = 0
+    metrics_host: str = "127.0.0.1"
     log_format: str = "json"
     collector: str = "nvml"
     simulated_gpus: int = 8
@@ -87,7 +90,8 @@ def load_config(path: str | Path) -> AgentConfig:
 def config_from_dict(doc: dict[str, Any], base: Path = Path(".")) -> AgentConfig:
     known = {
         "node_id", "cluster", "broker", "topic", "tick_seconds", "publish_seconds", "spool_dir",
-        "spool_max_mb", "spool_alarm_fraction", "spool_fsync", "metrics_port", "log_format",
+        "spool_max_mb", "spool_alarm_fraction", "spool_fsync", "metrics_port", "metrics_host",
+        "log_format",
         "allocation", "collector", "nvml",
     }  # fmt: skip
     unknown = sorted(set(doc) - known)
@@ -121,6 +125,12 @@ def config_from_dict(doc: dict[str, Any], base: Path = Path(".")) -> AgentConfig
     port = doc.get("metrics_port", 0)
     if not isinstance(port, int) or not 0 <= port < 65536:
         raise ConfigError("metrics_port must be 0..65535")
+    host = doc.get("metrics_host", "127.0.0.1")
+    try:
+        ipaddress.ip_address(host)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"metrics_host {host!r} must be an IP address to listen on, such as "
+                          "0.0.0.0 (every interface) or 127.0.0.1") from exc  # fmt: skip
 
     def resolve(p: str) -> Path:
         return (base / p).resolve() if not Path(p).is_absolute() else Path(p)
@@ -138,6 +148,7 @@ def config_from_dict(doc: dict[str, Any], base: Path = Path(".")) -> AgentConfig
         spool_alarm_fraction=float(doc.get("spool_alarm_fraction", 0.5)),
         spool_fsync=str(doc.get("spool_fsync", "always")),
         metrics_port=port,
+        metrics_host=str(host),
         log_format=log_format,
         collector=kind,
         simulated_gpus=int(collector.get("gpus", 8)),

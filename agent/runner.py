@@ -191,7 +191,9 @@ def run_agent(config: AgentConfig, drain_s: float = STOP_BUDGET_S) -> int:
     )
     metrics = AgentMetrics(config.node_id)
     metrics.spool_max_bytes = spool.max_bytes
-    server = serve(metrics, config.metrics_port) if config.metrics_port else None
+    server = (
+        serve(metrics, config.metrics_port, config.metrics_host) if config.metrics_port else None
+    )
     stop = threading.Event()
     sender = SpoolSender(
         spool, config.topic, config.node_id.encode(), metrics,

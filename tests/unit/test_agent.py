@@ -147,6 +147,8 @@ def test_config_is_validated_at_the_edge(tmp_path: Path) -> None:
         ({"collector": {"kind": "gpu-magic"}}, "kind"),
         ({"colector": {}}, "unknown agent config keys"),
         ({"tick_seconds": 0.0000001}, "microseconds"),
+        ({"topic": "gpu usage"}, "'gpu usage' is not a Kafka topic name"),
+        ({"metrics_host": "every interface"}, "must be an IP address to listen on"),
     ]:
         with pytest.raises(ConfigError, match=message):
             config_from_dict({**base, **patch}, tmp_path)
@@ -155,6 +157,7 @@ def test_config_is_validated_at_the_edge(tmp_path: Path) -> None:
 def test_the_example_config_loads() -> None:
     config = load_config(Path(__file__).parents[2] / "agent" / "agent.example.toml")
     assert (config.collector, config.tick_us, config.spool_fsync) == ("nvml", TICK, "always")
+    assert config.metrics_host == "0.0.0.0"  # scrapeable from the Prometheus host
 
 
 def run_agent_ticks(
