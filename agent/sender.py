@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -46,6 +47,9 @@ def kafka_producer(bootstrap: str) -> KafkaProducer:
         reconnect_backoff_ms=200,
         reconnect_backoff_max_ms=2_000,
     )
+
+
+MAX_BACKOFF_S = 30.0
 
 
 class SpoolSender(threading.Thread):
@@ -110,7 +114,10 @@ class SpoolSender(threading.Thread):
             # Whatever the producer still queues would reach the broker after the failed
             # report and break seq order: drop it with the producer and resend from the spool.
             self.close(timeout_s=0)
-            self._backoff_s = min(30.0, max(1.0, self._backoff_s * 2))
+            # Capped exponential with jitter: 25,000 agents that lost the broker together
+            # do not all come back in the same second.
+            base_s = min(MAX_BACKOFF_S, max(1.0, self._backoff_s * 2))
+            self._backoff_s = base_s * random.uniform(0.8, 1.2)
             log.warning(
                 "send failed; will resend from the oldest unacknowledged report",
                 extra={"fields": {
