@@ -354,3 +354,39 @@ def test_a_worker_retrying_an_unreachable_clickhouse_stops_within_10_s_and_loses
     finally:
         again.stop()
     assert_exact(warehouse, emitted)
+
+
+def test_sigterm_mid_run_ends_a_worker_within_10_s_each_time_and_loses_nothing(
+    worker_settings, warehouse, tmp_path
+):
+    """SIGTERM while the worker works through a backlog (fetching, processing, writing: a
+    random moment), three times: each stop within 10 s, then exact totals."""
+    import signal
+
+    spec = FleetSpec(nodes=50, gpus_per_node=8, tenants=3, reports_per_node=40, seed=33)
+    emitted = EmittedTotals()
+    publisher = BackgroundPublisher(
+        worker_settings, encode_all(fleet_reports(spec), emitted), per_second=150
+    )
+    rng = random.Random(7)
+    publisher.start()
+    stops = []
+    worker = WorkerProcess.start(worker_settings, tmp_path / "worker-0.log")
+    try:
+        for n in range(1, 4):
+            waited = time.monotonic()
+            while "resuming after offset" not in worker.log_path.read_text():
+                assert time.monotonic() - waited < 60, worker.log_path.read_text()[-2000:]
+                time.sleep(0.2)
+            time.sleep(rng.uniform(0.5, 3.0))
+            asked = time.monotonic()
+            worker.proc.send_signal(signal.SIGTERM)
+            worker.proc.wait(60)
+            stops.append(time.monotonic() - asked)
+            worker = WorkerProcess.start(worker_settings, tmp_path / f"worker-{n}.log")
+        drain(worker_settings, publisher.finish(), [worker])
+    finally:
+        worker.stop()
+    assert max(stops) < 10, stops
+    assert_exact(warehouse, emitted)
+    assert progress(warehouse)["accepted_samples"] == spec.samples
