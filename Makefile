@@ -13,6 +13,8 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	@echo "compiling the hot path once (about half a minute; numba caches it on disk)..."
+	$(BIN)/python -c "from streams.hotpath.warmup import warm_up; print(f'compiled in {warm_up():.0f} s')"
 	rm -f $(VENV)/.installed-*
 	touch $@
 
