@@ -36,9 +36,8 @@ from pathlib import Path
 from typing import Protocol
 
 from agent.collectors import GpuUnit
-from agent.fleet import UNALLOCATED
 from meter.errors import ConfigError
-from streams.validate import ReportLimits, is_valid_tenant
+from meter.identity import UNALLOCATED, ReportLimits, is_valid_tenant
 
 MAX_JOB_ID_CHARS = 256
 

@@ -37,8 +37,8 @@ from pathlib import Path
 from typing import Any
 
 from meter.errors import ConfigError
+from meter.identity import check_topic, is_valid_name
 from meter.units import US_PER_MINUTE, US_PER_SECOND
-from streams.validate import check_topic, is_valid_name
 
 DEFAULT_TOPIC = "gpu-usage"  # the worker's default topic
 

@@ -424,8 +424,8 @@ def _bootstrap(args: argparse.Namespace) -> str:
 
 def _cmd_fleet(args: argparse.Namespace) -> int:
     from agent.fleet import spec_dict
+    from meter.identity import check_topic
     from meter.runner import publish_fleet
-    from streams.validate import check_topic
 
     check_topic(args.topic)
     spec = _fleet_spec(args)

@@ -23,6 +23,7 @@ from typing import Any
 
 from meter import reasons
 from meter.errors import ConfigError, RejectedReport
+from meter.identity import ReportLimits
 from meter.units import US_PER_MINUTE
 from schemas import ReportCodec
 from streams.aggregate import RollupKey, add_into, sample_pieces
@@ -31,7 +32,7 @@ from streams.grains import COARSE_GRAINS, OnTime, coarse_adjustments
 from streams.native import LEDGER_COLUMNS, LEDGER_TYPES, encode_block, holding_rows
 from streams.seqtrack import GapRow, SeqVerdict
 from streams.state import PartitionState
-from streams.validate import ReportLimits, is_empty_tick, validate_report
+from streams.validate import is_empty_tick, validate_report
 
 
 @dataclass(frozen=True)

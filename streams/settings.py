@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from meter.errors import ConfigError
+from meter.identity import check_topic
 from streams.processor import ProcessorSettings
-from streams.validate import check_topic
 from warehouse.client import ClickHouseSettings
 
 # The largest message the pipeline takes whole, at every step: the topics' own limit

@@ -11,66 +11,23 @@ costs the rest of its report; with any usage it is refused as ``empty_tick_with_
 from __future__ import annotations
 
 import itertools
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from meter import reasons
-from meter.errors import ConfigError, RejectedReport
+from meter.errors import RejectedReport
+from meter.identity import (
+    ReportLimits,
+    is_known_sku,
+    is_valid_name,
+    is_valid_tenant,
+)
 from meter.units import INT64_MAX, US_PER_SECOND
 from streams.aggregate import SUMMED
 
 INT32_MAX = 2**31 - 1
 
-DEFAULT_SKUS = frozenset({"A100", "H100", "H200", "B200", "GB200", "L40S", "MI300X"})
-# fullmatch, not match with $: "$" also matches before a trailing newline.
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}")
-_TENANT = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 _COUNTERS = ("allocated_us", "busy_us", "unhealthy_us", "energy_mj", "memory_peak_bytes")
-
-
-@dataclass(frozen=True)
-class ReportLimits:
-    """Bounds that make a report physically plausible; overflow is impossible inside them."""
-
-    known_skus: frozenset[str] = DEFAULT_SKUS
-    max_samples: int = 65_536
-    max_interval_us: int = 24 * 3600 * US_PER_SECOND
-    max_future_us: int = 15 * 60 * US_PER_SECOND  # clock skew an agent may have
-    max_power_mw: int = 10_000_000  # 10 kW per GPU: above any board we meter
-    max_memory_bytes: int = 2**41  # 2 TiB per GPU
-    extra_tenant_ids: frozenset[str] = field(default_factory=frozenset)
-
-
-# A MIG instance bills as its own SKU: "<parent SKU>-MIG-<profile>", e.g. "H100-MIG-1g.10gb".
-_MIG_SKU = re.compile(r"(?P<parent>[A-Z0-9]+)-MIG-(?P<slices>[0-9]+)g\.[0-9]+gb")
-# Every MIG-capable GPU we meter (A100, H100, H200, B200, GB200) has seven compute slices:
-# a "<N>g" instance is N/7 of its parent GPU, which is what it counts towards committed GPUs.
-MIG_SLICES_PER_GPU = 7
-
-
-def gpu_sevenths(sku: str) -> int:
-    """Sevenths of a whole GPU that one unit of ``sku`` holds: 7 for a GPU, N for an
-    "<N>g" MIG instance (never more than 7)."""
-    mig = _MIG_SKU.fullmatch(sku)
-    return min(int(mig.group("slices")), MIG_SLICES_PER_GPU) if mig else MIG_SLICES_PER_GPU
-
-
-def is_known_sku(sku: str, limits: ReportLimits) -> bool:
-    if sku in limits.known_skus:
-        return True
-    mig = _MIG_SKU.fullmatch(sku)
-    return mig is not None and mig.group("parent") in limits.known_skus
-
-
-def is_valid_name(text: str) -> bool:
-    """The rule for node ids, boot ids, cluster names and GPU uuids."""
-    return bool(_NAME.fullmatch(text))
-
-
-def is_valid_tenant(tenant_id: str, limits: ReportLimits) -> bool:
-    return bool(_TENANT.fullmatch(tenant_id)) or tenant_id in limits.extra_tenant_ids
 
 
 def is_empty_tick(sample: Mapping[str, Any]) -> bool:
@@ -85,7 +42,7 @@ def _reject(reason: str, detail: str) -> RejectedReport:
 def validate_report(report: Mapping[str, Any], limits: ReportLimits, now_us: int) -> None:
     """Raise :class:`RejectedReport` unless ``report`` can be metered as it stands."""
     for name in ("node_id", "boot_id", "cluster"):
-        if not _NAME.fullmatch(report[name]):
+        if not is_valid_name(report[name]):
             raise _reject(reasons.INVALID_IDENTITY, f"{name}={report[name]!r}")
     if report["seq"] < 0:
         raise _reject(reasons.INVALID_IDENTITY, f"seq={report['seq']}")
@@ -134,7 +91,7 @@ def _validate_sample(
     index: int, sample: Mapping[str, Any], start: int, end: int, limits: ReportLimits
 ) -> None:
     where = f"sample {index}"
-    if not _NAME.fullmatch(sample["gpu_uuid"]) or not 0 <= sample["gpu_index"] <= INT32_MAX:
+    if not is_valid_name(sample["gpu_uuid"]) or not 0 <= sample["gpu_index"] <= INT32_MAX:
         raise _reject(reasons.INVALID_IDENTITY, f"{where}: gpu {sample['gpu_uuid']!r}")
     if not is_valid_tenant(sample["tenant_id"], limits):
         raise _reject(reasons.INVALID_TENANT, f"{where}: tenant_id={sample['tenant_id']!r}")
@@ -180,15 +137,3 @@ def _validate_sample(
             reasons.COUNTER_OUT_OF_RANGE,
             f"{where}: memory_peak_bytes {sample['memory_peak_bytes']}",
         )
-
-
-_TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
-
-
-def check_topic(name: str, what: str = "topic") -> str:
-    """A Kafka topic name (letters, digits, '.', '_', '-'), refused at the edge: a broker
-    refuses any other only once a producer is already running."""
-    if not _TOPIC.match(name):
-        raise ConfigError(f"{what} {name!r} is not a Kafka topic name: use 1–200 letters, "
-                          "digits, '.', '_' or '-'")  # fmt: skip
-    return name

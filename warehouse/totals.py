@@ -27,7 +27,7 @@ GRAINS: dict[str, tuple[str, str, int]] = {
     "day": ("toUInt32(toDateTime(day))", "day", US_PER_DAY),
 }
 # A report's ticks lie inside its interval, which validation bounds to a day
-# (streams/validate.py, max_interval_us): a ledger read by interval_start starts a day early.
+# (meter/identity.py ReportLimits.max_interval_us): a ledger read by interval_start starts a day early.
 _LEDGER_LEAD_US = US_PER_DAY
 # The ledger (migration 0013: every earlier ledger table is copied into it) spelled out per
 # sample: tenant and SKU are the row's, the tick and counters its arrays'.

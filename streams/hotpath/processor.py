@@ -20,6 +20,7 @@ import numpy as np
 
 from meter import reasons
 from meter.errors import RejectedReport
+from meter.identity import is_known_sku, is_valid_tenant
 from meter.windows import split_counters
 from schemas import ReportCodec, load_released_versions
 from streams.aggregate import SUMMED, RollupKey, add_into
@@ -50,7 +51,7 @@ from streams.processor import (
 )
 from streams.seqtrack import SeqVerdict
 from streams.state import PartitionState
-from streams.validate import is_known_sku, is_valid_tenant, validate_report
+from streams.validate import validate_report
 
 _V1 = next(v for v in load_released_versions() if v.version == 1)
 _FINGERPRINT = np.frombuffer(_V1.fingerprint, np.uint8)

@@ -545,11 +545,11 @@ def test_the_readme_ledger_queries_answer_beside_a_report_of_the_largest_size_ac
 
     from clickhouse_driver import Client
 
+    from meter.identity import ReportLimits
     from schemas import ReportCodec
     from streams.hotpath.processor import FastPartitionProcessor
     from streams.native import LEDGER_COLUMNS, LEDGER_TABLE
     from streams.processor import ProcessorSettings
-    from streams.validate import ReportLimits
     from tests.factories import NOW_US, make_report, make_sample
 
     day_us = 1_790_812_800_000_000  # 2026-10-01, the README's day

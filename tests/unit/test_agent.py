@@ -28,10 +28,11 @@ from agent.report import tick_samples
 from agent.runner import Agent
 from agent.spool import Spool
 from meter.errors import ConfigError
+from meter.identity import ReportLimits
 from schemas import ReportCodec
 from streams.processor import BatchOutcome, SourceMessage, observe_seq
 from streams.state import PartitionState
-from streams.validate import ReportLimits, validate_report
+from streams.validate import validate_report
 
 T0 = 1_800_000_000_000_000
 TICK = 10_000_000

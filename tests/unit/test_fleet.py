@@ -1,9 +1,10 @@
 from collections import Counter
 
-from agent.fleet import UNALLOCATED, FleetSpec, build_nodes, fleet_reports
+from agent.fleet import FleetSpec, build_nodes, fleet_reports
 from agent.totals import EmittedTotals
+from meter.identity import UNALLOCATED, ReportLimits
 from schemas import ReportCodec
-from streams.validate import ReportLimits, validate_report
+from streams.validate import validate_report
 from tests.factories import NOW_US
 
 SPEC = FleetSpec(nodes=10, gpus_per_node=8, tenants=3, reports_per_node=4)

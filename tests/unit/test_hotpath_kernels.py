@@ -6,8 +6,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from meter.identity import _NAME
 from streams.hotpath import kernels
-from streams.validate import _NAME
 
 NAME_BYTES = b"aZ09._:/- \x00\xff\xc3"
 
