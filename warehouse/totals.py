@@ -26,8 +26,8 @@ GRAINS: dict[str, tuple[str, str, int]] = {
     "hour": ("toUInt32(hour_start)", "hour_start", US_PER_HOUR),
     "day": ("toUInt32(toDateTime(day))", "day", US_PER_DAY),
 }
-# A report's ticks lie inside its interval, which validation bounds to a day
-# (meter/identity.py ReportLimits.max_interval_us): a ledger read by interval_start starts a day early.
+# A report's ticks lie inside its interval, which validation bounds to a day (meter/identity.py,
+# ReportLimits.max_interval_us): a ledger read by interval_start starts a day early.
 _LEDGER_LEAD_US = US_PER_DAY
 # The ledger (migration 0013: every earlier ledger table is copied into it) spelled out per
 # sample: tenant and SKU are the row's, the tick and counters its arrays'.
