@@ -9,11 +9,12 @@ the field, e.g. ``contract 'AUR-2026' rates[1].effective_from: ...``.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from meter.errors import ContractError
 from meter.identity import UNALLOCATED, ReportLimits, is_known_sku, is_valid_tenant
@@ -25,6 +26,7 @@ CURRENCY_MINOR_UNITS = {"USD": 2, "EUR": 2, "GBP": 2, "CHF": 2, "CAD": 2, "SGD":
 MAX_PLACES = 9
 MAX_AMOUNT = Decimal(10) ** 15
 MAX_TERMS_DAYS = 365
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, order=True)
@@ -285,16 +287,22 @@ def parse_contract_book(document: Any) -> ContractBook:
     return ContractBook(tuple(tenants), tuple(contracts))
 
 
-def load_contract_file(path: Path) -> ContractBook:
+def load_json_file(path: Path, what: str, parse: Callable[[Any], T]) -> T:
+    """``parse`` of the JSON file at ``path`` (numbers read as Decimal, never a float);
+    every refusal names the file: ``what`` says which kind it is."""
     try:
         text = path.read_text("utf-8")
     except OSError as exc:
-        raise ContractError(f"cannot read contracts file {path}: {exc}") from exc
+        raise ContractError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
     try:
         document = json.loads(text, parse_float=Decimal)
     except json.JSONDecodeError as exc:
         raise ContractError(f"{path}: not valid JSON: {exc}") from exc
     try:
-        return parse_contract_book(document)
+        return parse(document)
     except ContractError as exc:
         raise ContractError(f"{path}: {exc}") from exc
+
+
+def load_contract_file(path: Path) -> ContractBook:
+    return load_json_file(path, "contracts file", parse_contract_book)

@@ -9,12 +9,12 @@ covers it.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from billing.contracts import load_json_file
 from meter.errors import ContractError
 
 _PREFIX = re.compile(r"^[A-Z][A-Z0-9-]{0,15}$")
@@ -78,15 +78,4 @@ def parse_issuer(document: Any) -> Issuer:
 
 
 def load_issuer_file(path: Path) -> Issuer:
-    try:
-        text = path.read_text("utf-8")
-    except OSError as exc:
-        raise ContractError(f"cannot read issuer file {path}: {exc.strerror or exc}") from exc
-    try:
-        document = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ContractError(f"{path}: not valid JSON: {exc}") from exc
-    try:
-        return parse_issuer(document)
-    except ContractError as exc:
-        raise ContractError(f"{path}: {exc}") from exc
+    return load_json_file(path, "issuer file", parse_issuer)

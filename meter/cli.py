@@ -533,7 +533,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         line = explain(exc)
         if line is None or args.debug:
             raise
-        print(f"meter {args.command}: {line} (--debug shows the traceback)"
-              if not isinstance(exc, MeterError) else f"meter {args.command}: {line}",
-              file=sys.stderr)  # fmt: skip
+        hint = "" if isinstance(exc, MeterError) else " (--debug shows the traceback)"
+        print(f"meter {args.command}: {line}{hint}", file=sys.stderr)
         return 2

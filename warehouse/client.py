@@ -107,20 +107,22 @@ class Warehouse:
         self,
         settings: ClickHouseSettings,
         backoff: Backoff | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], object] | None = None,
     ) -> None:
         self.settings = settings
         self.backoff = backoff or Backoff(give_up_after_s=settings.give_up_after_s)
-        self._sleep = sleep
         # Set when the process is stopping: a retry loop ends at once instead of waiting
         # out an unreachable server (nothing it was writing is committed).
         self._cancelled = threading.Event()
+        self._sleep = sleep if sleep is not None else self._cancelled.wait
         self._client = self._connect(settings.database)
         # clickhouse-driver allows one query at a time per connection; the worker loads a
         # partition's state while the previous batch is still being written.
         self._lock = threading.RLock()
 
-    def _connect(self, database: str) -> Client:
+    def _connect(
+        self, database: str, timeout_s: float = 60, settings: dict[str, Any] | None = None
+    ) -> Client:
         s = self.settings
         return Client(
             s.host,
@@ -129,8 +131,8 @@ class Warehouse:
             user=s.user,
             password=s.password,
             connect_timeout=5,
-            send_receive_timeout=60,
-            settings=QUERY_SETTINGS,
+            send_receive_timeout=timeout_s,
+            settings={**QUERY_SETTINGS, **(settings or {})},
         )
 
     def close(self) -> None:
@@ -157,10 +159,7 @@ class Warehouse:
                 log.warning("%s: ClickHouse unreachable (%s); retrying in %.1f s", what, exc, delay)
                 if reset is not None:
                     reset()
-                if self._sleep is time.sleep:
-                    self._cancelled.wait(delay)
-                else:
-                    self._sleep(delay)
+                self._sleep(delay)
         raise AssertionError("unreachable")
 
     def _unreachable(self, what: str, limit: float, exc: BaseException) -> str:
@@ -184,12 +183,7 @@ class Warehouse:
         """``sql`` once, on a connection of its own that waits up to ``timeout_s`` for the
         answer: work the server goes on with if the client leaves (a merge) is not
         started again by a retry."""
-        s = self.settings
-        client = Client(
-            s.host, port=s.port, database=s.database, user=s.user, password=s.password,
-            connect_timeout=5, send_receive_timeout=timeout_s,
-            settings={**QUERY_SETTINGS, **settings},
-        )  # fmt: skip
+        client = self._connect(self.settings.database, timeout_s, settings)
         try:
             client.execute(sql)
         except _TRANSIENT as exc:

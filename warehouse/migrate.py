@@ -75,6 +75,16 @@ def applied(warehouse: Warehouse) -> dict[int, tuple[str, str]]:
     return {int(v): (name, digest) for v, name, digest in rows}
 
 
+def pending(warehouse: Warehouse) -> list[Migration]:
+    """The migrations not yet applied to the database (all of them on one never migrated)."""
+    (has_ledger,), = warehouse.execute(
+        "SELECT count() FROM system.tables WHERE database = %(db)s AND name = 'schema_migrations'",
+        {"db": warehouse.settings.database},
+    )  # fmt: skip
+    done = applied(warehouse) if has_ledger else {}
+    return [m for m in available() if m.version not in done]
+
+
 def migrate(warehouse: Warehouse, progress: Progress = log_progress) -> list[Migration]:
     """Apply pending migrations in order; returns the ones applied now. ``progress`` hears
     about long steps (a backfill: days done, days in all, the day)."""

@@ -103,9 +103,8 @@ def _pick(values: tuple[int, ...], width: int, which: int) -> tuple[int, ...]:
 
 def _differing_days(left: Sums, right: Sums, keep: int) -> set[int]:
     zero = (0,) * keep
-    return {d for key in left.keys() | right.keys()
-            if left.get(key, zero) != right.get(key, zero)
-            for d in (key[3],)}  # fmt: skip
+    return {key[3] for key in left.keys() | right.keys()
+            if left.get(key, zero) != right.get(key, zero)}  # fmt: skip
 
 
 def compare_compacted(

@@ -11,7 +11,7 @@ import http.client
 
 from meter.errors import ConfigError
 from warehouse.client import Warehouse
-from warehouse.migrate import available
+from warehouse.migrate import pending
 
 
 def check_warehouse(warehouse: Warehouse, timeout_s: float = 10.0) -> None:
@@ -31,16 +31,9 @@ def check_warehouse(warehouse: Warehouse, timeout_s: float = 10.0) -> None:
     if answer.strip() != b"Ok.":
         raise ConfigError(f"{s.host}:{s.http_port} is not ClickHouse's HTTP port (it answered "
                           f"{answer[:60]!r}): fix ?http_port= in --clickhouse-url")  # fmt: skip
-    rows = warehouse.execute(
-        "SELECT count() FROM system.tables WHERE database = %(db)s AND name = 'schema_migrations'",
-        {"db": s.database},
-    )
-    done = set()
-    if rows[0][0]:
-        done = {int(v) for (v,) in warehouse.execute("SELECT version FROM schema_migrations")}
-    pending = [f"{m.version:04d}" for m in available() if m.version not in done]
-    if pending:
+    missing = [f"{m.version:04d}" for m in pending(warehouse)]
+    if missing:
         raise ConfigError(
-            f"database {s.database!r} is missing migrations {', '.join(pending)}: run `meter "
+            f"database {s.database!r} is missing migrations {', '.join(missing)}: run `meter "
             "migrate` with the same --clickhouse-url first"
         )

@@ -4,8 +4,6 @@ still found and named, a window moved inside a day included."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from billing.reconcile import reconcile
@@ -16,6 +14,7 @@ from streams.processor import ProcessorSettings, SourceMessage
 from streams.sink import WarehouseSink
 from streams.state import PartitionState
 from tests.factories import TICK_US, make_report, make_sample
+from tests.mutations import mutate
 from warehouse.compaction import compact, not_compacted, partitions_read
 from warehouse.month_check import compare_compacted
 from warehouse.totals import compare_day, period_keys
@@ -59,19 +58,8 @@ def _fill(warehouse) -> None:
     warehouse.insert_native(LEDGER_TABLE, LEDGER_COLUMNS, bytes(first.ledger), first.ledger_rows)
 
 
-def _mutate(warehouse, sql: str) -> None:
-    warehouse.execute(sql)
-    deadline = time.monotonic() + 60
-    while warehouse.execute(
-        "SELECT count() FROM system.mutations WHERE database = %(d)s AND is_done = 0",
-        {"d": warehouse.settings.database},
-    ) != [(0,)]:
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
-
-
 def _shift(warehouse, table: str, column: str, where: str, delta: int) -> None:
-    _mutate(warehouse, f"ALTER TABLE {table} UPDATE {column} = toUInt64({column} + {delta}) "
+    mutate(warehouse, f"ALTER TABLE {table} UPDATE {column} = toUInt64({column} + {delta}) "
             f"WHERE {where}")  # fmt: skip
 
 
@@ -144,7 +132,7 @@ def test_a_compacted_month_is_reconciled_in_one_pass_and_still_finds_every_diffe
     for delta in (1, -1):
         _shift(warehouse, "usage_day_partials", "energy_mj", "day = toDate('2026-11-02')", delta)
         assert differing_days() == ({T0_US + DAY_US} if delta > 0 else set())
-    _mutate(warehouse, "ALTER TABLE usage_ledger_holdings DELETE WHERE seq = 30")
+    mutate(warehouse, "ALTER TABLE usage_ledger_holdings DELETE WHERE seq = 30")
     assert differing_days() == {T0_US + DAY_US}
     # Late usage after compaction: the month is compared day by day again.
     _fill(warehouse)

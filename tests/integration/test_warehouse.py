@@ -605,7 +605,6 @@ def test_the_fast_daily_comparison_agrees_with_the_detailed_one_and_misses_nothi
     count, still when a replayed copy awaits its merge, and hands every kind of
     difference to them: a ledger sample missing, an hour rollup off, a key it has no
     number for."""
-    import time as clock
 
     from schemas import ReportCodec
     from streams.hotpath.processor import FastPartitionProcessor
@@ -613,6 +612,7 @@ def test_the_fast_daily_comparison_agrees_with_the_detailed_one_and_misses_nothi
     from streams.processor import ProcessorSettings
     from streams.sink import ROLLUP_COLUMNS
     from tests.factories import NOW_US, TICK_US, make_report, make_sample
+    from tests.mutations import mutate
     from warehouse.totals import compare_day, compare_grains_day, compare_ledger_day, period_keys
 
     day_us = T0_US - T0_US % 86_400_000_000
@@ -650,15 +650,6 @@ def test_the_fast_daily_comparison_agrees_with_the_detailed_one_and_misses_nothi
     )
     assert [(c.keys, c.differing) for c in both()] == [(fast[0].keys, 0), (fast[1].keys, 0)]
 
-    def wait_for_mutations() -> None:
-        deadline = clock.monotonic() + 60
-        while warehouse.execute(
-            "SELECT count() FROM system.mutations WHERE database = %(d)s AND is_done = 0",
-            {"d": warehouse.settings.database},
-        ) != [(0,)]:
-            assert clock.monotonic() < deadline
-            clock.sleep(0.2)
-
     # An hour rollup off by one.
     hour = datetime.fromtimestamp((T0_US - T0_US % 3_600_000_000) // 1_000_000, tz=UTC)
     now = datetime(2026, 11, 1, tzinfo=UTC)
@@ -668,8 +659,7 @@ def test_the_fast_daily_comparison_agrees_with_the_detailed_one_and_misses_nothi
     ])  # fmt: skip
     ledger, grains = both()
     assert ledger.differing == 0 and grains.differing == 2 and grains.first
-    warehouse.execute("ALTER TABLE usage_hour_partials DELETE WHERE version = 1000000000")
-    wait_for_mutations()
+    mutate(warehouse, "ALTER TABLE usage_hour_partials DELETE WHERE version = 1000000000")
     assert both()[1].differing == 0
     # A key the period's list does not number: compared in detail.
     from warehouse import totals
@@ -683,8 +673,7 @@ def test_the_fast_daily_comparison_agrees_with_the_detailed_one_and_misses_nothi
     ledger, _ = compare_day(warehouse, day_us, keys[:1])
     assert detailed_days and ledger.differing == 0 and ledger.keys == fast[0].keys
     # A sample missing from the ledger.
-    warehouse.execute("ALTER TABLE usage_ledger_holdings DELETE WHERE seq = 7")
-    wait_for_mutations()
+    mutate(warehouse, "ALTER TABLE usage_ledger_holdings DELETE WHERE seq = 7")
     ledger, _ = both()
     assert ledger.differing > 0 and ledger.first[0][0] == "aurora-labs"
 
