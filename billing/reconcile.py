@@ -34,6 +34,7 @@ from warehouse.totals import (
     compare_day,
     compare_grains_day,
     compare_ledger_day,
+    compare_month,
     period_keys,
 )
 
@@ -67,11 +68,21 @@ def check_ledger(
     warehouse: Warehouse, period: Period, report: Report, recheck: bool = False
 ) -> None:
     """(a): the minute rollups against the ledger per minute, the hour rollups against the
-    minutes per hour and the day rollups against the hours per day, key by key, counter
-    by counter. A compacted period (``meter compact``) is compared in one pass per table
-    (warehouse/month_check.py), any other a day at a time, deduplicating. A pass over
-    data unchanged since an earlier pass is not compared again (billing/verified.py)
-    unless ``recheck``."""
+    minutes per hour, the day rollups against the hours per day and the month rollups
+    against the days, key by key, counter by counter."""
+    _check_finer_grains(warehouse, period, report, recheck)
+    report.say("    month rollups vs days")
+    months = compare_month(warehouse, period.start_us, period.end_us)
+    _say_differences(report, months, "months", ("days", "month"))
+
+
+def _check_finer_grains(
+    warehouse: Warehouse, period: Period, report: Report, recheck: bool
+) -> None:
+    """The ledger, minutes, hours and days of (a). A compacted period (``meter compact``)
+    is compared in one pass per table (warehouse/month_check.py), any other a day at a
+    time, deduplicating. A pass over data unchanged since an earlier pass is not compared
+    again (billing/verified.py) unless ``recheck``."""
     before = verified.fingerprint(warehouse, period)
     known = None if recheck else verified.recall(warehouse, period, before)
     report.say("(a) ledger vs rollups, per tenant × SKU × cluster × minute")

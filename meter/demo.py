@@ -187,7 +187,7 @@ def _run(options: DemoOptions, folder: Path, bootstrap: str, ch_port: int, ch_ht
         ("rollups", "minute", emitted.by_key, stored),
         ("ledger", "minute", emitted.by_key, ledger_totals(warehouse)),
     ]
-    for grain, width in (("hour", US_PER_HOUR), ("day", US_PER_DAY)):
+    for grain, width in (("hour", US_PER_HOUR), ("day", US_PER_DAY), ("month", 0)):
         expected = coarsen(emitted.by_key, width)
         sides.append((f"{grain} rollups", grain, expected, rollup_totals(warehouse, grain)))
     for side, grain, expected, totals in sides:

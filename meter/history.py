@@ -12,8 +12,8 @@ minute, as a fleet of nodes writes them. Each (cluster, partition, SKU) has
 and reports one 60-second tick a minute, so a tenant's minute partial is the sum of its
 GPUs' ticks. What the worker writes, and so what is here:
 
-- minute partials with a superseded earlier version for a quarter of the keys, and hour
-  and day partials filled from them (``warehouse/backfill.py``, the worker's identity);
+- minute partials with a superseded earlier version for a quarter of the keys, hour,
+  day and month partials filled from them (``warehouse/backfill.py``, the worker's identity);
 - late usage: about one key in a thousand gets an adjustment at every grain, and the
   ledger holds the late report behind it;
 - the ledger: a row per node report and GPU, and one per late report;
@@ -35,8 +35,10 @@ import numpy as np
 from billing.contracts import ContractBook, parse_contract_book
 from meter.errors import ConfigError
 from meter.units import US_PER_DAY, US_PER_MINUTE, US_PER_SECOND, utc_datetime
+from meter.windows import month_end, month_start
 from streams.native import LEDGER_COLUMNS, LEDGER_TABLE
 from streams.state import PartitionState
+from warehouse.backfill import MONTH_STATEMENTS
 from warehouse.backfill import STATEMENTS as COARSE_STATEMENTS
 
 TENANT_NAMES = ("aurora-labs", "borealis-ai", "cinder-research")
@@ -386,6 +388,14 @@ def build(
         )
         for sql in COARSE_STATEMENTS:
             run(sql.replace("%(from)s", first).replace("%(to)s", end))
+        if n == len(all_days) or month_start(all_days[n]) != month_start(day_us):
+            # The month's rollups once its last day is in, as the worker's final partials.
+            month_first, month_end_day = (
+                f"'{utc_datetime(t):%Y-%m-%d}'"
+                for t in (month_start(day_us), month_end(month_start(day_us)))
+            )
+            for sql in MONTH_STATEMENTS:
+                run(sql.replace("%(from)s", month_first).replace("%(to)s", month_end_day))
         if n % 10 == 0 or n == len(all_days):
             progress(f"history: {n}/{len(all_days)} days generated (through "
                      f"{utc_datetime(day_us).date()})")  # fmt: skip

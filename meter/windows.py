@@ -18,6 +18,9 @@ The sample itself is counted once, in the window that holds its tick start.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from functools import lru_cache
+
+from meter.units import US_PER_DAY, epoch_us, utc_datetime
 
 
 def window_start(t_us: int, width_us: int) -> int:
@@ -58,3 +61,20 @@ def split_counters(
         return
     parts = split_by_elapsed(values, end_us - start_us, [elapsed for _, elapsed in pieces])
     yield from zip([w for w, _ in pieces], parts, strict=True)
+
+
+def month_start(t_us: int) -> int:
+    """The start (epoch µs) of the UTC calendar month holding ``t_us``."""
+    return _month_start_of_day(t_us // US_PER_DAY)
+
+
+def month_end(start_us: int) -> int:
+    """The start of the month after the one starting at ``start_us``."""
+    return month_start(start_us + 32 * US_PER_DAY)
+
+
+@lru_cache(maxsize=4096)
+def _month_start_of_day(day: int) -> int:
+    # Cached by day number: the worker asks for every minute piece it adds.
+    date = utc_datetime(day * US_PER_DAY)
+    return epoch_us(date.replace(day=1, hour=0, minute=0, second=0, microsecond=0))

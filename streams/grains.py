@@ -1,17 +1,18 @@
-"""Hour and day rollups beside the minute windows, in the same cumulative-partial scheme.
+"""Hour, day and month rollups beside the minute windows, in the same cumulative-partial scheme.
 
 A question about a day or a month should not read every minute of it: the worker writes
-each window's usage at three grains. The coarse grains follow the minute grain exactly:
+each window's usage at four grains. The coarse grains follow the minute grain exactly:
 
-- an on-time minute piece adds to the open window of its hour and of its day, and a
-  coarse window's partial is its cumulative sum as of the applied offset (``version``),
-  so a coarse partial is always the sum of the minute partials it covers;
+- an on-time minute piece adds to the open window of its hour, its day and its calendar
+  month, and a coarse window's partial is its cumulative sum as of the applied offset
+  (``version``), so a coarse partial is always the sum of the minute partials it covers;
 - a late minute piece (an adjustment) is a late piece at every grain: the coarse
-  adjustments of a late report are its minute adjustments summed per hour and per day.
+  adjustments of a late report are its minute adjustments summed per hour, day and month.
 
 So every grain's total (partials plus adjustments) is the same usage, and reconciliation
 can check the identity row for row. A coarse window closes once the minute windows close
-past its end; no on-time piece can reach it after that.
+past its end; no on-time piece can reach it after that. Months are calendar months in
+UTC, so their width varies: a grain says where its window starts and ends.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from meter.units import US_PER_DAY, US_PER_MINUTE
+from meter.windows import month_end, month_start
 from streams.aggregate import RollupKey, add_into
 
 US_PER_HOUR = 60 * US_PER_MINUTE
@@ -27,19 +29,31 @@ US_PER_HOUR = 60 * US_PER_MINUTE
 
 @dataclass(frozen=True)
 class Grain:
+    """A grain of fixed width (``width_us``), or the calendar month (``width_us`` 0)."""
+
     name: str
     width_us: int
 
     def start_of(self, t_us: int) -> int:
-        return t_us - t_us % self.width_us
+        if self.width_us:
+            return t_us - t_us % self.width_us
+        return month_start(t_us)
+
+    def end_of(self, start_us: int) -> int:
+        """The end of the window starting at ``start_us``."""
+        return start_us + self.width_us if self.width_us else month_end(start_us)
 
     def key_of(self, key: RollupKey) -> RollupKey:
-        return RollupKey(key[0], key[1], key[2], key[3] - key[3] % self.width_us)
+        return RollupKey(key[0], key[1], key[2], self.start_of(key[3]))
 
 
 HOUR = Grain("hour", US_PER_HOUR)
 DAY = Grain("day", US_PER_DAY)
-COARSE_GRAINS = (HOUR, DAY)
+MONTH = Grain("month", 0)
+COARSE_GRAINS = (HOUR, DAY, MONTH)
+# Each coarse grain is rebuilt from the one below it when a state lacks it (the minute
+# windows are the grain below the hour and the day).
+SEEDED_FROM_MINUTES = (HOUR, DAY)
 
 CoarseWindows = dict[str, dict[RollupKey, list[int]]]  # grain name -> key -> sums
 
@@ -64,10 +78,9 @@ class OnTime:
     def add(self, key: RollupKey, parts: list[int]) -> None:
         add_into(self.windows, key, parts)
         self.minutes[key] = self.windows[key]
-        t, s, c, w = key
         for grain in COARSE_GRAINS:
             open_windows = self.coarse[grain.name]
-            coarse_key = RollupKey(t, s, c, w - w % grain.width_us)
+            coarse_key = grain.key_of(key)
             add_into(open_windows, coarse_key, parts)
             self.touched[grain.name][coarse_key] = open_windows[coarse_key]
 
@@ -76,7 +89,7 @@ def evict_closed(coarse: CoarseWindows, closed_before_us: int) -> None:
     """Drop the coarse windows that end at or before ``closed_before_us``."""
     for grain in COARSE_GRAINS:
         open_windows = coarse[grain.name]
-        closed = [k for k in open_windows if k.window_start_us + grain.width_us <= closed_before_us]
+        closed = [k for k in open_windows if grain.end_of(k.window_start_us) <= closed_before_us]
         for key in closed:
             del open_windows[key]
 
@@ -92,18 +105,23 @@ def coarse_adjustments(
     return [(key, offset, tuple(sums)) for (key, offset), sums in sorted(summed.items())]
 
 
-def seed_from_minutes(
+def seed_from_finer(
     coarse: CoarseWindows,
-    closed_minutes: Iterable[tuple[RollupKey, list[int]]],
-    open_minutes: dict[RollupKey, list[int]],
+    grains: Iterable[Grain],
+    closed_finer: Iterable[tuple[RollupKey, list[int]]],
+    open_finer: dict[RollupKey, list[int]],
     closed_before_us: int,
 ) -> None:
-    """Rebuild the open coarse windows of a state written before they were kept
-    (snapshot format 2 or older): the closed minutes' final partials, as stored, plus the
-    open minutes' sums. Only windows that are still open are kept."""
-    for source in (closed_minutes, open_minutes.items()):
+    """Rebuild the open windows of ``grains`` for a state written before they were kept:
+    the closed finer windows' final partials, as stored, plus the open finer windows'
+    sums (snapshot format 2 or older: hours and days from the minutes; format 3: months
+    from the days). Only windows that are still open are kept."""
+    grains = tuple(grains)
+    for grain in grains:
+        coarse[grain.name] = {}
+    for source in (closed_finer, open_finer.items()):
         for key, sums in source:
-            for grain in COARSE_GRAINS:
+            for grain in grains:
                 coarse_key = grain.key_of(key)
-                if coarse_key.window_start_us + grain.width_us > closed_before_us:
+                if grain.end_of(coarse_key.window_start_us) > closed_before_us:
                     add_into(coarse[grain.name], coarse_key, list(sums))

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 
 from meter.units import US_PER_SECOND, utc_datetime
 from streams.aggregate import SAMPLE_COUNT, RollupKey
-from streams.grains import DAY, HOUR, seed_from_minutes
+from streams.grains import DAY, HOUR, MONTH, SEEDED_FROM_MINUTES, seed_from_finer
 from streams.native import LEDGER_TABLE
 from streams.processor import LEDGER_COLUMNS, BatchOutcome
 from streams.state import PartitionState
@@ -38,6 +38,10 @@ COARSE_TABLES: dict[str, tuple[str, str, str, Callable[[int], object]]] = {
     HOUR.name: ("usage_hour_partials", "usage_hour_adjustments", "hour_start", utc_datetime),
     DAY.name: (
         "usage_day_partials", "usage_day_adjustments", "day",
+        lambda t_us: utc_datetime(t_us).date(),
+    ),
+    MONTH.name: (
+        "usage_month_partials", "usage_month_adjustments", "month",
         lambda t_us: utc_datetime(t_us).date(),
     ),
 }  # fmt: skip
@@ -238,37 +242,65 @@ def load_state(warehouse: Warehouse, topic: str, partition: int) -> PartitionSta
     if not count:
         return PartitionState(topic, partition)
     state = PartitionState.from_snapshot(bytes.fromhex(blob_hex))
-    if state.needs_coarse_seed:
+    if state.unseeded & {g.name for g in SEEDED_FROM_MINUTES}:
         seed_coarse_windows(warehouse, state)
+    if MONTH.name in state.unseeded:
+        seed_month_windows(warehouse, state)
+    state.unseeded = frozenset()
     return state
+
+
+def _closed_partials(
+    warehouse: Warehouse, state: PartitionState, table: str, column: str, start_us: int
+) -> list[tuple[RollupKey, list[int]]]:
+    """The final partials this partition wrote to ``table`` for the windows from
+    ``start_us`` up to the state's ``closed_before_us``.
+
+    A window closed before ``closed_before_us`` holds its final sums in the warehouse, at
+    a version no later than the state's offset (a closed window only gets adjustments).
+    """
+    day = column == "day"
+    when = (lambda t: utc_datetime(t).date()) if day else utc_datetime
+    seconds = f"toUInt32(toDateTime({column}))" if day else f"toUInt32({column})"
+    end_us = DAY.start_of(state.closed_before_us) if day else state.closed_before_us
+    rows = warehouse.execute(
+        f"SELECT tenant_id, sku, cluster, {seconds}, argMax(allocated_us, version), "
+        "argMax(busy_us, version), argMax(unhealthy_us, version), argMax(energy_mj, version), "
+        f"argMax(sample_count, version) FROM {table} "
+        f"WHERE source_partition = %(p)s AND {column} >= %(from)s AND {column} < %(to)s "
+        f"AND version <= %(v)s GROUP BY tenant_id, sku, cluster, {column}",
+        {
+            "p": state.partition,
+            "from": when(start_us),
+            "to": when(end_us),
+            "v": max(state.applied_offset, 0),
+        },
+    )
+    return [
+        (RollupKey(t, s, c, int(w) * US_PER_SECOND), [int(x) for x in sums])
+        for t, s, c, w, *sums in rows
+    ]
 
 
 def seed_coarse_windows(warehouse: Warehouse, state: PartitionState) -> None:
     """The open hour and day windows of a state saved before they were kept (snapshot
-    format 2 or older), rebuilt from the minute partials this partition wrote.
-
-    A minute window closed before the state's ``closed_before_us`` holds its final sums in
-    the warehouse, at a version no later than the state's offset (a closed window only
-    gets adjustments); the open ones are in the state. Together they are exactly what the
-    coarse windows would hold had they been kept all along.
+    format 2 or older), rebuilt from the minute partials this partition wrote and the
+    open minutes of the state: exactly what they would hold had they been kept all along.
     """
+    start_us = DAY.start_of(state.closed_before_us)
+    closed = _closed_partials(warehouse, state, "usage_rollup_partials", "window_start", start_us)
+    seed_from_finer(state.coarse, SEEDED_FROM_MINUTES, closed, state.windows,
+                    state.closed_before_us)  # fmt: skip
+
+
+def seed_month_windows(warehouse: Warehouse, state: PartitionState) -> None:
+    """The open month windows of a state saved before they were kept (format 3 or
+    older), from the closed day partials of the open month and the state's open days."""
     closed_before = state.closed_before_us
-    rows = warehouse.execute(
-        "SELECT tenant_id, sku, cluster, toUInt32(window_start), argMax(allocated_us, version), "
-        "argMax(busy_us, version), argMax(unhealthy_us, version), argMax(energy_mj, version), "
-        "argMax(sample_count, version) FROM usage_rollup_partials "
-        "WHERE source_partition = %(p)s AND window_start >= %(from)s AND window_start < %(to)s "
-        "AND version <= %(v)s GROUP BY tenant_id, sku, cluster, window_start",
-        {
-            "p": state.partition,
-            "from": utc_datetime(DAY.start_of(closed_before)),
-            "to": utc_datetime(closed_before),
-            "v": max(state.applied_offset, 0),
-        },
-    )
-    closed = [
-        (RollupKey(t, s, c, int(w) * US_PER_SECOND), [int(x) for x in sums])
-        for t, s, c, w, *sums in rows
-    ]
-    seed_from_minutes(state.coarse, closed, state.windows, closed_before)
-    state.needs_coarse_seed = False
+    closed = _closed_partials(warehouse, state, "usage_day_partials", "day",
+                              MONTH.start_of(closed_before))  # fmt: skip
+    open_days = {
+        key: sums for key, sums in state.coarse[DAY.name].items()
+        if DAY.end_of(key.window_start_us) > closed_before
+    }  # fmt: skip
+    seed_from_finer(state.coarse, (MONTH,), closed, open_days, closed_before)

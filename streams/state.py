@@ -21,10 +21,11 @@ from streams.grains import evict_closed as evict_closed_coarse
 from streams.seqtrack import GapRow, NodeSeq, SeqVerdict
 
 # 2: boots' lead-ins and deferred ranges (streams/seqtrack.py) and each GPU's metered time
-# (streams/gputime.py). 3: the open hour and day windows (streams/grains.py). Formats 1
-# and 2 are still read; their coarse windows are rebuilt from the warehouse on load.
-SNAPSHOT_FORMAT = 3
-READABLE_FORMATS = (1, 2, 3)
+# (streams/gputime.py). 3: the open hour and day windows (streams/grains.py). 4: the open
+# month windows. Formats 1 to 3 are still read; the coarse windows they lack are rebuilt
+# from the warehouse on load.
+SNAPSHOT_FORMAT = 4
+READABLE_FORMATS = (1, 2, 3, 4)
 
 
 @dataclass
@@ -39,10 +40,10 @@ class PartitionState:
     closed_before_us: int = 0
     counters: Counter[str] = field(default_factory=Counter)
     gpu_time: GpuTime = field(default_factory=GpuTime)  # what each GPU has been metered for
-    coarse: CoarseWindows = field(default_factory=empty_coarse)  # open hour and day windows
-    # True for a state read from a snapshot that kept no coarse windows: they must be
-    # rebuilt from the warehouse's minute partials before the next batch (streams/sink.py).
-    needs_coarse_seed: bool = field(default=False, compare=False)
+    coarse: CoarseWindows = field(default_factory=empty_coarse)  # open hour, day, month windows
+    # The coarse grains a snapshot did not keep: they must be rebuilt from the warehouse
+    # before the next batch (streams/sink.py).
+    unseeded: frozenset[str] = field(default=frozenset(), compare=False)
     # node_id -> its boots in ``nodes``: derived, not stored.
     _boots_of: dict[str, list[str]] = field(
         default_factory=dict, init=False, repr=False, compare=False
@@ -177,7 +178,7 @@ class PartitionState:
                     for grain, rows in doc.get("coarse", {}).items()
                 },
             },
-            needs_coarse_seed="coarse" not in doc,
+            unseeded=frozenset(empty_coarse()) - set(doc.get("coarse", {})),
         )
 
 

@@ -10,6 +10,7 @@ from agent.fleet import DEFAULT_START_US
 from meter.units import US_PER_DAY, US_PER_MINUTE, US_PER_SECOND
 from schemas import ReportCodec
 from streams.processor import SourceMessage
+from warehouse.totals import GRAINS
 
 TICK_US = 10 * US_PER_SECOND
 # A clock a little after the fleet's simulated time, so nothing is "far future".
@@ -65,19 +66,24 @@ def messages(
 
 # A UTC midnight inside the fleet's simulated day: usage around it crosses an hour and a day.
 MIDNIGHT = (DEFAULT_START_US // US_PER_DAY + 1) * US_PER_DAY
+MONTH_MIDNIGHT = 1_796_083_200 * US_PER_SECOND  # 2026-12-01 00:00 UTC: a month ends there
 
 
-def midnight_fleet(seed: int, reports: int = 160) -> list[bytes]:
-    """Encoded reports from 10 minutes before to 10 minutes after :data:`MIDNIGHT`, out of
+def midnight_fleet(seed: int, reports: int = 160, midnight: int = MIDNIGHT) -> list[bytes]:
+    """Encoded reports from 10 minutes before to 10 minutes after ``midnight``, out of
     order, with duplicate seqs, late ones, two tenants and samples straddling windows."""
     rng = random.Random(seed)
     codec = ReportCodec()
     out = []
     for i in range(reports):
-        start = MIDNIGHT - 10 * US_PER_MINUTE + rng.randrange(0, 120) * TICK_US
+        start = midnight - 10 * US_PER_MINUTE + rng.randrange(0, 120) * TICK_US
         tenant = rng.choice(["aurora-labs", "borealis-ai"])
         sample = make_sample(start, energy_mj=i, tenant_id=tenant)
         if rng.random() < 0.1:  # straddles a window (and sometimes the hour and the day)
             sample["tick_start_us"] -= 5 * US_PER_SECOND
         out.append(codec.encode(make_report([sample], seq=rng.randrange(0, 120))))
     return out
+
+
+# What grain_differences returns when every grain holds exactly the expected usage.
+EXACT_AT_EVERY_GRAIN = {grain: [] for grain in GRAINS}

@@ -1,11 +1,13 @@
-"""Filling the hour and day rollups (migration 0011) from the minute tables, a day at a time.
+"""Filling the coarse rollups from the finer tables: hours and days from the minutes
+(migration 0011), a day at a time, and months from the days (migration 0016), a month at
+a time.
 
-Rows the worker wrote before migration 0011 exist only at minute grain. Each hour and day
-partial is the sum of the latest version of every minute partial it covers, with the
+Rows the worker wrote before a migration exist only at the finer grains. Each coarse
+partial is the sum of the latest version of every finer partial it covers, with the
 highest of their versions, exactly as the worker would have written it; each coarse
-adjustment is the sum of one late report's minute adjustments in that hour or day. A day
-at a time keeps every GROUP BY within the server's memory limit whatever the history, and
-lets the operator watch it go. Running it again rewrites identical rows.
+adjustment is the sum of one late report's finer adjustments in that window. A day (a
+month of days) at a time keeps every GROUP BY within the server's memory limit whatever
+the history, and lets the operator watch it go. Running it again rewrites identical rows.
 """
 
 from __future__ import annotations
@@ -15,19 +17,26 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from meter.units import US_PER_DAY, US_PER_SECOND, USAGE_COUNTERS, utc_datetime
+from meter.windows import month_end
 from warehouse.client import Warehouse
 
 log = logging.getLogger(__name__)
 
 _COUNTERS = (*USAGE_COUNTERS, "sample_count")
-# (coarse table, its window column, the expression of it from a minute window_start)
+# (coarse grain, its window column, the expression of it from a finer window, the finer
+# grain's tables and window column)
+_MINUTES = ("usage_rollup_partials", "usage_adjustments", "window_start")
+_DAYS = ("usage_day_partials", "usage_day_adjustments", "day")
 _GRAINS = (
-    ("hour", "hour_start", "toStartOfHour(window_start)"),
-    ("day", "day", "toDate(window_start)"),
+    ("hour", "hour_start", "toStartOfHour(window_start)", *_MINUTES),
+    ("day", "day", "toDate(window_start)", *_MINUTES),
 )
+_MONTHS = (("month", "month", "toStartOfMonth(day)", *_DAYS),)
 
 
-def _partials_sql(grain: str, column: str, expression: str) -> str:
+def _partials_sql(
+    grain: str, column: str, expression: str, finer: str, _: str, finer_column: str
+) -> str:
     picked = ", ".join(f"argMax({c}, version) AS m_{c}" for c in _COUNTERS)
     summed = ", ".join(f"sum(m_{c})" for c in _COUNTERS)
     return (
@@ -35,15 +44,17 @@ def _partials_sql(grain: str, column: str, expression: str) -> str:
         f"source_partition, {', '.join(_COUNTERS)}, version, written_at) "
         f"SELECT tenant_id, sku, cluster, {expression} AS coarse_start, source_partition, "
         f"{summed}, max(m_version), now() FROM ("
-        f"SELECT tenant_id, sku, cluster, window_start, source_partition, {picked}, "
-        "max(version) AS m_version FROM usage_rollup_partials "
-        "WHERE window_start >= %(from)s AND window_start < %(to)s "
-        "GROUP BY tenant_id, sku, cluster, window_start, source_partition) AS minutes "
+        f"SELECT tenant_id, sku, cluster, {finer_column}, source_partition, {picked}, "
+        f"max(version) AS m_version FROM {finer} "
+        f"WHERE {finer_column} >= %(from)s AND {finer_column} < %(to)s "
+        f"GROUP BY tenant_id, sku, cluster, {finer_column}, source_partition) AS finer "
         "GROUP BY tenant_id, sku, cluster, coarse_start, source_partition"
     )
 
 
-def _adjustments_sql(grain: str, column: str, expression: str) -> str:
+def _adjustments_sql(
+    grain: str, column: str, expression: str, _: str, finer: str, finer_column: str
+) -> str:
     picked = ", ".join(f"any({c}) AS m_{c}" for c in _COUNTERS)
     summed = ", ".join(f"sum(m_{c})" for c in _COUNTERS)
     return (
@@ -51,17 +62,22 @@ def _adjustments_sql(grain: str, column: str, expression: str) -> str:
         f"source_partition, source_offset, {', '.join(_COUNTERS)}, recorded_at) "
         f"SELECT tenant_id, sku, cluster, {expression} AS coarse_start, source_partition, "
         f"source_offset, {summed}, now() FROM ("
-        f"SELECT tenant_id, sku, cluster, window_start, source_partition, source_offset, "
-        f"{picked} FROM usage_adjustments "
-        "WHERE window_start >= %(from)s AND window_start < %(to)s "
-        "GROUP BY tenant_id, sku, cluster, window_start, source_partition, source_offset"
-        ") AS minutes GROUP BY tenant_id, sku, cluster, coarse_start, source_partition, "
+        f"SELECT tenant_id, sku, cluster, {finer_column}, source_partition, source_offset, "
+        f"{picked} FROM {finer} "
+        f"WHERE {finer_column} >= %(from)s AND {finer_column} < %(to)s "
+        f"GROUP BY tenant_id, sku, cluster, {finer_column}, source_partition, source_offset"
+        ") AS finer GROUP BY tenant_id, sku, cluster, coarse_start, source_partition, "
         "source_offset"
     )
 
 
+# Hours and days from the minutes of [from, to) (DateTime bounds of whole days).
 STATEMENTS = tuple(
     sql for grain in _GRAINS for sql in (_partials_sql(*grain), _adjustments_sql(*grain))
+)
+# Months from the days of [from, to) (Date bounds of whole months).
+MONTH_STATEMENTS = tuple(
+    sql for grain in _MONTHS for sql in (_partials_sql(*grain), _adjustments_sql(*grain))
 )
 
 
@@ -99,4 +115,34 @@ def log_progress(done: int, total: int, day_us: int) -> None:
     """Progress for an operator: every 30th day and the last."""
     if done == total or done % 30 == 0:
         day = datetime.fromtimestamp(day_us // US_PER_SECOND, tz=UTC).date()
-        log.warning("hour and day rollups: %d of %d days filled (through %s)", done, total, day)
+        log.warning("coarse rollups: %d of %d filled (through %s)", done, total, day)
+
+
+def day_months(warehouse: Warehouse) -> list[int]:
+    """The UTC months (epoch µs of their first midnight) that hold day rollups or
+    adjustments."""
+    rows = warehouse.execute(
+        "SELECT DISTINCT toUInt32(toDateTime(toStartOfMonth(day))) FROM ("
+        "SELECT day FROM usage_day_partials UNION ALL SELECT day FROM usage_day_adjustments"
+        ") AS days"
+    )
+    return sorted(int(month) * US_PER_SECOND for (month,) in rows)
+
+
+def fill_month(warehouse: Warehouse, month_us: int) -> None:
+    """The month rollups of one UTC month (starting at ``month_us``) from its days."""
+    params = {"from": utc_datetime(month_us).date(), "to": utc_datetime(month_end(month_us)).date()}
+    for sql in MONTH_STATEMENTS:
+        warehouse.execute(sql, params)
+
+
+def backfill_months(
+    warehouse: Warehouse, progress: Callable[[int, int, int], None] | None = None
+) -> int:
+    """Month rollups of every month that has day rollups; returns the months done."""
+    months = day_months(warehouse)
+    for done, month_us in enumerate(months, start=1):
+        fill_month(warehouse, month_us)
+        if progress is not None:
+            progress(done, len(months), month_us)
+    return len(months)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from importlib import resources
 
 from meter.errors import MigrationError
-from warehouse.backfill import backfill_coarse, log_progress
+from warehouse.backfill import backfill_coarse, backfill_months, log_progress
 from warehouse.client import Warehouse
 from warehouse.ledger_copy import copy_ledger
 
@@ -25,6 +25,7 @@ Progress = Callable[[int, int, int], None]
 _AFTER: dict[int, Callable[[Warehouse, Progress], object]] = {
     11: backfill_coarse,
     13: lambda warehouse, _: copy_ledger(warehouse),  # it logs its own progress, by month
+    16: backfill_months,
 }
 
 _FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from meter.units import US_PER_DAY, US_PER_MINUTE, US_PER_SECOND, USAGE_COUNTERS, utc_datetime
+from meter.windows import month_start
 from warehouse.client import Warehouse
 
 COUNTERS = USAGE_COUNTERS
@@ -20,12 +21,14 @@ TotalsKey = tuple[str, str, str, int]  # tenant_id, sku, cluster, window_start_u
 Totals = dict[TotalsKey, dict[str, int]]
 
 US_PER_HOUR = 60 * US_PER_MINUTE
-# grain -> (its window column as epoch seconds, the column, its width)
+# grain -> (its window column as epoch seconds, the column, its width; 0: calendar months)
 GRAINS: dict[str, tuple[str, str, int]] = {
     "minute": ("toUInt32(window_start)", "window_start", US_PER_MINUTE),
     "hour": ("toUInt32(hour_start)", "hour_start", US_PER_HOUR),
     "day": ("toUInt32(toDateTime(day))", "day", US_PER_DAY),
+    "month": ("toUInt32(toDateTime(month))", "month", 0),
 }
+_DATE_GRAINS = ("day", "month")  # their window column is a Date
 # A report's ticks lie inside its interval, which validation bounds to a day (meter/identity.py,
 # ReportLimits.max_interval_us): a ledger read by interval_start starts a day early.
 _LEDGER_LEAD_US = US_PER_DAY
@@ -43,6 +46,7 @@ GRAIN_TABLES = {
     "minute": ("usage_rollup_partials", "usage_adjustments", "window_start"),
     "hour": ("usage_hour_partials", "usage_hour_adjustments", "hour_start"),
     "day": ("usage_day_partials", "usage_day_adjustments", "day"),
+    "month": ("usage_month_partials", "usage_month_adjustments", "month"),
 }
 
 
@@ -107,10 +111,10 @@ def rollup_totals(
     start_us: int | None = None,
     end_us: int | None = None,
 ) -> Totals:
-    """The rollups of ``grain`` (minute, hour, day), late usage included, over
+    """The rollups of ``grain`` (minute, hour, day, month), late usage included, over
     [start_us, end_us) when given (whole windows of the grain)."""
     seconds, column, _ = GRAINS[grain]
-    where, params = _range(column, start_us, end_us, day=grain == "day")
+    where, params = _range(column, start_us, end_us, day=grain in _DATE_GRAINS)
     rows = warehouse.execute(
         f"SELECT tenant_id, sku, cluster, {seconds}, {', '.join(FIELDS)} "
         f"FROM ({grain_rows_sql(grain, where or '1')}) AS rows",
@@ -159,10 +163,10 @@ def add_totals(totals: Totals, key: TotalsKey, values: dict[str, int]) -> None:
 
 
 def coarsen(totals: Totals, width_us: int) -> Totals:
-    """``totals`` summed per window of ``width_us`` (an hour, a day)."""
+    """``totals`` summed per window of ``width_us`` (an hour, a day; 0: a calendar month)."""
     out: Totals = {}
     for (t, s, c, w), values in totals.items():
-        add_totals(out, (t, s, c, w - w % width_us), values)
+        add_totals(out, (t, s, c, w - w % width_us if width_us else month_start(w)), values)
     return out
 
 
@@ -333,6 +337,22 @@ def compare_days_day(warehouse: Warehouse, day_us: int) -> Comparison:
         f"FROM ({hours}) AS hours",
         f"SELECT {_side(f'{key}, toUInt64(toUInt32(toDateTime(day))) AS at', x=False)} "
         f"FROM ({days}) AS days",
+    ]
+    return _compare(warehouse, " UNION ALL ".join(parts), params, "t, k, c, at")
+
+
+def compare_month(warehouse: Warehouse, start_us: int, end_us: int) -> Comparison:
+    """The day rollups (x) against the month rollups (y) per month of [start_us, end_us)
+    (whole months): a few thousand rows a month, so it is always compared in full."""
+    params = {"first": utc_datetime(start_us).date(), "end": utc_datetime(end_us).date()}
+    days = grain_rows_sql("day", "day >= %(first)s AND day < %(end)s")
+    months = grain_rows_sql("month", "month >= %(first)s AND month < %(end)s")
+    key = "tenant_id AS t, sku AS k, cluster AS c"
+    day_key = f"{key}, toUInt64(toUInt32(toDateTime(toStartOfMonth(day)))) AS at"
+    month_key = f"{key}, toUInt64(toUInt32(toDateTime(month))) AS at"
+    parts = [
+        f"SELECT {_side(day_key, x=True)} FROM ({days}) AS days",
+        f"SELECT {_side(month_key, x=False)} FROM ({months}) AS months",
     ]
     return _compare(warehouse, " UNION ALL ".join(parts), params, "t, k, c, at")
 

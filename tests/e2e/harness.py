@@ -13,6 +13,7 @@ from meter.runner import WorkerProcess
 from schemas import ReportCodec
 from streams.progress import wait_until_consumed
 from streams.settings import WorkerSettings
+from tests.factories import EXACT_AT_EVERY_GRAIN
 from warehouse.client import Warehouse
 from warehouse.totals import differences, grain_differences, ledger_totals
 
@@ -90,9 +91,7 @@ def meter_backlog(settings: WorkerSettings, end_offsets: dict[int, int], log_pat
 def assert_exact(warehouse: Warehouse, emitted: EmittedTotals) -> None:
     """Rollups at every grain (with adjustments) and the ledger equal what was emitted,
     exactly."""
-    assert grain_differences(warehouse, emitted.by_key) == {"minute": [], "hour": [], "day": []}, (
-        "rollups differ"
-    )
+    assert grain_differences(warehouse, emitted.by_key) == EXACT_AT_EVERY_GRAIN, "rollups differ"
     assert differences(emitted.by_key, ledger_totals(warehouse)) == [], "ledger differs"
 
 

@@ -26,6 +26,7 @@ from streams.dlq import parse_headers
 from streams.settings import MAX_MESSAGE_BYTES
 from tests.e2e.harness import drain
 from tests.e2e.test_pipeline import _read_topic
+from tests.factories import EXACT_AT_EVERY_GRAIN
 from warehouse.totals import differences, grain_differences, ledger_totals
 
 pytestmark = pytest.mark.e2e
@@ -123,7 +124,7 @@ def test_messages_of_every_size_are_metered_or_accounted_for_and_metering_goes_o
     finally:
         worker.stop()
 
-    assert grain_differences(warehouse, emitted.by_key) == {"minute": [], "hour": [], "day": []}
+    assert grain_differences(warehouse, emitted.by_key) == EXACT_AT_EVERY_GRAIN
     assert differences(emitted.by_key, ledger_totals(warehouse)) == []
     rows = warehouse.execute(
         "SELECT reason, payload_size, payload_sha256, length(payload) FROM rejected_reports FINAL"

@@ -15,6 +15,7 @@ from meter.runner import WorkerProcess, publish_fleet
 from schemas import ReportCodec
 from streams.dlq import parse_headers
 from streams.progress import wait_until_consumed
+from tests.factories import EXACT_AT_EVERY_GRAIN
 from warehouse.totals import grain_differences, rollup_totals
 
 pytestmark = pytest.mark.e2e
@@ -43,7 +44,7 @@ def test_fleet_totals_in_clickhouse_equal_what_was_emitted(worker_settings, work
     assert len(end_offsets) == worker_settings.partitions  # keys spread over every partition
     _wait(worker_settings, end_offsets, worker)
 
-    assert grain_differences(warehouse, emitted.by_key) == {"minute": [], "hour": [], "day": []}
+    assert grain_differences(warehouse, emitted.by_key) == EXACT_AT_EVERY_GRAIN
     stored = rollup_totals(warehouse)
     stored = rollup_totals(warehouse)
     assert {k[0] for k in stored} >= {"aurora-labs", "borealis-ai", "cinder-research"}
@@ -92,7 +93,7 @@ def test_bad_messages_go_to_the_dead_letter_topic_and_table_good_ones_stay_exact
     bad_sent = publisher.sent - len(reports)
     _wait(worker_settings, end_offsets, worker)
 
-    assert grain_differences(warehouse, emitted.by_key) == {"minute": [], "hour": [], "day": []}
+    assert grain_differences(warehouse, emitted.by_key) == EXACT_AT_EVERY_GRAIN
     by_reason = dict(
         warehouse.execute("SELECT reason, count() FROM rejected_reports FINAL GROUP BY reason")
     )
@@ -179,7 +180,7 @@ def test_overlapping_time_is_refused_and_boots_in_any_order_leave_no_false_gap(
         end_offsets = dict(publisher.end_offsets)
     _wait(worker_settings, end_offsets, worker)
 
-    assert grain_differences(warehouse, emitted.by_key) == {"minute": [], "hour": [], "day": []}
+    assert grain_differences(warehouse, emitted.by_key) == EXACT_AT_EVERY_GRAIN
     rejected = warehouse.execute(
         "SELECT node_id, reason FROM rejected_reports FINAL ORDER BY node_id"
     )

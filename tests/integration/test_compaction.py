@@ -157,3 +157,16 @@ def test_meter_compact_merges_a_closed_month_and_refuses_an_open_one(warehouse, 
     assert "compact: usage_ledger_holdings/202611 merged in" in out
     assert "2026-11: 4 partitions merged" in out
     assert not not_compacted(warehouse, partitions_read(T0_US, MONTH_END_US))
+
+
+def test_reconcile_finds_a_month_rollup_that_is_not_the_sum_of_its_days(warehouse):
+    _fill(warehouse)
+    text = "\n".join(reconcile(warehouse, PERIOD).lines)
+    # Two tenant/SKU keys in November, each compared with its days.
+    assert "month rollups vs days\n  OK   2 months, every counter equal" in text
+    _shift(warehouse, "usage_month_partials", "unhealthy_us", "tenant_id = 'borealis-ai'", 5)
+    report = reconcile(warehouse, PERIOD)
+    text = "\n".join(report.lines)
+    assert not report.ledger_ok and "FAIL 1 differences over 2 months" in text
+    month_s = T0_US // 1_000_000
+    assert f"borealis-ai B200 sc1 window {month_s}: unhealthy_us days=0 month=5" in text

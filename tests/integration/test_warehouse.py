@@ -8,6 +8,7 @@ from streams.aggregate import RollupKey
 from streams.processor import BatchOutcome, Rejection, RollupRow, SourceMessage
 from streams.sink import WarehouseSink, load_state
 from streams.state import PartitionState
+from tests.factories import EXACT_AT_EVERY_GRAIN
 from warehouse import migrate as migrate_module
 from warehouse.client import ClickHouseSettings, Warehouse
 from warehouse.migrate import Migration, available, migrate
@@ -448,14 +449,13 @@ def test_upgrading_from_0008_with_data_fills_the_hour_and_day_rollups_and_resume
         monkeypatch.setattr(migrate_module, "available", lambda: everything)
         applied = migrate(wh, progress=lambda done, total, day: seen.append((done, total)))
         assert [m.version for m in applied] == [v for v in range(9, len(everything) + 1)]
-        assert seen == [(1, 2), (2, 2)]  # the day before midnight and the day after
-        assert grain_differences(wh, _expected_totals(outcomes)) == {
-            "minute": [], "hour": [], "day": []
-        }  # fmt: skip
+        # The day before midnight and the day after (0011), then their month (0016).
+        assert seen == [(1, 2), (2, 2), (1, 1)]
+        assert grain_differences(wh, _expected_totals(outcomes)) == EXACT_AT_EVERY_GRAIN
 
-        # The next owner of the partition: its open hour and day windows come back.
+        # The next owner of the partition: its open hour, day and month windows come back.
         state = load_state(wh, "usage", 4)
-        assert not state.needs_coarse_seed and state.coarse == old.state.coarse
+        assert not state.unseeded and state.coarse == old.state.coarse
         new = FastPartitionProcessor(state, settings)
         sink = WarehouseSink(wh)
         for batch in cut(frames[half:], random.Random(4)):
@@ -463,10 +463,89 @@ def test_upgrading_from_0008_with_data_fills_the_hour_and_day_rollups_and_resume
             outcomes.append(out)
             sink.write(out, new.state)
         expected = _expected_totals(outcomes)
-        assert grain_differences(wh, expected) == {"minute": [], "hour": [], "day": []}
+        assert grain_differences(wh, expected) == EXACT_AT_EVERY_GRAIN
         # Filling again (a migration retried) rewrites the same rows.
         assert backfill_coarse(wh) == 2
-        assert grain_differences(wh, expected) == {"minute": [], "hour": [], "day": []}
+        assert grain_differences(wh, expected) == EXACT_AT_EVERY_GRAIN
+    finally:
+        wh.drop_database()
+        wh.close()
+
+
+def test_upgrading_from_0015_with_data_fills_the_month_rollups_and_resumes_exactly(
+    stack, unique_name, monkeypatch
+):
+    """A warehouse and a worker of migration 0015 (minute, hour and day rollups, snapshot
+    format 3) are upgraded at a month's end, mid-stream: migration 0016 fills the month
+    rollups from the day rows, the next owner rebuilds its open month window from the
+    closed days and its open ones, and after the rest of the stream every grain is exact."""
+    import json
+    import random
+    import zlib
+
+    from streams import sink as sink_module
+    from streams.hotpath.processor import FastPartitionProcessor
+    from streams.processor import ProcessorSettings
+    from streams.sink import state_row
+    from tests.factories import MONTH_MIDNIGHT, messages, midnight_fleet
+    from tests.unit.test_grains import cut
+    from warehouse.backfill import backfill_months
+    from warehouse.totals import grain_differences
+
+    wh = Warehouse(
+        ClickHouseSettings(
+            port=stack.clickhouse_port,
+            http_port=stack.clickhouse_http_port,
+            database=f"t_{unique_name}",
+        )
+    )
+    settings = ProcessorSettings(lateness_us=3 * 60_000_000, emit_ledger=False)
+    stamped = MONTH_MIDNIGHT + 86_400_000_000
+    frames = messages(midnight_fleet(13, reports=300, midnight=MONTH_MIDNIGHT), partition=4,
+                      timestamp_us=stamped)  # fmt: skip
+    half = len(frames) // 2
+    try:
+        everything = available()
+        monkeypatch.setattr(migrate_module, "available", lambda: everything[:15])
+        migrate(wh)
+        # A 0015 worker: every grain but the month, then its state (format 3).
+        old = FastPartitionProcessor(PartitionState("usage", 4), settings)
+        without_months = {g: t for g, t in sink_module.COARSE_TABLES.items() if g != "month"}
+        monkeypatch.setattr(sink_module, "COARSE_TABLES", without_months)
+        old_sink = WarehouseSink(wh)
+        outcomes = []
+        for batch in cut(frames[:half], random.Random(5)):
+            out = old.process(batch)
+            outcomes.append(out)
+            doc = json.loads(zlib.decompress(old.state.to_snapshot()))
+            doc["format"], doc["coarse"] = 3, {g: doc["coarse"][g] for g in ("hour", "day")}
+            row = list(state_row(old.state))
+            row[9] = zlib.compress(json.dumps(doc).encode())
+            old_sink.write_many([(out, tuple(row))])
+        monkeypatch.undo()
+        # Stopped after the month closed, with the next one open.
+        assert old.state.closed_before_us > MONTH_MIDNIGHT
+        assert {k.window_start_us for k in old.state.coarse["month"]} == {MONTH_MIDNIGHT}
+        assert any(out.adjustments for out in outcomes)
+
+        seen: list[tuple[int, int]] = []
+        applied = migrate(wh, progress=lambda done, total, month: seen.append((done, total)))
+        assert [m.version for m in applied] == [v for v in range(16, len(everything) + 1)]
+        assert seen == [(1, 2), (2, 2)]  # November and December
+        assert grain_differences(wh, _expected_totals(outcomes)) == EXACT_AT_EVERY_GRAIN
+
+        state = load_state(wh, "usage", 4)
+        assert not state.unseeded and state.coarse == old.state.coarse
+        new = FastPartitionProcessor(state, settings)
+        new_sink = WarehouseSink(wh)
+        for batch in cut(frames[half:], random.Random(6)):
+            out = new.process(batch)
+            outcomes.append(out)
+            new_sink.write(out, new.state)
+        expected = _expected_totals(outcomes)
+        assert grain_differences(wh, expected) == EXACT_AT_EVERY_GRAIN
+        assert backfill_months(wh) == 2
+        assert grain_differences(wh, expected) == EXACT_AT_EVERY_GRAIN
     finally:
         wh.drop_database()
         wh.close()

@@ -1,9 +1,9 @@
-"""Hour and day rollups follow the minute rollups exactly (streams/grains.py).
+"""Hour, day and month rollups follow the minute rollups exactly (streams/grains.py).
 
 Every coarse partial a batch writes is the sum of the minute partials of its window as of
 the same version; every coarse adjustment is the sum of one late report's minute
-adjustments in its window; and a state saved before coarse windows were kept rebuilds
-them to exactly what they would have been.
+adjustments in its window; and a state saved before coarse windows (or month windows)
+were kept rebuilds them to exactly what they would have been.
 """
 
 from __future__ import annotations
@@ -14,14 +14,22 @@ import zlib
 
 import pytest
 
-from meter.units import US_PER_MINUTE
+from meter.units import US_PER_DAY, US_PER_MINUTE
 from schemas import ReportCodec
 from streams.aggregate import RollupKey
-from streams.grains import COARSE_GRAINS, DAY, HOUR, seed_from_minutes
+from streams.grains import COARSE_GRAINS, DAY, HOUR, MONTH, SEEDED_FROM_MINUTES, seed_from_finer
 from streams.hotpath.processor import FastPartitionProcessor
 from streams.processor import PartitionProcessor, ProcessorSettings
 from streams.state import PartitionState
-from tests.factories import MIDNIGHT, TICK_US, make_report, make_sample, messages, midnight_fleet
+from tests.factories import (
+    MIDNIGHT,
+    MONTH_MIDNIGHT,
+    TICK_US,
+    make_report,
+    make_sample,
+    messages,
+    midnight_fleet,
+)  # fmt: skip
 
 CODEC = ReportCodec()
 W = US_PER_MINUTE
@@ -35,12 +43,14 @@ def cut(frames, rng):
         at += step
 
 
+@pytest.mark.parametrize("midnight", [MIDNIGHT, MONTH_MIDNIGHT], ids=["day", "month"])
 @pytest.mark.parametrize("fast", [False, True])
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_coarse_rows_are_the_sums_of_the_minute_rows_at_every_version(fast, seed):
+def test_coarse_rows_are_the_sums_of_the_minute_rows_at_every_version(fast, seed, midnight):
     kind = FastPartitionProcessor if fast else PartitionProcessor
     p = kind(PartitionState("usage", 5), ProcessorSettings(lateness_us=3 * W))
-    frames = messages(midnight_fleet(seed))
+    # Stamped by the broker a day after the fleet's midnight, as a live topic would be.
+    frames = messages(midnight_fleet(seed, midnight=midnight), timestamp_us=midnight + US_PER_DAY)
     minutes: dict[RollupKey, tuple[int, ...]] = {}  # each minute key's latest partial
     adjusted = {grain.name: 0 for grain in COARSE_GRAINS}
     late_minutes = 0
@@ -69,7 +79,10 @@ def test_coarse_rows_are_the_sums_of_the_minute_rows_at_every_version(fast, seed
     # The fleet exercised what it is meant to: late usage, and both sides of midnight.
     assert late_minutes and all(adjusted.values())
     seen |= {k.window_start_us for k in minutes}
-    assert {w < MIDNIGHT for w in seen} == {True, False}
+    assert {w < midnight for w in seen} == {True, False}
+    # Across a month's end, two month windows were written.
+    months = {MONTH.start_of(w) for w in seen}
+    assert len(months) == (2 if midnight == MONTH_MIDNIGHT else 1)
 
 
 def test_coarse_windows_close_when_the_minutes_close_past_their_end():
@@ -87,22 +100,64 @@ def test_coarse_windows_close_when_the_minutes_close_past_their_end():
     assert {k.window_start_us for k in p.state.coarse["hour"]} == {HOUR.start_of(MIDNIGHT)}
 
 
-def test_a_state_saved_without_coarse_windows_rebuilds_them_exactly():
+def _run_to_the_end(midnight: int, seed: int):
+    """A processor fed a whole fleet across ``midnight``, and the final partial of every
+    minute and day it wrote."""
     p = FastPartitionProcessor(PartitionState("usage", 2), ProcessorSettings(lateness_us=3 * W))
-    frames = messages(midnight_fleet(7))
-    closed: dict[RollupKey, tuple[int, ...]] = {}
-    for batch in cut(frames, random.Random(7)):
-        for row in p.process(batch).rollups:
-            closed[row.key] = row.sums
-    state = p.state
-    # The same state as format 2 wrote it: no coarse windows.
+    minutes: dict[RollupKey, tuple[int, ...]] = {}
+    days: dict[RollupKey, tuple[int, ...]] = {}
+    frames = messages(midnight_fleet(seed, midnight=midnight), timestamp_us=midnight + US_PER_DAY)
+    for batch in cut(frames, random.Random(seed)):
+        out = p.process(batch)
+        minutes |= {row.key: row.sums for row in out.rollups}
+        days |= {row.key: row.sums for row in out.coarse_rollups["day"]}
+    return p.state, minutes, days
+
+
+def _as_format(state: PartitionState, fmt: int, kept: tuple[str, ...]) -> PartitionState:
     doc = json.loads(zlib.decompress(state.to_snapshot()))
-    del doc["coarse"]
-    doc["format"] = 2
-    legacy = PartitionState.from_snapshot(zlib.compress(json.dumps(doc).encode()))
-    assert legacy.needs_coarse_seed and legacy.coarse == {"hour": {}, "day": {}}
-    finished = [
-        (k, list(s)) for k, s in closed.items() if k.window_start_us < state.closed_before_us
-    ]
-    seed_from_minutes(legacy.coarse, finished, legacy.windows, legacy.closed_before_us)
+    doc["format"] = fmt
+    if kept:
+        doc["coarse"] = {grain: doc["coarse"][grain] for grain in kept}
+    else:
+        del doc["coarse"]
+    return PartitionState.from_snapshot(zlib.compress(json.dumps(doc).encode()))
+
+
+def _closed(finals: dict, before_us: int, grain=None) -> list:
+    end = (
+        (lambda k: k.window_start_us + W)
+        if grain is None
+        else (lambda k: grain.end_of(k.window_start_us))
+    )
+    return [(k, list(s)) for k, s in finals.items() if end(k) <= before_us]
+
+
+@pytest.mark.parametrize("midnight", [MIDNIGHT, MONTH_MIDNIGHT], ids=["day", "month"])
+def test_a_state_saved_without_coarse_windows_rebuilds_them_exactly(midnight):
+    state, minutes, days = _run_to_the_end(midnight, 7)
+    # The same state as format 2 wrote it: no coarse windows.
+    legacy = _as_format(state, 2, kept=())
+    assert legacy.unseeded == {"hour", "day", "month"}
+    assert legacy.coarse == {"hour": {}, "day": {}, "month": {}}
+    before = legacy.closed_before_us
+    seed_from_finer(legacy.coarse, SEEDED_FROM_MINUTES, _closed(minutes, before), legacy.windows,
+                    before)  # fmt: skip
+    seed_from_finer(legacy.coarse, (MONTH,), _closed(days, before, DAY), legacy.coarse["day"],
+                    before)  # fmt: skip
     assert legacy.coarse == state.coarse and any(state.coarse["day"].values())
+    assert any(state.coarse["month"].values())
+
+
+@pytest.mark.parametrize("midnight", [MIDNIGHT, MONTH_MIDNIGHT], ids=["day", "month"])
+def test_a_state_saved_without_month_windows_rebuilds_them_from_the_days(midnight):
+    state, _, days = _run_to_the_end(midnight, 11)
+    legacy = _as_format(state, 3, kept=("day", "hour"))
+    assert legacy.unseeded == {"month"} and legacy.coarse["month"] == {}
+    before = legacy.closed_before_us
+    # Only the days of the open month count: the month before is closed and final.
+    seed_from_finer(legacy.coarse, (MONTH,), _closed(days, before, DAY), legacy.coarse["day"],
+                    before)  # fmt: skip
+    assert legacy.coarse == state.coarse
+    (month,) = {k.window_start_us for k in state.coarse["month"]}
+    assert month == MONTH.start_of(before)
