@@ -10,6 +10,14 @@ statement, as prior-period lines labelled with that month, when the tenant has u
 or when a contract was in force in it after the tenant's first statement (its minimum is
 owed). From then on it counts as billed, and issuing it on its own is refused.
 
+Re-rating every earlier month would make issuing grow with the months issued, so each
+issued statement records, per month it rated, a fingerprint of that month's inputs: the
+tenant's month rollups and the contracts in force (``rated_inputs``). A month whose
+fingerprint is unchanged since it was last rated has nothing to adjust and is not read
+again. The month rollups are read before the usage they stand for, so a change landing in
+between makes the recorded fingerprint older than what was rated, never newer: the month
+is then re-rated next time, which finds nothing new or the change.
+
 An issued statement is never changed. Running again for an issued period re-renders its
 files from the canonical JSON stored at issue, byte for byte, and says whether the data
 has moved since (the difference then waits for the next statement).
@@ -17,6 +25,9 @@ has moved since (the difference then waits for the next statement).
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,9 +50,11 @@ from billing.statement import (
 from billing.store import (
     Clock,
     issued_statements,
+    month_rollups,
     months_with_usage,
     next_statement_sequence,
     parse_statement,
+    rated_inputs,
     read_contract_book,
     read_periods_to_rate,
     read_usage_to_rate,
@@ -83,17 +96,45 @@ def compose(
 ) -> dict[str, Any]:  # fmt: skip
     """The statement document for ``tenant`` and ``period`` from the warehouse as it is now
     (without ``heading``: its charges only, to compare with an issued one's)."""
-    return _compose(warehouse, book, tenant, period, issued, heading)[0]
+    return _compose(warehouse, book, tenant, period, issued, heading).statement
+
+
+# Part of every fingerprint: a change to the rating rules makes every month be re-rated.
+RATING_RULES = "rating 1"
+
+
+def inputs_sha256(
+    book: ContractBook, tenant_id: str, period: Period, month_rows: Sequence[tuple[Any, ...]]
+) -> str:
+    """The fingerprint of what rating ``period`` for the tenant reads: its month rollups
+    and the contracts in force in it. Usage of a closed month only grows (late usage is
+    added, never taken away), so equal month sums mean the same day and minute rows."""
+    contracts = book.contracts_of(tenant_id, period.start_us, period.end_us)
+    doc = {
+        "rules": RATING_RULES,
+        "usage": [[str(v) for v in row] for row in month_rows],
+        "contracts": [repr(c) for c in contracts],
+    }
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Composed:
+    statement: dict[str, Any]
+    usage: list[UsageRow]  # the period's, as rated
+    inputs: dict[str, str]  # month → fingerprint, for every month this statement rated
 
 
 def _compose(
     warehouse: Warehouse, book: ContractBook, tenant: Tenant, period: Period,
     issued: dict[str, tuple[str, str]], heading: Heading | None,
-) -> tuple[dict[str, Any], list[UsageRow]]:  # fmt: skip
-    """:func:`compose`, with the period's usage it read."""
-    contracts = book.contracts_of(tenant.tenant_id, period.start_us, period.end_us)
-    usage = read_usage_to_rate(warehouse, book, tenant.tenant_id, period)
-    lines = _rate(book, tenant.tenant_id, period, usage)  # names the windows no contract covers
+) -> Composed:  # fmt: skip
+    """:func:`compose`, with the period's usage it read and the inputs it rated."""
+    tid = tenant.tenant_id
+    contracts = book.contracts_of(tid, period.start_us, period.end_us)
+    month_rows = month_rollups(warehouse, tid, period)  # before the usage: see above
+    usage = read_usage_to_rate(warehouse, book, tid, period)
+    lines = _rate(book, tid, period, usage)  # names the windows no contract covers
     if not contracts:
         raise BillingError(
             f"tenant {tenant.tenant_id!r} has no contract and no usage in {period.label}"
@@ -102,19 +143,27 @@ def _compose(
     for text, _ in issued.values():
         for line in lines_of(parse_statement(text)):
             billed.setdefault(line.for_period, []).append(line)
-    earlier_periods = unbilled_months(warehouse, book, tenant.tenant_id, period, issued, billed)
+    earlier_periods = unbilled_months(warehouse, book, tid, period, issued, billed)
     earlier_periods |= {p for p in (*issued, *billed) if p < period.label}
-    befores = [Period.parse(earlier) for earlier in sorted(earlier_periods)]
-    usage_before = read_periods_to_rate(warehouse, book, tenant.tenant_id, befores)
+    inputs = {
+        label: inputs_sha256(book, tid, Period.parse(label), month_rows.get(label, ()))
+        for label in (*earlier_periods, period.label)
+    }
+    # Only what the statements before this one rated: composing an issued period again
+    # must find the adjustments it carried.
+    last_rated = rated_inputs(warehouse, tid, (statement_id_of(t) for t, _ in issued.values()))
+    befores = [Period.parse(p) for p in sorted(earlier_periods) if last_rated.get(p) != inputs[p]]
+    usage_before = read_periods_to_rate(warehouse, book, tid, befores)
     for before in befores:
-        now = _rate(book, tenant.tenant_id, before, usage_before[before.label])
+        now = _rate(book, tid, before, usage_before[before.label])
         lines.extend(adjustment_lines(now, billed.get(before.label, [])))
     adjusted = {p: statement_id_of(issued[p][0]) for p in issued if p < period.label}
     billed_contracts = {ln.contract_id for ln in lines}
     taxes = {c.contract_id: c.tax for c in book.contracts
              if c.contract_id in billed_contracts and c.tax is not None}  # fmt: skip
     data = StatementInput(tenant, period, contracts, lines, usage, adjusted, heading, taxes)
-    return build_statement(data), usage
+    rated = {p: inputs[p] for p in (period.label, *(b.label for b in befores))}
+    return Composed(build_statement(data), usage, rated)
 
 
 def statement_id_of(canonical_json: str) -> str:
@@ -195,8 +244,9 @@ def issue_statement(
     number = issuer.number(next_statement_sequence(warehouse, issuer.number_prefix)
                            + numbers_held)  # fmt: skip
     heading = Heading(issuer, number, clock().date())
-    statement, usage = _compose(warehouse, book, tenant, period, issued, heading)
-    if not force and not usage:
+    composed = _compose(warehouse, book, tenant, period, issued, heading)
+    statement = composed.statement
+    if not force and not composed.usage:
         raise BillingError(
             f"tenant {tenant_id!r} has a contract but no usage metered in {period.label}; "
             "if that is right, pass --force to issue it (a minimum commitment is billed)"
@@ -204,7 +254,7 @@ def issue_statement(
     statement_digest = digest(statement)
     if dry_run:
         return Outcome(tenant_id, "would issue", "", statement_digest, statement["totals"]["total"])
-    record_statement(warehouse, statement, statement_digest, clock)
+    record_statement(warehouse, statement, statement_digest, clock, composed.inputs)
     files = write_files(out, statement, statement_digest)
     return Outcome(tenant_id, "issued", "", statement_digest, statement["totals"]["total"], files)
 

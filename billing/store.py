@@ -230,8 +230,8 @@ def windows_closed_before(warehouse: Warehouse) -> int | None:
 def months_with_usage(warehouse: Warehouse, tenant_id: str, before: Period) -> list[str]:
     """Every month (YYYY-MM) before ``before`` in which ``tenant_id`` has metered usage."""
     rows = warehouse.execute(
-        "SELECT DISTINCT toYYYYMM(day) FROM usage_by_day "
-        "WHERE tenant_id = %(tenant)s AND day < %(first)s",
+        "SELECT DISTINCT toYYYYMM(month) FROM usage_by_month_exact "
+        "WHERE tenant_id = %(tenant)s AND month < %(first)s",
         {"tenant": tenant_id, "first": utc_datetime(before.start_us).date()},
     )
     return sorted(f"{int(m) // 100:04d}-{int(m) % 100:02d}" for (m,) in rows)
@@ -250,6 +250,48 @@ def issued_statements(warehouse: Warehouse, tenant_id: str) -> dict[str, tuple[s
     return {period: (text, digest) for period, text, digest in rows}
 
 
+def month_rollups(
+    warehouse: Warehouse, tenant_id: str, through: Period
+) -> dict[str, list[tuple[Any, ...]]]:
+    """month (YYYY-MM) → the tenant's month rollup rows (SKU, cluster, then the counters,
+    sorted) of every month up to and including ``through``: the fingerprint of what rating
+    a month reads (billing/issue.py). A few rows a month, whatever the fleet."""
+    months = grain_rows_sql("month", "tenant_id = %(tenant)s AND month < %(end)s")
+    rows = warehouse.execute(
+        "SELECT toYYYYMM(month), sku, cluster, allocated_us, busy_us, unhealthy_us, energy_mj, "
+        f"sample_count FROM ({months}) AS months",
+        {"tenant": tenant_id, "end": utc_datetime(through.end_us).date()},
+    )
+    out: dict[str, list[tuple[Any, ...]]] = {}
+    for month, *row in sorted(rows):
+        out.setdefault(f"{int(month) // 100:04d}-{int(month) % 100:02d}", []).append(tuple(row))
+    return out
+
+
+def rated_inputs(
+    warehouse: Warehouse, tenant_id: str, statement_ids: Iterable[str]
+) -> dict[str, str]:
+    """month → the input fingerprint it was last rated from, by the latest of the
+    statements ``statement_ids`` of the tenant that rated it (a statement counts once its
+    row is written: the mark of issue). Latest by issue time, then by number (assigned in
+    order of issue)."""
+    wanted = set(statement_ids)
+    rows = warehouse.execute(
+        "SELECT r.for_period, r.inputs_sha256, s.issued_at, s.statement_number, r.statement_id "
+        "FROM rated_inputs AS r INNER JOIN (SELECT statement_id, issued_at, statement_number "
+        "FROM statements WHERE tenant_id = %(tenant)s) AS s USING statement_id "
+        "WHERE r.tenant_id = %(tenant)s",
+        {"tenant": tenant_id},
+    )
+    latest: dict[str, tuple[Any, str, str]] = {}
+    for period, sha, issued_at, number, sid in rows:
+        if sid not in wanted:
+            continue
+        if period not in latest or (issued_at, number) > latest[period][:2]:
+            latest[period] = (issued_at, number, sha)
+    return {period: sha for period, (_, _, sha) in latest.items()}
+
+
 def next_statement_sequence(warehouse: Warehouse, prefix: str) -> int:
     """The sequence number the next statement of numbers starting with ``prefix`` gets:
     one past the highest issued (numbers are assigned by one issuing process at a time)."""
@@ -262,11 +304,21 @@ def next_statement_sequence(warehouse: Warehouse, prefix: str) -> int:
 
 
 def record_statement(
-    warehouse: Warehouse, statement: dict[str, Any], digest_sha256: str, clock: Clock = utc_now
-) -> None:
+    warehouse: Warehouse, statement: dict[str, Any], digest_sha256: str, clock: Clock = utc_now,
+    inputs: dict[str, str] | None = None,
+) -> None:  # fmt: skip
+    """Write an issued statement: its lines and ``inputs`` (month → the fingerprint of
+    what it rated for that month) first, the statement row last."""
     tenant = statement["tenant"]["tenant_id"]
     period = statement["period"]["label"]
     sid = statement["statement_id"]
+    now = clock().replace(microsecond=0)
+    if inputs:
+        warehouse.insert(
+            "rated_inputs",
+            ("tenant_id", "for_period", "statement_id", "inputs_sha256", "recorded_at"),
+            [(tenant, month, sid, sha, now) for month, sha in sorted(inputs.items())],
+        )
     # Lines first: a statement row is the mark of issue, written only once its lines are in.
     warehouse.insert(
         "statement_lines",
@@ -282,7 +334,7 @@ def record_statement(
          "digest_sha256", "canonical_json", "issued_at"),
         [(tenant, period, sid, statement.get("statement_number", ""), statement["currency"],
           Decimal(statement["totals"]["total"]), digest_sha256,
-          canonical_bytes(statement).decode(), clock().replace(microsecond=0))],
+          canonical_bytes(statement).decode(), now)],
     )  # fmt: skip
 
 

@@ -35,8 +35,9 @@ from billing.issuer import Issuer
 from billing.rating import Period
 from billing.statement import verify_json_file
 from billing.store import store_contracts
+from meter.windows import month_start
 from tests.browser import render
-from warehouse.backfill import fill_day
+from warehouse.backfill import fill_day, fill_month
 
 ISSUER = Issuer("Supercluster Cloud, Inc.", ("1 Test Way", "Testville"), "EIN 00-0000000", "SC-")
 
@@ -89,9 +90,11 @@ def _usage(warehouse, tenant, sku, cluster, window, allocated, unhealthy=0, ener
 
 
 def _fill_coarse(warehouse, window: str) -> None:
-    """The hour and day rollups of the window's day, as the worker writes them beside the
+    """The hour, day and month rollups of the window, as the worker writes them beside the
     minute rows (the same sums: warehouse/backfill.py)."""
-    fill_day(warehouse, int(_at(window).timestamp()) // 86_400 * 86_400 * 1_000_000)
+    at_us = int(_at(window).timestamp()) * 1_000_000
+    fill_day(warehouse, at_us - at_us % 86_400_000_000)
+    fill_month(warehouse, month_start(at_us))
 
 
 def _late_usage(warehouse, tenant, sku, cluster, window, allocated):
@@ -672,3 +675,49 @@ def test_a_statement_an_accounts_payable_team_can_book_computed_by_hand_in_yen_a
         _, dom = render(page)
         assert expected in dom and "Supercluster Cloud, Inc." in dom and "<svg" in dom
     assert "Adjustment for 2026-09 of statement aurora-labs-2026-09" in render(pages[0][0])[1]
+
+
+def test_an_earlier_month_is_re_rated_only_when_its_usage_or_contracts_changed(
+    billed, tmp_path, monkeypatch
+):
+    """Issuing must not grow with the months issued before: each statement records what it
+    rated per month (rated_inputs), and a later one re-reads an earlier month only when
+    that month's usage or contracts have changed since; its adjustment still comes once."""
+    from billing import issue
+
+    wh = billed
+    reread: list[list[str]] = []
+    real = issue.read_periods_to_rate
+
+    def spy(warehouse, book, tenant_id, periods):
+        reread.append([p.label for p in periods])
+        return real(warehouse, book, tenant_id, periods)
+
+    monkeypatch.setattr(issue, "read_periods_to_rate", spy)
+    _issue(wh, "2026-09", tmp_path)
+    _usage(wh, "aurora-labs", "H100", "sc1", "2026-10-10 12:00:00", 100 * H)
+    _, october = _issue(wh, "2026-10", tmp_path)
+    assert reread == [[], []]  # September unchanged since its own statement rated it
+    assert [ln for ln in _lines(october) if ln[1] == "2026-09"] == []
+
+    _late_usage(wh, "aurora-labs", "H100", "sc1", "2026-09-21 00:00:00", 120 * H)
+    december_2 = datetime(2026, 12, 2, tzinfo=UTC)
+    november = _issue_at(wh, "2026-11", tmp_path, december_2, force=True)
+    assert reread[-1] == ["2026-09"]  # only the month that changed
+    assert [ln for ln in _lines(november) if ln[1] != "2026-11"] == [
+        ("usage", "2026-09", "H100", "sc1", 120 * H, "300.00"),
+        ("commitment_true_up", "2026-09", "", "", 0, "-250.00"),
+    ]
+    # Issued again: compared with what the statements before November had billed, so
+    # September is re-read, and nothing has changed. A contract reloaded with another rate
+    # makes every month it covers be re-rated.
+    (again,) = run_statements(wh, "2026-11", tmp_path, "aurora-labs", clock=lambda: december_2,
+                              issuer=ISSUER)  # fmt: skip
+    assert again.status == "already issued" and reread[-1] == ["2026-09"]
+    book = json.loads(json.dumps(CONTRACTS))
+    book["contracts"][0]["rates"][0]["rate_per_gpu_hour"] = "2.60"
+    store_contracts(wh, parse_contract_book(book), "test", clock=lambda: NOW)
+    (changed,) = run_statements(wh, "2026-11", tmp_path, "aurora-labs", clock=lambda: december_2,
+                                issuer=ISSUER)  # fmt: skip
+    assert changed.status == "already issued, data changed"
+    assert reread[-1] == ["2026-09", "2026-10"]
