@@ -666,11 +666,18 @@ def test_the_readme_ledger_queries_answer_beside_a_report_of_the_largest_size_ac
         db = warehouse.settings.database  # in the text, to find this query in the log
         count = f"SELECT count() FROM {db}.usage_ledger WHERE tenant_id = 'borealis-ai'"
         assert client.execute(count, settings={"log_queries": 1}) == [(1,)]
-        client.execute("SYSTEM FLUSH LOGS")
-        ((read_rows,),) = client.execute(
-            "SELECT read_rows FROM system.query_log WHERE type = 2 AND query = %(q)s",
-            {"q": count},
-        )
+        # The finish entry is queued after the result is sent: flush until it is there.
+        deadline = time.monotonic() + 30
+        while True:
+            client.execute("SYSTEM FLUSH LOGS")
+            finished = client.execute(
+                "SELECT read_rows FROM system.query_log WHERE type = 2 AND query = %(q)s",
+                {"q": count},
+            )
+            if finished or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        ((read_rows,),) = finished
         assert read_rows < gpus  # one granule of the table, not the big report's rows
     finally:
         client.disconnect()
