@@ -197,10 +197,30 @@ def build_parser() -> argparse.ArgumentParser:
     agent_bench.add_argument("--publish-ticks", type=int, default=6)
     agent_bench.add_argument("--json", action="store_true", help="last line: one JSON object")
 
-    contracts = sub.add_parser("contracts", help="load a contracts file into the warehouse")
+    contracts = sub.add_parser(
+        "contracts", help="load a contracts file into the warehouse",
+        description="Validate a contracts file whole (tenants, terms in whole UTC days, rates "
+        "per SKU and period, minimums, payment terms, taxes) and record it as a new load: the "
+        "latest load is what statements rate with (contracts_current). Nothing is written "
+        "when any field is refused. Format: billing/README.md, 'The contracts file'.",
+        epilog="example: meter contracts load billing/contracts.example.json --database gpu_meter",
+    )  # fmt: skip
     contracts.add_argument("action", choices=("load",))
     contracts.add_argument("file", type=Path, help="contracts JSON (billing/README.md)")
     _warehouse_flags(contracts)
+
+    corr = sub.add_parser(
+        "corrections", help="add or list audited corrections of metered usage",
+        description="Void metered usage, or re-attribute it to another tenant, without "
+        "touching the ledger: each correction is recorded with its author, reason and ticket "
+        "(file format: billing/README.md, 'Corrections').",
+    )  # fmt: skip
+    corr.add_argument("action", choices=("add", "list"))
+    corr.add_argument("file", type=Path, nargs="?", help="add: a corrections JSON file")
+    corr.add_argument("--dry-run", action="store_true",
+                      help="add: show what each correction moves; record nothing")  # fmt: skip
+    _flag(corr, "--period", "PERIOD", help="list: only corrections of this month, YYYY-MM")
+    _warehouse_flags(corr)
 
     stmts = sub.add_parser("statements", help="issue the usage statements of a closed month")
     _flag(stmts, "--period", "PERIOD", required=True, help="month, YYYY-MM")
@@ -293,6 +313,18 @@ def _cmd_contracts(args: argparse.Namespace) -> int:
     from billing import commands
 
     return commands.load_contracts(_clickhouse_settings(args), args.file)
+
+
+def _cmd_corrections(args: argparse.Namespace) -> int:
+    from billing import commands
+
+    settings = _clickhouse_settings(args)
+    if args.action == "list":
+        return commands.list_corrections(settings, args.period)
+    if args.file is None:
+        raise ConfigError("meter corrections add needs a corrections file: meter corrections "
+                          "add FILE (billing/corrections.example.json)")  # fmt: skip
+    return commands.add_corrections(settings, args.file, args.dry_run)
 
 
 def _cmd_statements(args: argparse.Namespace) -> int:
@@ -503,6 +535,7 @@ COMMANDS = {
     "bench": _cmd_bench,
     "agent": _cmd_agent,
     "contracts": _cmd_contracts,
+    "corrections": _cmd_corrections,
     "statements": _cmd_statements,
     "verify-statement": _cmd_verify,
     "reconcile": _cmd_reconcile,
