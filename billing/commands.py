@@ -1,5 +1,5 @@
-"""The billing subcommands of ``meter``: contracts load, statements, verify, reconcile,
-compact."""
+"""The billing subcommands of ``meter``: contracts load, corrections, statements, verify,
+reconcile, compact."""
 
 from __future__ import annotations
 
@@ -8,6 +8,9 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 from billing.contracts import load_contract_file
+from billing.correction_store import add_corrections as record_corrections
+from billing.correction_store import recorded_corrections
+from billing.corrections import load_corrections_file
 from billing.issue import draft_statements, run_statements
 from billing.issuer import Issuer, load_issuer_file
 from billing.rating import Period
@@ -15,7 +18,7 @@ from billing.reconcile import reconcile
 from billing.statement import verify_json_file
 from billing.store import Clock, store_contracts, utc_now
 from meter.errors import BillingError, ConfigError
-from meter.units import epoch_us
+from meter.units import US_PER_GPU_HOUR, epoch_us
 from warehouse.client import ClickHouseSettings, Warehouse
 from warehouse.compaction import compact, not_compacted, partitions_read
 from warehouse.migrate import migrate
@@ -30,6 +33,30 @@ def load_contracts(settings: ClickHouseSettings, path: Path) -> int:
         f"{settings.database}: loaded {len(book.tenants)} tenants and {len(book.contracts)} "
         f"contracts ({sum(len(c.rates) for c in book.contracts)} rate periods) as load {load_id}"
     )
+    return 0
+
+
+def add_corrections(settings: ClickHouseSettings, path: Path, dry_run: bool = False) -> int:
+    corrections = load_corrections_file(path)  # refused whole before any read or write
+    added = record_corrections(Warehouse(settings), corrections, dry_run=dry_run)
+    if dry_run:
+        print("--dry-run: nothing is recorded")
+    for a in added:
+        verb = "recorded" if a.recorded else "would record"
+        print(f"{verb} {a.correction.describe()}: {a.samples:,} samples, "
+              f"{Decimal(a.allocated_us) / US_PER_GPU_HOUR:,.6f} GPU-h")  # fmt: skip
+    return 0
+
+
+def list_corrections(settings: ClickHouseSettings, period_label: str | None) -> int:
+    found = recorded_corrections(Warehouse(settings))
+    if period_label is not None:
+        period = Period.parse(period_label)
+        found = [c for c in found if c.start_us < period.end_us and period.start_us < c.end_us]
+    for c in found:
+        print(f"{c.describe()}; by {c.author}, ticket {c.ticket}: {c.reason}")
+    if not found:
+        print("no corrections" + (f" in {period_label}" if period_label else ""))
     return 0
 
 

@@ -27,12 +27,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from billing.contracts import ContractBook, Tenant, format_instant
+from billing.correction_store import correction_rows, corrections_billed
 from billing.issuer import Issuer
 from billing.rating import Line, Period, UsageRow, adjustment_lines, rate_period
 from billing.render import render_csv, render_html
@@ -48,7 +49,9 @@ from billing.statement import (
     mark_draft,
 )
 from billing.store import (
+    NOT_RATED,
     Clock,
+    Rated,
     issued_statements,
     month_rollups,
     months_with_usage,
@@ -104,15 +107,19 @@ RATING_RULES = "rating 1"
 
 
 def inputs_sha256(
-    book: ContractBook, tenant_id: str, period: Period, month_rows: Sequence[tuple[Any, ...]]
-) -> str:
-    """The fingerprint of what rating ``period`` for the tenant reads: its month rollups
-    and the contracts in force in it. Usage of a closed month only grows (late usage is
-    added, never taken away), so equal month sums mean the same day and minute rows."""
+    book: ContractBook, tenant_id: str, period: Period, month_rows: Sequence[tuple[Any, ...]],
+    correction_ids: Iterable[str] = (),
+) -> str:  # fmt: skip
+    """The fingerprint of what rating ``period`` for the tenant reads: its month rollups,
+    the corrections of its usage (a correction is never changed, so its id stands for its
+    usage) and the contracts in force in it. Metered usage of a closed month only grows
+    (late usage is added, never taken away), so equal month sums mean the same day and
+    minute rows."""
     contracts = book.contracts_of(tenant_id, period.start_us, period.end_us)
     doc = {
         "rules": RATING_RULES,
         "usage": [[str(v) for v in row] for row in month_rows],
+        "corrections": sorted(correction_ids),
         "contracts": [repr(c) for c in contracts],
     }
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
@@ -121,20 +128,42 @@ def inputs_sha256(
 @dataclass(frozen=True)
 class Composed:
     statement: dict[str, Any]
-    usage: list[UsageRow]  # the period's, as rated
-    inputs: dict[str, str]  # month → fingerprint, for every month this statement rated
+    usage: list[UsageRow]  # the period's, as rated (corrections included)
+    # month → (fingerprint, the corrections rated), for every month this statement rated
+    inputs: dict[str, Rated]
+
+
+def _with(usage: list[UsageRow], corrections: dict[str, list[UsageRow]], ids: Iterable[str]):
+    return usage + [row for cid in sorted(ids) for row in corrections.get(cid, ())]
+
+
+def _correction_lines(
+    book: ContractBook, tid: str, period: Period, base: list[UsageRow], base_lines: list[Line],
+    corrections: dict[str, list[UsageRow]], ids: set[str],
+) -> list[Line]:  # fmt: skip
+    """What the corrections ``ids`` change in the period's charges, on top of ``base``
+    (rated as ``base_lines``), each line labelled with the corrections it bills."""
+    if not ids:
+        return []
+    corrected = _rate(book, tid, period, _with(base, corrections, ids))
+    label = ",".join(sorted(ids))
+    return [replace(ln, correction=label) for ln in adjustment_lines(corrected, base_lines)]
 
 
 def _compose(
     warehouse: Warehouse, book: ContractBook, tenant: Tenant, period: Period,
     issued: dict[str, tuple[str, str]], heading: Heading | None,
 ) -> Composed:  # fmt: skip
-    """:func:`compose`, with the period's usage it read and the inputs it rated."""
+    """:func:`compose`, with the period's usage it read and the inputs it rated.
+
+    Corrections are billed apart from metered usage, as lines labelled with their ids:
+    this period's on top of its metered charges, and an earlier month's as an adjustment
+    once, on the first statement composed after the correction was added."""
     tid = tenant.tenant_id
     contracts = book.contracts_of(tid, period.start_us, period.end_us)
     month_rows = month_rollups(warehouse, tid, period)  # before the usage: see above
-    usage = read_usage_to_rate(warehouse, book, tid, period)
-    lines = _rate(book, tid, period, usage)  # names the windows no contract covers
+    metered = read_usage_to_rate(warehouse, book, tid, period)
+    lines = _rate(book, tid, period, metered)  # names the windows no contract covers
     if not contracts:
         raise BillingError(
             f"tenant {tenant.tenant_id!r} has no contract and no usage in {period.label}"
@@ -145,23 +174,38 @@ def _compose(
             billed.setdefault(line.for_period, []).append(line)
     earlier_periods = unbilled_months(warehouse, book, tid, period, issued, billed)
     earlier_periods |= {p for p in (*issued, *billed) if p < period.label}
+    labels = sorted({*earlier_periods, period.label})
+    corrections = correction_rows(warehouse, tid, [Period.parse(p) for p in labels])
     inputs = {
-        label: inputs_sha256(book, tid, Period.parse(label), month_rows.get(label, ()))
-        for label in (*earlier_periods, period.label)
-    }
+        label: Rated(inputs_sha256(book, tid, Period.parse(label), month_rows.get(label, ()),
+                                   corrections[label]), frozenset(corrections[label]))
+        for label in labels
+    }  # fmt: skip
+    now_ids = set(corrections[period.label])
+    lines += _correction_lines(book, tid, period, metered, lines, corrections[period.label],
+                               now_ids)  # fmt: skip
+    usage = _with(metered, corrections[period.label], now_ids)
     # Only what the statements before this one rated: composing an issued period again
     # must find the adjustments it carried.
     last_rated = rated_inputs(warehouse, tid, (statement_id_of(t) for t, _ in issued.values()))
-    befores = [Period.parse(p) for p in sorted(earlier_periods) if last_rated.get(p) != inputs[p]]
+    befores = [Period.parse(p) for p in sorted(earlier_periods)
+               if last_rated.get(p, NOT_RATED).sha256 != inputs[p].sha256]  # fmt: skip
     usage_before = read_periods_to_rate(warehouse, book, tid, befores)
     for before in befores:
-        now = _rate(book, tid, before, usage_before[before.label])
-        lines.extend(adjustment_lines(now, billed.get(before.label, [])))
+        mine = corrections[before.label]
+        known = set(last_rated.get(before.label, NOT_RATED).correction_ids) & set(mine)
+        base = _with(usage_before[before.label], mine, known)
+        base_lines = _rate(book, tid, before, base)
+        lines.extend(adjustment_lines(base_lines, billed.get(before.label, [])))
+        lines += _correction_lines(book, tid, before, base, base_lines, mine, set(mine) - known)
     adjusted = {p: statement_id_of(issued[p][0]) for p in issued if p < period.label}
     billed_contracts = {ln.contract_id for ln in lines}
     taxes = {c.contract_id: c.tax for c in book.contracts
              if c.contract_id in billed_contracts and c.tax is not None}  # fmt: skip
-    data = StatementInput(tenant, period, contracts, lines, usage, adjusted, heading, taxes)
+    billed_ids = {cid for ln in lines if ln.correction for cid in ln.correction.split(",")}
+    shown = corrections_billed(warehouse, tid, billed_ids)
+    data = StatementInput(tenant, period, contracts, lines, usage, adjusted, heading, taxes,
+                          shown)  # fmt: skip
     rated = {p: inputs[p] for p in (period.label, *(b.label for b in befores))}
     return Composed(build_statement(data), usage, rated)
 

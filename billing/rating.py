@@ -92,6 +92,9 @@ class Line:
     unit: str  # gpu_us, energy_mj or "" (true-up)
     rate: Decimal  # per GPU-hour, per kWh, or 0
     amount: Decimal  # rounded to the minor unit
+    # The corrections (ids, comma-separated) whose effect this line bills; "" for metered
+    # usage. Not part of the key: a line is matched with what was billed whatever made it.
+    correction: str = ""
 
     @property
     def key(self) -> tuple[str, str, str, str, str, int]:

@@ -3,7 +3,9 @@
 (a) ledger vs rollups per tenant × SKU × cluster × minute window, exactly;
 (b) completeness: open seq gaps per node (possible data loss, whatever the period);
 (c) contract position per tenant: usage against committed capacity and the minimum;
-(d) optionally a supplier invoice compared line by line with metered usage.
+(d) optionally a supplier invoice compared line by line with metered usage;
+(e) corrections: what each moved, and metered, corrected, billable and billed usage per
+    tenant side by side.
 
 (a) and (b) decide the exit status; (c) and (d) are findings for finance to act on.
 """
@@ -20,11 +22,12 @@ from pathlib import Path
 
 from billing import verified
 from billing.contracts import ContractBook
+from billing.correction_store import correction_rows, corrections_touching
 from billing.rating import Period, prorated_minimum, rate_period, round_money
 from billing.store import read_contract_book, read_usage_to_rate, tenants_of_period
 from meter.errors import BillingError
 from meter.identity import MIG_SLICES_PER_GPU, gpu_sevenths
-from meter.units import US_PER_DAY, US_PER_GPU_HOUR
+from meter.units import US_PER_DAY, US_PER_GPU_HOUR, utc_datetime
 from warehouse.client import Warehouse
 from warehouse.compaction import not_compacted, partitions_read
 from warehouse.month_check import compare_compacted
@@ -198,6 +201,9 @@ def check_positions(
     }
     for tenant in tenants:
         usage = read_usage_to_rate(warehouse, book, tenant, period)
+        # Billable usage: what was metered, corrected (as statements bill it).
+        corrected = correction_rows(warehouse, tenant, [period])[period.label]
+        usage += [row for rows in corrected.values() for row in rows]
         contracts = book.contracts_of(tenant, period.start_us, period.end_us)
         # Usage no contract rate covers, the tenant's whole month at once: usage outside
         # every contract's term is flagged too, not just a SKU a contract has no rate for.
@@ -228,6 +234,41 @@ def check_positions(
                 + (f"statement issued ({issued[tenant][:12]}…)" if tenant in issued
                    else "statement not issued")
             )  # fmt: skip
+
+
+def check_corrections(warehouse: Warehouse, period: Period, report: Report) -> None:
+    report.say("(e) corrections: metered, corrected, billable and billed usage")
+    found = corrections_touching(warehouse, period)
+    if not found:
+        report.say("  no corrections of this period")
+        return
+    for c in found:
+        moved = ", ".join(f"{t} {_hours(us):+,.6f}" for t, us in sorted(c["allocated_us"].items()))
+        report.say(f"  {c['correction_id']} {c['kind']} by {c['author']} (ticket {c['ticket']}, "
+                   f"{c['reason']}): {moved} GPU-h")  # fmt: skip
+    tenants = sorted({t for c in found for t in c["allocated_us"]})
+    params = {"month": utc_datetime(period.start_us).date(), "p": period.label, "t": tenants}
+    usage = {
+        tenant: (int(metered), int(corrected), int(billable))
+        for tenant, metered, corrected, billable in warehouse.execute(
+            "SELECT tenant_id, sum(metered_allocated_us), sum(correction_allocated_us), "
+            "sum(allocated_us) FROM billable_usage_by_month WHERE month = %(month)s AND "
+            "has(%(t)s, tenant_id) GROUP BY tenant_id",
+            params,
+        )
+    }
+    billed = dict(warehouse.execute(
+        "SELECT tenant_id, sum(quantity) FROM billed_by_period WHERE for_period = %(p)s "
+        "AND kind = 'usage' AND has(%(t)s, tenant_id) GROUP BY tenant_id",
+        params,
+    ))  # fmt: skip
+    for tenant in tenants:
+        metered, corrected, billable = usage.get(tenant, (0, 0, 0))
+        done = int(billed.get(tenant, 0))
+        state = "billed" if done == billable else "not yet billed in full (next statement)"
+        report.say(f"  {tenant}: metered {_hours(metered):,.6f}, corrections "
+                   f"{_hours(corrected):+,.6f}, billable {_hours(billable):,.6f}, billed "
+                   f"{_hours(done):,.6f} GPU-h: {state}")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -326,6 +367,7 @@ def reconcile(
     check_gaps(warehouse, report)
     book = read_contract_book(warehouse)
     check_positions(warehouse, book, period, report)
+    check_corrections(warehouse, period, report)
     if invoice is not None:
         check_invoice(warehouse, book, period, invoice, tolerance_gpu_hours, tolerance_amount,
                       report)  # fmt: skip

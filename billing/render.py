@@ -24,6 +24,13 @@ CSV_COLUMNS = (
 
 
 def _section(line: dict[str, Any], period: str, adjusts: dict[str, str] | None = None) -> str:
+    if line.get("correction"):
+        ids = line["correction"].replace(",", ", ")
+        if line["for_period"] == period:
+            return f"Correction {ids}"
+        issued = (adjusts or {}).get(line["for_period"])
+        of = f" of statement {issued}" if issued else ""
+        return f"Correction {ids}: adjustment for {line['for_period']}{of}"
     if line["for_period"] != period:
         issued = (adjusts or {}).get(line["for_period"])
         if issued:
@@ -95,6 +102,30 @@ def _period_cell(line: dict[str, Any]) -> str:
     if not line["rate_from"]:
         return ""
     return f"{line['rate_from'][:16].replace('T', ' ')} – {line['rate_to'][:16].replace('T', ' ')}"
+
+
+def _corrections_html(corrections: list[dict[str, Any]]) -> str:
+    """Who corrected the usage billed here, why, under which ticket, and by how much."""
+    if not corrections:
+        return ""
+    rows = []
+    for c in corrections:
+        scope = ", ".join(x for x in (c["tenant_id"], c["node_id"], c["gpu_uuid"]) if x)
+        what = f"moved to {c['to_tenant_id']}" if c["kind"] == "reattribute" else "voided"
+        hours = Decimal(c["allocated_us"]) / US_PER_GPU_HOUR
+        rows.append(
+            f"<tr><td><b>{escape(c['correction_id'])}</b></td>"
+            f"<td>usage of {escape(scope)}, {escape(c['start'][:16].replace('T', ' '))} – "
+            f"{escape(c['end'][:16].replace('T', ' '))} UTC, {escape(what)}</td>"
+            f'<td>{escape(c["reason"])}<div class="sub">{escape(c["author"])}, ticket '
+            f"{escape(c['ticket'])}</div></td>"
+            f'<td class="num">{hours:+,.6f} GPU-h</td></tr>'
+        )
+    return (
+        "<h2>Corrections</h2><table><thead><tr><th>Correction</th><th>What</th>"
+        '<th>Reason</th><th class="num">For this tenant</th></tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table>"
+    )
 
 
 def _lines_table(
@@ -364,6 +395,7 @@ def render_html(statement: dict[str, Any], digest_sha256: str) -> bytes:
 <h2>Line items</h2>
 {_lines_table(s["lines"], cur, period, s.get("adjusts"))}
 {_minimums_html(s.get("minimum_commitments", []), cur)}
+{_corrections_html(s.get("corrections", []))}
 <h2>Contract terms</h2>
 <table><thead><tr><th>Contract</th><th>Term</th><th class="num">Committed GPUs</th>
 <th class="num">Minimum per month</th><th class="num">Energy rate / kWh</th>

@@ -77,6 +77,7 @@ def _line_doc(number: int, line: Line, places: int) -> dict[str, Any]:
         "quantity_display": quantity_text(line.quantity, line.unit),
         "rate": rate_text(line.rate, places) if line.rate else "",
         "amount": money(line.amount, places),
+        **({"correction": line.correction} if line.correction else {}),
     }
 
 
@@ -114,7 +115,7 @@ class StatementInput:
     period: Period
     contracts: list[Contract]
     lines: list[Line]  # this period's lines and prior-period adjustments
-    usage: list[UsageRow]  # this period's metered usage (for the summary and the chart)
+    usage: list[UsageRow]  # this period's usage, corrections included (summary and chart)
     # period -> the statement that issued it, for each earlier period adjusted here ("" for
     # one never issued, billed here whole)
     adjusted: dict[str, str] = field(default_factory=dict)
@@ -122,6 +123,9 @@ class StatementInput:
     # contract id -> its tax, for every contract a line bills (this period's or an earlier
     # one's, for an adjustment); a contract without one is charged none
     taxes: dict[str, Tax] = field(default_factory=dict)
+    # The corrections this statement bills (their records and the tenant's GPU-µs from
+    # each), shown so that every correction line can be traced to who made it and why.
+    corrections: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _minimum_doc(contract: Contract, data: StatementInput, places: int) -> dict[str, Any]:
@@ -243,6 +247,7 @@ def build_statement(data: StatementInput) -> dict[str, Any]:
             p: data.adjusted.get(p, "")
             for p in sorted({ln.for_period for ln in ordered if ln.for_period != data.period.label})
         },
+        **({"corrections": data.corrections} if data.corrections else {}),
         "daily_allocated_us": [
             {"date": d, "allocated_us": full, "mig_slice_us": mig}
             for d, (full, mig) in daily.items()
@@ -314,4 +319,4 @@ def lines_of(statement: dict[str, Any]) -> Iterable[Line]:
         until = parse_instant(doc["rate_to"], "rate_to") if doc["rate_to"] else 0
         yield Line(doc["kind"], doc["for_period"], doc["contract_id"], doc["sku"], doc["cluster"],
                    since, until, doc["quantity"], doc["unit"], Decimal(doc["rate"] or 0),
-                   Decimal(doc["amount"]))  # fmt: skip
+                   Decimal(doc["amount"]), doc.get("correction", ""))  # fmt: skip

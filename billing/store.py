@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -210,8 +211,10 @@ def tenants_of_period(warehouse: Warehouse, book: ContractBook, period: Period) 
 
 def tenants_with_usage(warehouse: Warehouse, period: Period) -> list[str]:
     rows = warehouse.execute(
-        "SELECT DISTINCT tenant_id FROM usage_by_day "
-        "WHERE day >= %(first)s AND day < %(end)s AND tenant_id != %(idle)s",
+        "SELECT DISTINCT tenant_id FROM (SELECT tenant_id FROM usage_by_day "
+        "WHERE day >= %(first)s AND day < %(end)s AND tenant_id != %(idle)s UNION ALL "
+        "SELECT tenant_id FROM usage_corrections WHERE day >= %(first)s AND day < %(end)s "
+        "AND allocated_us > 0) AS tenants",
         _day_params(period, idle=UNALLOCATED),
     )
     return sorted(r[0] for r in rows)
@@ -228,10 +231,13 @@ def windows_closed_before(warehouse: Warehouse) -> int | None:
 
 
 def months_with_usage(warehouse: Warehouse, tenant_id: str, before: Period) -> list[str]:
-    """Every month (YYYY-MM) before ``before`` in which ``tenant_id`` has metered usage."""
+    """Every month (YYYY-MM) before ``before`` in which ``tenant_id`` has metered usage or
+    usage from a correction."""
     rows = warehouse.execute(
-        "SELECT DISTINCT toYYYYMM(month) FROM usage_by_month_exact "
-        "WHERE tenant_id = %(tenant)s AND month < %(first)s",
+        "SELECT DISTINCT m FROM (SELECT toYYYYMM(month) AS m FROM usage_by_month_exact "
+        "WHERE tenant_id = %(tenant)s AND month < %(first)s UNION ALL "
+        "SELECT toYYYYMM(day) AS m FROM usage_corrections "
+        "WHERE tenant_id = %(tenant)s AND day < %(first)s) AS months",
         {"tenant": tenant_id, "first": utc_datetime(before.start_us).date()},
     )
     return sorted(f"{int(m) // 100:04d}-{int(m) % 100:02d}" for (m,) in rows)
@@ -268,28 +274,41 @@ def month_rollups(
     return out
 
 
+@dataclass(frozen=True)
+class Rated:
+    """What a statement rated a month from: the fingerprint of its inputs, and the
+    corrections among them."""
+
+    sha256: str
+    correction_ids: frozenset[str]
+
+
+NOT_RATED = Rated("", frozenset())
+
+
 def rated_inputs(
     warehouse: Warehouse, tenant_id: str, statement_ids: Iterable[str]
-) -> dict[str, str]:
+) -> dict[str, Rated]:
     """month → the input fingerprint it was last rated from, by the latest of the
     statements ``statement_ids`` of the tenant that rated it (a statement counts once its
     row is written: the mark of issue). Latest by issue time, then by number (assigned in
     order of issue)."""
     wanted = set(statement_ids)
     rows = warehouse.execute(
-        "SELECT r.for_period, r.inputs_sha256, s.issued_at, s.statement_number, r.statement_id "
+        "SELECT r.for_period, r.inputs_sha256, s.issued_at, s.statement_number, r.statement_id, "
+        "r.correction_ids "
         "FROM rated_inputs AS r INNER JOIN (SELECT statement_id, issued_at, statement_number "
         "FROM statements WHERE tenant_id = %(tenant)s) AS s USING statement_id "
         "WHERE r.tenant_id = %(tenant)s",
         {"tenant": tenant_id},
     )
-    latest: dict[str, tuple[Any, str, str]] = {}
-    for period, sha, issued_at, number, sid in rows:
+    latest: dict[str, tuple[Any, str, Rated]] = {}
+    for period, sha, issued_at, number, sid, ids in rows:
         if sid not in wanted:
             continue
         if period not in latest or (issued_at, number) > latest[period][:2]:
-            latest[period] = (issued_at, number, sha)
-    return {period: sha for period, (_, _, sha) in latest.items()}
+            latest[period] = (issued_at, number, Rated(sha, frozenset(ids)))
+    return {period: rated for period, (_, _, rated) in latest.items()}
 
 
 def next_statement_sequence(warehouse: Warehouse, prefix: str) -> int:
@@ -305,7 +324,7 @@ def next_statement_sequence(warehouse: Warehouse, prefix: str) -> int:
 
 def record_statement(
     warehouse: Warehouse, statement: dict[str, Any], digest_sha256: str, clock: Clock = utc_now,
-    inputs: dict[str, str] | None = None,
+    inputs: dict[str, Rated] | None = None,
 ) -> None:  # fmt: skip
     """Write an issued statement: its lines and ``inputs`` (month → the fingerprint of
     what it rated for that month) first, the statement row last."""
@@ -316,8 +335,18 @@ def record_statement(
     if inputs:
         warehouse.insert(
             "rated_inputs",
-            ("tenant_id", "for_period", "statement_id", "inputs_sha256", "recorded_at"),
-            [(tenant, month, sid, sha, now) for month, sha in sorted(inputs.items())],
+            (
+                "tenant_id",
+                "for_period",
+                "statement_id",
+                "inputs_sha256",
+                "correction_ids",
+                "recorded_at",
+            ),
+            [
+                (tenant, month, sid, r.sha256, sorted(r.correction_ids), now)
+                for month, r in sorted(inputs.items())
+            ],
         )
     # Lines first: a statement row is the mark of issue, written only once its lines are in.
     warehouse.insert(

@@ -49,3 +49,8 @@ class ContractError(MeterError):
 
 class BillingError(MeterError):
     """A statement or reconciliation could not be produced as asked (and nothing was issued)."""
+
+
+class CorrectionError(ContractError):
+    """A corrections file or a correction was refused (nothing was recorded); the message
+    names the correction and field at fault."""

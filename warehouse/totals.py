@@ -126,24 +126,35 @@ def rollup_totals(
     }
 
 
+_MATCHED = ("tenant_id", "node_id", "gpu_uuid")  # the columns a selection may name
+
+
 def ledger_totals(
     warehouse: Warehouse,
     window_us: int = US_PER_MINUTE,
     start_us: int | None = None,
     end_us: int | None = None,
+    match: dict[str, str] | None = None,
 ) -> Totals:
     """The ledger summed per (tenant, sku, cluster, window of the tick start), over ticks
-    starting in [start_us, end_us) when given. Equal to the rollups when ticks do not
-    straddle windows (agents align them).
+    starting in [start_us, end_us) when given, of the rows whose ``match`` columns
+    (tenant_id, node_id, gpu_uuid) have those values. Equal to the rollups when ticks do
+    not straddle windows (agents align them).
 
     Read from the table with FINAL over the key range of the period's reports (the view
     deduplicates with a GROUP BY, more work for a question this wide).
     """
     params: dict[str, Any] = {"w": window_us}
-    where = ""
+    conditions = []
     if start_us is not None and end_us is not None:
-        where = f" WHERE {_ledger_range()}"
+        conditions.append(_ledger_range())
         params |= ledger_params(start_us, end_us)
+    for column, value in sorted((match or {}).items()):
+        if column not in _MATCHED:
+            raise ValueError(f"cannot select the ledger by {column!r}")
+        conditions.append(f"{column} = %(m_{column})s")
+        params[f"m_{column}"] = value
+    where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
     rows = warehouse.execute(
         f"SELECT tenant_id, sku, cluster, intDiv(ls, %(w)s) * %(w)s AS window_us, "
         f"{_LEDGER_SUMS}, count() FROM {_LEDGER}{where} GROUP BY tenant_id, sku, cluster, "

@@ -115,6 +115,19 @@ ROWS = [
     "'2026-09-16 00:00:00',432000000000,'gpu_us',2.5,300),"
     " ('borealis-ai','2026-11','s',1,'usage','2026-11','BOR-1','B200','sc1',"
     "'2026-11-01 00:00:00',1,'gpu_us',4.6,0.01)",  # lines of a statement never issued
+    # A correction moving a minute of aurora's H100 to borealis (its deltas written twice,
+    # as by a retried add), and the deltas of an add that never recorded its correction.
+    "INSERT INTO corrections VALUES ('COR-1','reattribute','aurora-labs','borealis-ai','',"
+    "'','2026-10-01 00:00:00','2026-10-01 00:01:00','fin','lent','FIN-1',6,60000000,'"
+    + LOAD
+    + "')",
+    "INSERT INTO usage_correction_deltas VALUES"
+    " ('COR-1','aurora-labs','H100','sc1','2026-10-01 00:00:00',-60000000,-5,0,-6,-6),"
+    " ('COR-1','borealis-ai','H100','sc1','2026-10-01 00:00:00',60000000,5,0,6,6),"
+    " ('COR-X','aurora-labs','H100','sc1','2026-10-01 00:00:00',-1,0,0,0,0)",
+    "INSERT INTO usage_correction_deltas VALUES"
+    " ('COR-1','aurora-labs','H100','sc1','2026-10-01 00:00:00',-60000000,-5,0,-6,-6),"
+    " ('COR-1','borealis-ai','H100','sc1','2026-10-01 00:00:00',60000000,5,0,6,6)",
 ]
 
 
@@ -260,11 +273,18 @@ def test_the_views_compute_what_the_rows_say(engines):
     assert _rows(server.query(rates)) == [("H100", "2"), ("H100", "2.5")]
     # October: 31 days × 8 committed GPUs; September: 15 days of the term × 8 GPUs. October
     # used 660,001,000 (H100) + 3,600,000,000 (H200) + 3/7 × 7,000,000,001 (the 3g slice),
-    # summed in sevenths and rounded down once: 7,260,001,000.
+    # summed in sevenths and rounded down once: 7,260,001,000; less the 60,000,000 that
+    # COR-1 moved to borealis (counted once, though its deltas were written twice; COR-X
+    # was never recorded): 7,200,001,000.
     assert _rows(server.query(
         "SELECT toString(month), committed_gpu_hours, allocated_us FROM contract_position_by_month "
         "WHERE contract_id = 'AUR-1' AND month <= '2026-10-01'"
-    )) == [("2026-09-01", "2880", "0"), ("2026-10-01", "5952", "7260001000")]  # fmt: skip
+    )) == [("2026-09-01", "2880", "0"), ("2026-10-01", "5952", "7200001000")]  # fmt: skip
+    assert _rows(server.query(
+        "SELECT tenant_id, metered_allocated_us, correction_allocated_us, allocated_us "
+        "FROM billable_usage_by_month WHERE sku = 'H100' AND month = '2026-10-01'"
+    )) == [("aurora-labs", "660001000", "-60000000", "600001000"),
+           ("borealis-ai", "0", "60000000", "60000000")]  # fmt: skip
     # Lines of a statement never issued do not count as billed.
     billed = "SELECT tenant_id, kind, for_period, amount FROM billed_by_period"
     assert _rows(server.query(billed)) == [
