@@ -135,12 +135,16 @@ def build_parser() -> argparse.ArgumentParser:
           help="address for /metrics")  # fmt: skip
     _stack_dir(worker)
 
-    status = sub.add_parser("status", help="pipeline progress, lag, gaps and rejections")
+    status = sub.add_parser(
+        "status", help="pipeline progress, lag, gaps, rejections and silent nodes"
+    )
     _warehouse_flags(status)
     status.add_argument(
         "--metrics-url", action="append", default=[],
         help="a worker's /metrics URL, for lag (repeat per worker)",
     )  # fmt: skip
+    _flag(status, "--silent-after-s", "SILENT_AFTER_S", default="300", type=int,
+          help="a node is silent when it stopped this long before the latest report")  # fmt: skip
     status.add_argument("--json", action="store_true", help="print JSON")
 
     fleet = sub.add_parser("fleet", help="publish a simulated fleet; write what it emitted")
@@ -435,7 +439,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
     for url in args.metrics_url:
         check_metrics_url(url)
-    status = collect(Warehouse(_clickhouse_settings(args)), args.metrics_url)
+    if args.silent_after_s <= 0:
+        raise ConfigError(f"--silent-after-s {args.silent_after_s} must be above 0")
+    status = collect(Warehouse(_clickhouse_settings(args)), args.metrics_url, args.silent_after_s)
     if args.json:
         print(json.dumps(status, default=str, indent=2))
     else:

@@ -1,6 +1,6 @@
 """``meter status``: what an operator asks first. Per partition progress, duplicates, late
-and rejected reports, open seq gaps (from the warehouse), and lag (from the workers'
-Prometheus endpoints, which see the fetch high watermark).
+and rejected reports, open seq gaps and the nodes gone silent (from the warehouse), and
+lag (from the workers' Prometheus endpoints, which see the fetch high watermark).
 """
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from __future__ import annotations
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 from meter.errors import ConfigError, MeterError
@@ -50,7 +51,12 @@ def scrape_lag(metrics_urls: Sequence[str]) -> dict[tuple[str, int], int]:
     return lag
 
 
-def collect(warehouse: Warehouse, metrics_urls: Sequence[str] = ()) -> dict[str, Any]:
+def collect(
+    warehouse: Warehouse, metrics_urls: Sequence[str] = (), silent_after_s: int = 300
+) -> dict[str, Any]:
+    """What ``meter status`` shows; a node is silent when its reports stopped arriving
+    ``silent_after_s`` before the latest report of any node (the pipeline's own clock, so
+    a stopped worker does not make every node look silent)."""
     progress = [
         dict(zip(_PROGRESS_COLUMNS, row, strict=True))
         for row in warehouse.execute(
@@ -68,7 +74,17 @@ def collect(warehouse: Warehouse, metrics_urls: Sequence[str] = ()) -> dict[str,
     rejected = warehouse.execute(
         "SELECT reason, reports FROM rejected_by_reason ORDER BY reports DESC"
     )
-    return {"partitions": progress, "open_gaps": gaps, "rejected": rejected}
+    ((nodes, latest),) = warehouse.execute("SELECT count(), max(last_seen_at) FROM node_status")
+    silent = []
+    if nodes:
+        silent = warehouse.execute(
+            "SELECT node_id, boot_id, last_seen_at, last_seq, open_gaps FROM node_status "
+            "WHERE last_seen_at < %(before)s ORDER BY last_seen_at, node_id LIMIT 20",
+            {"before": latest - timedelta(seconds=silent_after_s)},
+        )
+    return {"partitions": progress, "open_gaps": gaps, "rejected": rejected,
+            "nodes": int(nodes), "latest_seen": latest, "silent": silent,
+            "silent_after_s": silent_after_s}  # fmt: skip
 
 
 def render(status: dict[str, Any]) -> list[str]:
@@ -100,6 +116,23 @@ def render(status: dict[str, Any]) -> list[str]:
         lines.append("open seq gaps: none")
     rejected = ", ".join(f"{reason}={n}" for reason, n in status["rejected"]) or "none"
     lines.append(f"rejected reports by reason: {rejected}")
+    lines.extend(_nodes(status))
+    return lines
+
+
+def _nodes(status: dict[str, Any]) -> list[str]:
+    if not status.get("nodes"):
+        return ["nodes: none heard from yet"]
+    after_min = status["silent_after_s"] / 60
+    head = (f"nodes: {status['nodes']:,} heard from, the latest report at "
+            f"{status['latest_seen']:%Y-%m-%d %H:%M:%S} UTC")  # fmt: skip
+    if not status["silent"]:
+        return [f"{head}; none silent for {after_min:g} min before it"]
+    lines = [f"{head}; silent for more than {after_min:g} min before it (oldest first, 20 "
+             "at most):"]  # fmt: skip
+    for node, boot, seen, seq, gaps in status["silent"]:
+        lines.append(f"  {node} boot {boot[:8]} last heard {seen:%Y-%m-%d %H:%M:%S} UTC, "
+                     f"seq {seq}, open gaps {gaps}")  # fmt: skip
     return lines
 
 

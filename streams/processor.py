@@ -30,6 +30,7 @@ from streams.aggregate import RollupKey, add_into, sample_pieces
 from streams.gputime import DEFAULT_TIME_MEMORY_US
 from streams.grains import COARSE_GRAINS, OnTime, coarse_adjustments
 from streams.native import LEDGER_COLUMNS, LEDGER_TYPES, encode_block, holding_rows
+from streams.nodeprogress import NodeProgressRow, progress_rows
 from streams.seqtrack import GapRow, SeqVerdict
 from streams.state import PartitionState
 from streams.validate import is_empty_tick, validate_report
@@ -108,6 +109,7 @@ class BatchOutcome:
     coarse_rollups: dict[str, list[RollupRow]] = field(default_factory=dict)
     coarse_adjustments: dict[str, list[AdjustmentRow]] = field(default_factory=dict)
     gap_rows: list[GapRow] = field(default_factory=list)
+    node_rows: list[NodeProgressRow] = field(default_factory=list)  # streams/nodeprogress.py
     rejections: list[Rejection] = field(default_factory=list)
     accepted_reports: int = 0
     accepted_samples: int = 0
@@ -132,12 +134,14 @@ class PartitionProcessor:
         outcome = BatchOutcome(state.topic, state.partition)
         ledger_rows: list[tuple[object, ...]] = []
         on_time = OnTime(state.windows, state.coarse)
+        seen_us = 0
         for message in messages:
             if message.offset <= state.applied_offset:
                 outcome.skipped_replays += 1
                 continue
             self._one(message, outcome, on_time, ledger_rows)
             state.applied_offset = message.offset
+            seen_us = max(seen_us, message.timestamp_us)
         outcome.applied_offset = state.applied_offset
         forget_metered_time(state, self.settings)
         finish_rollups(outcome, state.partition, on_time, state.applied_offset)
@@ -145,6 +149,7 @@ class PartitionProcessor:
         outcome.ledger_rows = len(ledger_rows)
         outcome.ledger_samples = sum(len(row[-1]) for row in ledger_rows)  # type: ignore[arg-type]
         count_outcome(state, outcome)
+        outcome.node_rows = progress_rows(state, seen_us)
         return outcome
 
     def _one(

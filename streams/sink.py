@@ -1,9 +1,9 @@
 """Writing a batch's outcomes to ClickHouse, every table idempotent, the states last.
 
 The ledger (two HTTP requests at once) is written while the rejected reports, rollup
-partials, adjustments and seq gaps go over the driver's connection; the partition state
-goes only after all of them have succeeded, and a failure is raised only once every
-insert of the batch has ended. Each table is a ReplacingMergeTree keyed so
+partials, adjustments, seq gaps and node progress go over the driver's connection; the
+partition state goes only after all of them have succeeded, and a failure is raised only
+once every insert of the batch has ended. Each table is a ReplacingMergeTree keyed so
 that writing the same batch again rewrites the same rows; the partition state is written
 last, so a crash anywhere before it makes the next owner of the partition replay the batch
 and rewrite identical rows.
@@ -53,6 +53,10 @@ GAP_COLUMNS = (
     "node_id", "boot_id", "first_missing", "last_missing", "first_seen", "is_open",
     "source_partition", "version", "updated_at",
 )  # fmt: skip
+NODE_COLUMNS = (
+    "node_id", "boot_id", "source_partition", "last_seq", "open_gaps", "last_seen_at",
+    "version", "written_at",
+)  # fmt: skip
 STATE_COLUMNS = (
     "topic", "partition", "applied_offset", "accepted_reports", "accepted_samples",
     "duplicate_reports", "late_reports", "rejected_reports", "open_gaps", "state",
@@ -93,7 +97,7 @@ class WarehouseSink:
         self.warehouse.insert("partition_state", STATE_COLUMNS, [(*row, now) for _, row in batch])
 
     def _insert_rows(self, outcomes: list[BatchOutcome], now: datetime) -> None:
-        """The driver's inserts: rejected reports, rollup partials, adjustments, seq gaps."""
+        """The driver's inserts: rejected reports, rollups, adjustments, gaps, node progress."""
         insert = self.warehouse.insert
         insert(
             "rejected_reports",
@@ -201,6 +205,24 @@ class WarehouseSink:
                 )
                 for outcome in outcomes
                 for g in outcome.gap_rows
+            ],
+        )
+        insert(
+            "node_progress",
+            NODE_COLUMNS,
+            [
+                (
+                    n.node_id,
+                    n.boot_id,
+                    outcome.partition,
+                    n.last_seq,
+                    n.open_gaps,
+                    utc_datetime(n.seen_us),
+                    n.version,
+                    now,
+                )
+                for outcome in outcomes
+                for n in outcome.node_rows
             ],
         )
 

@@ -48,10 +48,16 @@ class PartitionState:
     _boots_of: dict[str, list[str]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
+    # (node, boot) -> (next seq, open gaps) as last written to node_progress
+    # (streams/nodeprogress.py): derived, not stored; a loaded state starts from its nodes.
+    node_marks: dict[tuple[str, str], tuple[int, int]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
-        for node_id, boot_id in self.nodes:
+        for (node_id, boot_id), tracker in self.nodes.items():
             self._boots_of.setdefault(node_id, []).append(boot_id)
+            self.node_marks[(node_id, boot_id)] = (tracker.next_seq, len(tracker.gaps))
 
     def advance_event_time(self, end_us: int, lateness_us: int, width_us: int) -> bool:
         """Note an accepted report ending at ``end_us``; True if more windows closed.

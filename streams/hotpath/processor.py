@@ -36,6 +36,7 @@ from streams.native import (
     LEDGER_TYPES,
     column_header,
 )
+from streams.nodeprogress import progress_rows
 from streams.processor import (
     AdjustmentRow,
     BatchOutcome,
@@ -355,6 +356,7 @@ class FastPartitionProcessor:
         outcome.applied_offset = state.applied_offset
         forget_metered_time(state, self.settings)
         count_outcome(state, outcome)
+        outcome.node_rows = progress_rows(state, int(msgs.timestamp_us.max()))
         return outcome
 
     def _meter_time(

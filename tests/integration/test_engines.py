@@ -128,6 +128,12 @@ ROWS = [
     "INSERT INTO usage_correction_deltas VALUES"
     " ('COR-1','aurora-labs','H100','sc1','2026-10-01 00:00:00',-60000000,-5,0,-6,-6),"
     " ('COR-1','borealis-ai','H100','sc1','2026-10-01 00:00:00',60000000,5,0,6,6)",
+    # Node progress: a node's boot written at two versions, and a later boot.
+    "INSERT INTO node_progress VALUES"
+    " ('sc1-node-00001','b1',0,4,0,'2026-10-01 00:01:00',7,'" + LOAD + "'),"
+    " ('sc1-node-00001','b1',0,9,1,'2026-10-01 00:05:00',12,'" + LOAD + "'),"
+    " ('sc1-node-00001','b2',0,2,0,'2026-10-01 00:09:00',20,'" + LOAD + "'),"
+    " ('sc1-node-00002','b9',1,0,0,'2026-10-01 00:02:00',3,'" + LOAD + "')",
 ]
 
 
@@ -292,6 +298,11 @@ def test_the_views_compute_what_the_rows_say(engines):
         ("aurora-labs", "usage", "2026-09", "300"),
         ("aurora-labs", "usage", "2026-10", "250"),
     ]  # fmt: skip
+    assert _rows(server.query(
+        "SELECT node_id, boot_id, toString(last_seen_at), last_seq, open_gaps, boots "
+        "FROM node_status"
+    )) == [("sc1-node-00001", "b2", "2026-10-01 00:09:00", "2", "1", "2"),
+           ("sc1-node-00002", "b9", "2026-10-01 00:02:00", "0", "0", "1")]  # fmt: skip
     assert _rows(server.query("SELECT node_id, missing_reports FROM open_seq_gaps")) == [
         ("sc1-node-00002", "1")
     ]
