@@ -109,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="run the Faust stream processor")
     _flag(worker, "--bootstrap", "BOOTSTRAP", help="Kafka bootstrap host:port")
     _flag(worker, "--topic", "TOPIC", default="gpu-usage", help="usage report topic")
+    _flag(worker, "--log-format", "LOG_FORMAT", default="auto", choices=("auto", "json", "text"),
+          help="json: one object per line; auto: text on a terminal, else json")  # fmt: skip
     _flag(worker, "--dlq-topic", "DLQ_TOPIC", default="", help="dead-letter topic")
     _flag(worker, "--app-id", "APP_ID", default="gpu-meter", help="Faust app id / group")
     _flag(worker, "--partitions", "PARTITIONS", default="8", type=int, help="topic partitions")
@@ -429,6 +431,10 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         check_warehouse(preflight)
     finally:
         preflight.close()
+    from meter.logs import configure, wants_json
+
+    # One format for the worker's lines and Faust's: Faust is told to leave logging alone.
+    configure(args.log_level, wants_json(args.log_format), service="worker")
     run_worker(settings, loglevel=args.log_level.lower())
     return 0
 
@@ -521,8 +527,8 @@ def _cmd_agent(args: argparse.Namespace) -> int:
             args.gpus, args.ticks, args.tick_seconds, args.publish_ticks, args.json
         )
     from agent.config import load_config
-    from agent.logs import configure
     from agent.runner import run_agent
+    from meter.logs import configure
 
     if not args.config:
         raise ConfigError("agent run needs --config FILE (or METER_AGENT_CONFIG)")

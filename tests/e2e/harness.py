@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterable
@@ -86,6 +87,17 @@ def meter_backlog(settings: WorkerSettings, end_offsets: dict[int, int], log_pat
     finally:
         worker.stop()
     assert_exact(warehouse, emitted)
+    assert_json_lines(log_path)
+
+
+def assert_json_lines(log_path: Path) -> None:
+    """A worker logging to a file writes one JSON object per line, its own lines and
+    Faust's alike (meter/logs.py)."""
+    lines = [line for line in log_path.read_text().splitlines() if line.strip()]
+    docs = [json.loads(line) for line in lines]  # a plain-text line fails here
+    assert all({"ts", "level", "logger", "msg"} <= d.keys() for d in docs)
+    loggers = {d["logger"].split(".")[0] for d in docs}
+    assert {"streams", "faust"} <= loggers or {"streams", "mode"} <= loggers, loggers
 
 
 def assert_exact(warehouse: Warehouse, emitted: EmittedTotals) -> None:

@@ -1,4 +1,5 @@
-"""Structured logs: one JSON object per line, with the fields a log pipeline indexes."""
+"""Structured logs: one JSON object per line, with the fields a log pipeline indexes (the
+agent and the worker), or plain lines for a person at a terminal."""
 
 from __future__ import annotations
 
@@ -27,6 +28,14 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             doc["exc"] = self.formatException(record.exc_info)
         return json.dumps(doc, default=str)
+
+
+LOG_FORMATS = ("auto", "json", "text")
+
+
+def wants_json(log_format: str) -> bool:
+    """``auto``: JSON lines unless a person is reading stderr on a terminal."""
+    return log_format == "json" or (log_format == "auto" and not sys.stderr.isatty())
 
 
 def configure(level: str, json_lines: bool, **static: Any) -> None:
