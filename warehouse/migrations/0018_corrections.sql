@@ -80,7 +80,8 @@ GROUP BY tenant_id, sku, cluster, month;
 ALTER TABLE rated_inputs ADD COLUMN correction_ids Array(String);
 
 -- The commitment position counts corrected usage: the corrections of each month of the
--- term are added to what was metered.
+-- term are added to what was metered. The day rollups are read only for the months a term
+-- starts or ends inside (a term starting on the 1st reads none).
 DROP TABLE IF EXISTS contract_position_by_month;
 
 CREATE VIEW IF NOT EXISTS contract_position_by_month AS
@@ -147,8 +148,11 @@ LEFT JOIN (
                        argMax(unhealthy_us, version) AS p_unhealthy_us
                 FROM {db}.usage_day_partials
                 WHERE toStartOfMonth(day) IN (
-                    SELECT arrayJoin([toStartOfMonth(toDate(term_start)),
-                                      toStartOfMonth(toDate(term_end))])
+                    SELECT arrayJoin([
+                        if(toDayOfMonth(toDate(term_start)) = 1, toDate(0),
+                           toStartOfMonth(toDate(term_start))),
+                        if(toDayOfMonth(toDate(term_end)) = 1, toDate(0),
+                           toStartOfMonth(toDate(term_end)))])
                     FROM {db}.contracts)
                 GROUP BY tenant_id, sku, cluster, day, source_partition
                 UNION ALL
@@ -156,8 +160,11 @@ LEFT JOIN (
                        any(allocated_us) AS p_allocated_us, any(unhealthy_us) AS p_unhealthy_us
                 FROM {db}.usage_day_adjustments
                 WHERE toStartOfMonth(day) IN (
-                    SELECT arrayJoin([toStartOfMonth(toDate(term_start)),
-                                      toStartOfMonth(toDate(term_end))])
+                    SELECT arrayJoin([
+                        if(toDayOfMonth(toDate(term_start)) = 1, toDate(0),
+                           toStartOfMonth(toDate(term_start))),
+                        if(toDayOfMonth(toDate(term_end)) = 1, toDate(0),
+                           toStartOfMonth(toDate(term_end)))])
                     FROM {db}.contracts)
                 GROUP BY tenant_id, sku, cluster, day, source_partition, source_offset
             ) AS parts
