@@ -20,15 +20,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from meter.errors import ConfigError
-from meter.identity import UNALLOCATED
+from meter.identity import SKU_MEMORY_BYTES, SKU_POWER_MW, UNALLOCATED
 from meter.units import US_PER_SECOND
 
 TENANT_NAMES = (
     "aurora-labs", "borealis-ai", "cinder-research", "dynamo-ml", "ember-intel",
     "fathom-ai", "glacier-labs", "helix-research",
 )  # fmt: skip
-SKU_POWER_MW = {"H100": (70_000, 700_000), "H200": (75_000, 700_000), "B200": (90_000, 1_000_000)}
-SKU_MEMORY_BYTES = {"H100": 80 * 2**30, "H200": 141 * 2**30, "B200": 192 * 2**30}
 DEFAULT_START_US = int(datetime(2026, 11, 1, tzinfo=UTC).timestamp()) * US_PER_SECOND
 
 

@@ -74,3 +74,9 @@ def check_topic(name: str, what: str = "topic") -> str:
         raise ConfigError(f"{what} {name!r} is not a Kafka topic name: use 1–200 letters, "
                           "digits, '.', '_' or '-'")  # fmt: skip
     return name
+
+
+# What a simulated GPU of each SKU draws (idle to board limit, mW) and holds (bytes): the
+# simulated collector and the fleet simulator both draw from it.
+SKU_POWER_MW = {"H100": (70_000, 700_000), "H200": (75_000, 700_000), "B200": (90_000, 1_000_000)}
+SKU_MEMORY_BYTES = {"H100": 80 * 2**30, "H200": 141 * 2**30, "B200": 192 * 2**30}

@@ -7,8 +7,8 @@ import random
 import uuid
 
 from agent.collectors import CollectorIssue, GpuUnit, TickReading, TickReadings
-from agent.fleet import SKU_MEMORY_BYTES, SKU_POWER_MW
 from meter.errors import ConfigError
+from meter.identity import SKU_MEMORY_BYTES, SKU_POWER_MW
 from meter.units import US_PER_SECOND
 
 
