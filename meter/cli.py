@@ -401,7 +401,7 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
 def _cmd_worker(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from streams.processor import ProcessorSettings
+    from streams.contract import ProcessorSettings
     from streams.settings import WorkerSettings
     from streams.worker import run_worker
     from warehouse.client import Warehouse

@@ -29,9 +29,9 @@ from agent.fleet import FleetSpec
 from meter.bench_e2e import cpu_seconds
 from meter.bench_hotpath import fleet_messages
 from schemas import ReportCodec
+from streams.contract import ProcessorSettings, SourceMessage
 from streams.hotpath.processor import FastPartitionProcessor
 from streams.native import LEDGER_COLUMNS, LEDGER_TABLE, encode_block
-from streams.processor import ProcessorSettings, SourceMessage
 from streams.state import PartitionState
 from warehouse.migrate import Migration
 

@@ -32,10 +32,11 @@ from faust.exceptions import ProducerSendError
 
 from streams import metrics
 from streams.block import MessageBlock
+from streams.contract import BatchOutcome
 from streams.dlq import dead_letter_record
 from streams.hotpath.processor import FastPartitionProcessor
 from streams.ingest import Batch, BatchSource
-from streams.processor import BatchOutcome, PartitionProcessor
+from streams.processor import PartitionProcessor
 from streams.settings import DLQ_HEADROOM_BYTES, MAX_MESSAGE_BYTES, WorkerSettings
 from streams.sink import StateRow, WarehouseSink, load_state, state_row
 from warehouse.client import Warehouse

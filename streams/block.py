@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from meter.errors import CorruptFetchError
+from streams.contract import SourceMessage
 from streams.fetch import RawFetch
-from streams.processor import SourceMessage
 from streams.records import CORRUPT, CRC32C_TABLES, parse_records
 
 US_PER_MS = 1000

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 
-from streams.processor import Rejection
+from streams.contract import Rejection
 from streams.settings import MAX_MESSAGE_BYTES
 
 HEADER_PREFIX = "meter.error."

@@ -1,8 +1,9 @@
 """One input partition's processing: decode → validate → dedupe → aggregate.
 
-Parameters (:class:`ProcessorSettings`), logic (:class:`PartitionProcessor`) and state
-(:class:`~streams.state.PartitionState`) are separate objects. No Kafka, no ClickHouse: a
-batch of :class:`SourceMessage` in, a :class:`BatchOutcome` out.
+Parameters (:class:`~streams.contract.ProcessorSettings`), logic
+(:class:`PartitionProcessor`) and state (:class:`~streams.state.PartitionState`) are
+separate objects. No Kafka, no ClickHouse: a batch of ``SourceMessage`` in, a
+``BatchOutcome`` out (the carrier types are in ``streams/contract.py``).
 
 The outcome is a function of the partition's message sequence alone, never of where the
 batches were cut or of the wall clock: windows close per message, and "the future" is
@@ -18,104 +19,26 @@ keyed by its source offset; it never rewrites the closed window's stored partial
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 from meter import reasons
-from meter.errors import ConfigError, RejectedReport
-from meter.identity import ReportLimits
-from meter.units import US_PER_MINUTE
+from meter.errors import RejectedReport
 from schemas import ReportCodec
 from streams.aggregate import RollupKey, add_into, sample_pieces
-from streams.gputime import DEFAULT_TIME_MEMORY_US
+from streams.contract import (
+    AdjustmentRow,
+    BatchOutcome,
+    ProcessorSettings,
+    Rejection,
+    RollupRow,
+    SourceMessage,
+)
 from streams.grains import COARSE_GRAINS, OnTime, coarse_adjustments
 from streams.native import LEDGER_COLUMNS, LEDGER_TYPES, encode_block, holding_rows
-from streams.nodeprogress import NodeProgressRow, progress_rows
-from streams.seqtrack import GapRow, SeqVerdict
+from streams.nodeprogress import progress_rows
+from streams.seqtrack import SeqVerdict
 from streams.state import PartitionState
 from streams.validate import is_empty_tick, validate_report
-
-
-@dataclass(frozen=True)
-class SourceMessage:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes
-    timestamp_us: int  # the record's log timestamp
-
-
-@dataclass(frozen=True)
-class Rejection:
-    message: SourceMessage
-    reason: str
-    detail: str
-    node_id: str = ""
-    boot_id: str = ""
-    seq: int = -1
-
-
-@dataclass(frozen=True)
-class RollupRow:
-    """The cumulative sums of one window's key as seen from one partition."""
-
-    key: RollupKey
-    partition: int
-    sums: tuple[int, ...]
-    version: int  # the input offset these sums include everything up to
-
-
-@dataclass(frozen=True)
-class AdjustmentRow:
-    """Usage of one late report for one already-closed window."""
-
-    key: RollupKey
-    partition: int
-    offset: int
-    sums: tuple[int, ...]
-
-
-@dataclass(frozen=True)
-class ProcessorSettings:
-    window_us: int = US_PER_MINUTE
-    lateness_us: int = 10 * US_PER_MINUTE
-    limits: ReportLimits = field(default_factory=ReportLimits)
-    emit_ledger: bool = True  # False: sums, seqs and rejects only (benchmarks, replays)
-    # How far behind the partition's event time each GPU's metered time is remembered, to
-    # refuse overlapping time (streams/gputime.py).
-    time_memory_us: int = DEFAULT_TIME_MEMORY_US
-
-    def __post_init__(self) -> None:
-        if self.window_us <= 0 or US_PER_MINUTE * 60 % self.window_us:
-            raise ConfigError(f"window of {self.window_us} us must divide an hour")
-        if self.lateness_us < 0:
-            raise ConfigError("lateness bound must not be negative")
-        if self.time_memory_us < self.lateness_us:
-            raise ConfigError("the time memory must be at least the lateness bound")
-
-
-@dataclass
-class BatchOutcome:
-    topic: str
-    partition: int
-    applied_offset: int = -1
-    ledger: bytes | memoryview = b""  # one Native block of LEDGER_COLUMNS (streams/native.py)
-    ledger_rows: int = 0  # rows of the block: one per accepted report and GPU holding
-    ledger_samples: int = 0
-    rollups: list[RollupRow] = field(default_factory=list)
-    adjustments: list[AdjustmentRow] = field(default_factory=list)
-    # The same usage at the coarse grains (streams/grains.py), by grain name.
-    coarse_rollups: dict[str, list[RollupRow]] = field(default_factory=dict)
-    coarse_adjustments: dict[str, list[AdjustmentRow]] = field(default_factory=dict)
-    gap_rows: list[GapRow] = field(default_factory=list)
-    node_rows: list[NodeProgressRow] = field(default_factory=list)  # streams/nodeprogress.py
-    rejections: list[Rejection] = field(default_factory=list)
-    accepted_reports: int = 0
-    accepted_samples: int = 0
-    duplicate_reports: int = 0
-    late_reports: int = 0
-    skipped_replays: int = 0
 
 
 class PartitionProcessor:

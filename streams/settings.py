@@ -7,7 +7,7 @@ from pathlib import Path
 
 from meter.errors import ConfigError
 from meter.identity import check_topic
-from streams.processor import ProcessorSettings
+from streams.contract import ProcessorSettings
 from warehouse.client import ClickHouseSettings
 
 # The largest message the pipeline takes whole, at every step: the topics' own limit

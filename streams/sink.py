@@ -18,9 +18,9 @@ from datetime import UTC, datetime
 
 from meter.units import US_PER_SECOND, utc_datetime
 from streams.aggregate import SAMPLE_COUNT, RollupKey
+from streams.contract import BatchOutcome
 from streams.grains import DAY, HOUR, MONTH, SEEDED_FROM_MINUTES, seed_from_finer
-from streams.native import LEDGER_TABLE
-from streams.processor import LEDGER_COLUMNS, BatchOutcome
+from streams.native import LEDGER_COLUMNS, LEDGER_TABLE
 from streams.state import PartitionState
 from warehouse.client import Warehouse
 

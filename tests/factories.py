@@ -9,7 +9,7 @@ from typing import Any
 from agent.fleet import DEFAULT_START_US
 from meter.units import US_PER_DAY, US_PER_MINUTE, US_PER_SECOND
 from schemas import ReportCodec
-from streams.processor import SourceMessage
+from streams.contract import SourceMessage
 from warehouse.totals import GRAINS
 
 TICK_US = 10 * US_PER_SECOND

@@ -25,6 +25,13 @@ from meter.windows import split_counters
 from schemas import ReportCodec, load_released_versions
 from streams.aggregate import SUMMED, RollupKey, add_into
 from streams.block import MessageBlock
+from streams.contract import (
+    AdjustmentRow,
+    BatchOutcome,
+    ProcessorSettings,
+    Rejection,
+    SourceMessage,
+)
 from streams.grains import OnTime
 from streams.hotpath import decode as d
 from streams.hotpath import kernels as k
@@ -38,12 +45,7 @@ from streams.native import (
 )
 from streams.nodeprogress import progress_rows
 from streams.processor import (
-    AdjustmentRow,
-    BatchOutcome,
     PartitionProcessor,
-    ProcessorSettings,
-    Rejection,
-    SourceMessage,
     count_outcome,
     finish_rollups,
     forget_metered_time,

@@ -13,9 +13,9 @@ from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from schemas import ReportCodec
 from streams.block import MessageBlock
+from streams.contract import ProcessorSettings, SourceMessage
 from streams.fetch import RawFetch
 from streams.hotpath.processor import FastPartitionProcessor
-from streams.processor import ProcessorSettings, SourceMessage
 from streams.records import scan_batches
 from streams.state import PartitionState
 

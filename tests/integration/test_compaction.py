@@ -8,9 +8,9 @@ import pytest
 
 from billing.reconcile import reconcile
 from schemas import ReportCodec
+from streams.contract import ProcessorSettings, SourceMessage
 from streams.hotpath.processor import FastPartitionProcessor
 from streams.native import LEDGER_COLUMNS, LEDGER_TABLE
-from streams.processor import ProcessorSettings, SourceMessage
 from streams.sink import WarehouseSink
 from streams.state import PartitionState
 from tests.factories import TICK_US, make_report, make_sample

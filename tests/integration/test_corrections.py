@@ -26,8 +26,8 @@ from billing.reconcile import reconcile
 from billing.store import store_contracts
 from meter.errors import CorrectionError
 from schemas import ReportCodec
+from streams.contract import ProcessorSettings, SourceMessage
 from streams.hotpath.processor import FastPartitionProcessor
-from streams.processor import ProcessorSettings, SourceMessage
 from streams.sink import WarehouseSink
 from streams.state import PartitionState
 from tests.browser import render

@@ -331,9 +331,9 @@ def test_the_ledger_as_the_worker_writes_it_loads_alike_on_both_engines(engines,
     through the ``usage_ledger`` view."""
     from agent.fleet import FleetSpec, fleet_reports
     from schemas import ReportCodec
+    from streams.contract import ProcessorSettings, SourceMessage
     from streams.hotpath.processor import FastPartitionProcessor
     from streams.native import LEDGER_COLUMNS, LEDGER_TABLE
-    from streams.processor import ProcessorSettings, SourceMessage
     from streams.state import PartitionState
 
     server, embedded = engines

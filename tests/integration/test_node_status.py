@@ -7,8 +7,8 @@ import pytest
 
 from meter.status import collect, render
 from schemas import ReportCodec
+from streams.contract import ProcessorSettings
 from streams.hotpath.processor import FastPartitionProcessor
-from streams.processor import ProcessorSettings
 from streams.sink import WarehouseSink
 from streams.state import PartitionState
 from tests.factories import NOW_US, make_report, make_sample, messages

@@ -5,7 +5,7 @@ import pytest
 
 from meter.errors import MigrationError
 from streams.aggregate import RollupKey
-from streams.processor import BatchOutcome, Rejection, RollupRow, SourceMessage
+from streams.contract import BatchOutcome, Rejection, RollupRow, SourceMessage
 from streams.sink import WarehouseSink, load_state
 from streams.state import PartitionState
 from tests.factories import EXACT_AT_EVERY_GRAIN
@@ -180,9 +180,9 @@ def test_upgrading_every_earlier_ledger_copies_it_into_the_holdings_table_and_vi
     migrated to 0013: every sample is copied once into usage_ledger_holdings, the view shows
     them beside what the worker writes now, and copying again changes nothing."""
     from schemas import ReportCodec
+    from streams.contract import ProcessorSettings
     from streams.hotpath.processor import FastPartitionProcessor
     from streams.native import LEDGER_COLUMNS, LEDGER_TABLE
-    from streams.processor import ProcessorSettings
     from tests.factories import NOW_US, TICK_US, make_report, make_sample
     from warehouse.ledger_copy import SQL_CELLS, copy_ledger
     from warehouse.totals import ledger_totals
@@ -397,8 +397,8 @@ def test_upgrading_from_0008_with_data_fills_the_hour_and_day_rollups_and_resume
     import zlib
 
     from meter.units import utc_datetime
+    from streams.contract import ProcessorSettings
     from streams.hotpath.processor import FastPartitionProcessor
-    from streams.processor import ProcessorSettings
     from streams.sink import ADJUSTMENT_COLUMNS, ROLLUP_COLUMNS
     from tests.factories import messages, midnight_fleet
     from tests.unit.test_grains import cut
@@ -484,8 +484,8 @@ def test_upgrading_from_0015_with_data_fills_the_month_rollups_and_resumes_exact
     import zlib
 
     from streams import sink as sink_module
+    from streams.contract import ProcessorSettings
     from streams.hotpath.processor import FastPartitionProcessor
-    from streams.processor import ProcessorSettings
     from streams.sink import state_row
     from tests.factories import MONTH_MIDNIGHT, messages, midnight_fleet
     from tests.unit.test_grains import cut
@@ -516,6 +516,7 @@ def test_upgrading_from_0015_with_data_fills_the_month_rollups_and_resumes_exact
         outcomes = []
         for batch in cut(frames[:half], random.Random(5)):
             out = old.process(batch)
+            out.node_rows = []  # node progress came with migration 0019
             outcomes.append(out)
             doc = json.loads(zlib.decompress(old.state.to_snapshot()))
             doc["format"], doc["coarse"] = 3, {g: doc["coarse"][g] for g in ("hour", "day")}
@@ -626,9 +627,9 @@ def test_the_readme_ledger_queries_answer_beside_a_report_of_the_largest_size_ac
 
     from meter.identity import ReportLimits
     from schemas import ReportCodec
+    from streams.contract import ProcessorSettings
     from streams.hotpath.processor import FastPartitionProcessor
     from streams.native import LEDGER_COLUMNS, LEDGER_TABLE
-    from streams.processor import ProcessorSettings
     from tests.factories import NOW_US, make_report, make_sample
 
     day_us = 1_790_812_800_000_000  # 2026-10-01, the README's day
@@ -693,9 +694,9 @@ def test_the_fast_daily_comparison_agrees_with_the_detailed_one_and_misses_nothi
     number for."""
 
     from schemas import ReportCodec
+    from streams.contract import ProcessorSettings
     from streams.hotpath.processor import FastPartitionProcessor
     from streams.native import LEDGER_COLUMNS, LEDGER_TABLE
-    from streams.processor import ProcessorSettings
     from streams.sink import ROLLUP_COLUMNS
     from tests.factories import NOW_US, TICK_US, make_report, make_sample
     from tests.mutations import mutate
@@ -773,8 +774,8 @@ def test_reconcile_remembers_a_pass_only_while_the_data_it_read_is_unchanged(
     from billing.reconcile import reconcile
     from schemas import ReportCodec
     from stack.clickhouse import FINANCE_PASSWORD, FINANCE_USER
+    from streams.contract import ProcessorSettings
     from streams.hotpath.processor import FastPartitionProcessor
-    from streams.processor import ProcessorSettings
     from streams.sink import ROLLUP_COLUMNS
     from tests.factories import NOW_US, TICK_US, make_report, make_sample
 

@@ -30,7 +30,8 @@ from agent.spool import Spool
 from meter.errors import ConfigError
 from meter.identity import ReportLimits
 from schemas import ReportCodec
-from streams.processor import BatchOutcome, SourceMessage, observe_seq
+from streams.contract import BatchOutcome, SourceMessage
+from streams.processor import observe_seq
 from streams.state import PartitionState
 from streams.validate import validate_report
 

@@ -1,8 +1,8 @@
 import pytest
 
 from meter.errors import ConfigError
+from streams.contract import ProcessorSettings, Rejection, SourceMessage
 from streams.dlq import dead_letter_headers, parse_headers
-from streams.processor import ProcessorSettings, Rejection, SourceMessage
 from streams.settings import WorkerSettings
 from warehouse.client import ClickHouseSettings
 from warehouse.migrate import Migration, available

@@ -17,9 +17,10 @@ import pytest
 from meter.units import US_PER_DAY, US_PER_MINUTE
 from schemas import ReportCodec
 from streams.aggregate import RollupKey
+from streams.contract import ProcessorSettings
 from streams.grains import COARSE_GRAINS, DAY, HOUR, MONTH, SEEDED_FROM_MINUTES, seed_from_finer
 from streams.hotpath.processor import FastPartitionProcessor
-from streams.processor import PartitionProcessor, ProcessorSettings
+from streams.processor import PartitionProcessor
 from streams.state import PartitionState
 from tests.factories import (
     MIDNIGHT,

@@ -1,6 +1,7 @@
 from collections import Counter
 
-from streams.processor import PartitionProcessor, ProcessorSettings, SourceMessage
+from streams.contract import ProcessorSettings, SourceMessage
+from streams.processor import PartitionProcessor
 from streams.state import PartitionState
 from tests.malformed import malformed_messages
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 
 from schemas import ReportCodec
+from streams.contract import ProcessorSettings
 from streams.hotpath.processor import FastPartitionProcessor
-from streams.processor import PartitionProcessor, ProcessorSettings
+from streams.processor import PartitionProcessor
 from streams.state import PartitionState
 from tests.factories import NOW_US, make_report, make_sample, messages
 

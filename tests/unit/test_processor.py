@@ -6,8 +6,9 @@ from meter import reasons
 from meter.units import US_PER_MINUTE, US_PER_SECOND
 from schemas import ReportCodec
 from streams.aggregate import RollupKey, aggregate_reports
+from streams.contract import ProcessorSettings
 from streams.hotpath.processor import FastPartitionProcessor
-from streams.processor import PartitionProcessor, ProcessorSettings
+from streams.processor import PartitionProcessor
 from streams.state import PartitionState
 from tests.factories import TICK_US, make_report, make_sample, messages
 

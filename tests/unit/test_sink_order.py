@@ -11,8 +11,8 @@ import pytest
 
 from meter.errors import SinkError
 from schemas import ReportCodec
+from streams.contract import ProcessorSettings, SourceMessage
 from streams.hotpath.processor import FastPartitionProcessor
-from streams.processor import ProcessorSettings, SourceMessage
 from streams.sink import WarehouseSink, state_row
 from streams.state import PartitionState
 from tests.factories import NOW_US, make_report, make_sample
