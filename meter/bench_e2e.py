@@ -34,7 +34,7 @@ from stack import LocalStack, StackInfo
 from streams.progress import committed_offsets
 from streams.settings import WorkerSettings
 from streams.topics import ensure_topics
-from warehouse.client import ClickHouseSettings, Warehouse
+from warehouse.client import Warehouse
 from warehouse.migrate import migrate
 
 
@@ -136,9 +136,7 @@ def bench_pipeline(
     info: StackInfo, name: str, partitions: int, folder: Path, **worker: Any
 ) -> tuple[Warehouse, WorkerSettings]:
     """A fresh database (migrated), topic and worker settings, all named after ``name``."""
-    ch = ClickHouseSettings(
-        port=info.clickhouse_port, http_port=info.clickhouse_http_port, database=name
-    )
+    ch = info.settings(name)
     warehouse = Warehouse(ch)
     migrate(warehouse)
     settings = WorkerSettings(

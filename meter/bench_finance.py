@@ -41,7 +41,7 @@ from meter.units import US_PER_DAY, US_PER_MINUTE, US_PER_SECOND
 from stack import LocalStack
 from stack.clickhouse import FINANCE_PASSWORD, FINANCE_USER
 from warehouse import compaction
-from warehouse.client import ClickHouseSettings, Warehouse
+from warehouse.client import Warehouse
 from warehouse.migrate import available
 
 README = Path(__file__).parents[1] / "README.md"
@@ -66,8 +66,10 @@ def finance_queries() -> list[str]:
 class Server:
     """The local server over HTTP, as a given user."""
 
-    def __init__(self, port: int, database: str, user: str = "default", password: str = ""):
+    def __init__(self, port: int, database: str, user: str = "default", password: str = "",
+                 writer_password: str = "") -> None:  # fmt: skip
         self.port, self.database, self.user, self.password = port, database, user, password
+        self.writer_password = writer_password if user != "default" else password
 
     def __call__(self, sql: str, timeout_s: float = 900) -> str:
         params = {"database": self.database, "user": self.user, "password": self.password}
@@ -79,7 +81,8 @@ class Server:
             raise RuntimeError(f"{error.read().decode()[:500]} in: {sql[:300]}") from error
         except TimeoutError:
             # 18.16 goes on with a query whose HTTP client left: stop it (as the writer).
-            Server(self.port, self.database)(f"KILL QUERY WHERE user = '{self.user}' SYNC")
+            writer = Server(self.port, self.database, password=self.writer_password)
+            writer(f"KILL QUERY WHERE user = '{self.user}' SYNC")
             raise
 
     def query(self, sql: str) -> str:
@@ -206,15 +209,15 @@ def one_history(shape: Shape, folder: Path, info: Any, stack: LocalStack,
     database = f"finance_{shape.months}m_{uuid.uuid4().hex[:6]}"
     if "server" in engines:
         say(f"server: building {shape.months} month(s) of history in {database}")
-        settings = ClickHouseSettings(
-            port=info.clickhouse_port, http_port=info.clickhouse_http_port, database=database
-        )
+        settings = info.settings(database)
         warehouse = Warehouse(settings)
         warehouse.ensure_database()
         stack.allow_finance(database)
-        prepare(Server(info.clickhouse_http_port, database), database, shape, warehouse)
+        writer = Server(info.clickhouse_http_port, database, password=info.clickhouse_password)
+        prepare(writer, database, shape, warehouse)
         commands = bench_commands(warehouse, shape, expected, folder / database)
-        finance = Server(info.clickhouse_http_port, database, FINANCE_USER, FINANCE_PASSWORD)
+        finance = Server(info.clickhouse_http_port, database, FINANCE_USER, FINANCE_PASSWORD,
+                         info.clickhouse_password)  # fmt: skip
         out["server"] = {**bench_queries(finance, shape, expected, issued=True), **commands}
         warehouse.drop_database()
         warehouse.close()

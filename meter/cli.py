@@ -304,9 +304,7 @@ def _clickhouse_settings(args: argparse.Namespace):  # type: ignore[no-untyped-d
             raise MeterError(
                 "no --clickhouse-url given and no local stack running (meter stack up)"
             )
-        settings = ClickHouseSettings(
-            port=info.clickhouse_port, http_port=info.clickhouse_http_port
-        )
+        settings = info.settings("gpu_meter")
     database = getattr(args, "database", None)
     settings = replace(settings, database=database) if database else settings
     give_up = getattr(args, "give_up_after_s", None)  # a worker keeps trying: it is a service
@@ -376,7 +374,8 @@ def _cmd_stack(args: argparse.Namespace) -> int:
     if args.action == "up":
         info = stack.up()
         print(f"broker      {info.bootstrap}")
-        print(f"clickhouse  {info.clickhouse_url}")
+        print(f"clickhouse  {info.clickhouse_url_for('gpu_meter', shown=True)}")
+        print(f"password    in {info.password_path} (meter commands read it from there)")
         print(f"folder      {info.folder}")
         return 0
     if args.action == "down":

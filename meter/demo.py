@@ -86,11 +86,10 @@ def run_demo(options: DemoOptions, folder: Path | None = None) -> int:
     already_up = stack.running() is not None
     say(f"starting the local stack in {stack.folder}" + (" (already up)" if already_up else ""))
     info = stack.up()
-    say(f"broker {info.bootstrap}, ClickHouse {info.clickhouse_url_for(options.database)}")
+    shown = info.clickhouse_url_for(options.database, shown=True)
+    say(f"broker {info.bootstrap}, ClickHouse {shown} (password in {info.password_path})")
     try:
-        return _run(
-            options, stack.folder, info.bootstrap, info.clickhouse_port, info.clickhouse_http_port
-        )
+        return _run(options, stack.folder, info.bootstrap, info.settings(options.database))
     finally:
         if not (already_up or options.keep_stack):
             say("stopping the local stack")
@@ -118,10 +117,9 @@ def _refuse_a_database_not_the_demos(ch: ClickHouseSettings) -> None:
         )
 
 
-def _run(options: DemoOptions, folder: Path, bootstrap: str, ch_port: int, ch_http: int) -> int:
+def _run(options: DemoOptions, folder: Path, bootstrap: str, ch: ClickHouseSettings) -> int:
     spec = options.spec
     run_id = uuid.uuid4().hex[:8]
-    ch = ClickHouseSettings(port=ch_port, http_port=ch_http, database=options.database)
     _refuse_a_database_not_the_demos(ch)
     warehouse = Warehouse(ch)
     say(f"recreating database {ch.database!r} and applying migrations")

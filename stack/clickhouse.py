@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
+import secrets
 import shutil
 import time
 from importlib import resources
@@ -63,16 +65,39 @@ def write_config(folder: Path, tcp_port: int, http_port: int) -> Path:
     return config
 
 
+PASSWORD_FILE = "clickhouse-default-password"
+
+
+def default_password(folder: Path) -> str:
+    """The pipeline's own user's password on this stack: generated on first use, kept in
+    the stack folder readable by its owner only, read by every command that uses the
+    running stack."""
+    path = folder / PASSWORD_FILE
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    password = secrets.token_urlsafe(24)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(password + "\n")
+    return password
+
+
 def write_users(folder: Path) -> Path:
-    """users.xml with finance's databases; the server reloads it by itself when it changes."""
+    """users.xml with the pipeline's password and finance's databases; the server reloads
+    it by itself when it changes."""
     listed = folder / _FINANCE_LIST
     names = [*FINANCE_DATABASES, *(listed.read_text().split() if listed.exists() else [])]
     allowed = "".join(f"<database>{name}</database>" for name in dict.fromkeys(names))
     users = folder / "clickhouse-users.xml"
     before = users.stat().st_mtime if users.exists() else None
+    digest = hashlib.sha256(default_password(folder).encode()).hexdigest()
     text = _render(
-        "clickhouse-users.xml", finance_password=FINANCE_PASSWORD, finance_databases=allowed
-    )
+        "clickhouse-users.xml", finance_password=FINANCE_PASSWORD, finance_databases=allowed,
+        default_password_sha256=digest,
+    )  # fmt: skip
     tmp = users.with_suffix(".xml.tmp")
     tmp.write_text(text)
     tmp.replace(users)
@@ -112,8 +137,9 @@ def allow_finance(folder: Path, port: int, database: str, timeout_s: float = 30.
             client.disconnect()
 
 
-def probe(port: int) -> None:
-    client = Client("127.0.0.1", port=port, connect_timeout=2, send_receive_timeout=5)
+def probe(folder: Path, port: int) -> None:
+    client = Client("127.0.0.1", port=port, password=default_password(folder),
+                    connect_timeout=2, send_receive_timeout=5)  # fmt: skip
     try:
         if client.execute("SELECT 1") != [(1,)]:
             raise StackError("ClickHouse answered SELECT 1 with something else")
@@ -131,7 +157,7 @@ def start(folder: Path, tcp_port: int, http_port: int, timeout_s: float = 60.0) 
     process.wait_ready(
         "clickhouse-server",
         pid,
-        lambda: probe(tcp_port),
+        lambda: probe(folder, tcp_port),
         folder / "clickhouse-server.err.log",
         timeout_s,
     )

@@ -7,9 +7,11 @@ import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from meter.errors import StackError
 from stack import broker, clickhouse, process
+from warehouse.client import ClickHouseSettings
 
 STATE_FILE = "stack.json"
 _START_ATTEMPTS = 3  # a free port can be taken between choosing and binding it
@@ -29,14 +31,33 @@ class StackInfo:
         return f"127.0.0.1:{self.broker_port}"
 
     @property
+    def clickhouse_password(self) -> str:
+        """The pipeline's user's password, generated for this stack (stack/clickhouse.py)."""
+        return clickhouse.default_password(Path(self.folder))
+
+    @property
     def clickhouse_url(self) -> str:
-        """Everything a command needs, as --clickhouse-url takes it: user (the local
-        server's password-less default), native port, database, HTTP port."""
+        """Everything a command needs, as --clickhouse-url takes it: user and password,
+        native port, database, HTTP port."""
         return self.clickhouse_url_for("gpu_meter")
 
-    def clickhouse_url_for(self, database: str) -> str:
-        return (f"clickhouse://default@127.0.0.1:{self.clickhouse_port}/{database}"
+    def clickhouse_url_for(self, database: str, shown: bool = False) -> str:
+        """The URL of ``database``; ``shown``: for a terminal, the password left out
+        (where it is kept is said beside it)."""
+        password = "****" if shown else self.clickhouse_password
+        return (f"clickhouse://default:{password}@127.0.0.1:{self.clickhouse_port}/{database}"
                 f"?http_port={self.clickhouse_http_port}")  # fmt: skip
+
+    @property
+    def password_path(self) -> Path:
+        return Path(self.folder) / clickhouse.PASSWORD_FILE
+
+    def settings(self, database: str, **overrides: Any) -> ClickHouseSettings:
+        """Settings for ``database`` on this stack, as its pipeline user."""
+        return ClickHouseSettings(
+            port=self.clickhouse_port, http_port=self.clickhouse_http_port, database=database,
+            password=self.clickhouse_password, **overrides,
+        )  # fmt: skip
 
 
 def default_folder() -> Path:
@@ -142,7 +163,7 @@ class LocalStack:
         checks: dict[str, object] = {"folder": str(self.folder), **asdict(info)}
         for name, check in (
             ("broker", lambda: broker.probe(info.bootstrap)),
-            ("clickhouse", lambda: clickhouse.probe(info.clickhouse_port)),
+            ("clickhouse", lambda: clickhouse.probe(self.folder, info.clickhouse_port)),
         ):
             try:
                 check()

@@ -14,7 +14,7 @@ import pytest
 from stack import LocalStack, StackInfo
 from streams.settings import WorkerSettings
 from streams.topics import ensure_topics
-from warehouse.client import ClickHouseSettings, Warehouse
+from warehouse.client import Warehouse
 from warehouse.migrate import migrate
 
 
@@ -43,13 +43,7 @@ def unique_name(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def warehouse(stack: StackInfo, unique_name: str) -> Iterator[Warehouse]:
-    wh = Warehouse(
-        ClickHouseSettings(
-            port=stack.clickhouse_port,
-            http_port=stack.clickhouse_http_port,
-            database=f"t_{unique_name}",
-        )
-    )
+    wh = Warehouse(stack.settings(f"t_{unique_name}"))
     migrate(wh)
     try:
         yield wh

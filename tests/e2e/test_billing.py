@@ -35,7 +35,7 @@ from streams.topics import ensure_topics
 from tests.browser import render
 from tests.e2e.harness import meter_backlog
 from tests.mutations import mutate
-from warehouse.client import ClickHouseSettings, Warehouse
+from warehouse.client import Warehouse
 from warehouse.migrate import migrate
 
 ISSUER = Issuer("Supercluster Cloud, Inc.", ("1 Test Way", "Testville"), "EIN 00-0000000", "SC-")
@@ -48,9 +48,7 @@ NOW = datetime(2026, 11, 23, tzinfo=UTC)
 
 def _meter_into(stack, tmp: Path, name: str, topic: str, offsets, emitted):
     """A fresh database metered from ``topic`` by a worker of its own group, then billed."""
-    warehouse = Warehouse(ClickHouseSettings(
-        port=stack.clickhouse_port, http_port=stack.clickhouse_http_port, database=name
-    ))  # fmt: skip
+    warehouse = Warehouse(stack.settings(name))  # fmt: skip
     warehouse.drop_database()
     migrate(warehouse)
     settings = WorkerSettings(
@@ -171,7 +169,7 @@ def _meter(*args: str) -> subprocess.CompletedProcess:
 
 
 def _url(stack, warehouse) -> str:
-    return f"clickhouse://127.0.0.1:{stack.clickhouse_port}/{warehouse.settings.database}"
+    return stack.clickhouse_url_for(warehouse.settings.database)
 
 
 def test_html_statement_renders_in_headless_chromium(billed_twice):

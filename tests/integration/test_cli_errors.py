@@ -33,9 +33,9 @@ def _one_line(done: subprocess.CompletedProcess, expected: str) -> str:
 
 
 def _databases(stack) -> set[str]:
-    from warehouse.client import ClickHouseSettings, Warehouse
+    from warehouse.client import Warehouse
 
-    warehouse = Warehouse(ClickHouseSettings(port=stack.clickhouse_port, database="default"))
+    warehouse = Warehouse(stack.settings("default"))
     try:
         return {name for (name,) in warehouse.execute("SHOW DATABASES")}
     finally:
@@ -43,9 +43,9 @@ def _databases(stack) -> set[str]:
 
 
 def test_server_mistakes_name_the_problem_and_write_nothing(stack, local_stack, warehouse):
-    port, http = stack.clickhouse_port, stack.clickhouse_http_port
+    port = stack.clickhouse_port
     before = _databases(stack)
-    url = f"clickhouse://127.0.0.1:{port}/nosuchdb_typo?http_port={http}"
+    url = stack.clickhouse_url_for("nosuchdb_typo")
     _one_line(_meter("status", "--clickhouse-url", url), "run `meter migrate`")
     _one_line(
         _meter("migrate", "--clickhouse-url", f"clickhouse://default:wrong@127.0.0.1:{port}/x"),
@@ -109,7 +109,7 @@ def test_an_unreachable_server_is_waited_for_a_bounded_time(tmp_path):
 
 
 def test_worker_metrics_that_cannot_be_read_are_named(stack, warehouse):
-    url = f"clickhouse://127.0.0.1:{stack.clickhouse_port}/{warehouse.settings.database}"
+    url = stack.clickhouse_url_for(warehouse.settings.database)
     done = _meter("status", "--clickhouse-url", url, "--metrics-url", "http://127.0.0.1:1/metrics")
     _one_line(done, "cannot read worker metrics at http://127.0.0.1:1/metrics")
 
@@ -120,7 +120,7 @@ def test_a_reader_that_leaves_early_ends_the_command_quietly(stack, warehouse, t
 
     read_end, write_end = os.pipe()
     os.close(read_end)  # every write now fails with EPIPE
-    url = f"clickhouse://127.0.0.1:{stack.clickhouse_port}/{warehouse.settings.database}"
+    url = stack.clickhouse_url_for(warehouse.settings.database)
     for args in (("stack", "status", "--stack-dir", str(tmp_path)),
                  ("status", "--clickhouse-url", url, "--json")):  # fmt: skip
         done = subprocess.run([sys.executable, "-m", "meter", *args], stdout=write_end,
@@ -134,17 +134,13 @@ def test_a_worker_refuses_a_clickhouse_it_cannot_use_before_joining_its_group(st
     port, http = stack.clickhouse_port, stack.clickhouse_http_port
     worker = ("worker", "--bootstrap", stack.bootstrap, "--give-up-after-s", "2")
     # The stack's URL without ?http_port=: the ledger's port would be 8123, not listening.
-    _one_line(_meter(*worker, "--clickhouse-url", f"clickhouse://127.0.0.1:{port}/default"),
-              "does not answer")  # fmt: skip
-    _one_line(
-        _meter(
-            *worker, "--clickhouse-url", f"clickhouse://127.0.0.1:{port}/default?http_port={port}"
-        ),
-        "is not ClickHouse's HTTP port",
-    )
-    url = f"clickhouse://127.0.0.1:{port}/default?http_port={http}"
+    base = f"clickhouse://default:{stack.clickhouse_password}@127.0.0.1:{port}/default"
+    _one_line(_meter(*worker, "--clickhouse-url", base), "does not answer")
+    _one_line(_meter(*worker, "--clickhouse-url", f"{base}?http_port={port}"),
+              "is not ClickHouse's HTTP port")  # fmt: skip
+    url = f"{base}?http_port={http}"
     _one_line(_meter(*worker, "--clickhouse-url", url), "is missing migrations 0001, 0002")
-    _one_line(_meter(*worker, "--clickhouse-url", url.replace("/default", f"/{unique_name}x")),
+    _one_line(_meter(*worker, "--clickhouse-url", url.replace("/default?", f"/{unique_name}x?")),
               "run `meter migrate`")  # fmt: skip
 
 

@@ -210,8 +210,7 @@ def test_meter_corrections_add_and_list_from_a_file(fleet, stack, tmp_path):
     wh = fleet
     path = tmp_path / "corrections.json"
     path.write_text(json.dumps({"corrections": [MOVE]}))
-    url = (f"clickhouse://default@127.0.0.1:{stack.clickhouse_port}/{wh.settings.database}"
-           f"?http_port={stack.clickhouse_http_port}")  # fmt: skip
+    url = stack.clickhouse_url_for(wh.settings.database)
 
     def meter(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "meter", "corrections", *args,

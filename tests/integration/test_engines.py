@@ -167,11 +167,12 @@ def _rows(tsv: str) -> list[tuple[str, ...]]:
 class Server:
     """The local stack's ClickHouse 18.16 over HTTP, one database."""
 
-    def __init__(self, port: int, database: str) -> None:
-        self.port, self.database = port, database
+    def __init__(self, port: int, database: str, password: str) -> None:
+        self.port, self.database, self.password = port, database, password
 
     def query(self, sql: str, database: str | None = "") -> str:
-        params = {} if database is None else {"database": database or self.database}
+        params = {"user": "default", "password": self.password}
+        params |= {} if database is None else {"database": database or self.database}
         url = f"http://127.0.0.1:{self.port}/?" + urllib.parse.urlencode(params)
         with urllib.request.urlopen(url, data=sql.encode(), timeout=60) as response:
             return response.read().decode()
@@ -216,7 +217,7 @@ def _prepare(engine, database: str) -> None:
 @pytest.fixture
 def engines(stack, unique_name):
     database = f"e_{unique_name}"
-    server = Server(stack.clickhouse_http_port, database)
+    server = Server(stack.clickhouse_http_port, database, stack.clickhouse_password)
     embedded = Embedded(database)
     _prepare(server, database)
     _prepare(embedded, database)
@@ -355,7 +356,7 @@ def test_the_ledger_as_the_worker_writes_it_loads_alike_on_both_engines(engines,
     columns = ", ".join(LEDGER_COLUMNS)
     insert = f"INSERT INTO {LEDGER_TABLE} ({columns}) FORMAT Native"
     url = f"http://127.0.0.1:{server.port}/?" + urllib.parse.urlencode(
-        {"database": server.database, "query": insert}
+        {"database": server.database, "query": insert, "password": server.password}
     )
     with urllib.request.urlopen(url, data=body, timeout=60) as response:
         assert response.status == 200
@@ -397,7 +398,7 @@ def test_the_one_pass_month_comparison_gives_the_same_sums_on_both_engines(engin
     from warehouse.month_check import compare_compacted
 
     # Renders parameters as Warehouse.execute does (datetimes in the server's time zone).
-    renderer = Client("127.0.0.1", port=stack.clickhouse_port)
+    renderer = Client("127.0.0.1", port=stack.clickhouse_port, password=stack.clickhouse_password)
     renderer.execute("SELECT 1")
 
     class Rendered:

@@ -17,9 +17,25 @@ def test_session_stack_answers_kafka_metadata_and_clickhouse(stack):
         assert isinstance(consumer.topics(), set)
     finally:
         consumer.close()
-    client = Client("127.0.0.1", port=stack.clickhouse_port)
+    client = Client("127.0.0.1", port=stack.clickhouse_port, password=stack.clickhouse_password)
     assert client.execute("SELECT 1") == [(1,)]
     assert client.execute("SELECT timezone()")[0][0] in ("UTC", "Etc/UTC")
+
+
+def test_the_pipeline_user_has_a_generated_password_readable_by_its_owner_only(stack):
+    from pathlib import Path
+
+    from clickhouse_driver.errors import ServerException
+
+    path = Path(stack.folder) / clickhouse.PASSWORD_FILE
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert len(stack.clickhouse_password) >= 24
+    for wrong in ("", "not-it"):
+        client = Client("127.0.0.1", port=stack.clickhouse_port, password=wrong)
+        with pytest.raises(ServerException) as refused:
+            client.execute("SELECT 1")
+        assert refused.value.code in (193, 194, 516), refused.value  # wrong / required password
+        client.disconnect()
 
 
 def test_cli_stack_up_status_down(tmp_path):
@@ -35,6 +51,8 @@ def test_cli_stack_up_status_down(tmp_path):
         up = meter("up")
         assert up.returncode == 0, up.stderr
         assert "broker" in up.stdout and "clickhouse" in up.stdout
+        password = (folder / clickhouse.PASSWORD_FILE).read_text().strip()
+        assert password not in up.stdout and "default:****@" in up.stdout
         status = meter("status")
         assert status.returncode == 0 and '"state": "up"' in status.stdout
         assert (folder / "broker.log").exists() and (folder / "clickhouse-server.log").exists()

@@ -109,7 +109,7 @@ def test_meter_status_reports_progress_gaps_and_rejections(stack, warehouse):
     state.nodes[("sc1-node-00009", "b" * 36)] = NodeSeq(next_seq=8, gaps=[[4, 6, T0_US]])
     state.closed_before_us = T0_US  # windows before this are final
     WarehouseSink(warehouse).write(outcome, state)
-    url = f"clickhouse://127.0.0.1:{stack.clickhouse_port}/{warehouse.settings.database}"
+    url = stack.clickhouse_url_for(warehouse.settings.database)
     done = subprocess.run(
         [sys.executable, "-m", "meter", "status", "--clickhouse-url", url],
         capture_output=True, text=True, timeout=60,
@@ -187,13 +187,7 @@ def test_upgrading_every_earlier_ledger_copies_it_into_the_holdings_table_and_vi
     from warehouse.ledger_copy import SQL_CELLS, copy_ledger
     from warehouse.totals import ledger_totals
 
-    wh = Warehouse(
-        ClickHouseSettings(
-            port=stack.clickhouse_port,
-            http_port=stack.clickhouse_http_port,
-            database=f"t_{unique_name}",
-        )
-    )
+    wh = Warehouse(stack.settings(f"t_{unique_name}"))
 
     def upto(version: int) -> None:
         monkeypatch.setattr(migrate_module, "available", lambda: everything[:version])
@@ -265,7 +259,7 @@ def test_migration_0009_keeps_old_state_rows_and_can_run_again(stack, unique_nam
     """Old partition state rows read "nothing closed" until their worker writes again; a
     0009 that failed after adding its column (18.16 has no ADD COLUMN IF NOT EXISTS) runs
     again to the end."""
-    wh = Warehouse(ClickHouseSettings(port=stack.clickhouse_port, database=f"t_{unique_name}"))
+    wh = Warehouse(stack.settings(f"t_{unique_name}"))
     try:
         everything = available()
         monkeypatch.setattr(migrate_module, "available", lambda: everything[:8])
@@ -304,7 +298,7 @@ def test_finance_user_reads_only_its_databases_and_cannot_lift_its_limits(
 
     from stack.clickhouse import FINANCE_PASSWORD, FINANCE_USER
 
-    other = Warehouse(ClickHouseSettings(port=stack.clickhouse_port, database="t_not_finance"))
+    other = Warehouse(stack.settings("t_not_finance"))
     other.ensure_database()
     other.execute("CREATE TABLE IF NOT EXISTS secrets (x UInt8) ENGINE = Memory")
     local_stack.allow_finance(warehouse.settings.database)
@@ -405,13 +399,7 @@ def test_upgrading_from_0008_with_data_fills_the_hour_and_day_rollups_and_resume
     from warehouse.backfill import backfill_coarse
     from warehouse.totals import grain_differences
 
-    wh = Warehouse(
-        ClickHouseSettings(
-            port=stack.clickhouse_port,
-            http_port=stack.clickhouse_http_port,
-            database=f"t_{unique_name}",
-        )
-    )
+    wh = Warehouse(stack.settings(f"t_{unique_name}"))
     settings = ProcessorSettings(lateness_us=3 * 60_000_000, emit_ledger=False)
     frames = messages(midnight_fleet(11, reports=300), partition=4)
     half = len(frames) // 2
@@ -492,13 +480,7 @@ def test_upgrading_from_0015_with_data_fills_the_month_rollups_and_resumes_exact
     from warehouse.backfill import backfill_months
     from warehouse.totals import grain_differences
 
-    wh = Warehouse(
-        ClickHouseSettings(
-            port=stack.clickhouse_port,
-            http_port=stack.clickhouse_http_port,
-            database=f"t_{unique_name}",
-        )
-    )
+    wh = Warehouse(stack.settings(f"t_{unique_name}"))
     settings = ProcessorSettings(lateness_us=3 * 60_000_000, emit_ledger=False)
     stamped = MONTH_MIDNIGHT + 86_400_000_000
     frames = messages(midnight_fleet(13, reports=300, midnight=MONTH_MIDNIGHT), partition=4,
@@ -586,7 +568,7 @@ def test_migration_0012_moves_the_packed_ledger_aside_and_can_run_again(
 ):
     """The packed ledger of 0008 is renamed and a time-sorted one takes its name; a 0012
     that failed after its RENAME (18.16 has no RENAME IF EXISTS) runs again to the end."""
-    wh = Warehouse(ClickHouseSettings(port=stack.clickhouse_port, database=f"t_{unique_name}"))
+    wh = Warehouse(stack.settings(f"t_{unique_name}"))
     try:
         everything = available()
         monkeypatch.setattr(migrate_module, "available", lambda: everything[:11])
@@ -662,7 +644,10 @@ def test_the_readme_ledger_queries_answer_beside_a_report_of_the_largest_size_ac
         rows = warehouse.execute(sql.strip().rstrip(";"))
         assert len(rows) == 20 and rows[0][0] == big["node_id"], sql
 
-    client = Client("127.0.0.1", port=stack.clickhouse_port, database=warehouse.settings.database)
+    client = Client(
+        "127.0.0.1", port=stack.clickhouse_port, database=warehouse.settings.database,
+        password=stack.clickhouse_password,
+    )  # fmt: skip
     try:
         db = warehouse.settings.database  # in the text, to find this query in the log
         count = f"SELECT count() FROM {db}.usage_ledger WHERE tenant_id = 'borealis-ai'"
