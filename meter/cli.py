@@ -277,7 +277,43 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--keep-stack", action="store_true", help="leave the stack running")
     _flag(demo, "--out", "STATEMENTS_DIR", default="statements", type=Path, help="statements")
     _stack_dir(demo)
+    _add_examples(sub)
     return parser
+
+
+# One example per command, shown at the end of its --help (a command's own epilog wins).
+_COMMAND_EXAMPLES = {
+    "stack": "meter stack up   # then: meter stack status, meter stack down",
+    "migrate": "meter migrate --clickhouse-url "
+    "'clickhouse://default:PASSWORD@ch1:9000/gpu_meter?http_port=8123'",
+    "worker": "meter worker --bootstrap kafka1:9092 --topic gpu-usage --clickhouse-url "
+    "'clickhouse://default:PASSWORD@ch1:9000/gpu_meter?http_port=8123' --metrics-port 9108",
+    "status": "meter status --database gpu_meter --metrics-url http://worker1:9108/metrics",
+    "fleet": "meter fleet --nodes 100 --reports 30 --totals-out emitted.json",
+    "bench hotpath": "meter bench hotpath --nodes 200 --reports 100 --json",
+    "bench e2e": "meter bench e2e --reports 8000 --json",
+    "bench soak": "meter bench soak --json",
+    "bench finance": "meter bench finance --months 3 --engines server --json",
+    "agent run": "meter agent run --config agent/agent.example.toml",
+    "agent bench": "meter agent bench --json",
+    "corrections": "meter corrections add billing/corrections.example.json --dry-run",
+    "statements": "meter statements --period 2026-10 --issuer billing/issuer.example.json "
+    "--out statements/ --dry-run",
+    "verify-statement": "meter verify-statement statements/aurora-labs/aurora-labs-2026-10.json",
+    "reconcile": "meter reconcile --period 2026-10 --supplier-invoice invoice.csv",
+    "compact": "meter compact --period 2026-10   # after the month is closed",
+    "demo": "meter demo --nodes 20 --reports 10 --keep-stack",
+}
+
+
+def _add_examples(sub: argparse._SubParsersAction, prefix: str = "") -> None:  # type: ignore[type-arg]
+    for name, command in sub.choices.items():
+        key = f"{prefix}{name}"
+        if command.epilog is None and key in _COMMAND_EXAMPLES:
+            command.epilog = f"example: {_COMMAND_EXAMPLES[key]}"
+        for action in command._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                _add_examples(action, f"{key} ")
 
 
 def _warehouse_flags(parser: argparse.ArgumentParser, database: bool = True) -> None:
