@@ -12,7 +12,7 @@ owed). From then on it counts as billed, and issuing it on its own is refused.
 
 Re-rating every earlier month would make issuing grow with the months issued, so each
 issued statement records, per month it rated, a fingerprint of that month's inputs: the
-tenant's month rollups and the contracts in force (``rated_inputs``). A month whose
+tenant's month rollups, its corrections and the contracts in force (``rated_inputs``). A month whose
 fingerprint is unchanged since it was last rated has nothing to adjust and is not read
 again. The month rollups are read before the usage they stand for, so a change landing in
 between makes the recorded fingerprint older than what was rated, never newer: the month

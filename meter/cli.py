@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from meter.errors import ConfigError, MeterError
+from meter.logs import LOG_FORMATS
 from meter.units import US_PER_SECOND
 
 
@@ -109,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="run the Faust stream processor")
     _flag(worker, "--bootstrap", "BOOTSTRAP", help="Kafka bootstrap host:port")
     _flag(worker, "--topic", "TOPIC", default="gpu-usage", help="usage report topic")
-    _flag(worker, "--log-format", "LOG_FORMAT", default="auto", choices=("auto", "json", "text"),
+    _flag(worker, "--log-format", "LOG_FORMAT", default="auto", choices=LOG_FORMATS,
           help="json: one object per line; auto: text on a terminal, else json")  # fmt: skip
     _flag(worker, "--dlq-topic", "DLQ_TOPIC", default="", help="dead-letter topic")
     _flag(worker, "--app-id", "APP_ID", default="gpu-meter", help="Faust app id / group")

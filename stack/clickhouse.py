@@ -68,15 +68,24 @@ def write_config(folder: Path, tcp_port: int, http_port: int) -> Path:
 PASSWORD_FILE = "clickhouse-default-password"
 
 
-def default_password(folder: Path) -> str:
-    """The pipeline's own user's password on this stack: generated on first use, kept in
-    the stack folder readable by its owner only, read by every command that uses the
-    running stack."""
-    path = folder / PASSWORD_FILE
+def stack_password(folder: Path) -> str:
+    """The pipeline's own user's password on the stack in ``folder``, as ``meter stack up``
+    wrote it; every command that uses the running stack reads it from there."""
     try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        pass
+        return (folder / PASSWORD_FILE).read_text().strip()
+    except FileNotFoundError as exc:
+        raise StackError(
+            f"{folder / PASSWORD_FILE} is missing, so the stack's ClickHouse password is "
+            "unknown: restart the stack (meter stack down, then meter stack up)"
+        ) from exc
+
+
+def default_password(folder: Path) -> str:
+    """The pipeline's own user's password on this stack: generated when the stack is first
+    started, kept in the stack folder readable by its owner only."""
+    path = folder / PASSWORD_FILE
+    if path.exists():
+        return stack_password(folder)
     folder.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     password = secrets.token_urlsafe(24)
@@ -138,7 +147,7 @@ def allow_finance(folder: Path, port: int, database: str, timeout_s: float = 30.
 
 
 def probe(folder: Path, port: int) -> None:
-    client = Client("127.0.0.1", port=port, password=default_password(folder),
+    client = Client("127.0.0.1", port=port, password=stack_password(folder),
                     connect_timeout=2, send_receive_timeout=5)  # fmt: skip
     try:
         if client.execute("SELECT 1") != [(1,)]:

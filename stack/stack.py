@@ -33,7 +33,7 @@ class StackInfo:
     @property
     def clickhouse_password(self) -> str:
         """The pipeline's user's password, generated for this stack (stack/clickhouse.py)."""
-        return clickhouse.default_password(Path(self.folder))
+        return clickhouse.stack_password(Path(self.folder))
 
     @property
     def clickhouse_url(self) -> str:

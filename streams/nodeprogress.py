@@ -29,11 +29,10 @@ def progress_rows(state: PartitionState, seen_us: int) -> list[NodeProgressRow]:
     marks = state.node_marks
     rows = []
     for (node_id, boot_id), tracker in state.nodes.items():
-        mark = (tracker.next_seq, len(tracker.gaps))
+        next_seq, gaps = mark = (tracker.next_seq, len(tracker.gaps))
         if marks.get((node_id, boot_id)) != mark:
             marks[(node_id, boot_id)] = mark
-            last_seq, gaps = tracker.next_seq - 1, len(tracker.gaps)
             rows.append(
-                NodeProgressRow(node_id, boot_id, last_seq, gaps, seen_us, state.applied_offset)
+                NodeProgressRow(node_id, boot_id, next_seq - 1, gaps, seen_us, state.applied_offset)
             )
     return sorted(rows, key=lambda r: (r.node_id, r.boot_id))

@@ -98,17 +98,25 @@ def fill_day(warehouse: Warehouse, day_us: int) -> None:
         warehouse.execute(sql, params)
 
 
-def backfill_coarse(
-    warehouse: Warehouse, progress: Callable[[int, int, int], None] | None = None
-) -> int:
-    """Hour and day rollups of every day that has minute rollups; returns the days done.
-    ``progress(done, total, day_us)`` is called after each day."""
-    days = minute_days(warehouse)
-    for done, day_us in enumerate(days, start=1):
-        fill_day(warehouse, day_us)
+Progress = Callable[[int, int, int], None]
+
+
+def _fill_each(
+    warehouse: Warehouse, starts: list[int], fill: Callable[[Warehouse, int], None],
+    progress: Progress | None,
+) -> int:  # fmt: skip
+    """``fill`` each window starting at ``starts``; ``progress(done, total, start_us)``
+    after each. Returns how many were filled."""
+    for done, start_us in enumerate(starts, start=1):
+        fill(warehouse, start_us)
         if progress is not None:
-            progress(done, len(days), day_us)
-    return len(days)
+            progress(done, len(starts), start_us)
+    return len(starts)
+
+
+def backfill_coarse(warehouse: Warehouse, progress: Progress | None = None) -> int:
+    """Hour and day rollups of every day that has minute rollups; returns the days done."""
+    return _fill_each(warehouse, minute_days(warehouse), fill_day, progress)
 
 
 def log_progress(done: int, total: int, day_us: int) -> None:
@@ -136,13 +144,6 @@ def fill_month(warehouse: Warehouse, month_us: int) -> None:
         warehouse.execute(sql, params)
 
 
-def backfill_months(
-    warehouse: Warehouse, progress: Callable[[int, int, int], None] | None = None
-) -> int:
+def backfill_months(warehouse: Warehouse, progress: Progress | None = None) -> int:
     """Month rollups of every month that has day rollups; returns the months done."""
-    months = day_months(warehouse)
-    for done, month_us in enumerate(months, start=1):
-        fill_month(warehouse, month_us)
-        if progress is not None:
-            progress(done, len(months), month_us)
-    return len(months)
+    return _fill_each(warehouse, day_months(warehouse), fill_month, progress)

@@ -15,11 +15,10 @@ from dataclasses import dataclass
 from importlib import resources
 
 from meter.errors import MigrationError
-from warehouse.backfill import backfill_coarse, backfill_months, log_progress
+from warehouse.backfill import Progress, backfill_coarse, backfill_months, log_progress
 from warehouse.client import Warehouse
 from warehouse.ledger_copy import copy_ledger
 
-Progress = Callable[[int, int, int], None]
 # Work a migration needs besides its SQL: run after its statements, before it is recorded,
 # so a failure leaves it pending and ``meter migrate`` does it again (it must be rerunnable).
 _AFTER: dict[int, Callable[[Warehouse, Progress], object]] = {

@@ -38,6 +38,17 @@ def test_the_pipeline_user_has_a_generated_password_readable_by_its_owner_only(s
         client.disconnect()
 
 
+def test_a_stack_folder_without_its_password_says_how_to_get_one(stack, tmp_path):
+    from dataclasses import asdict
+
+    from stack import StackInfo
+
+    elsewhere = StackInfo(**{**asdict(stack), "folder": str(tmp_path)})
+    with pytest.raises(StackError, match="restart the stack"):
+        elsewhere.settings("gpu_meter")
+    assert not (tmp_path / clickhouse.PASSWORD_FILE).exists()  # no new secret made up
+
+
 def test_cli_stack_up_status_down(tmp_path):
     folder = tmp_path / "cli-stack"
 
