@@ -36,6 +36,7 @@ from billing.statement import verify_json_file
 from billing.store import days_to_split, store_contracts
 from meter import history
 from meter.demo import ISSUER_EXAMPLE
+from meter.errors import ConfigError
 from meter.history import Shape, decimal_hours
 from meter.units import US_PER_DAY, US_PER_MINUTE, US_PER_SECOND
 from stack import LocalStack
@@ -603,9 +604,22 @@ def growth(histories: dict[str, Any], months: int) -> dict[str, Any]:
     return out
 
 
+ENGINES = ("server", "chdb")
+
+
+def parse_engines(text: str) -> tuple[str, ...]:
+    """``server``, ``chdb``, ``both`` or ``server,chdb``, in a fixed order."""
+    named = [e.strip() for e in text.split(",") if e.strip()]
+    named = list(ENGINES) if named == ["both"] else named
+    unknown = [e for e in named if e not in ENGINES]
+    if unknown or not named:
+        raise ConfigError(f"--engines {text!r}: give server, chdb or both")
+    return tuple(e for e in ENGINES if e in named)
+
+
 def main_finance(args: Any) -> int:
     shape = Shape(args.months, args.tenants, args.skus, args.clusters, args.partitions)
-    engines = tuple(e for e in ("server", "chdb") if e in args.engines.split(","))
+    engines = parse_engines(args.engines)
     result = run_bench(shape, Path(args.folder) if args.folder else None, engines)
     text = json.dumps(result, indent=None if args.json else 2, default=str)
     print(text)

@@ -190,7 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     fin.add_argument("--skus", type=int, default=4)
     fin.add_argument("--clusters", type=int, default=2)
     fin.add_argument("--partitions", type=int, default=8, help="source partitions")
-    fin.add_argument("--engines", default="server,chdb", help="server (18.16), chdb, or both")
+    fin.add_argument("--engines", default="both",
+                     help="server (18.16), chdb (current ClickHouse), or both")  # fmt: skip
     fin.add_argument("--folder", default="", help="working folder (default: a fresh temp dir)")
     fin.add_argument("--json", action="store_true", help="one JSON object on one line")
     agent = sub.add_parser("agent", help="the GPU node agent")

@@ -14,8 +14,10 @@ GPUs' ticks. What the worker writes, and so what is here:
 
 - minute partials with a superseded earlier version for a quarter of the keys, hour,
   day and month partials filled from them (``warehouse/backfill.py``, the worker's identity);
-- late usage: about one key in a thousand gets an adjustment at every grain, and the
-  ledger holds the late report behind it;
+- late usage: about one minute key in a thousand gets an adjustment, recorded an hour
+  later, and the ledger holds the late report behind it; as the worker does, the late
+  piece is an adjustment of its hour too, but joins its day's and its month's partials
+  unless those had closed by then (the last hour of a day, of a month);
 - the ledger: a row per node report and GPU, and one per late report;
 - seq gaps, some still open and some closed (an open version, then a closed one);
 - rejected reports, each pipeline partition's state (caught up past the history), and a
@@ -38,8 +40,8 @@ from meter.units import US_PER_DAY, US_PER_MINUTE, US_PER_SECOND, utc_datetime
 from meter.windows import month_end, month_start
 from streams.native import LEDGER_COLUMNS, LEDGER_TABLE
 from streams.state import PartitionState
-from warehouse.backfill import MONTH_STATEMENTS
-from warehouse.backfill import STATEMENTS as COARSE_STATEMENTS
+from warehouse.backfill import JOINING_MONTH_STATEMENTS as MONTH_STATEMENTS
+from warehouse.backfill import JOINING_STATEMENTS as COARSE_STATEMENTS
 
 TENANT_NAMES = ("aurora-labs", "borealis-ai", "cinder-research")
 SKU_NAMES = ("H100", "H200", "B200", "H100-MIG-3g.40gb", "GB200", "A100")

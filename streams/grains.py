@@ -5,14 +5,25 @@ each window's usage at four grains. The coarse grains follow the minute grain ex
 
 - an on-time minute piece adds to the open window of its hour, its day and its calendar
   month, and a coarse window's partial is its cumulative sum as of the applied offset
-  (``version``), so a coarse partial is always the sum of the minute partials it covers;
-- a late minute piece (an adjustment) is a late piece at every grain: the coarse
-  adjustments of a late report are its minute adjustments summed per hour, day and month.
+  (``version``);
+- a late minute piece (an adjustment) is late for a coarse grain only if that grain's
+  window had closed too when the report was applied: otherwise it adds to the open
+  window like an on-time piece. A report five minutes late adjusts its minute but not its
+  hour, its day or its month; a month gets an adjustment only for usage that comes after
+  the month has closed. So a month holds a few adjustments, not one per late report, and
+  a question about it reads about as many rows however late the fleet reports.
 
 So every grain's total (partials plus adjustments) is the same usage, and reconciliation
-can check the identity row for row. A coarse window closes once the minute windows close
-past its end; no on-time piece can reach it after that. Months are calendar months in
-UTC, so their width varies: a grain says where its window starts and ends.
+checks that identity window by window. Whether a piece joins a window or adjusts it is
+decided per message from the partition's closed edge at that message, so a replay decides
+the same. A coarse window closes once the minute windows close past its end; no on-time
+piece can reach it after that. Months are calendar months in UTC, so their width varies:
+a grain says where its window starts and ends.
+
+A state written by a worker that made every late piece late at every grain says how far
+that worker may have written (``PartitionState.late_folds_after``): a replay of those
+messages decides as it did, or the usage would be counted in a partial and again in the
+adjustment it already wrote (``streams/EXACTLY_ONCE.md``).
 """
 
 from __future__ import annotations
@@ -56,6 +67,8 @@ COARSE_GRAINS = (HOUR, DAY, MONTH)
 SEEDED_FROM_MINUTES = (HOUR, DAY)
 
 CoarseWindows = dict[str, dict[RollupKey, list[int]]]  # grain name -> key -> sums
+# grain name -> (window key, offset of the late report) -> sums
+CoarseLate = dict[str, dict[tuple[RollupKey, int], list[int]]]
 
 
 def empty_coarse() -> CoarseWindows:
@@ -63,17 +76,19 @@ def empty_coarse() -> CoarseWindows:
 
 
 class OnTime:
-    """One batch's on-time pieces: added to the open windows of every grain, and the keys
-    each piece touched remembered with their live sums (a window closed later in the
-    batch keeps its final sums here after it leaves the state)."""
+    """One batch's pieces at the coarse grains: each added to the open windows of every
+    grain, or for a late piece to those still open, and the keys each piece touched
+    remembered with their live sums (a window closed later in the batch keeps its final
+    sums here after it leaves the state); and the coarse adjustments of late pieces."""
 
-    __slots__ = ("coarse", "minutes", "touched", "windows")
+    __slots__ = ("coarse", "late", "minutes", "touched", "windows")
 
     def __init__(self, windows: dict[RollupKey, list[int]], coarse: CoarseWindows) -> None:
         self.windows = windows
         self.coarse = coarse
         self.minutes: dict[RollupKey, list[int]] = {}
         self.touched: CoarseWindows = empty_coarse()
+        self.late: CoarseLate = {grain.name: {} for grain in COARSE_GRAINS}
 
     def add(self, key: RollupKey, parts: list[int]) -> None:
         add_into(self.windows, key, parts)
@@ -84,6 +99,22 @@ class OnTime:
             add_into(open_windows, coarse_key, parts)
             self.touched[grain.name][coarse_key] = open_windows[coarse_key]
 
+    def add_late(
+        self, key: RollupKey, parts: list[int], offset: int, open_after_us: int | None
+    ) -> None:
+        """A late minute piece of the report at ``offset``: added to each coarse window
+        that ends after ``open_after_us`` (the closed edge when the report was applied),
+        an adjustment of the others; of every coarse window if ``open_after_us`` is None."""
+        for grain in COARSE_GRAINS:
+            coarse_key = grain.key_of(key)
+            end_us = grain.end_of(coarse_key.window_start_us)
+            if open_after_us is not None and end_us > open_after_us:
+                open_windows = self.coarse[grain.name]
+                add_into(open_windows, coarse_key, parts)
+                self.touched[grain.name][coarse_key] = open_windows[coarse_key]
+            else:
+                add_into(self.late[grain.name], (coarse_key, offset), parts)  # type: ignore[arg-type]
+
 
 def evict_closed(coarse: CoarseWindows, closed_before_us: int) -> None:
     """Drop the coarse windows that end at or before ``closed_before_us``."""
@@ -92,17 +123,6 @@ def evict_closed(coarse: CoarseWindows, closed_before_us: int) -> None:
         closed = [k for k in open_windows if grain.end_of(k.window_start_us) <= closed_before_us]
         for key in closed:
             del open_windows[key]
-
-
-def coarse_adjustments(
-    minute_adjustments: Iterable[tuple[RollupKey, int, tuple[int, ...]]], grain: Grain
-) -> list[tuple[RollupKey, int, tuple[int, ...]]]:
-    """(key, offset, sums) of minute adjustments summed per ``grain`` window and offset,
-    in key order."""
-    summed: dict[tuple[RollupKey, int], list[int]] = {}
-    for key, offset, sums in minute_adjustments:
-        add_into(summed, (grain.key_of(key), offset), list(sums))  # type: ignore[arg-type]
-    return [(key, offset, tuple(sums)) for (key, offset), sums in sorted(summed.items())]
 
 
 def seed_from_finer(

@@ -33,7 +33,7 @@ from streams.contract import (
     RollupRow,
     SourceMessage,
 )
-from streams.grains import COARSE_GRAINS, OnTime, coarse_adjustments
+from streams.grains import COARSE_GRAINS, OnTime
 from streams.native import LEDGER_COLUMNS, LEDGER_TYPES, encode_block, holding_rows
 from streams.nodeprogress import progress_rows
 from streams.seqtrack import SeqVerdict
@@ -153,10 +153,12 @@ class PartitionProcessor:
             ledger_rows.extend(holding_rows(fields, samples, late_flags))
         if late:
             outcome.late_reports += 1
-            outcome.adjustments.extend(
-                AdjustmentRow(key, state.partition, message.offset, tuple(sums))
-                for key, sums in sorted(late.items())
-            )
+            open_after = state.closed_before_us if state.folds_late(message.offset) else None
+            for key, sums in sorted(late.items()):
+                outcome.adjustments.append(
+                    AdjustmentRow(key, state.partition, message.offset, tuple(sums))
+                )
+                on_time.add_late(key, sums, message.offset, open_after)
         outcome.accepted_reports += 1
         outcome.accepted_samples += len(samples)
         if state.advance_event_time(
@@ -166,22 +168,22 @@ class PartitionProcessor:
 
 
 def finish_rollups(outcome: BatchOutcome, partition: int, on_time: OnTime, version: int) -> None:
-    """The batch's rollup rows at every grain, from its on-time pieces and its minute
-    adjustments. A window closed during the batch is gone from the state, but its last
-    sums are still in ``on_time``: they are its final row."""
+    """The batch's rollup rows at every grain, and its coarse adjustments, from what
+    ``on_time`` gathered. A window closed during the batch is gone from the state, but its
+    last sums are still in ``on_time``: they are its final row."""
     outcome.rollups = [
         RollupRow(key, partition, tuple(on_time.minutes[key]), version)
         for key in sorted(on_time.minutes)
     ]
-    minute_adjustments = [(a.key, a.offset, a.sums) for a in outcome.adjustments]
     for grain in COARSE_GRAINS:
         touched = on_time.touched[grain.name]
         outcome.coarse_rollups[grain.name] = [
             RollupRow(key, partition, tuple(touched[key]), version) for key in sorted(touched)
         ]
+        late = on_time.late[grain.name]
         outcome.coarse_adjustments[grain.name] = [
-            AdjustmentRow(key, partition, offset, sums)
-            for key, offset, sums in coarse_adjustments(minute_adjustments, grain)
+            AdjustmentRow(key, partition, offset, tuple(late[(key, offset)]))
+            for key, offset in sorted(late)
         ]
 
 

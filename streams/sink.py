@@ -269,7 +269,26 @@ def load_state(warehouse: Warehouse, topic: str, partition: int) -> PartitionSta
     if MONTH.name in state.unseeded:
         seed_month_windows(warehouse, state)
     state.unseeded = frozenset()
+    if state.late_folds_after is None:
+        state.late_folds_after = written_late_through(warehouse, state)
     return state
+
+
+def written_late_through(warehouse: Warehouse, state: PartitionState) -> int:
+    """The last offset whose late usage this partition's rows may hold as an adjustment at
+    every grain: a state of format 4 or older was saved by a worker that wrote late usage
+    so, and it may have written batches past its state before it stopped. Their replay
+    must decide the same (streams/grains.py); later messages join open windows."""
+    union = " UNION ALL ".join(
+        f"SELECT source_offset FROM {table} WHERE source_partition = %(p)s "
+        "AND source_offset > %(applied)s"
+        for table in ("usage_adjustments", *(t[1] for t in COARSE_TABLES.values()))
+    )
+    params = {"p": state.partition, "applied": max(state.applied_offset, 0)}
+    ((count, highest),) = warehouse.execute(
+        f"SELECT count(), max(source_offset) FROM ({union}) AS late", params
+    )
+    return max(int(highest), state.applied_offset) if count else state.applied_offset
 
 
 def _closed_partials(

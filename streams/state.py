@@ -22,10 +22,10 @@ from streams.seqtrack import GapRow, NodeSeq, SeqVerdict
 
 # 2: boots' lead-ins and deferred ranges (streams/seqtrack.py) and each GPU's metered time
 # (streams/gputime.py). 3: the open hour and day windows (streams/grains.py). 4: the open
-# month windows. Formats 1 to 3 are still read; the coarse windows they lack are rebuilt
-# from the warehouse on load.
-SNAPSHOT_FORMAT = 4
-READABLE_FORMATS = (1, 2, 3, 4)
+# month windows. 5: the offset after which late pieces join the coarse windows still open.
+# Formats 1 to 4 are still read; what they lack is rebuilt from the warehouse on load.
+SNAPSHOT_FORMAT = 5
+READABLE_FORMATS = (1, 2, 3, 4, 5)
 
 
 @dataclass
@@ -44,6 +44,11 @@ class PartitionState:
     # The coarse grains a snapshot did not keep: they must be rebuilt from the warehouse
     # before the next batch (streams/sink.py).
     unseeded: frozenset[str] = field(default=frozenset(), compare=False)
+    # Late pieces of the messages after this offset join the coarse windows still open
+    # (streams/grains.py); at or before it a worker that made them late at every grain may
+    # already have written them so. None: not yet known (a state of format 4 or older,
+    # until the warehouse says how far its worker wrote; meanwhile nothing joins).
+    late_folds_after: int | None = -1
     # node_id -> its boots in ``nodes``: derived, not stored.
     _boots_of: dict[str, list[str]] = field(
         default_factory=dict, init=False, repr=False, compare=False
@@ -75,6 +80,10 @@ class PartitionState:
             return False
         self.closed_before_us = closed_before
         return True
+
+    def folds_late(self, offset: int) -> bool:
+        """Whether the late pieces of the message at ``offset`` join open coarse windows."""
+        return self.late_folds_after is not None and offset > self.late_folds_after
 
     def evict_closed(self) -> None:
         for key in [k for k in self.windows if k.window_start_us < self.closed_before_us]:
@@ -155,6 +164,7 @@ class PartitionState:
                 grain: sorted([*key, *sums] for key, sums in windows.items())
                 for grain, windows in sorted(self.coarse.items())
             },
+            "late_folds_after": self.late_folds_after,
         }
         text = json.dumps(doc, separators=(",", ":"), sort_keys=True)
         return zlib.compress(text.encode("utf-8"), 6)
@@ -185,6 +195,7 @@ class PartitionState:
                 },
             },
             unseeded=frozenset(empty_coarse()) - set(doc.get("coarse", {})),
+            late_folds_after=doc["late_folds_after"] if doc["format"] >= 5 else None,
         )
 
 

@@ -8,6 +8,12 @@ highest of their versions, exactly as the worker would have written it; each coa
 adjustment is the sum of one late report's finer adjustments in that window. A day (a
 month of days) at a time keeps every GROUP BY within the server's memory limit whatever
 the history, and lets the operator watch it go. Running it again rewrites identical rows.
+
+It is a step of its migration, run before the migration is recorded, so before any worker
+of the new layout has written (a worker refuses a database with pending migrations,
+``warehouse/preflight.py``). After that it must not run: a worker adds late usage to
+the coarse windows still open (``streams/grains.py``), which the fill would count again as
+an adjustment.
 """
 
 from __future__ import annotations
@@ -34,51 +40,87 @@ _GRAINS = (
 _MONTHS = (("month", "month", "toStartOfMonth(day)", *_DAYS),)
 
 
+# The end of the coarse window holding a finer window, per grain (DateTime, UTC).
+_COARSE_END = {
+    "hour": "toStartOfHour(window_start) + 3600",
+    "day": "toStartOfDay(window_start) + 86400",
+    "month": "toDateTime(addMonths(toStartOfMonth(day), 1), 'UTC')",
+}
+
+
 def _partials_sql(
-    grain: str, column: str, expression: str, finer: str, _: str, finer_column: str
-) -> str:
+    grain: str, column: str, expression: str, finer: str, finer_late: str, finer_column: str,
+    joined: str | None = None,
+) -> str:  # fmt: skip
+    """The coarse partials: the latest version of every finer partial they cover, summed,
+    and the finer adjustments for which ``joined`` holds (late usage the worker added to
+    the coarse window because it was still open)."""
     picked = ", ".join(f"argMax({c}, version) AS m_{c}" for c in _COUNTERS)
     summed = ", ".join(f"sum(m_{c})" for c in _COUNTERS)
+    window = f"{finer_column} >= %(from)s AND {finer_column} < %(to)s"
+    keys = f"tenant_id, sku, cluster, {finer_column}, source_partition"
+    late = ""
+    if joined is not None:
+        late_picked = ", ".join(f"any({c}) AS m_{c}" for c in _COUNTERS)
+        late = (
+            f" UNION ALL SELECT {keys}, {late_picked}, toUInt64(0) AS m_version "
+            f"FROM {finer_late} WHERE {window} AND ({joined}) GROUP BY {keys}, source_offset"
+        )
     return (
         f"INSERT INTO usage_{grain}_partials (tenant_id, sku, cluster, {column}, "
         f"source_partition, {', '.join(_COUNTERS)}, version, written_at) "
         f"SELECT tenant_id, sku, cluster, {expression} AS coarse_start, source_partition, "
         f"{summed}, max(m_version), now() FROM ("
-        f"SELECT tenant_id, sku, cluster, {finer_column}, source_partition, {picked}, "
-        f"max(version) AS m_version FROM {finer} "
-        f"WHERE {finer_column} >= %(from)s AND {finer_column} < %(to)s "
-        f"GROUP BY tenant_id, sku, cluster, {finer_column}, source_partition) AS finer "
+        f"SELECT {keys}, {picked}, max(version) AS m_version FROM {finer} WHERE {window} "
+        f"GROUP BY {keys}{late}) AS finer "
         "GROUP BY tenant_id, sku, cluster, coarse_start, source_partition"
     )
 
 
 def _adjustments_sql(
-    grain: str, column: str, expression: str, _: str, finer: str, finer_column: str
-) -> str:
+    grain: str, column: str, expression: str, _: str, finer: str, finer_column: str,
+    joined: str | None = None,
+) -> str:  # fmt: skip
+    """The coarse adjustments: one late report's finer adjustments in the coarse window,
+    summed, but for those ``joined`` says went to the window's partial; recorded when
+    the finer ones were."""
     picked = ", ".join(f"any({c}) AS m_{c}" for c in _COUNTERS)
     summed = ", ".join(f"sum(m_{c})" for c in _COUNTERS)
+    kept = f" AND NOT ({joined})" if joined is not None else ""
     return (
         f"INSERT INTO usage_{grain}_adjustments (tenant_id, sku, cluster, {column}, "
         f"source_partition, source_offset, {', '.join(_COUNTERS)}, recorded_at) "
         f"SELECT tenant_id, sku, cluster, {expression} AS coarse_start, source_partition, "
-        f"source_offset, {summed}, now() FROM ("
+        f"source_offset, {summed}, max(m_recorded_at) FROM ("
         f"SELECT tenant_id, sku, cluster, {finer_column}, source_partition, source_offset, "
-        f"{picked} FROM {finer} "
-        f"WHERE {finer_column} >= %(from)s AND {finer_column} < %(to)s "
+        f"{picked}, max(recorded_at) AS m_recorded_at FROM {finer} "
+        f"WHERE {finer_column} >= %(from)s AND {finer_column} < %(to)s{kept} "
         f"GROUP BY tenant_id, sku, cluster, {finer_column}, source_partition, source_offset"
         ") AS finer GROUP BY tenant_id, sku, cluster, coarse_start, source_partition, "
         "source_offset"
     )
 
 
-# Hours and days from the minutes of [from, to) (DateTime bounds of whole days).
-STATEMENTS = tuple(
-    sql for grain in _GRAINS for sql in (_partials_sql(*grain), _adjustments_sql(*grain))
-)
-# Months from the days of [from, to) (Date bounds of whole months).
-MONTH_STATEMENTS = tuple(
-    sql for grain in _MONTHS for sql in (_partials_sql(*grain), _adjustments_sql(*grain))
-)
+def _statements(grains: tuple[tuple[str, ...], ...], joined: bool) -> tuple[str, ...]:
+    out: list[str] = []
+    for grain in grains:
+        # A finer adjustment joined the coarse window if it was recorded before that closed.
+        when = f"{_COARSE_END[grain[0]]} > recorded_at" if joined else None
+        out += [_partials_sql(*grain, joined=when), _adjustments_sql(*grain, joined=when)]
+    return tuple(out)
+
+
+# Hours and days from the minutes of [from, to) (DateTime bounds of whole days), and
+# months from the days of [from, to) (Date bounds of whole months), as the worker wrote
+# them before late pieces joined open windows (snapshot format 4): every late piece an
+# adjustment at every grain. The rows a migration fills were written so.
+STATEMENTS = _statements(_GRAINS, joined=False)
+MONTH_STATEMENTS = _statements(_MONTHS, joined=False)
+# The same as a worker writes them now, for rows whose ``recorded_at`` is when the partition
+# had closed the minutes before it (the history generator's, meter/history.py): a late
+# piece joins each coarse window that had not closed by then.
+JOINING_STATEMENTS = _statements(_GRAINS, joined=True)
+JOINING_MONTH_STATEMENTS = _statements(_MONTHS, joined=True)
 
 
 def minute_days(warehouse: Warehouse) -> list[int]:

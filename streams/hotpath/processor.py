@@ -517,10 +517,11 @@ class FastPartitionProcessor:
             outcome.ledger_samples = int(samples)
         for m in sorted(late_by_msg):
             outcome.late_reports += 1
-            outcome.adjustments.extend(
-                AdjustmentRow(key, state.partition, int(msgs.offset[m]), tuple(sums))
-                for key, sums in sorted(late_by_msg[m].items())
-            )
+            offset = int(msgs.offset[m])
+            open_after = int(closed_before_at[m]) if state.folds_late(offset) else None
+            for key, sums in sorted(late_by_msg[m].items()):
+                outcome.adjustments.append(AdjustmentRow(key, state.partition, offset, tuple(sums)))
+                on_time.add_late(key, sums, offset, open_after)
         state.evict_closed()
         finish_rollups(outcome, state.partition, on_time, int(msgs.offset[-1]))
 

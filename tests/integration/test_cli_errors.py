@@ -85,6 +85,8 @@ def test_edge_mistakes_are_refused_before_anything_runs(tmp_path):
          "pass --issuer FILE"),
         (("reconcile", "--period", "2026-10", "--clickhouse-url", UNREACHABLE_CH,
           "--give-up-after-s", "0"), "--give-up-after-s 0.0 must be above 0"),
+        # once ran no engine and said every answer was exact
+        (("bench", "finance", "--engines", "clickhouse"), "give server, chdb or both"),
     ]  # fmt: skip
     for args, expected in cases:
         _one_line(_meter(*args), expected)

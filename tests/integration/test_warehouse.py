@@ -408,7 +408,7 @@ def test_upgrading_from_0008_with_data_fills_the_hour_and_day_rollups_and_resume
         monkeypatch.setattr(migrate_module, "available", lambda: everything[:8])
         migrate(wh)
         # A 0008 worker: minute rows and adjustments, then its state (format 2).
-        old = FastPartitionProcessor(PartitionState("usage", 4), settings)
+        old = FastPartitionProcessor(PartitionState("usage", 4, late_folds_after=None), settings)
         outcomes = [old.process(batch) for batch in cut(frames[:half], random.Random(3))]
         now = datetime(2026, 11, 1, tzinfo=UTC)
         for out in outcomes:
@@ -440,6 +440,10 @@ def test_upgrading_from_0008_with_data_fills_the_hour_and_day_rollups_and_resume
         # The day before midnight and the day after (0011), then their month (0016).
         assert seen == [(1, 2), (2, 2), (1, 1)]
         assert grain_differences(wh, _expected_totals(outcomes)) == EXACT_AT_EVERY_GRAIN
+        # Filling again (a migration retried: no worker starts before it is recorded)
+        # rewrites the same rows.
+        assert backfill_coarse(wh) == 2
+        assert grain_differences(wh, _expected_totals(outcomes)) == EXACT_AT_EVERY_GRAIN
 
         # The next owner of the partition: its open hour, day and month windows come back.
         state = load_state(wh, "usage", 4)
@@ -450,11 +454,7 @@ def test_upgrading_from_0008_with_data_fills_the_hour_and_day_rollups_and_resume
             out = new.process(batch)
             outcomes.append(out)
             sink.write(out, new.state)
-        expected = _expected_totals(outcomes)
-        assert grain_differences(wh, expected) == EXACT_AT_EVERY_GRAIN
-        # Filling again (a migration retried) rewrites the same rows.
-        assert backfill_coarse(wh) == 2
-        assert grain_differences(wh, expected) == EXACT_AT_EVERY_GRAIN
+        assert grain_differences(wh, _expected_totals(outcomes)) == EXACT_AT_EVERY_GRAIN
     finally:
         wh.drop_database()
         wh.close()
@@ -491,7 +491,7 @@ def test_upgrading_from_0015_with_data_fills_the_month_rollups_and_resumes_exact
         monkeypatch.setattr(migrate_module, "available", lambda: everything[:15])
         migrate(wh)
         # A 0015 worker: every grain but the month, then its state (format 3).
-        old = FastPartitionProcessor(PartitionState("usage", 4), settings)
+        old = FastPartitionProcessor(PartitionState("usage", 4, late_folds_after=None), settings)
         without_months = {g: t for g, t in sink_module.COARSE_TABLES.items() if g != "month"}
         monkeypatch.setattr(sink_module, "COARSE_TABLES", without_months)
         old_sink = WarehouseSink(wh)
@@ -516,6 +516,8 @@ def test_upgrading_from_0015_with_data_fills_the_month_rollups_and_resumes_exact
         assert [m.version for m in applied] == [v for v in range(16, len(everything) + 1)]
         assert seen == [(1, 2), (2, 2)]  # November and December
         assert grain_differences(wh, _expected_totals(outcomes)) == EXACT_AT_EVERY_GRAIN
+        assert backfill_months(wh) == 2  # a retried migration rewrites the same rows
+        assert grain_differences(wh, _expected_totals(outcomes)) == EXACT_AT_EVERY_GRAIN
 
         state = load_state(wh, "usage", 4)
         assert not state.unseeded and state.coarse == old.state.coarse
@@ -525,10 +527,89 @@ def test_upgrading_from_0015_with_data_fills_the_month_rollups_and_resumes_exact
             out = new.process(batch)
             outcomes.append(out)
             new_sink.write(out, new.state)
-        expected = _expected_totals(outcomes)
-        assert grain_differences(wh, expected) == EXACT_AT_EVERY_GRAIN
-        assert backfill_months(wh) == 2
-        assert grain_differences(wh, expected) == EXACT_AT_EVERY_GRAIN
+        assert grain_differences(wh, _expected_totals(outcomes)) == EXACT_AT_EVERY_GRAIN
+    finally:
+        wh.drop_database()
+        wh.close()
+
+
+def test_a_worker_upgraded_after_a_kill_replays_what_the_old_one_wrote_exactly(
+    stack, unique_name, monkeypatch
+):
+    """A worker that made every late piece late at every grain (snapshot format 4) is
+    killed after writing a batch's rows but before its state; the upgraded worker that
+    replays the batch must decide as the old one did, or usage it already wrote as an
+    hour, day or month adjustment would be added to the open window's partial as well.
+    The state it loads learns from the warehouse how far the old worker wrote."""
+    import copy
+    import json
+    import random
+    import zlib
+
+    from streams.contract import ProcessorSettings
+    from streams.hotpath.processor import FastPartitionProcessor
+    from streams.sink import state_row
+    from tests.factories import MIDNIGHT, messages, midnight_fleet
+    from tests.unit.test_grains import cut
+    from warehouse.totals import grain_differences
+
+    wh = Warehouse(stack.settings(f"t_{unique_name}"))
+    settings = ProcessorSettings(lateness_us=3 * 60_000_000, emit_ledger=False)
+    frames = messages(midnight_fleet(17, reports=300), partition=4,
+                      timestamp_us=MIDNIGHT + 86_400_000_000)  # fmt: skip
+    batches = list(cut(frames, random.Random(8)))
+
+    def format_4(state: PartitionState) -> tuple:
+        doc = json.loads(zlib.decompress(state.to_snapshot()))
+        doc["format"] = 4
+        del doc["late_folds_after"]
+        row = list(state_row(state))
+        row[9] = zlib.compress(json.dumps(doc).encode())
+        return tuple(row)
+
+    try:
+        migrate(wh)
+        old = FastPartitionProcessor(PartitionState("usage", 4, late_folds_after=None), settings)
+        sink = WarehouseSink(wh)
+        written = []
+        for n, batch in enumerate(batches):
+            upgraded = FastPartitionProcessor(copy.deepcopy(old.state), settings)
+            upgraded.state.late_folds_after = -1
+            out = old.process(batch)
+            folded = upgraded.process(batch)
+            if n >= len(batches) // 3 and folded.coarse_adjustments != out.coarse_adjustments:
+                killed = out
+                break
+            sink.write_many([(out, format_4(old.state))])
+            written.append(out)
+        else:
+            pytest.fail("no batch had a late piece for an open coarse window")
+
+        real_insert = wh.insert
+
+        def killed_before_the_state(table, *args, **kwargs):
+            if table == "partition_state":
+                raise ConnectionError("killed")
+            return real_insert(table, *args, **kwargs)
+
+        monkeypatch.setattr(wh, "insert", killed_before_the_state)
+        with pytest.raises(ConnectionError):
+            sink.write_many([(killed, format_4(old.state))])
+        monkeypatch.undo()
+
+        state = load_state(wh, "usage", 4)
+        assert state.applied_offset == written[-1].applied_offset
+        assert state.late_folds_after == max(a.offset for a in killed.adjustments)
+        new = FastPartitionProcessor(state, settings)
+        replayed = []
+        for batch in cut(frames[state.applied_offset + 1 :], random.Random(9)):
+            out = new.process(batch)
+            replayed.append(out)
+            sink.write(out, new.state)
+        assert grain_differences(wh, _expected_totals(written + replayed)) == EXACT_AT_EVERY_GRAIN
+        # Past what the old worker wrote, late pieces join the open windows.
+        assert new.state.folds_late(frames[-1].offset)
+        assert load_state(wh, "usage", 4).late_folds_after == state.late_folds_after
     finally:
         wh.drop_database()
         wh.close()

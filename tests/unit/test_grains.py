@@ -1,9 +1,9 @@
 """Hour, day and month rollups follow the minute rollups exactly (streams/grains.py).
 
-Every coarse partial a batch writes is the sum of the minute partials of its window as of
-the same version; every coarse adjustment is the sum of one late report's minute
-adjustments in its window; and a state saved before coarse windows (or month windows)
-were kept rebuilds them to exactly what they would have been.
+At every version a coarse window's partial and adjustments hold exactly the usage of its
+minutes' partials and adjustments; a late piece adjusts a coarse window only once that
+window has closed; and a state saved before coarse windows (or month windows) were kept
+rebuilds them to exactly what they would have been.
 """
 
 from __future__ import annotations
@@ -44,15 +44,22 @@ def cut(frames, rng):
         at += step
 
 
+def _plus(a, b):
+    return [x + y for x, y in zip(a, b, strict=True)]
+
+
 @pytest.mark.parametrize("midnight", [MIDNIGHT, MONTH_MIDNIGHT], ids=["day", "month"])
 @pytest.mark.parametrize("fast", [False, True])
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_coarse_rows_are_the_sums_of_the_minute_rows_at_every_version(fast, seed, midnight):
+def test_every_coarse_window_holds_the_usage_of_its_minutes_at_every_version(fast, seed, midnight):
     kind = FastPartitionProcessor if fast else PartitionProcessor
     p = kind(PartitionState("usage", 5), ProcessorSettings(lateness_us=3 * W))
     # Stamped by the broker a day after the fleet's midnight, as a live topic would be.
     frames = messages(midnight_fleet(seed, midnight=midnight), timestamp_us=midnight + US_PER_DAY)
     minutes: dict[RollupKey, tuple[int, ...]] = {}  # each minute key's latest partial
+    minutes_late: dict[RollupKey, list[int]] = {}  # each minute key's adjustments so far
+    coarse = {grain.name: {} for grain in COARSE_GRAINS}  # latest partial per window
+    coarse_late = {grain.name: {} for grain in COARSE_GRAINS}  # adjustments so far
     adjusted = {grain.name: 0 for grain in COARSE_GRAINS}
     late_minutes = 0
     seen = set()
@@ -60,25 +67,37 @@ def test_coarse_rows_are_the_sums_of_the_minute_rows_at_every_version(fast, seed
         out = p.process(batch)
         for row in out.rollups:
             minutes[row.key] = row.sums
+        for a in out.adjustments:
+            minutes_late[a.key] = _plus(minutes_late.get(a.key, [0] * 5), a.sums)
         for grain in COARSE_GRAINS:
             for row in out.coarse_rollups[grain.name]:
                 assert row.version == out.applied_offset and row.partition == 5
-                expected = [0] * 5
-                for key, sums in minutes.items():
-                    if grain.key_of(key) == row.key:
-                        expected = [a + b for a, b in zip(expected, sums, strict=True)]
-                assert list(row.sums) == expected, (grain.name, row.key)
-            late: dict = {}
-            for a in out.adjustments:
-                key = (grain.key_of(a.key), a.offset)
-                late[key] = [x + y for x, y in zip(late.get(key, [0] * 5), a.sums, strict=True)]
-            got = {(a.key, a.offset): list(a.sums) for a in out.coarse_adjustments[grain.name]}
-            assert got == late
-            adjusted[grain.name] += len(got)
+                coarse[grain.name][row.key] = row.sums
+            for a in out.coarse_adjustments[grain.name]:
+                # Only a window closed by then is adjusted.
+                assert grain.end_of(a.key.window_start_us) <= p.state.closed_before_us
+                late = coarse_late[grain.name]
+                late[a.key] = _plus(late.get(a.key, [0] * 5), a.sums)
+            adjusted[grain.name] += len(out.coarse_adjustments[grain.name])
+            # Partials and adjustments together: the usage of the window's minutes.
+            expected: dict[RollupKey, list[int]] = {}
+            for source in (minutes, minutes_late):
+                for key, sums in source.items():
+                    k = grain.key_of(key)
+                    expected[k] = _plus(expected.get(k, [0] * 5), sums)
+            got: dict[RollupKey, list[int]] = {}
+            for source in (coarse[grain.name], coarse_late[grain.name]):
+                for key, sums in source.items():
+                    got[key] = _plus(got.get(key, [0] * 5), sums)
+            assert got == expected, grain.name
         late_minutes += len(out.adjustments)
         seen |= {a.key.window_start_us for a in out.adjustments}
     # The fleet exercised what it is meant to: late usage, and both sides of midnight.
-    assert late_minutes and all(adjusted.values())
+    assert late_minutes and adjusted["hour"] and adjusted["day"]
+    # Late usage adjusts a coarse window only once it has closed: far fewer rows than the
+    # minutes', and a month only where a month ended.
+    assert adjusted["hour"] < late_minutes
+    assert bool(adjusted["month"]) == (midnight == MONTH_MIDNIGHT)
     seen |= {k.window_start_us for k in minutes}
     assert {w < midnight for w in seen} == {True, False}
     # Across a month's end, two month windows were written.
@@ -102,9 +121,10 @@ def test_coarse_windows_close_when_the_minutes_close_past_their_end():
 
 
 def _run_to_the_end(midnight: int, seed: int):
-    """A processor fed a whole fleet across ``midnight``, and the final partial of every
-    minute and day it wrote."""
-    p = FastPartitionProcessor(PartitionState("usage", 2), ProcessorSettings(lateness_us=3 * W))
+    """A worker of the formats rebuilt here (every late piece late at every grain) fed a
+    whole fleet across ``midnight``, and the final partial of every minute and day it wrote."""
+    legacy = PartitionState("usage", 2, late_folds_after=None)
+    p = FastPartitionProcessor(legacy, ProcessorSettings(lateness_us=3 * W))
     minutes: dict[RollupKey, tuple[int, ...]] = {}
     days: dict[RollupKey, tuple[int, ...]] = {}
     frames = messages(midnight_fleet(seed, midnight=midnight), timestamp_us=midnight + US_PER_DAY)
@@ -162,3 +182,60 @@ def test_a_state_saved_without_month_windows_rebuilds_them_from_the_days(midnigh
     assert legacy.coarse == state.coarse
     (month,) = {k.window_start_us for k in state.coarse["month"]}
     assert month == MONTH.start_of(before)
+
+
+def _late_fleet() -> list[bytes]:
+    """An on-time report an hour and ten minutes into a month, then three late ones: five
+    minutes late (its hour still open), twenty minutes late (its hour closed, its day open)
+    and from the month before (every coarse window closed), each on its own GPU."""
+    t = MONTH_MIDNIGHT + 70 * W
+    ticks = (t, t - 5 * W, t - 20 * W, MONTH_MIDNIGHT - 30 * W)
+    return [
+        CODEC.encode(
+            make_report([make_sample(at, gpu_uuid=f"GPU-{seq}", energy_mj=seq + 1)], seq=seq)
+        )
+        for seq, at in enumerate(ticks)
+    ]
+
+
+@pytest.mark.parametrize("one_batch", [False, True])
+@pytest.mark.parametrize("fast", [False, True])
+def test_a_late_piece_joins_each_coarse_window_still_open_and_adjusts_only_the_closed(
+    fast, one_batch
+):
+    """A report late for its minute is late for an hour, a day or a month only if that
+    window had closed too: otherwise its usage is added to the open window's partial, so a
+    month holds an adjustment per report late across the month's end, not per late report."""
+    kind = FastPartitionProcessor if fast else PartitionProcessor
+    p = kind(PartitionState("usage", 0), ProcessorSettings(lateness_us=2 * W))
+    frames = messages(_late_fleet(), timestamp_us=MONTH_MIDNIGHT + US_PER_DAY)
+    outs = [p.process(frames)] if one_batch else [p.process([f]) for f in frames]
+    minute_late = {a.offset for out in outs for a in out.adjustments}
+    assert minute_late == {1, 2, 3}
+    coarse_late = {
+        grain.name: sorted(
+            (a.offset, a.key.window_start_us)
+            for out in outs
+            for a in out.coarse_adjustments[grain.name]
+        )
+        for grain in COARSE_GRAINS
+    }
+    november = MONTH.start_of(MONTH_MIDNIGHT - 1)
+    assert coarse_late == {
+        "hour": [(2, MONTH_MIDNIGHT), (3, MONTH_MIDNIGHT - 60 * W)],
+        "day": [(3, MONTH_MIDNIGHT - US_PER_DAY)],
+        "month": [(3, november)],
+    }
+    latest = {
+        grain.name: {
+            row.key.window_start_us: row.sums
+            for out in outs
+            for row in out.coarse_rollups[grain.name]
+        }
+        for grain in COARSE_GRAINS
+    }
+    energy = 3  # the sample_count is the last sum, energy the one before it
+    assert latest["hour"][MONTH_MIDNIGHT + 60 * W][energy] == 1 + 2  # on time, 5 min late
+    assert latest["day"][MONTH_MIDNIGHT][energy] == 1 + 2 + 3
+    assert latest["month"][MONTH_MIDNIGHT][energy] == 1 + 2 + 3
+    assert november not in latest["month"]
