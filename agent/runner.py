@@ -34,7 +34,7 @@ from agent.collectors import Collector
 from agent.config import AgentConfig
 from agent.metrics import AgentMetrics, serve
 from agent.report import OpenReport, tick_samples
-from agent.sender import SpoolSender, kafka_producer
+from agent.sender import SpoolSender, broker_unreachable, kafka_producer
 from agent.spool import Spool
 from schemas import ReportCodec
 
@@ -184,6 +184,21 @@ def build_collector(config: AgentConfig) -> Collector:
     return NvmlCollector(sku_names=config.sku_names)
 
 
+def announce_broker(config: AgentConfig, spool: Spool) -> None:
+    """Say at start whether the broker answers: an agent that cannot reach it still
+    samples and spools (nothing is lost while the spool has room), and says so."""
+    why = broker_unreachable(config.broker)
+    if why is None:
+        log.info("broker reachable", extra={"fields": {"broker": config.broker}})
+        return
+    log.warning(
+        "broker unreachable at start: spool-only until it answers (reports are kept, in "
+        "order, and sent when it does)",
+        extra={"fields": {"broker": config.broker, "error": why, "spooled": len(spool),
+                          "spool_max_bytes": spool.max_bytes}},
+    )  # fmt: skip
+
+
 def run_agent(config: AgentConfig, drain_s: float = STOP_BUDGET_S) -> int:
     collector = build_collector(config)
     spool = Spool(
@@ -206,6 +221,7 @@ def run_agent(config: AgentConfig, drain_s: float = STOP_BUDGET_S) -> int:
     if threading.current_thread() is threading.main_thread():  # only it may own signals
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop.set())
+    announce_broker(config, spool)
     sender.start()
     try:
         agent.run(stop)

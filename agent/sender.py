@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -50,6 +51,21 @@ def kafka_producer(bootstrap: str) -> KafkaProducer:
 
 
 MAX_BACKOFF_S = 30.0
+PROBE_TIMEOUT_S = 2.0  # per bootstrap address, at start: the stop bound must still hold
+
+
+def broker_unreachable(bootstrap: str, timeout_s: float = PROBE_TIMEOUT_S) -> str | None:
+    """Why no bootstrap address accepts a connection, or None if one does. A start-up
+    check only: the agent runs either way, spooling until the broker answers."""
+    reasons = []
+    for address in bootstrap.split(","):
+        host, _, port = address.strip().rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+                return None
+        except (OSError, ValueError) as exc:
+            reasons.append(f"{address.strip()}: {exc}")
+    return "; ".join(reasons)
 
 
 class SpoolSender(threading.Thread):
@@ -108,6 +124,10 @@ class SpoolSender(threading.Thread):
                 self.spool.remove(entry.seq)
                 acked += 1
             self.metrics.sent(acked, time.monotonic() - started)
+            if self._backoff_s:
+                backlog = {"acked": acked, "backlog": len(self.spool)}
+                log.warning("the broker answers again; sending the spool",
+                            extra={"fields": backlog})  # fmt: skip
             self._backoff_s = 0.0
         except (KafkaError, OSError) as exc:
             self.metrics.send_failed()

@@ -216,6 +216,11 @@ def one_history(shape: Shape, folder: Path, info: Any, stack: LocalStack,
         stack.allow_finance(database)
         writer = Server(info.clickhouse_http_port, database, password=info.clickhouse_password)
         prepare(writer, database, shape, warehouse)
+        # The bulk load leaves a backlog of merges that grows with the history (a live
+        # warehouse merges as it goes): timed meanwhile, a longer history's queries would
+        # share the cores with its merges.
+        say("server: waiting for the load's merges to finish")
+        settle_merges(warehouse)
         commands = bench_commands(warehouse, shape, expected, folder / database)
         finance = Server(info.clickhouse_http_port, database, FINANCE_USER, FINANCE_PASSWORD,
                          info.clickhouse_password)  # fmt: skip
