@@ -36,8 +36,8 @@ from pathlib import Path
 from typing import Protocol
 
 from agent.collectors import GpuUnit
-from meter.errors import ConfigError
-from meter.identity import UNALLOCATED, ReportLimits, is_valid_tenant
+from agent.errors import AllocationError
+from core.identity import UNALLOCATED, ReportLimits, is_valid_tenant
 
 MAX_JOB_ID_CHARS = 256
 
@@ -55,10 +55,6 @@ IDLE = Holder(UNALLOCATED, "")
 class Assignment:
     holder: Holder
     since_us: int | None
-
-
-class AllocationError(ConfigError):
-    """An allocation file was refused; the message says where and why."""
 
 
 class AllocationSource(Protocol):

@@ -36,9 +36,9 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from meter.errors import ConfigError
-from meter.identity import check_topic, is_valid_name
-from meter.units import US_PER_MINUTE, US_PER_SECOND
+from core.errors import ConfigError
+from core.identity import check_topic, is_valid_name
+from core.units import US_PER_MINUTE, US_PER_SECOND
 
 DEFAULT_TOPIC = "gpu-usage"  # the worker's default topic
 

@@ -19,9 +19,9 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from meter.errors import ConfigError
-from meter.identity import SKU_MEMORY_BYTES, SKU_POWER_MW, UNALLOCATED
-from meter.units import US_PER_SECOND
+from core.errors import ConfigError
+from core.identity import SKU_MEMORY_BYTES, SKU_POWER_MW, UNALLOCATED
+from core.units import US_PER_SECOND
 
 TENANT_NAMES = (
     "aurora-labs", "borealis-ai", "cinder-research", "dynamo-ml", "ember-intel",

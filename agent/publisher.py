@@ -13,11 +13,7 @@ from typing import Any
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
-from meter.errors import MeterError
-
-
-class PublishError(MeterError):
-    """A report was not acknowledged by the broker."""
+from agent.errors import PublishError
 
 
 class ReportPublisher:

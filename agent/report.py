@@ -2,7 +2,7 @@
 
 A tick whose holder changed is cut at the change: one sample per piece, each with its own
 [tick_start_us, tick_end_us), allocated_us equal to its length, and busy, unhealthy and
-energy split by time with the cumulative-floor rule (``meter.windows``), so the pieces sum
+energy split by time with the cumulative-floor rule (``core.windows``), so the pieces sum
 to the tick exactly. Per GPU and tick, Σ allocated_us over tenants (``unallocated``
 included) equals the tick length. ``memory_peak_bytes`` is a peak, so each piece carries it.
 """
@@ -14,7 +14,7 @@ from typing import Any
 
 from agent.allocation import Piece
 from agent.collectors import TickReading
-from meter.windows import split_by_elapsed
+from core.windows import split_by_elapsed
 
 
 def tick_samples(

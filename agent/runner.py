@@ -23,15 +23,10 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from agent.allocation import (
-    AllocationError,
-    AllocationFile,
-    AllocationSource,
-    Assignment,
-    Attribution,
-)
+from agent.allocation import AllocationFile, AllocationSource, Assignment, Attribution
 from agent.collectors import Collector
 from agent.config import AgentConfig
+from agent.errors import AllocationError
 from agent.metrics import AgentMetrics, serve
 from agent.report import OpenReport, tick_samples
 from agent.sender import SpoolSender, broker_unreachable, kafka_producer

@@ -34,7 +34,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from meter.errors import ConfigError
+from core.errors import ConfigError
 
 SUFFIX = ".report"
 STATE = "state.json"

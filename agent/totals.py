@@ -11,8 +11,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from meter.units import US_PER_MINUTE, USAGE_COUNTERS
-from meter.windows import split_counters, window_start
+from core.units import US_PER_MINUTE, USAGE_COUNTERS
+from core.windows import split_counters, window_start
 
 COUNTERS = USAGE_COUNTERS
 TotalsKey = tuple[str, str, str, int]  # tenant_id, sku, cluster, window_start_us

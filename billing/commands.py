@@ -11,14 +11,15 @@ from billing.contracts import load_contract_file
 from billing.correction_store import add_corrections as record_corrections
 from billing.correction_store import recorded_corrections
 from billing.corrections import load_corrections_file
+from billing.errors import BillingError
 from billing.issue import draft_statements, run_statements
 from billing.issuer import Issuer, load_issuer_file
 from billing.rating import Period
 from billing.reconcile import reconcile
 from billing.statement import verify_json_file
 from billing.store import Clock, store_contracts, utc_now
-from meter.errors import BillingError, ConfigError
-from meter.units import US_PER_GPU_HOUR, epoch_us
+from core.errors import ConfigError
+from core.units import US_PER_GPU_HOUR, epoch_us
 from warehouse.client import ClickHouseSettings, Warehouse
 from warehouse.compaction import compact, not_compacted, partitions_read
 from warehouse.migrate import migrate

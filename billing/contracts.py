@@ -16,9 +16,9 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, TypeVar
 
-from meter.errors import ContractError
-from meter.identity import UNALLOCATED, ReportLimits, is_known_sku, is_valid_tenant
-from meter.units import US_PER_DAY, US_PER_MINUTE, epoch_us, utc_datetime
+from billing.errors import ContractError
+from core.identity import UNALLOCATED, ReportLimits, is_known_sku, is_valid_tenant
+from core.units import US_PER_DAY, US_PER_MINUTE, epoch_us, utc_datetime
 
 # ISO 4217 minor units of the currencies we invoice in. Rounding is to this many places.
 CURRENCY_MINOR_UNITS = {"USD": 2, "EUR": 2, "GBP": 2, "CHF": 2, "CAD": 2, "SGD": 2, "JPY": 0}

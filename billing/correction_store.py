@@ -10,10 +10,10 @@ from typing import Any
 
 from billing.contracts import format_instant
 from billing.corrections import Correction, check_new
+from billing.errors import CorrectionError
 from billing.rating import Period, UsageRow
 from billing.store import utc_now, windows_closed_before
-from meter.errors import CorrectionError
-from meter.units import US_PER_SECOND, utc_datetime
+from core.units import US_PER_SECOND, utc_datetime
 from warehouse.client import Warehouse
 from warehouse.totals import FIELDS, ledger_totals
 

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from billing.contracts import format_instant, load_json_file, parse_instant
-from meter.errors import ContractError, CorrectionError
-from meter.identity import UNALLOCATED, ReportLimits, is_valid_name, is_valid_tenant
+from billing.errors import ContractError, CorrectionError
+from core.identity import UNALLOCATED, ReportLimits, is_valid_name, is_valid_tenant
 
 KINDS = ("void", "reattribute")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")

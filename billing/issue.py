@@ -34,6 +34,7 @@ from typing import Any
 
 from billing.contracts import ContractBook, Tenant, format_instant
 from billing.correction_store import correction_rows, corrections_billed
+from billing.errors import BillingError
 from billing.issuer import Issuer
 from billing.rating import Line, Period, UsageRow, adjustment_lines, rate_period
 from billing.render import render_csv, render_html
@@ -66,8 +67,7 @@ from billing.store import (
     utc_now,
     windows_closed_before,
 )
-from meter.errors import BillingError
-from meter.units import epoch_us
+from core.units import epoch_us
 from warehouse.client import Warehouse
 
 

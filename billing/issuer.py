@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from billing.contracts import load_json_file
-from meter.errors import ContractError
+from billing.errors import ContractError
 
 _PREFIX = re.compile(r"^[A-Z][A-Z0-9-]{0,15}$")
 MAX_ADDRESS_LINES = 6

@@ -25,8 +25,8 @@ from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Context, Decimal, localcontext
 
 from billing.contracts import Contract, format_instant
-from meter.errors import BillingError
-from meter.units import MJ_PER_KWH, US_PER_DAY, US_PER_GPU_HOUR, epoch_us, utc_datetime
+from billing.errors import BillingError
+from core.units import MJ_PER_KWH, US_PER_DAY, US_PER_GPU_HOUR, epoch_us, utc_datetime
 
 # Wide enough that no product of a 20-digit quantity and a 9-place rate is ever rounded.
 _EXACT = Context(prec=80)

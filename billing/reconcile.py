@@ -23,11 +23,11 @@ from pathlib import Path
 from billing import verified
 from billing.contracts import ContractBook
 from billing.correction_store import correction_rows, corrections_touching
+from billing.errors import BillingError
 from billing.rating import Period, prorated_minimum, rate_period, round_money
 from billing.store import read_contract_book, read_usage_to_rate, tenants_of_period
-from meter.errors import BillingError
-from meter.identity import MIG_SLICES_PER_GPU, gpu_sevenths
-from meter.units import US_PER_DAY, US_PER_GPU_HOUR, utc_datetime
+from core.identity import MIG_SLICES_PER_GPU, gpu_sevenths
+from core.units import US_PER_DAY, US_PER_GPU_HOUR, utc_datetime
 from warehouse.client import Warehouse
 from warehouse.compaction import not_compacted, partitions_read
 from warehouse.month_check import compare_compacted

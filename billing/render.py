@@ -13,7 +13,7 @@ from html import escape
 from typing import Any
 
 from billing.statement import SECTIONS
-from meter.units import US_PER_GPU_HOUR
+from core.units import US_PER_GPU_HOUR
 
 CSV_COLUMNS = (
     "statement_id", "line_no", "section", "kind", "for_period", "contract_id", "sku", "cluster",

@@ -18,11 +18,11 @@ from decimal import Decimal
 from typing import Any
 
 from billing.contracts import Contract, Tax, Tenant, format_instant, parse_instant
+from billing.errors import BillingError
 from billing.issuer import Issuer
 from billing.rating import KINDS, Line, Period, UsageRow, prorated_minimum, round_money
-from meter.errors import BillingError
-from meter.identity import MIG_SLICES_PER_GPU, gpu_sevenths
-from meter.units import MJ_PER_KWH, US_PER_GPU_HOUR, US_PER_SECOND, utc_datetime
+from core.identity import MIG_SLICES_PER_GPU, gpu_sevenths
+from core.units import MJ_PER_KWH, US_PER_GPU_HOUR, US_PER_SECOND, utc_datetime
 
 # 2: rates in plain digits, MIG slice time apart from whole GPUs (usage_summary, daily),
 # drafts. 3: issuer, statement number, issue and due dates, taxes. Statements issued in

@@ -16,8 +16,8 @@ from typing import Any
 from billing.contracts import Contract, ContractBook, RatePeriod, Tax, Tenant, parse_instant
 from billing.rating import Period, UsageRow, rate_period
 from billing.statement import canonical_bytes
-from meter.identity import UNALLOCATED
-from meter.units import US_PER_DAY, US_PER_SECOND, epoch_us, utc_datetime
+from core.identity import UNALLOCATED
+from core.units import US_PER_DAY, US_PER_SECOND, epoch_us, utc_datetime
 from warehouse.client import Warehouse
 from warehouse.totals import grain_rows_sql
 

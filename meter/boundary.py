@@ -13,7 +13,7 @@ import re
 from clickhouse_driver import errors as ch_errors
 from kafka import errors as kafka_errors
 
-from meter.errors import MeterError
+from core.errors import MeterError
 
 # ClickHouse error codes (src/Common/ErrorCodes.cpp) a person's mistake produces.
 _UNKNOWN_TABLE, _UNKNOWN_DATABASE, _READONLY = 60, 81, 164

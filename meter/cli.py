@@ -13,9 +13,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from meter.errors import ConfigError, MeterError
-from meter.logs import LOG_FORMATS
-from meter.units import US_PER_SECOND
+from core.errors import ConfigError, MeterError
+from core.logs import LOG_FORMATS
+from core.units import US_PER_SECOND
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -468,7 +468,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         check_warehouse(preflight)
     finally:
         preflight.close()
-    from meter.logs import configure, wants_json
+    from core.logs import configure, wants_json
 
     # One format for the worker's lines and Faust's: Faust is told to leave logging alone.
     configure(args.log_level, wants_json(args.log_format), service="worker")
@@ -505,7 +505,7 @@ def _bootstrap(args: argparse.Namespace) -> str:
 
 def _cmd_fleet(args: argparse.Namespace) -> int:
     from agent.fleet import spec_dict
-    from meter.identity import check_topic
+    from core.identity import check_topic
     from meter.runner import publish_fleet
 
     check_topic(args.topic)
@@ -536,18 +536,18 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     if args.bench == "soak":
-        from meter.bench_soak import main_soak
+        from bench.soak import main_soak
 
         return main_soak(args)
     if args.bench == "finance":
-        from meter.bench_finance import main_finance
+        from bench.finance import main_finance
 
         return main_finance(args)
     if args.bench == "e2e":
-        from meter.bench_e2e import main_e2e
+        from bench.e2e import main_e2e
 
         return main_e2e(args)
-    from meter.bench_hotpath import print_hotpath, run_hotpath_bench
+    from bench.hotpath import print_hotpath, run_hotpath_bench
 
     result = run_hotpath_bench(
         args.nodes, args.reports, args.repeats, None if args.cpu < 0 else args.cpu
@@ -558,14 +558,14 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 def _cmd_agent(args: argparse.Namespace) -> int:
     if args.agent_command == "bench":
-        from agent.bench import main_agent_bench
+        from bench.agent import main_agent_bench
 
         return main_agent_bench(
             args.gpus, args.ticks, args.tick_seconds, args.publish_ticks, args.json
         )
     from agent.config import load_config
     from agent.runner import run_agent
-    from meter.logs import configure
+    from core.logs import configure
 
     if not args.config:
         raise ConfigError("agent run needs --config FILE (or METER_AGENT_CONFIG)")

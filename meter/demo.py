@@ -17,9 +17,9 @@ from pathlib import Path
 
 from agent.fleet import FleetSpec, spec_dict
 from agent.totals import COUNTERS, per_tenant
-from meter.errors import ConfigError
+from core.errors import ConfigError
+from core.units import US_PER_DAY, US_PER_SECOND, gpu_hours, kwh
 from meter.runner import WorkerProcess, publish_fleet
-from meter.units import US_PER_DAY, US_PER_SECOND, gpu_hours, kwh
 from stack import LocalStack
 from streams.grains import US_PER_HOUR
 from streams.progress import wait_until_consumed

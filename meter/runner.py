@@ -15,7 +15,7 @@ from pathlib import Path
 from agent.fleet import FleetSpec, fleet_reports
 from agent.publisher import ReportPublisher, publish_all
 from agent.totals import EmittedTotals
-from meter.units import US_PER_SECOND
+from core.units import US_PER_SECOND
 from schemas import ReportCodec
 from streams.settings import WorkerSettings
 from warehouse.client import Warehouse

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from meter.errors import ConfigError, MeterError
+from core.errors import ConfigError, MeterError
 from warehouse.client import Warehouse
 
 _PROGRESS_COLUMNS = (

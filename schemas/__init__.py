@@ -3,13 +3,12 @@
 from schemas.codec import (
     CURRENT_VERSION,
     SINGLE_OBJECT_MAGIC,
-    DecodeError,
     ReportCodec,
     SchemaVersion,
-    UnknownSchemaError,
     crc64_avro,
     load_released_versions,
 )
+from schemas.errors import DecodeError, UnknownSchemaError
 
 __all__ = [
     "CURRENT_VERSION",

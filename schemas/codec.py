@@ -22,8 +22,8 @@ from typing import Any
 import fastavro
 from fastavro.schema import parse_schema, to_parsing_canonical_form
 
-from meter import reasons
-from meter.errors import RejectedReport
+from core import reasons
+from schemas.errors import DecodeError, UnknownSchemaError
 
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
 _HEADER_LEN = len(SINGLE_OBJECT_MAGIC) + 8
@@ -51,18 +51,6 @@ def crc64_avro(data: bytes) -> int:
     for byte in data:
         fp = (fp >> 8) ^ _CRC64_TABLE[(fp ^ byte) & 0xFF]
     return fp
-
-
-class DecodeError(RejectedReport):
-    """Bytes that are not a readable usage report; ``reason`` says why."""
-
-
-class UnknownSchemaError(DecodeError):
-    """The frame names a writer schema fingerprint that no released version has."""
-
-    def __init__(self, fingerprint: bytes) -> None:
-        super().__init__(reasons.UNKNOWN_SCHEMA, f"fingerprint {fingerprint.hex()}")
-        self.fingerprint = fingerprint
 
 
 @dataclass(frozen=True)

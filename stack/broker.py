@@ -10,8 +10,8 @@ from pathlib import Path
 
 from kafka import KafkaConsumer
 
-from meter.errors import StackError
 from stack import process
+from stack.errors import StackError
 
 # Refused connections while the broker boots are expected, not news.
 logging.getLogger("kafka.net").setLevel(logging.CRITICAL)

@@ -15,8 +15,8 @@ from pathlib import Path
 from clickhouse_driver import Client
 from clickhouse_driver.errors import ServerException
 
-from meter.errors import StackError
 from stack import process
+from stack.errors import StackError
 
 INSTALL_HINT = "apt-get install -y clickhouse-server clickhouse-client   (or: make setup)"
 # Connection-refused tracebacks while the server boots are expected, not news.

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from meter.errors import StackError
+from stack.errors import StackError
 
 
 def free_port() -> int:

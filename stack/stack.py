@@ -9,8 +9,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from meter.errors import StackError
 from stack import broker, clickhouse, process
+from stack.errors import StackError
 from warehouse.client import ClickHouseSettings
 
 STATE_FILE = "stack.json"

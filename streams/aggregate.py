@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
-from meter.units import USAGE_COUNTERS
-from meter.windows import split_counters
+from core.units import USAGE_COUNTERS
+from core.windows import split_counters
 
 SUMMED = USAGE_COUNTERS
 # Column order of a sums list: the SUMMED counters, then the sample count.

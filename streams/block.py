@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from meter.errors import CorruptFetchError
 from streams.contract import SourceMessage
+from streams.errors import CorruptFetchError
 from streams.fetch import RawFetch
 from streams.records import CORRUPT, CRC32C_TABLES, parse_records
 

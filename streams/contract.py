@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from meter.errors import ConfigError
-from meter.identity import ReportLimits
-from meter.units import US_PER_MINUTE
+from core.errors import ConfigError
+from core.identity import ReportLimits
+from core.units import US_PER_MINUTE
 from streams.aggregate import RollupKey
 from streams.gputime import DEFAULT_TIME_MEMORY_US
 from streams.nodeprogress import NodeProgressRow

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from meter.units import US_PER_SECOND
+from core.units import US_PER_SECOND
 
 DEFAULT_TIME_MEMORY_US = 35 * 86_400 * US_PER_SECOND
 

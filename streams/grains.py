@@ -31,8 +31,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from meter.units import US_PER_DAY, US_PER_MINUTE
-from meter.windows import month_end, month_start
+from core.units import US_PER_DAY, US_PER_MINUTE
+from core.windows import month_end, month_start
 from streams.aggregate import RollupKey, add_into
 
 US_PER_HOUR = 60 * US_PER_MINUTE

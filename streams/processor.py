@@ -21,21 +21,27 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from meter import reasons
-from meter.errors import RejectedReport
+from core import reasons
+from core.errors import RejectedReport
 from schemas import ReportCodec
 from streams.aggregate import RollupKey, add_into, sample_pieces
 from streams.contract import (
     AdjustmentRow,
     BatchOutcome,
     ProcessorSettings,
-    Rejection,
-    RollupRow,
     SourceMessage,
 )
-from streams.grains import COARSE_GRAINS, OnTime
+from streams.grains import OnTime
 from streams.native import LEDGER_COLUMNS, LEDGER_TYPES, encode_block, holding_rows
 from streams.nodeprogress import progress_rows
+from streams.outcome import (
+    count_outcome,
+    finish_rollups,
+    forget_metered_time,
+    observe_seq,
+    reject,
+    rejection_from,
+)
 from streams.seqtrack import SeqVerdict
 from streams.state import PartitionState
 from streams.validate import is_empty_tick, validate_report
@@ -87,13 +93,9 @@ class PartitionProcessor:
             report = self.codec.decode(message.value)
             validate_report(report, self.settings.limits, message.timestamp_us)
         except RejectedReport as rejected:
-            if report is not None and rejected.reason != reasons.INVALID_IDENTITY:
-                # A rejected report is accounted for: its seq is not missing data.
-                verdict = self._observe_seq(report, message, outcome)
-                if verdict is SeqVerdict.DUPLICATE:
-                    outcome.duplicate_reports += 1
-                    return
-            outcome.rejections.append(rejection_from(message, rejected, report))
+            refused = reject(self.state, message, rejected, report, outcome)
+            if refused is not None:
+                outcome.rejections.append(refused)
             return
         if self._observe_seq(report, message, outcome) is SeqVerdict.DUPLICATE:
             outcome.duplicate_reports += 1
@@ -165,67 +167,3 @@ class PartitionProcessor:
             report["interval_end_us"], self.settings.lateness_us, self.settings.window_us
         ):
             state.evict_closed()
-
-
-def finish_rollups(outcome: BatchOutcome, partition: int, on_time: OnTime, version: int) -> None:
-    """The batch's rollup rows at every grain, and its coarse adjustments, from what
-    ``on_time`` gathered. A window closed during the batch is gone from the state, but its
-    last sums are still in ``on_time``: they are its final row."""
-    outcome.rollups = [
-        RollupRow(key, partition, tuple(on_time.minutes[key]), version)
-        for key in sorted(on_time.minutes)
-    ]
-    for grain in COARSE_GRAINS:
-        touched = on_time.touched[grain.name]
-        outcome.coarse_rollups[grain.name] = [
-            RollupRow(key, partition, tuple(touched[key]), version) for key in sorted(touched)
-        ]
-        late = on_time.late[grain.name]
-        outcome.coarse_adjustments[grain.name] = [
-            AdjustmentRow(key, partition, offset, tuple(late[(key, offset)]))
-            for key, offset in sorted(late)
-        ]
-
-
-def observe_seq(
-    state: PartitionState,
-    node_id: str,
-    boot_id: str,
-    seq: int,
-    message: SourceMessage,
-    outcome: BatchOutcome,
-) -> SeqVerdict:
-    """Record a report's seq for its (node, boot); gap rows go into ``outcome``."""
-    verdict, rows = state.observe_seq(node_id, boot_id, seq, message.timestamp_us, message.offset)
-    outcome.gap_rows.extend(rows)
-    return verdict
-
-
-def forget_metered_time(state: PartitionState, settings: ProcessorSettings) -> None:
-    """At the end of a batch: what the overlap check will never look at again."""
-    state.gpu_time.forget_before(state.max_event_us - settings.time_memory_us)
-
-
-def count_outcome(state: PartitionState, outcome: BatchOutcome) -> None:
-    """Add a batch's outcome to the partition's persistent counters."""
-    counters = state.counters
-    counters["accepted_reports"] += outcome.accepted_reports
-    counters["accepted_samples"] += outcome.accepted_samples
-    counters["duplicate_reports"] += outcome.duplicate_reports
-    counters["late_reports"] += outcome.late_reports
-    counters["rejected_reports"] += len(outcome.rejections)
-
-
-def rejection_from(
-    message: SourceMessage, rejected: RejectedReport, report: dict[str, Any] | None
-) -> Rejection:
-    if report is None:
-        return Rejection(message, rejected.reason, rejected.detail)
-    return Rejection(
-        message,
-        rejected.reason,
-        rejected.detail,
-        node_id=str(report.get("node_id", "")),
-        boot_id=str(report.get("boot_id", "")),
-        seq=int(report.get("seq", -1)),
-    )

@@ -11,11 +11,7 @@ from collections.abc import Callable, Mapping
 
 from kafka import KafkaConsumer, TopicPartition
 
-from meter.errors import MeterError
-
-
-class NotConsumedError(MeterError):
-    """The group did not reach the expected offsets in time."""
+from streams.errors import NotConsumedError
 
 
 def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from meter.errors import ConfigError
-from meter.identity import check_topic
+from core.errors import ConfigError
+from core.identity import check_topic
 from streams.contract import ProcessorSettings
 from warehouse.client import ClickHouseSettings
 

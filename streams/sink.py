@@ -16,7 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
 from datetime import UTC, datetime
 
-from meter.units import US_PER_SECOND, utc_datetime
+from core.units import US_PER_SECOND, utc_datetime
 from streams.aggregate import SAMPLE_COUNT, RollupKey
 from streams.contract import BatchOutcome
 from streams.grains import DAY, HOUR, MONTH, SEEDED_FROM_MINUTES, seed_from_finer

@@ -7,7 +7,7 @@ import contextlib
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-from meter.errors import MeterError
+from core.errors import MeterError
 from streams.settings import DLQ_HEADROOM_BYTES, MAX_MESSAGE_BYTES
 
 # Kafka's per-topic limit on a record batch; its default (about 1 MB) is below what agents

@@ -14,15 +14,15 @@ import itertools
 from collections.abc import Mapping
 from typing import Any
 
-from meter import reasons
-from meter.errors import RejectedReport
-from meter.identity import (
+from core import reasons
+from core.errors import RejectedReport
+from core.identity import (
     ReportLimits,
     is_known_sku,
     is_valid_name,
     is_valid_tenant,
 )
-from meter.units import INT64_MAX, US_PER_SECOND
+from core.units import INT64_MAX, US_PER_SECOND
 from streams.aggregate import SUMMED
 
 INT32_MAX = 2**31 - 1

@@ -22,7 +22,7 @@ def run_worker(settings: WorkerSettings, loglevel: str = "info") -> None:
         log.info("compiling the hot path (a minute on a first run; cached on disk after)")
         log.info("hot path compiled in %.1f s", warm_up())
     app = create_app(settings)
-    # Logging is configured by the command (meter/logs.py), one format for every logger.
+    # Logging is configured by the command (core/logs.py), one format for every logger.
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, override_logging=False)
     # Its start-up spinner writes terminal control codes even into a log file.
     worker.spinner = None

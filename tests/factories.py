@@ -7,7 +7,7 @@ import random
 from typing import Any
 
 from agent.fleet import DEFAULT_START_US
-from meter.units import US_PER_DAY, US_PER_MINUTE, US_PER_SECOND
+from core.units import US_PER_DAY, US_PER_MINUTE, US_PER_SECOND
 from schemas import ReportCodec
 from streams.contract import SourceMessage
 from warehouse.totals import GRAINS

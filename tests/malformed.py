@@ -6,8 +6,8 @@ import random
 import time
 from collections.abc import Iterator
 
-from meter import reasons
-from meter.units import US_PER_SECOND
+from core import reasons
+from core.units import US_PER_SECOND
 from schemas import ReportCodec, load_released_versions
 from tests.factories import TICK_US, make_report, make_sample
 

@@ -22,8 +22,8 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from meter.units import US_PER_DAY, US_PER_SECOND, USAGE_COUNTERS, utc_datetime
-from meter.windows import month_end
+from core.units import US_PER_DAY, US_PER_SECOND, USAGE_COUNTERS, utc_datetime
+from core.windows import month_end
 from warehouse.client import Warehouse
 
 log = logging.getLogger(__name__)
@@ -117,7 +117,7 @@ def _statements(grains: tuple[tuple[str, ...], ...], joined: bool) -> tuple[str,
 STATEMENTS = _statements(_GRAINS, joined=False)
 MONTH_STATEMENTS = _statements(_MONTHS, joined=False)
 # The same as a worker writes them now, for rows whose ``recorded_at`` is when the partition
-# had closed the minutes before it (the history generator's, meter/history.py): a late
+# had closed the minutes before it (the history generator's, bench/history.py): a late
 # piece joins each coarse window that had not closed by then.
 JOINING_STATEMENTS = _statements(_GRAINS, joined=True)
 JOINING_MONTH_STATEMENTS = _statements(_MONTHS, joined=True)

@@ -15,7 +15,8 @@ from urllib.parse import parse_qs, urlencode, urlparse
 from clickhouse_driver import Client
 from clickhouse_driver import errors as ch_errors
 
-from meter.errors import ConfigError, SinkError
+from core.errors import ConfigError
+from warehouse.errors import SinkError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from meter.units import US_PER_DAY, utc_datetime
+from core.units import US_PER_DAY, utc_datetime
 from warehouse.client import Warehouse, check_identifier
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ import logging
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from meter.units import US_PER_DAY, US_PER_SECOND, utc_datetime
+from core.units import US_PER_DAY, US_PER_SECOND, utc_datetime
 from streams.native import (
     LEDGER_COLUMNS,
     LEDGER_HOLDING_COLUMNS,

@@ -14,9 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 
-from meter.errors import MigrationError
 from warehouse.backfill import Progress, backfill_coarse, backfill_months, log_progress
 from warehouse.client import Warehouse
+from warehouse.errors import MigrationError
 from warehouse.ledger_copy import copy_ledger
 
 # Work a migration needs besides its SQL: run after its statements, before it is recorded,

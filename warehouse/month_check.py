@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from meter.units import US_PER_DAY, utc_datetime
+from core.units import US_PER_DAY, utc_datetime
 from warehouse.client import Warehouse
 from warehouse.totals import FIELDS, GRAIN_TABLES, LEDGER_REPORTS, ledger_params
 

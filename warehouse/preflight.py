@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import http.client
 
-from meter.errors import ConfigError
+from core.errors import ConfigError
 from warehouse.client import Warehouse
 from warehouse.migrate import pending
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from meter.units import US_PER_DAY, US_PER_MINUTE, US_PER_SECOND, USAGE_COUNTERS, utc_datetime
-from meter.windows import month_start
+from core.units import US_PER_DAY, US_PER_MINUTE, US_PER_SECOND, USAGE_COUNTERS, utc_datetime
+from core.windows import month_start
 from warehouse.client import Warehouse
 
 COUNTERS = USAGE_COUNTERS
@@ -29,7 +29,7 @@ GRAINS: dict[str, tuple[str, str, int]] = {
     "month": ("toUInt32(toDateTime(month))", "month", 0),
 }
 _DATE_GRAINS = ("day", "month")  # their window column is a Date
-# A report's ticks lie inside its interval, which validation bounds to a day (meter/identity.py,
+# A report's ticks lie inside its interval, which validation bounds to a day (core/identity.py,
 # ReportLimits.max_interval_us): a ledger read by interval_start starts a day early.
 _LEDGER_LEAD_US = US_PER_DAY
 # The ledger (migration 0013: every earlier ledger table is copied into it) spelled out per

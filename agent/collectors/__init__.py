@@ -10,12 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from meter.errors import MeterError
-
-
-class CollectorUnavailable(MeterError):  # noqa: N818 - reads as a state, like the others
-    """The collector cannot run on this node at all (no NVML library, no driver, no GPU)."""
-
 
 @dataclass(frozen=True)
 class GpuUnit:

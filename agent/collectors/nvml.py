@@ -32,14 +32,9 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
-from agent.collectors import (
-    CollectorIssue,
-    CollectorUnavailable,
-    GpuUnit,
-    TickReading,
-    TickReadings,
-)
-from meter.errors import ConfigError
+from agent.collectors import CollectorIssue, GpuUnit, TickReading, TickReadings
+from agent.errors import CollectorUnavailable
+from core.errors import ConfigError
 
 # Hardware-side XIDs (NVIDIA's XID catalogue): double-bit ECC, row-remap failures, NVLink,
 # fallen off the bus, contained/uncontained memory errors, GSP errors.

@@ -7,9 +7,9 @@ import random
 import uuid
 
 from agent.collectors import CollectorIssue, GpuUnit, TickReading, TickReadings
-from meter.errors import ConfigError
-from meter.identity import SKU_MEMORY_BYTES, SKU_POWER_MW
-from meter.units import US_PER_SECOND
+from core.errors import ConfigError
+from core.identity import SKU_MEMORY_BYTES, SKU_POWER_MW
+from core.units import US_PER_SECOND
 
 
 class SimulatedCollector:

@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from meter import reasons
-from meter.errors import RejectedReport
-from meter.identity import is_known_sku, is_valid_tenant
-from meter.windows import split_counters
+from core import reasons
+from core.errors import RejectedReport
+from core.identity import is_known_sku, is_valid_tenant
+from core.windows import split_counters
 from schemas import ReportCodec, load_released_versions
 from streams.aggregate import SUMMED, RollupKey, add_into
 from streams.block import MessageBlock
@@ -44,14 +44,8 @@ from streams.native import (
     column_header,
 )
 from streams.nodeprogress import progress_rows
-from streams.processor import (
-    PartitionProcessor,
-    count_outcome,
-    finish_rollups,
-    forget_metered_time,
-    observe_seq,
-    rejection_from,
-)
+from streams.outcome import count_outcome, finish_rollups, forget_metered_time, observe_seq, reject
+from streams.processor import PartitionProcessor
 from streams.seqtrack import SeqVerdict
 from streams.state import PartitionState
 from streams.validate import validate_report
@@ -339,16 +333,10 @@ class FastPartitionProcessor:
                         continue
                 candidate[i] = True
             else:
-                message = msgs[i]
                 rejected, report = batch.twin_verdicts[i]
-                if report is not None and rejected.reason != reasons.INVALID_IDENTITY:
-                    verdict = observe_seq(
-                        state, report["node_id"], report["boot_id"], report["seq"], message, outcome
-                    )
-                    if verdict is SeqVerdict.DUPLICATE:
-                        outcome.duplicate_reports += 1
-                        continue
-                rejections.append((i, rejection_from(message, rejected, report)))
+                refused = reject(state, msgs[i], rejected, report, outcome)
+                if refused is not None:
+                    rejections.append((i, refused))
         accepted, closed_before_at = self._meter_time(
             batch, candidate, node_ids, boot_ids, rejections
         )

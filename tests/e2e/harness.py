@@ -92,7 +92,7 @@ def meter_backlog(settings: WorkerSettings, end_offsets: dict[int, int], log_pat
 
 def assert_json_lines(log_path: Path) -> None:
     """A worker logging to a file writes one JSON object per line, its own lines and
-    Faust's alike (meter/logs.py)."""
+    Faust's alike (core/logs.py)."""
     lines = [line for line in log_path.read_text().splitlines() if line.strip()]
     docs = [json.loads(line) for line in lines]  # a plain-text line fails here
     assert all({"ts", "level", "logger", "msg"} <= d.keys() for d in docs)

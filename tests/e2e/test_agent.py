@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from meter.bench_e2e import cpu_seconds
+from bench.e2e import cpu_seconds
 from stack import broker
 from stack import process as proc
 from streams.settings import WorkerSettings

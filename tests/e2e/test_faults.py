@@ -210,7 +210,7 @@ def test_reports_beyond_the_lateness_bound_become_adjustments_and_still_add_up(
 ):
     import dataclasses
 
-    from meter.units import US_PER_SECOND
+    from core.units import US_PER_SECOND
     from streams.contract import ProcessorSettings
 
     settings = dataclasses.replace(

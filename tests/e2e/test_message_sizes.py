@@ -18,9 +18,9 @@ import pytest
 from agent.fleet import DEFAULT_START_US, FleetSpec, fleet_reports
 from agent.publisher import ReportPublisher
 from agent.totals import EmittedTotals
-from meter import reasons
+from core import reasons
+from core.units import US_PER_SECOND
 from meter.runner import WorkerProcess
-from meter.units import US_PER_SECOND
 from schemas import ReportCodec
 from streams.dlq import parse_headers
 from streams.settings import MAX_MESSAGE_BYTES

@@ -10,7 +10,7 @@ from kafka import KafkaConsumer
 from agent.fleet import FleetSpec, fleet_reports
 from agent.publisher import ReportPublisher
 from agent.totals import EmittedTotals
-from meter import reasons
+from core import reasons
 from meter.runner import WorkerProcess, publish_fleet
 from schemas import ReportCodec
 from streams.dlq import parse_headers

@@ -145,7 +145,7 @@ def test_meter_compact_merges_a_closed_month_and_refuses_an_open_one(warehouse, 
     from datetime import UTC, datetime
 
     from billing.commands import compact_period
-    from meter.errors import BillingError
+    from billing.errors import BillingError
 
     _fill(warehouse)
     clock = lambda: datetime(2026, 11, 20, tzinfo=UTC)  # noqa: E731

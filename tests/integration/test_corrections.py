@@ -21,10 +21,10 @@ import pytest
 from billing.contracts import parse_contract_book
 from billing.correction_store import add_corrections
 from billing.corrections import parse_corrections
+from billing.errors import CorrectionError
 from billing.issue import draft_statements, run_statements
 from billing.reconcile import reconcile
 from billing.store import store_contracts
-from meter.errors import CorrectionError
 from schemas import ReportCodec
 from streams.contract import ProcessorSettings, SourceMessage
 from streams.hotpath.processor import FastPartitionProcessor

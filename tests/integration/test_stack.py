@@ -5,8 +5,8 @@ import pytest
 from clickhouse_driver import Client
 from kafka import KafkaConsumer
 
-from meter.errors import StackError
 from stack import LocalStack, broker, clickhouse
+from stack.errors import StackError
 
 pytestmark = pytest.mark.integration
 

@@ -35,7 +35,7 @@ from billing.issuer import Issuer
 from billing.rating import Period
 from billing.statement import verify_json_file
 from billing.store import store_contracts
-from meter.windows import month_start
+from core.windows import month_start
 from tests.browser import render
 from warehouse.backfill import fill_day, fill_month
 
@@ -210,7 +210,7 @@ def test_an_issued_statement_is_never_changed_and_reruns_are_byte_identical(bill
 
 
 def test_an_open_month_and_usage_without_a_rate_are_refused(billed, tmp_path):
-    from meter.errors import BillingError
+    from billing.errors import BillingError
 
     with pytest.raises(BillingError, match="has not ended yet"):
         run_statements(billed, "2026-11", tmp_path, clock=lambda: NOW, issuer=ISSUER)
@@ -365,7 +365,7 @@ def test_rates_keep_their_written_form_in_json_csv_and_html(warehouse, tmp_path)
 def test_statements_wait_for_the_pipeline_and_for_usage_unless_forced(warehouse, tmp_path):
     """Issuing cannot be undone: not on an empty pipeline, not before every partition has
     closed the month, not for a tenant with a contract and no usage; --force issues."""
-    from meter.errors import BillingError
+    from billing.errors import BillingError
 
     store_contracts(warehouse, parse_contract_book(CONTRACTS), "test", clock=lambda: NOW)
     _usage(warehouse, "aurora-labs", "H100", "sc1", "2026-10-10 12:00:00", 100 * H)
@@ -398,8 +398,8 @@ def test_statements_wait_for_the_pipeline_and_for_usage_unless_forced(warehouse,
 
 
 def test_a_draft_shows_a_month_as_it_stands_marked_everywhere_and_records_nothing(billed, tmp_path):
+    from billing.errors import BillingError
     from billing.issue import draft_statements
-    from meter.errors import BillingError
 
     _usage(billed, "aurora-labs", "H100", "sc1", "2026-11-10 12:00:00", 100 * H)
     (draft,) = draft_statements(

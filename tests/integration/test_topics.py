@@ -29,7 +29,7 @@ def test_an_unreachable_broker_is_one_clear_error_within_the_wait(tmp_path):
     import socket
     import time
 
-    from meter.errors import MeterError
+    from core.errors import MeterError
     from streams.topics import ensure_topics
 
     with socket.socket() as closed:  # a port that was free a moment ago

@@ -3,7 +3,6 @@ from datetime import UTC, datetime
 
 import pytest
 
-from meter.errors import MigrationError
 from streams.aggregate import RollupKey
 from streams.contract import BatchOutcome, Rejection, RollupRow, SourceMessage
 from streams.sink import WarehouseSink, load_state
@@ -11,6 +10,7 @@ from streams.state import PartitionState
 from tests.factories import EXACT_AT_EVERY_GRAIN
 from warehouse import migrate as migrate_module
 from warehouse.client import ClickHouseSettings, Warehouse
+from warehouse.errors import MigrationError
 from warehouse.migrate import Migration, available, migrate
 
 pytestmark = pytest.mark.integration
@@ -390,7 +390,7 @@ def test_upgrading_from_0008_with_data_fills_the_hour_and_day_rollups_and_resume
     import random
     import zlib
 
-    from meter.units import utc_datetime
+    from core.units import utc_datetime
     from streams.contract import ProcessorSettings
     from streams.hotpath.processor import FastPartitionProcessor
     from streams.sink import ADJUSTMENT_COLUMNS, ROLLUP_COLUMNS
@@ -688,7 +688,7 @@ def test_the_readme_ledger_queries_answer_beside_a_report_of_the_largest_size_ac
 
     from clickhouse_driver import Client
 
-    from meter.identity import ReportLimits
+    from core.identity import ReportLimits
     from schemas import ReportCodec
     from streams.contract import ProcessorSettings
     from streams.hotpath.processor import FastPartitionProcessor

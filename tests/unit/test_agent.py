@@ -12,26 +12,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.allocation import (
-    AllocationError,
-    AllocationFile,
-    Assignment,
-    Attribution,
-    Holder,
-    parse_allocations,
-)
+from agent.allocation import AllocationFile, Assignment, Attribution, Holder, parse_allocations
 from agent.collectors import GpuUnit, TickReading
 from agent.collectors.simulated import SimulatedCollector
 from agent.config import config_from_dict, load_config
+from agent.errors import AllocationError
 from agent.metrics import AgentMetrics
 from agent.report import tick_samples
 from agent.runner import Agent
 from agent.spool import Spool
-from meter.errors import ConfigError
-from meter.identity import ReportLimits
+from core.errors import ConfigError
+from core.identity import ReportLimits
 from schemas import ReportCodec
 from streams.contract import BatchOutcome, SourceMessage
-from streams.processor import observe_seq
+from streams.outcome import observe_seq
 from streams.state import PartitionState
 from streams.validate import validate_report
 

@@ -7,9 +7,9 @@ import inspect
 import pynvml
 import pytest
 
-from agent.collectors import CollectorUnavailable
 from agent.collectors.nvml import NvmlCollector, sku_of_board
-from meter.errors import ConfigError
+from agent.errors import CollectorUnavailable
+from core.errors import ConfigError
 from tests.unit.fake_nvml import (
     NVML_ERROR_DRIVER_NOT_LOADED,
     NVML_ERROR_LIBRARY_NOT_FOUND,

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from billing.contracts import load_contract_file, parse_contract_book
+from billing.errors import BillingError, ContractError
 from billing.rating import Line, Period, UsageRow, adjustment_lines, rate_period, round_money
 from billing.render import render_csv, render_html
 from billing.statement import (
@@ -20,7 +21,6 @@ from billing.statement import (
     json_file_bytes,
     verify_json_file,
 )
-from meter.errors import BillingError, ContractError
 
 H = 3_600_000_000
 EXAMPLE = Path(__file__).parents[2] / "billing" / "contracts.example.json"

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from meter import reasons
+from core import reasons
 from schemas import (
     SINGLE_OBJECT_MAGIC,
     DecodeError,

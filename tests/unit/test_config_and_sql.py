@@ -1,6 +1,6 @@
 import pytest
 
-from meter.errors import ConfigError
+from core.errors import ConfigError
 from streams.contract import ProcessorSettings, Rejection, SourceMessage
 from streams.dlq import dead_letter_headers, parse_headers
 from streams.settings import WorkerSettings
@@ -131,8 +131,8 @@ def test_http_insert_retries_leave_the_drivers_connection_alone():
     ClickHouse once crashed a worker that way). Driver calls still reset it."""
     import threading
 
-    from meter.errors import SinkError
     from warehouse.client import Backoff, Warehouse
+    from warehouse.errors import SinkError
 
     port = _closed_port()
     warehouse = Warehouse(

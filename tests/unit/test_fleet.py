@@ -2,7 +2,7 @@ from collections import Counter
 
 from agent.fleet import FleetSpec, build_nodes, fleet_reports
 from agent.totals import EmittedTotals
-from meter.identity import UNALLOCATED, ReportLimits
+from core.identity import UNALLOCATED, ReportLimits
 from schemas import ReportCodec
 from streams.validate import validate_report
 from tests.factories import NOW_US

@@ -14,7 +14,7 @@ import zlib
 
 import pytest
 
-from meter.units import US_PER_DAY, US_PER_MINUTE
+from core.units import US_PER_DAY, US_PER_MINUTE
 from schemas import ReportCodec
 from streams.aggregate import RollupKey
 from streams.contract import ProcessorSettings

@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meter.identity import _NAME
+from core.identity import _NAME
 from streams.hotpath import kernels
 
 NAME_BYTES = b"aZ09._:/- \x00\xff\xc3"

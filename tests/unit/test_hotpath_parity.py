@@ -13,7 +13,7 @@ import copy
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from meter.units import US_PER_MINUTE, US_PER_SECOND
+from core.units import US_PER_MINUTE, US_PER_SECOND
 from schemas import ReportCodec, load_released_versions
 from streams.contract import ProcessorSettings, SourceMessage
 from streams.hotpath.processor import FastPartitionProcessor

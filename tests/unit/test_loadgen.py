@@ -5,7 +5,7 @@ from __future__ import annotations
 from kafka.partitioner.default import murmur2 as kafka_python_murmur2
 
 from agent.fleet import FleetSpec, build_nodes, node_report
-from meter.loadgen import ShiftedReports, partition_of
+from bench.loadgen import ShiftedReports, partition_of
 from schemas import ReportCodec
 from tests.factories import make_report, make_sample
 

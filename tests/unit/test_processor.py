@@ -2,8 +2,8 @@ import random
 
 import pytest
 
-from meter import reasons
-from meter.units import US_PER_MINUTE, US_PER_SECOND
+from core import reasons
+from core.units import US_PER_MINUTE, US_PER_SECOND
 from schemas import ReportCodec
 from streams.aggregate import RollupKey, aggregate_reports
 from streams.contract import ProcessorSettings

@@ -11,8 +11,8 @@ from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from aiokafka.record.memory_records import MemoryRecords
 from aiokafka.record.util import calc_crc32c
 
-from meter.errors import CorruptFetchError
 from streams.block import MessageBlock, next_offset
+from streams.errors import CorruptFetchError
 from streams.fetch import RawFetch
 from streams.records import CRC32C_TABLES, NOT_PLAIN, PLAIN, crc32c, scan_batches
 

@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 
-from meter.errors import SinkError
 from schemas import ReportCodec
 from streams.contract import ProcessorSettings, SourceMessage
 from streams.hotpath.processor import FastPartitionProcessor
 from streams.sink import WarehouseSink, state_row
 from streams.state import PartitionState
 from tests.factories import NOW_US, make_report, make_sample
+from warehouse.errors import SinkError
 
 
 class RecordingWarehouse:

@@ -1,9 +1,9 @@
 import pytest
 
-from meter import reasons
-from meter.errors import RejectedReport
-from meter.identity import ReportLimits
-from meter.units import US_PER_SECOND
+from core import reasons
+from core.errors import RejectedReport
+from core.identity import ReportLimits
+from core.units import US_PER_SECOND
 from streams.validate import validate_report
 from tests.factories import NOW_US, TICK_US, make_report, make_sample
 

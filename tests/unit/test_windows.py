@@ -1,7 +1,7 @@
 import random
 
-from meter.units import US_PER_MINUTE, US_PER_SECOND
-from meter.windows import split_counters, split_points, window_start
+from core.units import US_PER_MINUTE, US_PER_SECOND
+from core.windows import split_counters, split_points, window_start
 
 W = US_PER_MINUTE
 S = US_PER_SECOND

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from functools import lru_cache
 
-from meter.units import US_PER_DAY, epoch_us, utc_datetime
+from core.units import US_PER_DAY, epoch_us, utc_datetime
 
 
 def window_start(t_us: int, width_us: int) -> int:

@@ -22,8 +22,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from meter.bench_e2e import bench_pipeline, build_backlog, consumed_messages, rss_mb, say
-from meter.loadgen import publish
+from bench.e2e import bench_pipeline, build_backlog, consumed_messages, rss_mb, say
+from bench.loadgen import publish
 from meter.runner import WorkerProcess, totals_exact
 from stack import LocalStack
 

@@ -35,9 +35,9 @@ from typing import Any
 import numpy as np
 
 from billing.contracts import ContractBook, parse_contract_book
-from meter.errors import ConfigError
-from meter.units import US_PER_DAY, US_PER_MINUTE, US_PER_SECOND, utc_datetime
-from meter.windows import month_end, month_start
+from core.errors import ConfigError
+from core.units import US_PER_DAY, US_PER_MINUTE, US_PER_SECOND, utc_datetime
+from core.windows import month_end, month_start
 from streams.native import LEDGER_COLUMNS, LEDGER_TABLE
 from streams.state import PartitionState
 from warehouse.backfill import JOINING_MONTH_STATEMENTS as MONTH_STATEMENTS

@@ -27,7 +27,7 @@ from typing import Any
 
 from agent.fleet import FleetSpec, build_nodes, node_report
 from agent.totals import EmittedTotals
-from meter.loadgen import Record, ShiftedReports, publish
+from bench.loadgen import Record, ShiftedReports, publish
 from meter.runner import WorkerProcess, totals_exact
 from schemas import ReportCodec
 from stack import LocalStack, StackInfo
@@ -50,7 +50,7 @@ def build_backlog(
     Report ``seq`` of a node repeats the node's first report shifted by ``seq`` publish
     intervals (one window), so the totals are the first report's, shifted per seq. With
     ``messages_per_s``, each round of reports is followed by the moment the next may start
-    (see :func:`meter.loadgen.publish`).
+    (see :func:`bench.loadgen.publish`).
     """
     spec = FleetSpec(nodes=nodes, gpus_per_node=8, tenants=3, reports_per_node=reports)
     codec = ReportCodec()
@@ -168,7 +168,7 @@ def run_e2e_bench(nodes: int, reports: int, partitions: int, floor_seconds: floa
         rates = {}
         for kind in ("noop", "plain"):  # one after another: they must not share the CPU
             group = f"bench-{kind}-{run_id}"
-            argv = [sys.executable, "-m", "meter.bench_agents", kind, info.bootstrap, topic, group]
+            argv = [sys.executable, "-m", "bench.agents", kind, info.bootstrap, topic, group]
             rates[kind] = measure_rate(
                 argv, info.bootstrap, group, topic, partitions, floor_seconds,
                 folder / f"{kind}.log",

@@ -1,6 +1,6 @@
 """``meter bench finance``: the finance interface on months of history, on both engines.
 
-A synthetic history of exactly known usage (``meter/history.py``) is generated in the
+A synthetic history of exactly known usage (``bench/history.py``) is generated in the
 warehouse tables, on the local ClickHouse 18.16 server and on current ClickHouse in
 process (chdb). Then every SQL query of the README's "For finance" section runs as
 written (on the server as the read-only ``finance`` user), repeatedly, and every answer is
@@ -28,17 +28,17 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from bench import history
+from bench.history import Shape, decimal_hours
 from billing.issue import run_statements
 from billing.issuer import load_issuer_file
 from billing.rating import Period, UsageRow, rate_period
 from billing.reconcile import reconcile
 from billing.statement import verify_json_file
 from billing.store import days_to_split, store_contracts
-from meter import history
+from core.errors import ConfigError
+from core.units import US_PER_DAY, US_PER_MINUTE, US_PER_SECOND
 from meter.demo import ISSUER_EXAMPLE
-from meter.errors import ConfigError
-from meter.history import Shape, decimal_hours
-from meter.units import US_PER_DAY, US_PER_MINUTE, US_PER_SECOND
 from stack import LocalStack
 from stack.clickhouse import FINANCE_PASSWORD, FINANCE_USER
 from warehouse import compaction

@@ -4,7 +4,7 @@
 - ``plain``: per message, fastavro decode and Python dict aggregation per sample: the
   plain per-message agent the hot path is compared with.
 
-Run as ``python -m meter.bench_agents noop|plain BOOTSTRAP TOPIC GROUP``.
+Run as ``python -m bench.agents noop|plain BOOTSTRAP TOPIC GROUP``.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ holding with its samples in arrays (0013, what the worker writes now).
 
 Run against the local stack (``.venv/bin/meter stack up`` first):
 
-    .venv/bin/python scripts/bench_ledger_shape.py
+    .venv/bin/python -m bench.ledger_shape
 
 It meters a simulated fleet with the hot path into 5,000-message Native ledger blocks,
 rewrites the same rows one per sample inside ClickHouse and packed here (the packed
@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from agent.fleet import FleetSpec
-from meter.bench_e2e import cpu_seconds
-from meter.bench_hotpath import fleet_messages
+from bench.e2e import cpu_seconds
+from bench.hotpath import fleet_messages
 from schemas import ReportCodec
 from streams.contract import ProcessorSettings, SourceMessage
 from streams.hotpath.processor import FastPartitionProcessor

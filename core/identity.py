@@ -9,8 +9,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from meter.errors import ConfigError
-from meter.units import US_PER_SECOND
+from core.errors import ConfigError
+from core.units import US_PER_SECOND
 
 # The tenant an agent meters a GPU to when nobody holds it: metered, never billed.
 UNALLOCATED = "unallocated"

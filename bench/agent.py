@@ -23,7 +23,7 @@ from agent.config import AgentConfig
 from agent.metrics import AgentMetrics
 from agent.runner import Agent
 from agent.spool import Spool
-from meter.units import US_PER_SECOND
+from core.units import US_PER_SECOND
 
 
 def run_agent_bench(
