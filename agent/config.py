@@ -89,11 +89,23 @@ def load_config(path: str | Path) -> AgentConfig:
 
 def config_from_dict(doc: dict[str, Any], base: Path = Path(".")) -> AgentConfig:
     known = {
-        "node_id", "cluster", "broker", "topic", "tick_seconds", "publish_seconds", "spool_dir",
-        "spool_max_mb", "spool_alarm_fraction", "spool_fsync", "metrics_port", "metrics_host",
+        "node_id",
+        "cluster",
+        "broker",
+        "topic",
+        "tick_seconds",
+        "publish_seconds",
+        "spool_dir",
+        "spool_max_mb",
+        "spool_alarm_fraction",
+        "spool_fsync",
+        "metrics_port",
+        "metrics_host",
         "log_format",
-        "allocation", "collector", "nvml",
-    }  # fmt: skip
+        "allocation",
+        "collector",
+        "nvml",
+    }
     unknown = sorted(set(doc) - known)
     if unknown:
         raise ConfigError(f"unknown agent config keys: {', '.join(unknown)}")
@@ -129,8 +141,10 @@ def config_from_dict(doc: dict[str, Any], base: Path = Path(".")) -> AgentConfig
     try:
         ipaddress.ip_address(host)
     except (ValueError, TypeError) as exc:
-        raise ConfigError(f"metrics_host {host!r} must be an IP address to listen on, such as "
-                          "0.0.0.0 (every interface) or 127.0.0.1") from exc  # fmt: skip
+        raise ConfigError(
+            f"metrics_host {host!r} must be an IP address to listen on, such as "
+            "0.0.0.0 (every interface) or 127.0.0.1"
+        ) from exc
 
     def resolve(p: str) -> Path:
         return (base / p).resolve() if not Path(p).is_absolute() else Path(p)

@@ -24,9 +24,15 @@ from core.identity import SKU_MEMORY_BYTES, SKU_POWER_MW, UNALLOCATED
 from core.units import US_PER_SECOND
 
 TENANT_NAMES = (
-    "aurora-labs", "borealis-ai", "cinder-research", "dynamo-ml", "ember-intel",
-    "fathom-ai", "glacier-labs", "helix-research",
-)  # fmt: skip
+    "aurora-labs",
+    "borealis-ai",
+    "cinder-research",
+    "dynamo-ml",
+    "ember-intel",
+    "fathom-ai",
+    "glacier-labs",
+    "helix-research",
+)
 DEFAULT_START_US = int(datetime(2026, 11, 1, tzinfo=UTC).timestamp()) * US_PER_SECOND
 
 

@@ -2,7 +2,7 @@
 
 The publisher remembers the highest acknowledged offset per partition, so a caller knows
 exactly how far a consumer must get to have seen everything (the local broker's
-ListOffsets is unreliable, see shared/BROKER.md).
+ListOffsets is unreliable, see docs/BROKER.md).
 """
 
 from __future__ import annotations

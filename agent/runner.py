@@ -48,10 +48,15 @@ def wall_us() -> int:
 
 class Agent:
     def __init__(
-        self, config: AgentConfig, collector: Collector, allocations: AllocationSource,
-        spool: Spool, metrics: AgentMetrics, on_spooled: Callable[[], None] = lambda: None,
+        self,
+        config: AgentConfig,
+        collector: Collector,
+        allocations: AllocationSource,
+        spool: Spool,
+        metrics: AgentMetrics,
+        on_spooled: Callable[[], None] = lambda: None,
         clock_us: Callable[[], int] = wall_us,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.config = config
         self.collector = collector
         self.allocations = allocations
@@ -74,11 +79,15 @@ class Agent:
         report = OpenReport(start, start)
         log.info(
             "agent started",
-            extra={"fields": {
-                "boot_id": self.boot_id, "next_seq": self.spool.peek_seq(),
-                "units": [u.uuid for u in self.units], "spooled": len(self.spool),
-            }},
-        )  # fmt: skip
+            extra={
+                "fields": {
+                    "boot_id": self.boot_id,
+                    "next_seq": self.spool.peek_seq(),
+                    "units": [u.uuid for u in self.units],
+                    "spooled": len(self.spool),
+                }
+            },
+        )
         while True:
             boundary = (tick_start // cfg.tick_us + 1) * cfg.tick_us
             stopping = self._wait_until(boundary, stop, attribution, tick_start)
@@ -135,9 +144,10 @@ class Agent:
                 self._reported_issues.add((issue.call, issue.unit))
                 log.warning(
                     "collector could not read a value (logged once per call and unit)",
-                    extra={"fields": {"call": issue.call, "unit": issue.unit,
-                                      "detail": issue.detail}},
-                )  # fmt: skip
+                    extra={
+                        "fields": {"call": issue.call, "unit": issue.unit, "detail": issue.detail}
+                    },
+                )
         self.metrics.tick(time.thread_time() - cpu_started, [i.call for i in readings.issues])
 
     def _publish(self, report: OpenReport) -> None:
@@ -146,17 +156,25 @@ class Agent:
         doc = report.to_report(self.config.node_id, self.boot_id, seq, self.config.cluster)
         frame = self.codec.encode(doc)
         fields: dict[str, Any] = {
-            "seq": seq, "samples": len(report.samples), "bytes": len(frame),
-            "interval_start_us": report.start_us, "interval_end_us": report.end_us,
-        }  # fmt: skip
+            "seq": seq,
+            "samples": len(report.samples),
+            "bytes": len(frame),
+            "interval_start_us": report.start_us,
+            "interval_end_us": report.end_us,
+        }
         kept = self.spool.put(seq, frame)
         if kept:
             if self.spool.alarm:
                 log.warning(
                     "spool past its alarm level: the broker is not taking reports",
-                    extra={"fields": {**fields, "spool_bytes": self.spool.bytes_used,
-                                      "spool_max_bytes": self.spool.max_bytes}},
-                )  # fmt: skip
+                    extra={
+                        "fields": {
+                            **fields,
+                            "spool_bytes": self.spool.bytes_used,
+                            "spool_max_bytes": self.spool.max_bytes,
+                        }
+                    },
+                )
         else:
             log.error(
                 "spool full: report dropped; the pipeline will show its seq as a gap",
@@ -189,9 +207,15 @@ def announce_broker(config: AgentConfig, spool: Spool) -> None:
     log.warning(
         "broker unreachable at start: spool-only until it answers (reports are kept, in "
         "order, and sent when it does)",
-        extra={"fields": {"broker": config.broker, "error": why, "spooled": len(spool),
-                          "spool_max_bytes": spool.max_bytes}},
-    )  # fmt: skip
+        extra={
+            "fields": {
+                "broker": config.broker,
+                "error": why,
+                "spooled": len(spool),
+                "spool_max_bytes": spool.max_bytes,
+            }
+        },
+    )
 
 
 def run_agent(config: AgentConfig, drain_s: float = STOP_BUDGET_S) -> int:
@@ -206,13 +230,21 @@ def run_agent(config: AgentConfig, drain_s: float = STOP_BUDGET_S) -> int:
     )
     stop = threading.Event()
     sender = SpoolSender(
-        spool, config.topic, config.node_id.encode(), metrics,
-        lambda: kafka_producer(config.broker), on_death=lambda _: stop.set(),
-    )  # fmt: skip
+        spool,
+        config.topic,
+        config.node_id.encode(),
+        metrics,
+        lambda: kafka_producer(config.broker),
+        on_death=lambda _: stop.set(),
+    )
     agent = Agent(
-        config, collector, AllocationFile(config.allocation_path, collector.units()), spool,
-        metrics, on_spooled=sender.wake.set,
-    )  # fmt: skip
+        config,
+        collector,
+        AllocationFile(config.allocation_path, collector.units()),
+        spool,
+        metrics,
+        on_spooled=sender.wake.set,
+    )
     if threading.current_thread() is threading.main_thread():  # only it may own signals
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop.set())
@@ -236,7 +268,12 @@ def run_agent(config: AgentConfig, drain_s: float = STOP_BUDGET_S) -> int:
             server.shutdown()
         log.info(
             "agent stopped",
-            extra={"fields": {"spooled_left": len(spool), "drained": drained,
-                              "next_seq": spool.peek_seq()}},
-        )  # fmt: skip
+            extra={
+                "fields": {
+                    "spooled_left": len(spool),
+                    "drained": drained,
+                    "next_seq": spool.peek_seq(),
+                }
+            },
+        )
     return EXIT_SENDER_FAILED if sender.failure is not None else 0

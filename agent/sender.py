@@ -70,10 +70,14 @@ def broker_unreachable(bootstrap: str, timeout_s: float = PROBE_TIMEOUT_S) -> st
 
 class SpoolSender(threading.Thread):
     def __init__(
-        self, spool: Spool, topic: str, key: bytes, metrics: AgentMetrics,
+        self,
+        spool: Spool,
+        topic: str,
+        key: bytes,
+        metrics: AgentMetrics,
         producer_factory: Callable[[], Any],
         on_death: Callable[[BaseException], None] | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         super().__init__(name="spool-sender", daemon=True)
         # An error the loop does not expect ends the thread, and through this the agent:
         # ticking on without a sender would spool for ever and send nothing.
@@ -100,8 +104,10 @@ class SpoolSender(threading.Thread):
                     self.wake.clear()
         except BaseException as exc:
             self.failure = exc
-            log.critical("the sender failed; the agent stops (its spool is kept and sent after "
-                         "a restart)", exc_info=True)  # fmt: skip
+            log.critical(
+                "the sender failed; the agent stops (its spool is kept and sent after a restart)",
+                exc_info=True,
+            )
             if self.on_death is not None:
                 self.on_death(exc)
         finally:
@@ -126,8 +132,9 @@ class SpoolSender(threading.Thread):
             self.metrics.sent(acked, time.monotonic() - started)
             if self._backoff_s:
                 backlog = {"acked": acked, "backlog": len(self.spool)}
-                log.warning("the broker answers again; sending the spool",
-                            extra={"fields": backlog})  # fmt: skip
+                log.warning(
+                    "the broker answers again; sending the spool", extra={"fields": backlog}
+                )
             self._backoff_s = 0.0
         except (KafkaError, OSError) as exc:
             self.metrics.send_failed()
@@ -140,11 +147,15 @@ class SpoolSender(threading.Thread):
             self._backoff_s = base_s * random.uniform(0.8, 1.2)
             log.warning(
                 "send failed; will resend from the oldest unacknowledged report",
-                extra={"fields": {
-                    "error": repr(exc), "acked": acked, "backlog": len(self.spool),
-                    "retry_in_s": self._backoff_s,
-                }},
-            )  # fmt: skip
+                extra={
+                    "fields": {
+                        "error": repr(exc),
+                        "acked": acked,
+                        "backlog": len(self.spool),
+                        "retry_in_s": self._backoff_s,
+                    }
+                },
+            )
         self.metrics.set_spool(len(self.spool), self.spool.bytes_used, self.spool.alarm)
         return acked
 

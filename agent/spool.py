@@ -52,9 +52,12 @@ class SpoolEntry:
 
 class Spool:
     def __init__(
-        self, folder: str | Path, max_bytes: int, alarm_fraction: float = 0.5,
+        self,
+        folder: str | Path,
+        max_bytes: int,
+        alarm_fraction: float = 0.5,
         fsync: str = "always",
-    ) -> None:  # fmt: skip
+    ) -> None:
         if max_bytes <= 0:
             raise ConfigError("spool max bytes must be positive")
         if not 0 < alarm_fraction <= 1:

@@ -38,10 +38,14 @@ def run_agent_bench(
         ]
         (folder / "alloc.json").write_text(json.dumps({"allocations": rows}))
         config = AgentConfig(
-            node_id="bench-node", cluster="sc1", broker="unused:9092",
-            allocation_path=folder / "alloc.json", spool_dir=folder / "spool",
-            tick_us=tick_s * US_PER_SECOND, publish_us=tick_s * publish_ticks * US_PER_SECOND,
-        )  # fmt: skip
+            node_id="bench-node",
+            cluster="sc1",
+            broker="unused:9092",
+            allocation_path=folder / "alloc.json",
+            spool_dir=folder / "spool",
+            tick_us=tick_s * US_PER_SECOND,
+            publish_us=tick_s * publish_ticks * US_PER_SECOND,
+        )
         spool = Spool(config.spool_dir, 2**40, fsync=fsync)
         metrics = AgentMetrics(config.node_id)
         clock = {"now": 1_800_000_000 * US_PER_SECOND}
@@ -55,8 +59,14 @@ def run_agent_bench(
                 stop.set()
             return clock["now"]
 
-        agent = Agent(config, collector, AllocationFile(config.allocation_path, collector.units()),
-                      spool, metrics, clock_us=fake_clock)  # fmt: skip
+        agent = Agent(
+            config,
+            collector,
+            AllocationFile(config.allocation_path, collector.units()),
+            spool,
+            metrics,
+            clock_us=fake_clock,
+        )
         wall_started = time.perf_counter()
         agent.run(stop)
         wall_s = time.perf_counter() - wall_started
@@ -76,8 +86,12 @@ def run_agent_bench(
 def main_agent_bench(gpus: int, ticks: int, tick_s: int, publish_ticks: int, as_json: bool) -> int:
     runs = [run_agent_bench(gpus, ticks, tick_s, publish_ticks, "always") for _ in range(5)]
     median = statistics.median(r["cpu_us_per_tick"] for r in runs)
-    result = {**runs[0], "cpu_us_per_tick": median,
-              "core_percent": round(median / (tick_s * 1e6) * 100, 4), "runs": 5}  # fmt: skip
+    result = {
+        **runs[0],
+        "cpu_us_per_tick": median,
+        "core_percent": round(median / (tick_s * 1e6) * 100, 4),
+        "runs": 5,
+    }
     print(
         f"agent tick path: {median:,.0f} CPU µs per tick for {gpus} GPUs "
         f"(median of 5 runs of {ticks} ticks, a report every {publish_ticks} ticks, spool "

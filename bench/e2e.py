@@ -108,9 +108,14 @@ def consumed_messages(bootstrap: str, group: str, topic: str, partitions: int) -
 
 
 def measure_rate(
-    argv: list[str], bootstrap: str, group: str, topic: str, partitions: int,
-    seconds: float, log: Path,
-) -> float:  # fmt: skip
+    argv: list[str],
+    bootstrap: str,
+    group: str,
+    topic: str,
+    partitions: int,
+    seconds: float,
+    log: Path,
+) -> float:
     """Messages/s a consumer process commits over ``seconds``, after it got going."""
     with open(log, "ab") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
@@ -140,15 +145,26 @@ def bench_pipeline(
     warehouse = Warehouse(ch)
     migrate(warehouse)
     settings = WorkerSettings(
-        bootstrap=info.bootstrap, topic=name.replace("_", "-"), app_id=f"{name}-worker",
-        partitions=partitions, clickhouse=ch, datadir=folder / "faust", **worker,
-    )  # fmt: skip
+        bootstrap=info.bootstrap,
+        topic=name.replace("_", "-"),
+        app_id=f"{name}-worker",
+        partitions=partitions,
+        clickhouse=ch,
+        datadir=folder / "faust",
+        **worker,
+    )
     ensure_topics(info.bootstrap, {settings.topic: partitions, settings.dlq_topic: 1})
     return warehouse, settings
 
 
-def run_e2e_bench(nodes: int, reports: int, partitions: int, floor_seconds: float,
-                  folder: Path | None, batch_messages: int = 5_000) -> dict[str, Any]:  # fmt: skip
+def run_e2e_bench(
+    nodes: int,
+    reports: int,
+    partitions: int,
+    floor_seconds: float,
+    folder: Path | None,
+    batch_messages: int = 5_000,
+) -> dict[str, Any]:
     folder = folder or Path(tempfile.mkdtemp(prefix="meter-bench-"))
     stack = LocalStack(folder)
     info = stack.up()
@@ -156,8 +172,9 @@ def run_e2e_bench(nodes: int, reports: int, partitions: int, floor_seconds: floa
     try:
         say(f"stack up in {folder}; building {nodes * reports:,} reports")
         frames, emitted = build_backlog(nodes, reports)
-        warehouse, settings = bench_pipeline(info, f"bench_{run_id}", partitions, folder,
-                                             batch_max_messages=batch_messages)  # fmt: skip
+        warehouse, settings = bench_pipeline(
+            info, f"bench_{run_id}", partitions, folder, batch_max_messages=batch_messages
+        )
         topic = settings.topic
         say(f"publishing {emitted.reports:,} messages ({emitted.samples:,} samples)")
         started = time.monotonic()
@@ -170,17 +187,23 @@ def run_e2e_bench(nodes: int, reports: int, partitions: int, floor_seconds: floa
             group = f"bench-{kind}-{run_id}"
             argv = [sys.executable, "-m", "bench.agents", kind, info.bootstrap, topic, group]
             rates[kind] = measure_rate(
-                argv, info.bootstrap, group, topic, partitions, floor_seconds,
+                argv,
+                info.bootstrap,
+                group,
+                topic,
+                partitions,
+                floor_seconds,
                 folder / f"{kind}.log",
-            )  # fmt: skip
+            )
             say(f"{kind} Faust agent: {rates[kind]:,.0f} messages/s")
         noop_rate, plain_rate = rates["noop"], rates["plain"]
 
         worker = WorkerProcess.start(settings, folder / "worker.log")
         pids = {
-            "worker": worker.proc.pid, "broker": info.broker_pid,
+            "worker": worker.proc.pid,
+            "broker": info.broker_pid,
             "clickhouse": info.clickhouse_pid,
-        }  # fmt: skip
+        }
         rss: list[float] = []
         points: list[tuple[float, int]] = []
         cpu_at: dict[str, float] = {}
@@ -254,18 +277,26 @@ def print_e2e(result: dict[str, Any], as_json: bool) -> None:
     if r["ratio"] is None or r["vs_noop"] is None:
         print("ratio n/a: an agent drained the backlog before it was measured; use more --reports")
     else:
-        print(f"ratio {r['ratio']}x the plain agent; {r['vs_noop']:.0%} of the no-op agent's "
-              "message rate")  # fmt: skip
-    print(f"worker RSS peak {r['peak_rss_mb']} MB, last {r['rss_last_mb']} MB; cores busy: "
-          + ", ".join(f"{name} {cores}" for name, cores in r["cpu_cores"].items()))  # fmt: skip
+        print(
+            f"ratio {r['ratio']}x the plain agent; {r['vs_noop']:.0%} of the no-op agent's "
+            "message rate"
+        )
+    print(
+        f"worker RSS peak {r['peak_rss_mb']} MB, last {r['rss_last_mb']} MB; cores busy: "
+        + ", ".join(f"{name} {cores}" for name, cores in r["cpu_cores"].items())
+    )
     if as_json:
         print(json.dumps(r, sort_keys=True))
 
 
 def main_e2e(args: Any) -> int:
     result = run_e2e_bench(
-        args.nodes, args.reports, args.partitions, args.floor_seconds,
-        Path(args.stack_dir) if args.stack_dir else None, args.batch_messages,
-    )  # fmt: skip
+        args.nodes,
+        args.reports,
+        args.partitions,
+        args.floor_seconds,
+        Path(args.stack_dir) if args.stack_dir else None,
+        args.batch_messages,
+    )
     print_e2e(result, args.json)
     return 0 if result["exact"] else 1

@@ -67,8 +67,14 @@ def finance_queries() -> list[str]:
 class Server:
     """The local server over HTTP, as a given user."""
 
-    def __init__(self, port: int, database: str, user: str = "default", password: str = "",
-                 writer_password: str = "") -> None:  # fmt: skip
+    def __init__(
+        self,
+        port: int,
+        database: str,
+        user: str = "default",
+        password: str = "",
+        writer_password: str = "",
+    ) -> None:
         self.port, self.database, self.user, self.password = port, database, user, password
         self.writer_password = writer_password if user != "default" else password
 
@@ -165,8 +171,12 @@ def settle_merges(warehouse: Warehouse, limit_s: float = 600.0) -> None:
 def figures(times: list[float]) -> dict[str, Any]:
     ordered = sorted(times)
     p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
-    return {"runs": len(times), "p50_s": round(statistics.median(ordered), 4),
-            "p99_s": round(p99, 4), "max_s": round(ordered[-1], 4)}  # fmt: skip
+    return {
+        "runs": len(times),
+        "p50_s": round(statistics.median(ordered), 4),
+        "p99_s": round(p99, 4),
+        "max_s": round(ordered[-1], 4),
+    }
 
 
 def prepare(run: Callable[[str], str], database: str, shape: Shape, contracts_into: Any) -> None:
@@ -175,8 +185,9 @@ def prepare(run: Callable[[str], str], database: str, shape: Shape, contracts_in
             run(statement)
     started = time.monotonic()
     history.build(run, shape, say)
-    store_contracts(contracts_into, history.contract_book(shape), "generated",
-                    clock=lambda: history.HISTORY_END)  # fmt: skip
+    store_contracts(
+        contracts_into, history.contract_book(shape), "generated", clock=lambda: history.HISTORY_END
+    )
     say(f"history of {shape.months} month(s) built in {time.monotonic() - started:.0f} s")
 
 
@@ -203,8 +214,9 @@ def run_bench(shape: Shape, folder: Path | None, engines: tuple[str, ...]) -> di
     return result
 
 
-def one_history(shape: Shape, folder: Path, info: Any, stack: LocalStack,
-                engines: tuple[str, ...]) -> dict[str, Any]:  # fmt: skip
+def one_history(
+    shape: Shape, folder: Path, info: Any, stack: LocalStack, engines: tuple[str, ...]
+) -> dict[str, Any]:
     expected = history.expected_totals(shape)
     out: dict[str, Any] = {}
     database = f"finance_{shape.months}m_{uuid.uuid4().hex[:6]}"
@@ -222,8 +234,13 @@ def one_history(shape: Shape, folder: Path, info: Any, stack: LocalStack,
         say("server: waiting for the load's merges to finish")
         settle_merges(warehouse)
         commands = bench_commands(warehouse, shape, expected, folder / database)
-        finance = Server(info.clickhouse_http_port, database, FINANCE_USER, FINANCE_PASSWORD,
-                         info.clickhouse_password)  # fmt: skip
+        finance = Server(
+            info.clickhouse_http_port,
+            database,
+            FINANCE_USER,
+            FINANCE_PASSWORD,
+            info.clickhouse_password,
+        )
         out["server"] = {**bench_queries(finance, shape, expected, issued=True), **commands}
         warehouse.drop_database()
         warehouse.close()
@@ -237,22 +254,32 @@ def one_history(shape: Shape, folder: Path, info: Any, stack: LocalStack,
     return out
 
 
-def bench_queries(run: Callable[[str], str], shape: Shape, expected: history.Expected,
-                  issued: bool) -> dict[str, Any]:  # fmt: skip
+def bench_queries(
+    run: Callable[[str], str], shape: Shape, expected: history.Expected, issued: bool
+) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for n, sql in enumerate(finance_queries(), start=1):
         name = f"query_{n}: " + " ".join(sql.split())[:70]
         try:
             times, text = timed(lambda sql=sql: run.query(sql), QUERY_RUNS)  # type: ignore[attr-defined]
         except TimeoutError:
-            out[name] = {"runs": 1, "p50_s": None, "p99_s": None, "timed_out_after_s":
-                         QUERY_TIMEOUT_S, "exact": False}  # fmt: skip
+            out[name] = {
+                "runs": 1,
+                "p50_s": None,
+                "p99_s": None,
+                "timed_out_after_s": QUERY_TIMEOUT_S,
+                "exact": False,
+            }
             say(f"  {name}: timed out after {QUERY_TIMEOUT_S} s")
             continue
         rows = [tuple(line.split("\t")) for line in text.splitlines()]
         problem = check_query(sql, rows, shape, expected, issued)
-        out[name] = {**figures(times), "rows": len(rows), "exact": problem is None,
-                     **({"problem": problem} if problem else {})}  # fmt: skip
+        out[name] = {
+            **figures(times),
+            "rows": len(rows),
+            "exact": problem is None,
+            **({"problem": problem} if problem else {}),
+        }
         say(f"  {name}: p50 {out[name]['p50_s']} s, exact {problem is None}")
     return out
 
@@ -273,8 +300,9 @@ def _sum(expected: history.Expected, counter: str, t: int, days: list[int]) -> i
     return int(sum(expected.by_day[counter][t, expected.day_index(d)] for d in days))
 
 
-def check_query(sql: str, rows: list[tuple[str, ...]], shape: Shape,
-                expected: history.Expected, issued: bool) -> str | None:  # fmt: skip
+def check_query(
+    sql: str, rows: list[tuple[str, ...]], shape: Shape, expected: history.Expected, issued: bool
+) -> str | None:
     flat = " ".join(sql.split())
     for marker, check in _CHECKS:
         if marker in flat:
@@ -335,16 +363,28 @@ def _check_position(rows, shape, expected, issued) -> str | None:
         used = sevenths // 7
         committed = contract.committed_gpus * len(days) * US_PER_DAY
         want[tenant] = (
-            contract.contract_id, str(contract.committed_gpus), decimal_hours(committed),
-            decimal_hours(used), decimal_hours(max(used - committed, 0)),
-            decimal_hours(max(committed - used, 0)), contract.minimum_monthly_commitment,
+            contract.contract_id,
+            str(contract.committed_gpus),
+            decimal_hours(committed),
+            decimal_hours(used),
+            decimal_hours(max(used - committed, 0)),
+            decimal_hours(max(committed - used, 0)),
+            contract.minimum_monthly_commitment,
             contract.currency,
-        )  # fmt: skip
+        )
     got = {
-        r[0]: (r[1], r[2], Decimal(r[3]), Decimal(r[4]), Decimal(r[5]), Decimal(r[6]),
-               Decimal(r[7]), r[8])
+        r[0]: (
+            r[1],
+            r[2],
+            Decimal(r[3]),
+            Decimal(r[4]),
+            Decimal(r[5]),
+            Decimal(r[6]),
+            Decimal(r[7]),
+            r[8],
+        )
         for r in rows
-    }  # fmt: skip
+    }
     return None if got == want else "positions differ"
 
 
@@ -392,10 +432,16 @@ def _expected_usage(shape: Shape, expected: history.Expected, t: int, month: str
         for sku in shape.sku_names:
             for cluster in shape.cluster_names:
                 rows.extend(
-                    UsageRow(sku, cluster, at, int(per["allocated_us"][j]),
-                             int(per["unhealthy_us"][j]), int(per["energy_mj"][j]))
+                    UsageRow(
+                        sku,
+                        cluster,
+                        at,
+                        int(per["allocated_us"][j]),
+                        int(per["unhealthy_us"][j]),
+                        int(per["energy_mj"][j]),
+                    )
                     for at, j in points
-                )  # fmt: skip
+                )
     return rows
 
 
@@ -509,8 +555,9 @@ _CHECKS: list[tuple[str, Callable[..., str | None]]] = [
 # meter statements and meter reconcile, on the server ------------------------------------
 
 
-def bench_commands(warehouse: Warehouse, shape: Shape, expected: history.Expected,
-                   out: Path) -> dict[str, Any]:  # fmt: skip
+def bench_commands(
+    warehouse: Warehouse, shape: Shape, expected: history.Expected, out: Path
+) -> dict[str, Any]:
     results: dict[str, Any] = {}
     clock = lambda: history.HISTORY_END  # noqa: E731
     for month in reversed(_months(shape)[1:]):  # the history's earlier months, as issued
@@ -544,12 +591,14 @@ def bench_commands(warehouse: Warehouse, shape: Shape, expected: history.Expecte
     cold, report = timed(lambda: reconcile(warehouse, MONTH, recheck=True), 1)
     runs.append((f"meter reconcile --period {MONTH} --recheck (not compacted)", cold, report))
     started = time.perf_counter()
-    merged = compaction.compact(warehouse, compaction.partitions_read(period.start_us,
-                                period.end_us), progress=say)  # fmt: skip
+    merged = compaction.compact(
+        warehouse, compaction.partitions_read(period.start_us, period.end_us), progress=say
+    )
     results[f"meter compact --period {MONTH}"] = {
-        **figures([time.perf_counter() - started]), "partitions": len(merged),
+        **figures([time.perf_counter() - started]),
+        "partitions": len(merged),
         "exact": True,  # it changes no total: the reconcile runs after it check them
-    }  # fmt: skip
+    }
     settle_merges(warehouse)
     compacted, reports = timed(lambda: reconcile(warehouse, MONTH, recheck=True), COMMAND_RUNS)
     runs.append((f"meter reconcile --period {MONTH} --recheck (compacted)", compacted, reports))
@@ -561,9 +610,12 @@ def bench_commands(warehouse: Warehouse, shape: Shape, expected: history.Expecte
         remembered = "compared earlier" in text
         one_pass = "compared day by day" not in text
         results[name] = {
-            **figures(times), "exact": ok, "remembered": remembered, "one_pass": one_pass,
+            **figures(times),
+            "exact": ok,
+            "remembered": remembered,
+            "one_pass": one_pass,
             **({} if ok else {"problem": text[-2000:]}),
-        }  # fmt: skip
+        }
         say(f"  {name}: p50 {results[name]['p50_s']} s, exact {ok}, remembered {remembered}")
     return results
 
@@ -583,10 +635,16 @@ def _check_statements(outcomes, shape: Shape, expected: history.Expected) -> str
             for ln in expected_lines(shape, expected, t, MONTH)
         )
         got = sorted(
-            (ln["kind"], ln["for_period"], ln["sku"], ln["cluster"], ln["quantity"],
-             Decimal(ln["amount"]))
+            (
+                ln["kind"],
+                ln["for_period"],
+                ln["sku"],
+                ln["cluster"],
+                ln["quantity"],
+                Decimal(ln["amount"]),
+            )
             for ln in document["statement"]["lines"]
-        )  # fmt: skip
+        )
         if got != want:
             return f"{o.tenant_id}: lines differ from the hand-rated usage"
     return None

@@ -65,10 +65,12 @@ class Shape:
 
     def __post_init__(self) -> None:
         for name, value, most in (
-            ("months", self.months, 24), ("tenants", self.tenants, 500),
-            ("skus", self.skus, len(SKU_NAMES)), ("clusters", self.clusters, len(CLUSTER_NAMES)),
+            ("months", self.months, 24),
+            ("tenants", self.tenants, 500),
+            ("skus", self.skus, len(SKU_NAMES)),
+            ("clusters", self.clusters, len(CLUSTER_NAMES)),
             ("partitions", self.partitions, 64),
-        ):  # fmt: skip
+        ):
             if not 1 <= value <= most:
                 raise ConfigError(f"--{name} must be 1..{most}, got {value}")
 
@@ -294,15 +296,24 @@ def contract_book(shape: Shape) -> ContractBook:
             for j, sku in enumerate(shape.sku_names)
         ]
         if i == 0:
-            rates.append({"sku": shape.sku_names[0], "effective_from": "2026-10-16T06:30:00Z",
-                          "rate_per_gpu_hour": f"{3 * scale:.{places}f}"})  # fmt: skip
+            rates.append(
+                {
+                    "sku": shape.sku_names[0],
+                    "effective_from": "2026-10-16T06:30:00Z",
+                    "rate_per_gpu_hour": f"{3 * scale:.{places}f}",
+                }
+            )
         contract: dict[str, Any] = {
-            "contract_id": f"C-{tenant}", "tenant_id": tenant, "currency": currency,
+            "contract_id": f"C-{tenant}",
+            "tenant_id": tenant,
+            "currency": currency,
             "term": {"start": shape.start.date().isoformat(), "end": "2027-11-01"},
             "committed_gpus": 2 + i % 5,
             "minimum_monthly_commitment": f"{(1000 + 10 * i) * scale:.{places}f}",
-            "sla_credit_multiplier": "1", "rates": rates, "payment_terms_days": 30,
-        }  # fmt: skip
+            "sla_credit_multiplier": "1",
+            "rates": rates,
+            "payment_terms_days": 30,
+        }
         if i % 2 == 0:
             contract["energy_rate_per_kwh"] = f"{0.12 * scale:.{places}f}"
         tenants.append({"tenant_id": tenant, "name": f"{tenant} (generated)"})
@@ -360,8 +371,13 @@ def expected_totals(shape: Shape) -> Expected:
     days = shape.days()
     expected.by_day = {c: np.zeros((shape.tenants, len(days)), np.int64) for c in COUNTERS}
     expected.late_by_day = np.zeros((shape.tenants, len(days)), np.int64)
-    late_values = {"allocated_us": LATE_US, "busy_us": LATE_US // 2, "unhealthy_us": 0,
-                   "energy_mj": LATE_ENERGY_MJ, "sample_count": 1}  # fmt: skip
+    late_values = {
+        "allocated_us": LATE_US,
+        "busy_us": LATE_US // 2,
+        "unhealthy_us": 0,
+        "energy_mj": LATE_ENERGY_MJ,
+        "sample_count": 1,
+    }
     for d, day_us in enumerate(days):
         first = day_us // US_PER_MINUTE
         sums = minute_sums(shape, first, 1440)
@@ -399,8 +415,10 @@ def build(
             for sql in MONTH_STATEMENTS:
                 run(sql.replace("%(from)s", month_first).replace("%(to)s", month_end_day))
         if n % 10 == 0 or n == len(all_days):
-            progress(f"history: {n}/{len(all_days)} days generated (through "
-                     f"{utc_datetime(day_us).date()})")  # fmt: skip
+            progress(
+                f"history: {n}/{len(all_days)} days generated (through "
+                f"{utc_datetime(day_us).date()})"
+            )
     for sql in fixed_rows(shape):
         run(sql)
 

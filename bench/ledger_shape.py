@@ -37,9 +37,15 @@ from warehouse.migrate import Migration
 
 ROOT = Path(__file__).parents[1]
 _REPORT = (
-    "node_id", "boot_id", "seq", "cluster", "interval_start_us", "interval_end_us",
-    "source_partition", "source_offset",
-)  # fmt: skip
+    "node_id",
+    "boot_id",
+    "seq",
+    "cluster",
+    "interval_start_us",
+    "interval_end_us",
+    "source_partition",
+    "source_offset",
+)
 _HOLDING = ("gpu_uuid", "gpu_index", "sku", "tenant_id", "job_id")
 _TICK = ("tick_start_us", "tick_end_us")
 _COUNTERS = ("allocated_us", "busy_us", "unhealthy_us", "energy_mj", "memory_peak_bytes")
@@ -52,15 +58,40 @@ TO_SAMPLE = (
     + " FORMAT Native"
 )
 PACKED_NAMES = (
-    *_REPORT, "gpu_uuids", "gpu_indexes", "skus", "tenant_ids", "job_ids", "tick_starts_us",
-    "tick_ends_us", "gpu_at", "tick_at", *_COUNTERS, "late",
-)  # fmt: skip
+    *_REPORT,
+    "gpu_uuids",
+    "gpu_indexes",
+    "skus",
+    "tenant_ids",
+    "job_ids",
+    "tick_starts_us",
+    "tick_ends_us",
+    "gpu_at",
+    "tick_at",
+    *_COUNTERS,
+    "late",
+)
 PACKED_TYPES = (
-    "String", "String", "UInt64", "String", "UInt64", "UInt64", "UInt32", "UInt64",
-    "Array(String)", "Array(UInt32)", "Array(String)", "Array(String)", "Array(String)",
-    "Array(UInt64)", "Array(UInt64)", "Array(UInt32)", "Array(UInt32)",
-    *(["Array(UInt64)"] * 5), "Array(UInt8)",
-)  # fmt: skip
+    "String",
+    "String",
+    "UInt64",
+    "String",
+    "UInt64",
+    "UInt64",
+    "UInt32",
+    "UInt64",
+    "Array(String)",
+    "Array(UInt32)",
+    "Array(String)",
+    "Array(String)",
+    "Array(String)",
+    "Array(UInt64)",
+    "Array(UInt64)",
+    "Array(UInt32)",
+    "Array(UInt32)",
+    *(["Array(UInt64)"] * 5),
+    "Array(UInt8)",
+)
 
 
 def packed_rows(messages: list[SourceMessage], partition: int) -> list[tuple[Any, ...]]:
@@ -74,13 +105,27 @@ def packed_rows(messages: list[SourceMessage], partition: int) -> list[tuple[Any
         for s in r["samples"]:
             gpu_at.append(holdings.setdefault(tuple(s[f] for f in _HOLDING), len(holdings) + 1))
             tick_at.append(ticks.setdefault(tuple(s[f] for f in _TICK), len(ticks) + 1))
-        report = (r["node_id"], r["boot_id"], r["seq"], r["cluster"], r["interval_start_us"],
-                  r["interval_end_us"], partition, m.offset)  # fmt: skip
-        rows.append((
-            *report, *(list(c) for c in zip(*holdings, strict=True)),
-            *(list(c) for c in zip(*ticks, strict=True)), gpu_at, tick_at,
-            *([s[c] for s in r["samples"]] for c in _COUNTERS), [0] * len(r["samples"]),
-        ))  # fmt: skip
+        report = (
+            r["node_id"],
+            r["boot_id"],
+            r["seq"],
+            r["cluster"],
+            r["interval_start_us"],
+            r["interval_end_us"],
+            partition,
+            m.offset,
+        )
+        rows.append(
+            (
+                *report,
+                *(list(c) for c in zip(*holdings, strict=True)),
+                *(list(c) for c in zip(*ticks, strict=True)),
+                gpu_at,
+                tick_at,
+                *([s[c] for s in r["samples"]] for c in _COUNTERS),
+                [0] * len(r["samples"]),
+            )
+        )
     return rows
 
 

@@ -46,8 +46,22 @@ def _put_string(out, pos, buf, off, n):
 
 
 @njit(cache=True)
-def encode_shifted(buf, msg_off, m_str_off, m_str_len, m_long, m_first, m_count,
-                   s_str_off, s_str_len, s_val, seq, shift_us, out, out_off):  # fmt: skip
+def encode_shifted(
+    buf,
+    msg_off,
+    m_str_off,
+    m_str_len,
+    m_long,
+    m_first,
+    m_count,
+    s_str_off,
+    s_str_len,
+    s_val,
+    seq,
+    shift_us,
+    out,
+    out_off,
+):
     """Re-encode every decoded report with ``seq`` and all timestamps + ``shift_us``.
 
     ``out`` must hold each template's length plus 20 bytes per long that may grow; report
@@ -98,9 +112,21 @@ class ShiftedReports:
         out = np.empty(self.out_bytes, np.uint8)
         out_off = np.empty(len(dec.m_start) + 1, np.int64)
         encode_shifted(
-            dec.buf, dec.m_start, dec.m_str_off, dec.m_str_len, dec.m_long, dec.m_first,
-            dec.m_count, dec.s_str_off, dec.s_str_len, dec.s_val, seq, shift_us, out, out_off,
-        )  # fmt: skip
+            dec.buf,
+            dec.m_start,
+            dec.m_str_off,
+            dec.m_str_len,
+            dec.m_long,
+            dec.m_first,
+            dec.m_count,
+            dec.s_str_off,
+            dec.s_str_len,
+            dec.s_val,
+            seq,
+            shift_us,
+            out,
+            out_off,
+        )
         data = out[: out_off[-1]].tobytes()
         edges = out_off.tolist()
         ends_ms = ((dec.m_long[:, 2] + shift_us) // 1000).tolist()

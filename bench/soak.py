@@ -6,7 +6,7 @@ by open windows and nodes, not by samples metered: after the first minute (impor
 compiled kernels, buffers growing to the batch size) it should stay flat. At the end the
 totals in ClickHouse are checked against what was emitted, like ``bench e2e``.
 
-The local broker keeps every message in memory (shared/BROKER.md bug 3), so the rate and
+The local broker keeps every message in memory (docs/BROKER.md, bug 3), so the rate and
 duration are bounded by this machine's memory: 1,500 messages/s for 10 minutes is about
 5.4 GB of reports.
 """
@@ -38,8 +38,9 @@ def _slope_mb_per_min(points: list[tuple[float, float]]) -> float:
     return 60 * fit.slope
 
 
-def run_soak(nodes: int, seconds: float, messages_per_s: float, partitions: int,
-             folder: Path | None) -> dict[str, Any]:  # fmt: skip
+def run_soak(
+    nodes: int, seconds: float, messages_per_s: float, partitions: int, folder: Path | None
+) -> dict[str, Any]:
     folder = folder or Path(tempfile.mkdtemp(prefix="meter-soak-"))
     stack = LocalStack(folder)
     info = stack.up()
@@ -49,8 +50,10 @@ def run_soak(nodes: int, seconds: float, messages_per_s: float, partitions: int,
         records, emitted = build_backlog(nodes, reports, messages_per_s)
         warehouse, settings = bench_pipeline(info, f"soak_{run_id}", partitions, folder)
         topic = settings.topic
-        say(f"soak: {emitted.reports:,} messages ({emitted.samples:,} samples) at "
-            f"{messages_per_s:,.0f} messages/s for {seconds:.0f} s")  # fmt: skip
+        say(
+            f"soak: {emitted.reports:,} messages ({emitted.samples:,} samples) at "
+            f"{messages_per_s:,.0f} messages/s for {seconds:.0f} s"
+        )
         worker = WorkerProcess.start(settings, folder / "worker.log")
         failure: list[BaseException] = []
 
@@ -124,8 +127,11 @@ def print_soak(result: dict[str, Any], as_json: bool) -> None:
 
 def main_soak(args: Any) -> int:
     result = run_soak(
-        args.nodes, args.seconds, args.rate, args.partitions,
+        args.nodes,
+        args.seconds,
+        args.rate,
+        args.partitions,
         Path(args.stack_dir) if args.stack_dir else None,
-    )  # fmt: skip
+    )
     print_soak(result, args.json)
     return 0 if result["exact"] else 1

@@ -44,8 +44,10 @@ def add_corrections(settings: ClickHouseSettings, path: Path, dry_run: bool = Fa
         print("--dry-run: nothing is recorded")
     for a in added:
         verb = "recorded" if a.recorded else "would record"
-        print(f"{verb} {a.correction.describe()}: {a.samples:,} samples, "
-              f"{Decimal(a.allocated_us) / US_PER_GPU_HOUR:,.6f} GPU-h")  # fmt: skip
+        print(
+            f"{verb} {a.correction.describe()}: {a.samples:,} samples, "
+            f"{Decimal(a.allocated_us) / US_PER_GPU_HOUR:,.6f} GPU-h"
+        )
     return 0
 
 
@@ -62,9 +64,14 @@ def list_corrections(settings: ClickHouseSettings, period_label: str | None) -> 
 
 
 def statements(
-    settings: ClickHouseSettings, period: str, out: Path, tenant: str | None,
-    issuer_file: Path | None, force: bool = False, dry_run: bool = False,
-) -> int:  # fmt: skip
+    settings: ClickHouseSettings,
+    period: str,
+    out: Path,
+    tenant: str | None,
+    issuer_file: Path | None,
+    force: bool = False,
+    dry_run: bool = False,
+) -> int:
     issuer = _issuer(issuer_file)
     outcomes = run_statements(
         Warehouse(settings), period, out, tenant, force=force, dry_run=dry_run, issuer=issuer
@@ -100,9 +107,12 @@ def _issuer(path: Path | None) -> Issuer:
 
 
 def drafts(
-    settings: ClickHouseSettings, period: str, out: Path, tenant: str | None,
+    settings: ClickHouseSettings,
+    period: str,
+    out: Path,
+    tenant: str | None,
     issuer_file: Path | None,
-) -> int:  # fmt: skip
+) -> int:
     issuer = _issuer(issuer_file)
     outcomes = draft_statements(Warehouse(settings), period, out, tenant, issuer=issuer)
     print(f"DRAFT statements of {period}: not issued, nothing recorded, no digest")
@@ -133,14 +143,21 @@ def _decimal(text: str, what: str) -> Decimal:
 
 
 def reconcile_period(
-    settings: ClickHouseSettings, period: str, invoice: Path | None, tol_hours: str,
-    tol_amount: str, recheck: bool = False,
-) -> int:  # fmt: skip
+    settings: ClickHouseSettings,
+    period: str,
+    invoice: Path | None,
+    tol_hours: str,
+    tol_amount: str,
+    recheck: bool = False,
+) -> int:
     report = reconcile(
-        Warehouse(settings), period, invoice,
-        _decimal(tol_hours, "--tolerance-gpu-hours"), _decimal(tol_amount, "--tolerance-amount"),
+        Warehouse(settings),
+        period,
+        invoice,
+        _decimal(tol_hours, "--tolerance-gpu-hours"),
+        _decimal(tol_amount, "--tolerance-amount"),
         recheck,
-    )  # fmt: skip
+    )
     print("\n".join(report.lines))
     return report.exit_code
 
@@ -150,15 +167,21 @@ def compact_period(settings: ClickHouseSettings, period_label: str, clock: Clock
     reconciliation reads (warehouse/compaction.py), with a line per merge."""
     period = Period.parse(period_label)
     if period.end_us > epoch_us(clock()):
-        raise BillingError(f"{period.label} is not over yet: compact a month once it is closed "
-                           "(late usage would only add parts again)")  # fmt: skip
+        raise BillingError(
+            f"{period.label} is not over yet: compact a month once it is closed "
+            "(late usage would only add parts again)"
+        )
     warehouse = Warehouse(settings)
     partitions = partitions_read(period.start_us, period.end_us)
     merged = compact(warehouse, partitions, progress=print)
     left = not_compacted(warehouse, partitions)
     if left:  # written to while merging: run again once the writes stop
-        raise BillingError(f"{period.label}: {', '.join(left)} took new parts while merging; "
-                           "run `meter compact` again")  # fmt: skip
-    print(f"{period.label}: {len(merged)} partitions merged; each table's month is one "
-          "merged part, which `meter reconcile` compares in one pass")  # fmt: skip
+        raise BillingError(
+            f"{period.label}: {', '.join(left)} took new parts while merging; "
+            "run `meter compact` again"
+        )
+    print(
+        f"{period.label}: {len(merged)} partitions merged; each table's month is one "
+        "merged part, which `meter reconcile` compares in one pass"
+    )
     return 0

@@ -188,9 +188,14 @@ def _parse_rates(raw: Any, where: str, start_us: int, end_us: int) -> tuple[Rate
 def _parse_contract(raw: Any, i: int, tenants: set[str]) -> Contract:
     where = f"contracts[{i}]"
     fields = {
-        "contract_id", "tenant_id", "currency", "term", "rates", "committed_gpus",
+        "contract_id",
+        "tenant_id",
+        "currency",
+        "term",
+        "rates",
+        "committed_gpus",
         "minimum_monthly_commitment",
-    }  # fmt: skip
+    }
     fields.add("payment_terms_days")
     entry = _object(raw, where, fields, {"energy_rate_per_kwh", "sla_credit_multiplier", "tax"})
     cid = entry["contract_id"]
@@ -236,13 +241,25 @@ def _parse_contract(raw: Any, i: int, tenants: set[str]) -> Contract:
     rates = _parse_rates(entry["rates"], where, start_us, end_us)
     terms = entry["payment_terms_days"]
     if isinstance(terms, bool) or not isinstance(terms, int) or not 0 <= terms <= MAX_TERMS_DAYS:
-        raise ContractError(f"{where} payment_terms_days: {terms!r} must be a whole number of "
-                            f"days from 0 to {MAX_TERMS_DAYS}")  # fmt: skip
+        raise ContractError(
+            f"{where} payment_terms_days: {terms!r} must be a whole number of "
+            f"days from 0 to {MAX_TERMS_DAYS}"
+        )
     tax = _parse_tax(entry["tax"], f"{where} tax") if "tax" in entry else None
     return Contract(
-        cid, tenant, currency, start_us, end_us, gpus, minimum, energy, multiplier, rates,
-        terms, tax,
-    )  # fmt: skip
+        cid,
+        tenant,
+        currency,
+        start_us,
+        end_us,
+        gpus,
+        minimum,
+        energy,
+        multiplier,
+        rates,
+        terms,
+        tax,
+    )
 
 
 def _parse_tax(raw: Any, where: str) -> Tax:
@@ -252,8 +269,9 @@ def _parse_tax(raw: Any, where: str) -> Tax:
         raise ContractError(f'{where}.label: must be 1–64 characters, e.g. "VAT 20%"')
     rate = parse_money(entry["rate"], f"{where}.rate")
     if rate >= 1:
-        raise ContractError(f'{where}.rate: {entry["rate"]!r} is a fraction below 1 ("0.20" '
-                            "for 20 %)")  # fmt: skip
+        raise ContractError(
+            f'{where}.rate: {entry["rate"]!r} is a fraction below 1 ("0.20" for 20 %)'
+        )
     return Tax(label.strip(), rate)
 
 

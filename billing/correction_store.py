@@ -18,9 +18,21 @@ from warehouse.client import Warehouse
 from warehouse.totals import FIELDS, ledger_totals
 
 _CORRECTION_COLUMNS = (
-    "correction_id", "kind", "tenant_id", "to_tenant_id", "node_id", "gpu_uuid", "start_at",
-    "end_at", "author", "reason", "ticket", "samples", "allocated_us", "recorded_at",
-)  # fmt: skip
+    "correction_id",
+    "kind",
+    "tenant_id",
+    "to_tenant_id",
+    "node_id",
+    "gpu_uuid",
+    "start_at",
+    "end_at",
+    "author",
+    "reason",
+    "ticket",
+    "samples",
+    "allocated_us",
+    "recorded_at",
+)
 _DELTA_COLUMNS = ("correction_id", "tenant_id", "sku", "cluster", "window_start", *FIELDS)
 # Only corrections whose row is written count: the row is the mark of a correction.
 _RECORDED = "correction_id IN (SELECT correction_id FROM corrections)"
@@ -77,9 +89,11 @@ def _deltas(warehouse: Warehouse, c: Correction) -> tuple[list[tuple[Any, ...]],
 
 
 def add_corrections(
-    warehouse: Warehouse, corrections: list[Correction], dry_run: bool = False,
+    warehouse: Warehouse,
+    corrections: list[Correction],
+    dry_run: bool = False,
     clock: Callable[[], datetime] = utc_now,
-) -> list[Added]:  # fmt: skip
+) -> list[Added]:
     """Record ``corrections`` (all or none refused before any write): each must select
     metered usage in windows the pipeline has closed, and none may overlap a recorded one.
     Deltas are written first and the correction row last, so a retried add rewrites the
@@ -106,11 +120,28 @@ def add_corrections(
     now = clock().replace(microsecond=0)
     for c, rows, samples, allocated in planned:
         warehouse.insert("usage_correction_deltas", _DELTA_COLUMNS, rows)
-        warehouse.insert("corrections", _CORRECTION_COLUMNS, [(
-            c.correction_id, c.kind, c.tenant_id, c.to_tenant_id, c.node_id, c.gpu_uuid,
-            utc_datetime(c.start_us), utc_datetime(c.end_us), c.author, c.reason, c.ticket,
-            samples, allocated, now,
-        )])  # fmt: skip
+        warehouse.insert(
+            "corrections",
+            _CORRECTION_COLUMNS,
+            [
+                (
+                    c.correction_id,
+                    c.kind,
+                    c.tenant_id,
+                    c.to_tenant_id,
+                    c.node_id,
+                    c.gpu_uuid,
+                    utc_datetime(c.start_us),
+                    utc_datetime(c.end_us),
+                    c.author,
+                    c.reason,
+                    c.ticket,
+                    samples,
+                    allocated,
+                    now,
+                )
+            ],
+        )
     return [Added(c, samples, allocated, True) for c, _, samples, allocated in planned]
 
 
@@ -157,8 +188,14 @@ def corrections_touching(warehouse: Warehouse, period: Period) -> list[dict[str,
     )
     found: dict[str, dict[str, Any]] = {}
     for cid, tenant, allocated, kind, author, reason, ticket in rows:
-        record = {"correction_id": cid, "kind": kind, "author": author, "reason": reason,
-                  "ticket": ticket, "allocated_us": {}}  # fmt: skip
+        record = {
+            "correction_id": cid,
+            "kind": kind,
+            "author": author,
+            "reason": reason,
+            "ticket": ticket,
+            "allocated_us": {},
+        }
         doc = found.setdefault(cid, record)
         doc["allocated_us"][tenant] = int(allocated)
     return list(found.values())
@@ -169,11 +206,13 @@ def corrections_billed(warehouse: Warehouse, tenant_id: str, ids: set[str]) -> l
     GPU-µs it adds to ``tenant_id`` (negative: takes away)."""
     if not ids:
         return []
-    moved = dict(warehouse.execute(
-        "SELECT correction_id, sum(allocated_us) FROM usage_corrections "
-        "WHERE tenant_id = %(tenant)s AND has(%(ids)s, correction_id) GROUP BY correction_id",
-        {"tenant": tenant_id, "ids": sorted(ids)},
-    ))  # fmt: skip
+    moved = dict(
+        warehouse.execute(
+            "SELECT correction_id, sum(allocated_us) FROM usage_corrections "
+            "WHERE tenant_id = %(tenant)s AND has(%(ids)s, correction_id) GROUP BY correction_id",
+            {"tenant": tenant_id, "ids": sorted(ids)},
+        )
+    )
     return [
         {
             "correction_id": c.correction_id,

@@ -28,9 +28,18 @@ from core.identity import UNALLOCATED, ReportLimits, is_valid_name, is_valid_ten
 KINDS = ("void", "reattribute")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _FIELDS = {
-    "correction_id", "kind", "tenant_id", "to_tenant_id", "node_id", "gpu_uuid", "start",
-    "end", "author", "reason", "ticket",
-}  # fmt: skip
+    "correction_id",
+    "kind",
+    "tenant_id",
+    "to_tenant_id",
+    "node_id",
+    "gpu_uuid",
+    "start",
+    "end",
+    "author",
+    "reason",
+    "ticket",
+}
 _LIMITS = ReportLimits()
 _REQUIRED = ("correction_id", "kind", "tenant_id", "start", "end", "author", "reason", "ticket")
 
@@ -88,12 +97,16 @@ def parse_correction(doc: Any, where: str) -> Correction:
         raise CorrectionError(f"{where}: unknown field(s) {', '.join(unknown)}")
     missing = [k for k in _REQUIRED if not _text(doc, k, where)]
     if missing:
-        raise CorrectionError(f"{where}: missing {', '.join(missing)} (every correction says "
-                              "what, whose, when, who, why and which ticket)")  # fmt: skip
+        raise CorrectionError(
+            f"{where}: missing {', '.join(missing)} (every correction says "
+            "what, whose, when, who, why and which ticket)"
+        )
     fields = {k: _text(doc, k, where) for k in _FIELDS}
     if not _ID.match(fields["correction_id"]):
-        raise CorrectionError(f"{where}: correction_id {fields['correction_id']!r} must be 1-64 "
-                              "letters, digits, '.', '_' or '-'")  # fmt: skip
+        raise CorrectionError(
+            f"{where}: correction_id {fields['correction_id']!r} must be 1-64 "
+            "letters, digits, '.', '_' or '-'"
+        )
     kind = fields["kind"]
     if kind not in KINDS:
         raise CorrectionError(f"{where}: kind {kind!r} must be one of {', '.join(KINDS)}")
@@ -103,8 +116,10 @@ def parse_correction(doc: Any, where: str) -> Correction:
     if kind == "reattribute":
         target = fields["to_tenant_id"]
         if not target or target == UNALLOCATED:
-            raise CorrectionError(f"{where}: a reattribute names to_tenant_id, a tenant (to "
-                                  "bill nobody, use kind void)")  # fmt: skip
+            raise CorrectionError(
+                f"{where}: a reattribute names to_tenant_id, a tenant (to "
+                "bill nobody, use kind void)"
+            )
         if target == fields["tenant_id"]:
             raise CorrectionError(f"{where}: to_tenant_id is the tenant it moves usage from")
     elif fields["to_tenant_id"]:
@@ -120,10 +135,18 @@ def parse_correction(doc: Any, where: str) -> Correction:
     if end_us <= start_us:
         raise CorrectionError(f"{where}: end must be after start")
     return Correction(
-        fields["correction_id"], kind, fields["tenant_id"], fields["to_tenant_id"],
-        fields["node_id"], fields["gpu_uuid"], start_us, end_us, fields["author"],
-        fields["reason"], fields["ticket"],
-    )  # fmt: skip
+        fields["correction_id"],
+        kind,
+        fields["tenant_id"],
+        fields["to_tenant_id"],
+        fields["node_id"],
+        fields["gpu_uuid"],
+        start_us,
+        end_us,
+        fields["author"],
+        fields["reason"],
+        fields["ticket"],
+    )
 
 
 def parse_corrections(doc: Any) -> list[Correction]:
@@ -143,8 +166,10 @@ def check_new(new: list[Correction], recorded: list[Correction]) -> None:
     ids = [c.correction_id for c in (*recorded, *new)]
     twice = sorted({i for i in ids if ids.count(i) > 1})
     if twice:
-        raise CorrectionError(f"correction id(s) {', '.join(twice)} already used: a correction "
-                              "is never changed; add one with a new id")  # fmt: skip
+        raise CorrectionError(
+            f"correction id(s) {', '.join(twice)} already used: a correction "
+            "is never changed; add one with a new id"
+        )
     for i, c in enumerate(new):
         for other in (*recorded, *new[:i]):
             if c.overlaps(other):

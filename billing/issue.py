@@ -94,9 +94,13 @@ def _rate(book: ContractBook, tenant_id: str, period: Period, usage: Any) -> lis
 
 
 def compose(
-    warehouse: Warehouse, book: ContractBook, tenant: Tenant, period: Period,
-    issued: dict[str, tuple[str, str]], heading: Heading | None = None,
-) -> dict[str, Any]:  # fmt: skip
+    warehouse: Warehouse,
+    book: ContractBook,
+    tenant: Tenant,
+    period: Period,
+    issued: dict[str, tuple[str, str]],
+    heading: Heading | None = None,
+) -> dict[str, Any]:
     """The statement document for ``tenant`` and ``period`` from the warehouse as it is now
     (without ``heading``: its charges only, to compare with an issued one's)."""
     return _compose(warehouse, book, tenant, period, issued, heading).statement
@@ -107,9 +111,12 @@ RATING_RULES = "rating 1"
 
 
 def inputs_sha256(
-    book: ContractBook, tenant_id: str, period: Period, month_rows: Sequence[tuple[Any, ...]],
+    book: ContractBook,
+    tenant_id: str,
+    period: Period,
+    month_rows: Sequence[tuple[Any, ...]],
     correction_ids: Iterable[str] = (),
-) -> str:  # fmt: skip
+) -> str:
     """The fingerprint of what rating ``period`` for the tenant reads: its month rollups,
     the corrections of its usage (a correction is never changed, so its id stands for its
     usage) and the contracts in force in it. Metered usage of a closed month only grows
@@ -138,9 +145,14 @@ def _with(usage: list[UsageRow], corrections: dict[str, list[UsageRow]], ids: It
 
 
 def _correction_lines(
-    book: ContractBook, tid: str, period: Period, base: list[UsageRow], base_lines: list[Line],
-    corrections: dict[str, list[UsageRow]], ids: set[str],
-) -> list[Line]:  # fmt: skip
+    book: ContractBook,
+    tid: str,
+    period: Period,
+    base: list[UsageRow],
+    base_lines: list[Line],
+    corrections: dict[str, list[UsageRow]],
+    ids: set[str],
+) -> list[Line]:
     """What the corrections ``ids`` change in the period's charges, on top of ``base``
     (rated as ``base_lines``), each line labelled with the corrections it bills."""
     if not ids:
@@ -151,9 +163,13 @@ def _correction_lines(
 
 
 def _compose(
-    warehouse: Warehouse, book: ContractBook, tenant: Tenant, period: Period,
-    issued: dict[str, tuple[str, str]], heading: Heading | None,
-) -> Composed:  # fmt: skip
+    warehouse: Warehouse,
+    book: ContractBook,
+    tenant: Tenant,
+    period: Period,
+    issued: dict[str, tuple[str, str]],
+    heading: Heading | None,
+) -> Composed:
     """:func:`compose`, with the period's usage it read and the inputs it rated.
 
     Corrections are billed apart from metered usage, as lines labelled with their ids:
@@ -177,19 +193,27 @@ def _compose(
     labels = sorted({*earlier_periods, period.label})
     corrections = correction_rows(warehouse, tid, [Period.parse(p) for p in labels])
     inputs = {
-        label: Rated(inputs_sha256(book, tid, Period.parse(label), month_rows.get(label, ()),
-                                   corrections[label]), frozenset(corrections[label]))
+        label: Rated(
+            inputs_sha256(
+                book, tid, Period.parse(label), month_rows.get(label, ()), corrections[label]
+            ),
+            frozenset(corrections[label]),
+        )
         for label in labels
-    }  # fmt: skip
+    }
     now_ids = set(corrections[period.label])
-    lines += _correction_lines(book, tid, period, metered, lines, corrections[period.label],
-                               now_ids)  # fmt: skip
+    lines += _correction_lines(
+        book, tid, period, metered, lines, corrections[period.label], now_ids
+    )
     usage = _with(metered, corrections[period.label], now_ids)
     # Only what the statements before this one rated: composing an issued period again
     # must find the adjustments it carried.
     last_rated = rated_inputs(warehouse, tid, (statement_id_of(t) for t, _ in issued.values()))
-    befores = [Period.parse(p) for p in sorted(earlier_periods)
-               if last_rated.get(p, NOT_RATED).sha256 != inputs[p].sha256]  # fmt: skip
+    befores = [
+        Period.parse(p)
+        for p in sorted(earlier_periods)
+        if last_rated.get(p, NOT_RATED).sha256 != inputs[p].sha256
+    ]
     usage_before = read_periods_to_rate(warehouse, book, tid, befores)
     for before in befores:
         mine = corrections[before.label]
@@ -200,12 +224,14 @@ def _compose(
         lines += _correction_lines(book, tid, before, base, base_lines, mine, set(mine) - known)
     adjusted = {p: statement_id_of(issued[p][0]) for p in issued if p < period.label}
     billed_contracts = {ln.contract_id for ln in lines}
-    taxes = {c.contract_id: c.tax for c in book.contracts
-             if c.contract_id in billed_contracts and c.tax is not None}  # fmt: skip
+    taxes = {
+        c.contract_id: c.tax
+        for c in book.contracts
+        if c.contract_id in billed_contracts and c.tax is not None
+    }
     billed_ids = {cid for ln in lines if ln.correction for cid in ln.correction.split(",")}
     shown = corrections_billed(warehouse, tid, billed_ids)
-    data = StatementInput(tenant, period, contracts, lines, usage, adjusted, heading, taxes,
-                          shown)  # fmt: skip
+    data = StatementInput(tenant, period, contracts, lines, usage, adjusted, heading, taxes, shown)
     rated = {p: inputs[p] for p in (period.label, *(b.label for b in befores))}
     return Composed(build_statement(data), usage, rated)
 
@@ -215,9 +241,13 @@ def statement_id_of(canonical_json: str) -> str:
 
 
 def unbilled_months(
-    warehouse: Warehouse, book: ContractBook, tenant_id: str, period: Period,
-    issued: dict[str, tuple[str, str]], billed: dict[str, list[Line]],
-) -> set[str]:  # fmt: skip
+    warehouse: Warehouse,
+    book: ContractBook,
+    tenant_id: str,
+    period: Period,
+    issued: dict[str, tuple[str, str]],
+    billed: dict[str, list[Line]],
+) -> set[str]:
     """Months before ``period`` that no statement of the tenant has billed, and that are
     owed: with usage, or (after the tenant's first statement) with a contract in force."""
     covered = set(issued) | set(billed)
@@ -252,10 +282,18 @@ def write_files(out: Path, statement: dict[str, Any], digest_sha256: str) -> tup
 
 
 def issue_statement(
-    warehouse: Warehouse, book: ContractBook, tenant_id: str, period: Period, out: Path,
-    clock: Clock = utc_now, force: bool = False, dry_run: bool = False, *, issuer: Issuer,
+    warehouse: Warehouse,
+    book: ContractBook,
+    tenant_id: str,
+    period: Period,
+    out: Path,
+    clock: Clock = utc_now,
+    force: bool = False,
+    dry_run: bool = False,
+    *,
+    issuer: Issuer,
     numbers_held: int = 0,
-) -> Outcome:  # fmt: skip
+) -> Outcome:
     """Issue one statement; ``numbers_held``: numbers a dry run has shown already, so the
     next one shows the number it would get."""
     tenant = book.tenant(tenant_id) or Tenant(tenant_id, tenant_id)
@@ -271,22 +309,25 @@ def issue_statement(
         text, stored_digest = issued[period.label]
         statement = parse_statement(text)
         files = () if dry_run else write_files(out, statement, stored_digest)
-        fresh = compose(warehouse, book, tenant, period, {
-            p: v for p, v in issued.items() if p < period.label
-        })  # fmt: skip
+        fresh = compose(
+            warehouse, book, tenant, period, {p: v for p, v in issued.items() if p < period.label}
+        )
         # Compared as charges, not bytes: an issued statement rendered by an older version
         # (another rate spelling) has not changed because the renderer did.
         if list(lines_of(fresh)) == list(lines_of(statement)):
-            return Outcome(tenant_id, "already issued", "", stored_digest,
-                           statement["totals"]["total"], files)  # fmt: skip
+            return Outcome(
+                tenant_id, "already issued", "", stored_digest, statement["totals"]["total"], files
+            )
         return Outcome(
-            tenant_id, "already issued, data changed",
+            tenant_id,
+            "already issued, data changed",
             "usage or contracts changed since issue; the issued statement stands and the "
             "difference will appear as an adjustment on the next statement",
-            stored_digest, statement["totals"]["total"], files,
-        )  # fmt: skip
-    number = issuer.number(next_statement_sequence(warehouse, issuer.number_prefix)
-                           + numbers_held)  # fmt: skip
+            stored_digest,
+            statement["totals"]["total"],
+            files,
+        )
+    number = issuer.number(next_statement_sequence(warehouse, issuer.number_prefix) + numbers_held)
     heading = Heading(issuer, number, clock().date())
     composed = _compose(warehouse, book, tenant, period, issued, heading)
     statement = composed.statement
@@ -304,9 +345,16 @@ def issue_statement(
 
 
 def run_statements(
-    warehouse: Warehouse, period_label: str, out: Path, tenant_id: str | None = None,
-    clock: Clock = utc_now, force: bool = False, dry_run: bool = False, *, issuer: Issuer,
-) -> list[Outcome]:  # fmt: skip
+    warehouse: Warehouse,
+    period_label: str,
+    out: Path,
+    tenant_id: str | None = None,
+    clock: Clock = utc_now,
+    force: bool = False,
+    dry_run: bool = False,
+    *,
+    issuer: Issuer,
+) -> list[Outcome]:
     """Issue (``dry_run``: only compose) the period's statements. Issuing cannot be undone,
     so it waits for the pipeline: every partition must have closed every window of the
     period (event time past its end plus the lateness bound), and a tenant with a contract
@@ -334,17 +382,34 @@ def run_statements(
     for tid in tenants:
         try:
             held = sum(o.status == "would issue" for o in outcomes)
-            outcomes.append(issue_statement(warehouse, book, tid, period, out, clock, force,
-                                            dry_run, issuer=issuer, numbers_held=held))  # fmt: skip
+            outcomes.append(
+                issue_statement(
+                    warehouse,
+                    book,
+                    tid,
+                    period,
+                    out,
+                    clock,
+                    force,
+                    dry_run,
+                    issuer=issuer,
+                    numbers_held=held,
+                )
+            )
         except BillingError as exc:
             outcomes.append(Outcome(tid, "refused", str(exc)))
     return outcomes
 
 
 def draft_statements(
-    warehouse: Warehouse, period_label: str, out: Path, tenant_id: str | None = None,
-    clock: Clock = utc_now, *, issuer: Issuer,
-) -> list[Outcome]:  # fmt: skip
+    warehouse: Warehouse,
+    period_label: str,
+    out: Path,
+    tenant_id: str | None = None,
+    clock: Clock = utc_now,
+    *,
+    issuer: Issuer,
+) -> list[Outcome]:
     """Each tenant's statement for ``period`` as it stands now, marked DRAFT in every file,
     for review: the open month too, or any month not issued. Nothing is recorded, there is
     no digest, and ``verify-statement`` refuses a draft."""

@@ -35,9 +35,11 @@ class Issuer:
 
     def to_doc(self) -> dict[str, Any]:
         return {
-            "legal_name": self.legal_name, "address": list(self.address),
-            "tax_id": self.tax_id, "contact": self.contact,
-        }  # fmt: skip
+            "legal_name": self.legal_name,
+            "address": list(self.address),
+            "tax_id": self.tax_id,
+            "contact": self.contact,
+        }
 
 
 def _text(value: Any, where: str, longest: int = 200) -> str:

@@ -98,8 +98,14 @@ class Line:
 
     @property
     def key(self) -> tuple[str, str, str, str, str, int]:
-        return (self.for_period, self.kind, self.contract_id, self.sku, self.cluster,
-                self.rate_from_us)  # fmt: skip
+        return (
+            self.for_period,
+            self.kind,
+            self.contract_id,
+            self.sku,
+            self.cluster,
+            self.rate_from_us,
+        )
 
 
 def round_money(amount: Decimal, minor_units: int) -> Decimal:
@@ -166,10 +172,13 @@ def _rate_contract(
             continue
         claimed.add(i)
         found = next(
-            (r for r in contract.rates
-             if r.sku == row.sku and r.from_us <= row.window_start_us < r.to_us),
+            (
+                r
+                for r in contract.rates
+                if r.sku == row.sku and r.from_us <= row.window_start_us < r.to_us
+            ),
             None,
-        )  # fmt: skip
+        )
         if found is None:
             unrated.append(UnratedUsage.of(row))
             continue
@@ -177,37 +186,87 @@ def _rate_contract(
         unhealthy[(row.sku, row.cluster, found.from_us)] += row.unhealthy_us
         energy[(row.sku, row.cluster)] += row.energy_mj
 
-    def line(kind: str, sku: str, cluster: str, since: int, qty: int, unit: str, rate: Decimal,
-             amount: Decimal) -> Line:  # fmt: skip
+    def line(
+        kind: str,
+        sku: str,
+        cluster: str,
+        since: int,
+        qty: int,
+        unit: str,
+        rate: Decimal,
+        amount: Decimal,
+    ) -> Line:
         # The rate period as it applies inside this month and term.
         shown_from = max(since, start) if since else 0
         shown_to = min(rates[(sku, since)].to_us, end) if since else 0
-        return Line(kind, period.label, contract.contract_id, sku, cluster, shown_from, shown_to,
-                    qty, unit, rate, amount)  # fmt: skip
+        return Line(
+            kind,
+            period.label,
+            contract.contract_id,
+            sku,
+            cluster,
+            shown_from,
+            shown_to,
+            qty,
+            unit,
+            rate,
+            amount,
+        )
 
     lines = []
     for (sku, cluster, since), qty in sorted(alloc.items()):
         rate = rates[(sku, since)].rate_per_gpu_hour
-        lines.append(line("usage", sku, cluster, since, qty, "gpu_us", rate,
-                          _priced(qty, rate, US_PER_GPU_HOUR, places)))  # fmt: skip
+        lines.append(
+            line(
+                "usage",
+                sku,
+                cluster,
+                since,
+                qty,
+                "gpu_us",
+                rate,
+                _priced(qty, rate, US_PER_GPU_HOUR, places),
+            )
+        )
     usage_total = sum((ln.amount for ln in lines), Decimal(0))
     if contract.energy_rate_per_kwh is not None:
         for (sku, cluster), mj in sorted(energy.items()):
             if not mj:
                 continue
             rate = contract.energy_rate_per_kwh
-            lines.append(line("energy", sku, cluster, 0, mj, "energy_mj", rate,
-                              _priced(mj, rate, MJ_PER_KWH, places)))  # fmt: skip
+            lines.append(
+                line(
+                    "energy",
+                    sku,
+                    cluster,
+                    0,
+                    mj,
+                    "energy_mj",
+                    rate,
+                    _priced(mj, rate, MJ_PER_KWH, places),
+                )
+            )
     minimum = prorated_minimum(contract, start, end, period)
     if usage_total < minimum:
-        lines.append(line("commitment_true_up", "", "", 0, 0, "", Decimal(0),
-                          minimum - usage_total))  # fmt: skip
+        lines.append(
+            line("commitment_true_up", "", "", 0, 0, "", Decimal(0), minimum - usage_total)
+        )
     if contract.sla_credit_multiplier:
         for (sku, cluster, since), qty in sorted(unhealthy.items()):
             if qty:
                 rate = rates[(sku, since)].rate_per_gpu_hour * contract.sla_credit_multiplier
-                lines.append(line("sla_credit", sku, cluster, since, qty, "gpu_us", rate,
-                                  _priced(qty, rate, US_PER_GPU_HOUR, places, -1)))  # fmt: skip
+                lines.append(
+                    line(
+                        "sla_credit",
+                        sku,
+                        cluster,
+                        since,
+                        qty,
+                        "gpu_us",
+                        rate,
+                        _priced(qty, rate, US_PER_GPU_HOUR, places, -1),
+                    )
+                )
     return lines
 
 

@@ -43,8 +43,17 @@ from warehouse.totals import (
 
 log = logging.getLogger(__name__)
 
-INVOICE_COLUMNS = ("supplier", "invoice_id", "period", "tenant_id", "sku", "cluster",
-                   "gpu_hours", "amount", "currency")  # fmt: skip
+INVOICE_COLUMNS = (
+    "supplier",
+    "invoice_id",
+    "period",
+    "tenant_id",
+    "sku",
+    "cluster",
+    "gpu_hours",
+    "amount",
+    "currency",
+)
 
 
 @dataclass
@@ -93,8 +102,10 @@ def _check_finer_grains(
         report.say(f"  OK   {known.ledger_keys:,} windows, every counter equal")
         report.say("    hour rollups vs minutes, and day rollups vs hours")
         report.say(f"  OK   {known.grain_keys:,} hours and days, every counter equal")
-        report.say(f"  (as compared earlier in {known.seconds:.0f} s over the same table parts, "
-                   f"fingerprint {before[:12]}; --recheck compares again)")  # fmt: skip
+        report.say(
+            f"  (as compared earlier in {known.seconds:.0f} s over the same table parts, "
+            f"fingerprint {before[:12]}; --recheck compares again)"
+        )
         return
     started = time.monotonic()
     partitions = partitions_read(period.start_us, period.end_us)
@@ -105,9 +116,11 @@ def _check_finer_grains(
         unmerged = not_compacted(warehouse, partitions)
     if unmerged:
         ledger, grains = _compare_by_day(warehouse, period)
-        report.say(f"  (compared day by day, deduplicating: {len(unmerged)} partitions not "
-                   f"compacted, e.g. {unmerged[0]}; after the month is closed, `meter compact "
-                   f"--period {period.label}` makes this a single pass)")  # fmt: skip
+        report.say(
+            f"  (compared day by day, deduplicating: {len(unmerged)} partitions not "
+            f"compacted, e.g. {unmerged[0]}; after the month is closed, `meter compact "
+            f"--period {period.label}` makes this a single pass)"
+        )
     _say_differences(report, ledger, "windows", ("ledger", "rollups"))
     report.say("    hour rollups vs minutes, and day rollups vs hours")
     _say_differences(report, grains, "hours and days", ("finer", "coarser"))
@@ -128,16 +141,20 @@ def _compare_by_day(warehouse: Warehouse, period: Period) -> tuple[Comparison, C
         ledger += day_ledger
         grains += day_grains
         if done % 5 == 0 or done == len(days):
-            log.info("reconcile %s: %d of %d days compared (%.0f s)", period.label, done,
-                     len(days), time.monotonic() - started)  # fmt: skip
+            log.info(
+                "reconcile %s: %d of %d days compared (%.0f s)",
+                period.label,
+                done,
+                len(days),
+                time.monotonic() - started,
+            )
     return ledger, grains
 
 
 def _compare_compacted(warehouse: Warehouse, period: Period) -> tuple[Comparison, Comparison]:
     """One pass per table (warehouse/month_check.py); the days where anything differs
     are compared again window by window, which names what differs."""
-    windows, grain_windows, differing = compare_compacted(warehouse, period.start_us,
-                                                          period.end_us)  # fmt: skip
+    windows, grain_windows, differing = compare_compacted(warehouse, period.start_us, period.end_us)
     ledger, grains = Comparison(windows, 0, []), Comparison(grain_windows, 0, [])
     for day_us in sorted(differing):
         day_ledger = compare_ledger_day(warehouse, day_us)
@@ -145,8 +162,9 @@ def _compare_compacted(warehouse: Warehouse, period: Period) -> tuple[Comparison
         ledger += Comparison(0, day_ledger.differing, day_ledger.first)
         grains += Comparison(0, day_grains.differing, day_grains.first)
     if differing:
-        log.info("reconcile %s: %d days differ, compared window by window", period.label,
-                 len(differing))  # fmt: skip
+        log.info(
+            "reconcile %s: %d days differ, compared window by window", period.label, len(differing)
+        )
     return ledger, grains
 
 
@@ -231,9 +249,12 @@ def check_positions(
                 f"{_hours(committed):,.6f} committed (overage {_hours(over):,.6f}, "
                 f"shortfall {_hours(short):,.6f}); usage {amount:,} {contract.currency} vs "
                 f"minimum {minimum:,} → true-up {max(minimum - amount, Decimal(0)):,}; "
-                + (f"statement issued ({issued[tenant][:12]}…)" if tenant in issued
-                   else "statement not issued")
-            )  # fmt: skip
+                + (
+                    f"statement issued ({issued[tenant][:12]}…)"
+                    if tenant in issued
+                    else "statement not issued"
+                )
+            )
 
 
 def check_corrections(warehouse: Warehouse, period: Period, report: Report) -> None:
@@ -244,8 +265,10 @@ def check_corrections(warehouse: Warehouse, period: Period, report: Report) -> N
         return
     for c in found:
         moved = ", ".join(f"{t} {_hours(us):+,.6f}" for t, us in sorted(c["allocated_us"].items()))
-        report.say(f"  {c['correction_id']} {c['kind']} by {c['author']} (ticket {c['ticket']}, "
-                   f"{c['reason']}): {moved} GPU-h")  # fmt: skip
+        report.say(
+            f"  {c['correction_id']} {c['kind']} by {c['author']} (ticket {c['ticket']}, "
+            f"{c['reason']}): {moved} GPU-h"
+        )
     tenants = sorted({t for c in found for t in c["allocated_us"]})
     params = {"month": utc_datetime(period.start_us).date(), "p": period.label, "t": tenants}
     usage = {
@@ -257,18 +280,22 @@ def check_corrections(warehouse: Warehouse, period: Period, report: Report) -> N
             params,
         )
     }
-    billed = dict(warehouse.execute(
-        "SELECT tenant_id, sum(quantity) FROM billed_by_period WHERE for_period = %(p)s "
-        "AND kind = 'usage' AND has(%(t)s, tenant_id) GROUP BY tenant_id",
-        params,
-    ))  # fmt: skip
+    billed = dict(
+        warehouse.execute(
+            "SELECT tenant_id, sum(quantity) FROM billed_by_period WHERE for_period = %(p)s "
+            "AND kind = 'usage' AND has(%(t)s, tenant_id) GROUP BY tenant_id",
+            params,
+        )
+    )
     for tenant in tenants:
         metered, corrected, billable = usage.get(tenant, (0, 0, 0))
         done = int(billed.get(tenant, 0))
         state = "billed" if done == billable else "not yet billed in full (next statement)"
-        report.say(f"  {tenant}: metered {_hours(metered):,.6f}, corrections "
-                   f"{_hours(corrected):+,.6f}, billable {_hours(billable):,.6f}, billed "
-                   f"{_hours(done):,.6f} GPU-h: {state}")  # fmt: skip
+        report.say(
+            f"  {tenant}: metered {_hours(metered):,.6f}, corrections "
+            f"{_hours(corrected):+,.6f}, billable {_hours(billable):,.6f}, billed "
+            f"{_hours(done):,.6f} GPU-h: {state}"
+        )
 
 
 @dataclass(frozen=True)
@@ -304,18 +331,34 @@ def read_invoice(path: Path, period: Period) -> list[InvoiceLine]:
                 amount = Decimal(row["amount"]) if row["amount"].strip() else None
             except InvalidOperation as exc:
                 raise BillingError(f"{path} row {number}: gpu_hours/amount not a number") from exc
-            lines.append(InvoiceLine(number, row["supplier"], row["tenant_id"], row["sku"],
-                                     row["cluster"], hours, amount))  # fmt: skip
+            lines.append(
+                InvoiceLine(
+                    number,
+                    row["supplier"],
+                    row["tenant_id"],
+                    row["sku"],
+                    row["cluster"],
+                    hours,
+                    amount,
+                )
+            )
     return lines
 
 
 def check_invoice(
-    warehouse: Warehouse, book: ContractBook, period: Period, path: Path,
-    tolerance_gpu_hours: Decimal, tolerance_amount: Decimal, report: Report,
-) -> None:  # fmt: skip
+    warehouse: Warehouse,
+    book: ContractBook,
+    period: Period,
+    path: Path,
+    tolerance_gpu_hours: Decimal,
+    tolerance_amount: Decimal,
+    report: Report,
+) -> None:
     invoice = read_invoice(path, period)
-    report.say(f"(d) supplier invoice {path.name}: {len(invoice)} lines, tolerance "
-               f"{tolerance_gpu_hours} GPU-h / {tolerance_amount} per line")  # fmt: skip
+    report.say(
+        f"(d) supplier invoice {path.name}: {len(invoice)} lines, tolerance "
+        f"{tolerance_gpu_hours} GPU-h / {tolerance_amount} per line"
+    )
     theirs: dict[tuple[str, str, str], list[InvoiceLine]] = defaultdict(list)
     for line in invoice:
         theirs[(line.tenant_id, line.sku, line.cluster)].append(line)
@@ -340,8 +383,9 @@ def check_invoice(
         if not billed:
             problems.append(f"metered {ours:,.6f} GPU-h, not on the invoice")
         elif abs(hours - ours) > tolerance_gpu_hours:
-            problems.append(f"invoice {hours:,} GPU-h vs metered {ours:,.6f} "
-                            f"(difference {hours - ours:+,.6f})")  # fmt: skip
+            problems.append(
+                f"invoice {hours:,} GPU-h vs metered {ours:,.6f} (difference {hours - ours:+,.6f})"
+            )
         amounts = [b.amount for b in billed if b.amount is not None]
         if amounts and key in ours_amount:
             theirs_amount = sum(amounts, Decimal(0))
@@ -356,10 +400,13 @@ def check_invoice(
 
 
 def reconcile(
-    warehouse: Warehouse, period_label: str, invoice: Path | None = None,
-    tolerance_gpu_hours: Decimal = Decimal("0.01"), tolerance_amount: Decimal = Decimal("0.01"),
+    warehouse: Warehouse,
+    period_label: str,
+    invoice: Path | None = None,
+    tolerance_gpu_hours: Decimal = Decimal("0.01"),
+    tolerance_amount: Decimal = Decimal("0.01"),
     recheck: bool = False,
-) -> Report:  # fmt: skip
+) -> Report:
     period = Period.parse(period_label)
     report = Report(period.label)
     report.say(f"reconciliation for {period.label}")
@@ -369,8 +416,9 @@ def reconcile(
     check_positions(warehouse, book, period, report)
     check_corrections(warehouse, period, report)
     if invoice is not None:
-        check_invoice(warehouse, book, period, invoice, tolerance_gpu_hours, tolerance_amount,
-                      report)  # fmt: skip
+        check_invoice(
+            warehouse, book, period, invoice, tolerance_gpu_hours, tolerance_amount, report
+        )
     verdict = "OK" if report.exit_code == 0 else "FAILED"
     ledger = "ok" if report.ledger_ok else "differs"
     gaps = "none" if report.gaps_ok else "open"

@@ -16,11 +16,29 @@ from billing.statement import SECTIONS
 from core.units import US_PER_GPU_HOUR
 
 CSV_COLUMNS = (
-    "statement_id", "line_no", "section", "kind", "for_period", "contract_id", "sku", "cluster",
-    "rate_from", "rate_to", "quantity", "unit", "quantity_display", "rate", "amount", "currency",
-    "statement_number", "issue_date", "due_date", "issuer_legal_name", "issuer_tax_id",
+    "statement_id",
+    "line_no",
+    "section",
+    "kind",
+    "for_period",
+    "contract_id",
+    "sku",
+    "cluster",
+    "rate_from",
+    "rate_to",
+    "quantity",
+    "unit",
+    "quantity_display",
+    "rate",
+    "amount",
+    "currency",
+    "statement_number",
+    "issue_date",
+    "due_date",
+    "issuer_legal_name",
+    "issuer_tax_id",
     "issuer_address",
-)  # fmt: skip
+)
 
 
 def _section(line: dict[str, Any], period: str, adjusts: dict[str, str] | None = None) -> str:
@@ -45,10 +63,13 @@ def _heading_cells(statement: dict[str, Any]) -> list[str]:
     """What every CSV row repeats, so each line can be booked on its own."""
     issuer = statement.get("issuer") or {}
     return [
-        statement.get("statement_number", ""), statement.get("issue_date", ""),
-        statement.get("due_date", ""), issuer.get("legal_name", ""), issuer.get("tax_id", ""),
+        statement.get("statement_number", ""),
+        statement.get("issue_date", ""),
+        statement.get("due_date", ""),
+        issuer.get("legal_name", ""),
+        issuer.get("tax_id", ""),
         "; ".join(issuer.get("address", [])),
-    ]  # fmt: skip
+    ]
 
 
 def render_csv(statement: dict[str, Any]) -> bytes:
@@ -66,15 +87,20 @@ def render_csv(statement: dict[str, Any]) -> bytes:
     totals = statement["totals"]
 
     def summary_row(section: str, kind: str, amount: str, **cells: str) -> None:
-        values = {"section": section, "kind": kind, "for_period": period, "amount": amount,
-                  **cells}  # fmt: skip
+        values = {"section": section, "kind": kind, "for_period": period, "amount": amount, **cells}
         writer.writerow([sid, "", *(values.get(c, "") for c in CSV_COLUMNS[2:15]), cur, *heading])
 
     if "subtotal" in totals:
         summary_row("Subtotal", "subtotal", totals["subtotal"])
     for tax in statement.get("taxes", []):  # the taxable amount shown as the quantity
-        summary_row(f"Tax: {tax['label']}", "tax", tax["amount"], contract_id=tax["contract_id"],
-                    quantity_display=tax["taxable"], rate=tax["rate"])  # fmt: skip
+        summary_row(
+            f"Tax: {tax['label']}",
+            "tax",
+            tax["amount"],
+            contract_id=tax["contract_id"],
+            quantity_display=tax["taxable"],
+            rate=tax["rate"],
+        )
     draft = "Total (DRAFT, not issued)" if statement.get("draft") else "Total"
     summary_row(draft, "total", totals["total"])
     return out.getvalue().encode("utf-8")
@@ -282,8 +308,11 @@ def _issuer_html(s: dict[str, Any]) -> str:
     issuer = s.get("issuer")
     if not issuer:
         return ""
-    lines = [f"<b>{escape(issuer['legal_name'])}</b>", *map(escape, issuer["address"]),
-             f"Tax id {escape(issuer['tax_id'])}"]  # fmt: skip
+    lines = [
+        f"<b>{escape(issuer['legal_name'])}</b>",
+        *map(escape, issuer["address"]),
+        f"Tax id {escape(issuer['tax_id'])}",
+    ]
     if issuer.get("contact"):
         lines.append(escape(issuer["contact"]))
     return '<div class="issuer">' + "<br>".join(lines) + "</div>"
@@ -296,8 +325,10 @@ def _dates_html(s: dict[str, Any]) -> str:
     if s.get("draft"):
         terms = s["payment_terms_days"]
         due = f"{terms} days from the issue date" if terms >= 0 else "not recorded yet"
-        return ('<tr><td class="muted">Number</td><td>none: a draft is not issued</td></tr>'
-                f'<tr><td class="muted">Payment terms</td><td>{due}</td></tr>')  # fmt: skip
+        return (
+            '<tr><td class="muted">Number</td><td>none: a draft is not issued</td></tr>'
+            f'<tr><td class="muted">Payment terms</td><td>{due}</td></tr>'
+        )
     return (
         f'<tr><td class="muted">Number</td><td><b>{escape(s["statement_number"])}</b></td></tr>'
         f'<tr><td class="muted">Issued</td><td>{escape(s["issue_date"])}</td></tr>'
@@ -323,8 +354,12 @@ def render_html(statement: dict[str, Any], digest_sha256: str) -> bytes:
     if "subtotal" in t:
         totals_rows.append(("Subtotal", t["subtotal"]))
     for tax in s.get("taxes", []):
-        totals_rows.append((f"{tax['label']} on {_amount(tax['taxable'], cur)} "
-                            f"(contract {tax['contract_id']})", tax["amount"]))  # fmt: skip
+        totals_rows.append(
+            (
+                f"{tax['label']} on {_amount(tax['taxable'], cur)} (contract {tax['contract_id']})",
+                tax["amount"],
+            )
+        )
     totals_html = "".join(
         f'<tr><td>{escape(name)}</td><td class="num">{escape(_amount(v, cur))}</td></tr>'
         for name, v in totals_rows

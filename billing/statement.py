@@ -89,15 +89,23 @@ def _contract_doc(c: Contract) -> dict[str, Any]:
         "committed_gpus": c.committed_gpus,
         "minimum_monthly_commitment": money(c.minimum_monthly_commitment, c.minor_units),
         "energy_rate_per_kwh": rate_text(c.energy_rate_per_kwh, c.minor_units)
-        if c.energy_rate_per_kwh is not None else "",
+        if c.energy_rate_per_kwh is not None
+        else "",
         "sla_credit_multiplier": rate_text(c.sla_credit_multiplier, 0),
-    }  # fmt: skip
+    }
 
 
 def _order(line: Line, period: str) -> tuple[Any, ...]:
     # This period's charges first, by kind; then adjustments, oldest period first.
-    return (line.for_period != period, line.for_period, KINDS.index(line.kind), line.contract_id,
-            line.sku, line.cluster, line.rate_from_us)  # fmt: skip
+    return (
+        line.for_period != period,
+        line.for_period,
+        KINDS.index(line.kind),
+        line.contract_id,
+        line.sku,
+        line.cluster,
+        line.rate_from_us,
+    )
 
 
 @dataclass(frozen=True)
@@ -133,8 +141,11 @@ def _minimum_doc(contract: Contract, data: StatementInput, places: int) -> dict[
     period = data.period
     start, end = contract.covered(period.start_us, period.end_us)
     prorated = prorated_minimum(contract, start, end, period)
-    mine = [ln for ln in data.lines if ln.for_period == period.label
-            and ln.contract_id == contract.contract_id]  # fmt: skip
+    mine = [
+        ln
+        for ln in data.lines
+        if ln.for_period == period.label and ln.contract_id == contract.contract_id
+    ]
     gpu_time = sum((ln.amount for ln in mine if ln.kind == "usage"), Decimal(0))
     true_up = sum((ln.amount for ln in mine if ln.kind == "commitment_true_up"), Decimal(0))
     return {
@@ -157,10 +168,15 @@ def _taxes_doc(lines: list[Line], taxes: dict[str, Tax], places: int) -> list[di
     for contract_id in sorted({ln.contract_id for ln in lines} & taxes.keys()):
         tax = taxes[contract_id]
         taxable = sum((ln.amount for ln in lines if ln.contract_id == contract_id), Decimal(0))
-        out.append({
-            "contract_id": contract_id, "label": tax.label, "rate": rate_text(tax.rate, 0),
-            "taxable": money(taxable, places), "amount": money(taxable * tax.rate, places),
-        })  # fmt: skip
+        out.append(
+            {
+                "contract_id": contract_id,
+                "label": tax.label,
+                "rate": rate_text(tax.rate, 0),
+                "taxable": money(taxable, places),
+                "amount": money(taxable * tax.rate, places),
+            }
+        )
     return out
 
 
@@ -317,6 +333,17 @@ def lines_of(statement: dict[str, Any]) -> Iterable[Line]:
     for doc in statement["lines"]:
         since = parse_instant(doc["rate_from"], "rate_from") if doc["rate_from"] else 0
         until = parse_instant(doc["rate_to"], "rate_to") if doc["rate_to"] else 0
-        yield Line(doc["kind"], doc["for_period"], doc["contract_id"], doc["sku"], doc["cluster"],
-                   since, until, doc["quantity"], doc["unit"], Decimal(doc["rate"] or 0),
-                   Decimal(doc["amount"]), doc.get("correction", ""))  # fmt: skip
+        yield Line(
+            doc["kind"],
+            doc["for_period"],
+            doc["contract_id"],
+            doc["sku"],
+            doc["cluster"],
+            since,
+            until,
+            doc["quantity"],
+            doc["unit"],
+            Decimal(doc["rate"] or 0),
+            Decimal(doc["amount"]),
+            doc.get("correction", ""),
+        )

@@ -36,29 +36,79 @@ def store_contracts(
     load_id = int(rows[0][0] or 0) + 1
     now = clock().replace(microsecond=0)
     warehouse.insert(
-        "tenants", ("tenant_id", "name", "load_id", "loaded_at"),
+        "tenants",
+        ("tenant_id", "name", "load_id", "loaded_at"),
         [(t.tenant_id, t.name, load_id, now) for t in book.tenants],
-    )  # fmt: skip
+    )
     warehouse.insert(
         "contracts",
-        ("contract_id", "tenant_id", "currency", "term_start", "term_end", "committed_gpus",
-         "minimum_monthly_commitment", "energy_pass_through", "energy_rate_per_kwh",
-         "sla_credit_multiplier", "payment_terms_days", "has_tax", "tax_label", "tax_rate",
-         "source_sha256", "load_id", "loaded_at"),
-        [(c.contract_id, c.tenant_id, c.currency, utc_datetime(c.term_start_us),
-          utc_datetime(c.term_end_us), c.committed_gpus, c.minimum_monthly_commitment,
-          int(c.energy_rate_per_kwh is not None), c.energy_rate_per_kwh or Decimal(0),
-          c.sla_credit_multiplier, c.payment_terms_days, int(c.tax is not None),
-          c.tax.label if c.tax else "", c.tax.rate if c.tax else Decimal(0), source_sha256,
-          load_id, now) for c in book.contracts],
-    )  # fmt: skip
+        (
+            "contract_id",
+            "tenant_id",
+            "currency",
+            "term_start",
+            "term_end",
+            "committed_gpus",
+            "minimum_monthly_commitment",
+            "energy_pass_through",
+            "energy_rate_per_kwh",
+            "sla_credit_multiplier",
+            "payment_terms_days",
+            "has_tax",
+            "tax_label",
+            "tax_rate",
+            "source_sha256",
+            "load_id",
+            "loaded_at",
+        ),
+        [
+            (
+                c.contract_id,
+                c.tenant_id,
+                c.currency,
+                utc_datetime(c.term_start_us),
+                utc_datetime(c.term_end_us),
+                c.committed_gpus,
+                c.minimum_monthly_commitment,
+                int(c.energy_rate_per_kwh is not None),
+                c.energy_rate_per_kwh or Decimal(0),
+                c.sla_credit_multiplier,
+                c.payment_terms_days,
+                int(c.tax is not None),
+                c.tax.label if c.tax else "",
+                c.tax.rate if c.tax else Decimal(0),
+                source_sha256,
+                load_id,
+                now,
+            )
+            for c in book.contracts
+        ],
+    )
     warehouse.insert(
         "contract_rates",
-        ("contract_id", "tenant_id", "sku", "effective_from", "effective_to",
-         "rate_per_gpu_hour", "load_id"),
-        [(c.contract_id, c.tenant_id, r.sku, utc_datetime(r.from_us), utc_datetime(r.to_us),
-          r.rate_per_gpu_hour, load_id) for c in book.contracts for r in c.rates],
-    )  # fmt: skip
+        (
+            "contract_id",
+            "tenant_id",
+            "sku",
+            "effective_from",
+            "effective_to",
+            "rate_per_gpu_hour",
+            "load_id",
+        ),
+        [
+            (
+                c.contract_id,
+                c.tenant_id,
+                r.sku,
+                utc_datetime(r.from_us),
+                utc_datetime(r.to_us),
+                r.rate_per_gpu_hour,
+                load_id,
+            )
+            for c in book.contracts
+            for r in c.rates
+        ],
+    )
     return load_id
 
 
@@ -78,18 +128,42 @@ def read_contract_book(warehouse: Warehouse) -> ContractBook:
             RatePeriod(sku, epoch_us(since), epoch_us(until), Decimal(rate))
         )
     contracts = tuple(
-        Contract(cid, tid, cur, epoch_us(start), epoch_us(end), int(gpus), Decimal(minimum),
-                 Decimal(energy) if has_energy else None, Decimal(mult),
-                 tuple(rates.get(cid, ())), int(terms),
-                 Tax(label, Decimal(tax_rate)) if has_tax else None)
-        for (cid, tid, cur, start, end, gpus, minimum, has_energy, energy, mult, terms, has_tax,
-             label, tax_rate) in warehouse.execute(
+        Contract(
+            cid,
+            tid,
+            cur,
+            epoch_us(start),
+            epoch_us(end),
+            int(gpus),
+            Decimal(minimum),
+            Decimal(energy) if has_energy else None,
+            Decimal(mult),
+            tuple(rates.get(cid, ())),
+            int(terms),
+            Tax(label, Decimal(tax_rate)) if has_tax else None,
+        )
+        for (
+            cid,
+            tid,
+            cur,
+            start,
+            end,
+            gpus,
+            minimum,
+            has_energy,
+            energy,
+            mult,
+            terms,
+            has_tax,
+            label,
+            tax_rate,
+        ) in warehouse.execute(
             "SELECT contract_id, tenant_id, currency, term_start, term_end, committed_gpus, "
             "minimum_monthly_commitment, energy_pass_through, energy_rate_per_kwh, "
             "sla_credit_multiplier, payment_terms_days, has_tax, tax_label, tax_rate "
             "FROM contracts_current ORDER BY contract_id"
         )
-    )  # fmt: skip
+    )
     return ContractBook(tenants, contracts)
 
 
@@ -105,9 +179,12 @@ def _day_rows(warehouse: Warehouse, tenant_id: str, start_us: int, end_us: int) 
     rows = warehouse.execute(
         "SELECT sku, cluster, toUInt32(toDateTime(day)), allocated_us, unhealthy_us, energy_mj "
         f"FROM ({days}) AS days",
-        {"tenant": tenant_id, "first": utc_datetime(start_us).date(),
-         "end": utc_datetime(end_us).date()},
-    )  # fmt: skip
+        {
+            "tenant": tenant_id,
+            "first": utc_datetime(start_us).date(),
+            "end": utc_datetime(end_us).date(),
+        },
+    )
     return [
         UsageRow(sku, cluster, int(d) * US_PER_SECOND, int(a), int(u), int(e))
         for sku, cluster, d, a, u, e in rows
@@ -122,9 +199,12 @@ def _minute_rows(warehouse: Warehouse, tenant_id: str, day_us: int) -> list[Usag
     rows = warehouse.execute(
         "SELECT sku, cluster, toUInt32(window_start), allocated_us, unhealthy_us, energy_mj "
         f"FROM ({minutes}) AS minutes",
-        {"tenant": tenant_id, "start": utc_datetime(day_us),
-         "end": utc_datetime(day_us + US_PER_DAY)},
-    )  # fmt: skip
+        {
+            "tenant": tenant_id,
+            "start": utc_datetime(day_us),
+            "end": utc_datetime(day_us + US_PER_DAY),
+        },
+    )
     return [
         UsageRow(sku, cluster, int(w) * US_PER_SECOND, int(a), int(u), int(e))
         for sku, cluster, w, a, u, e in rows
@@ -323,9 +403,12 @@ def next_statement_sequence(warehouse: Warehouse, prefix: str) -> int:
 
 
 def record_statement(
-    warehouse: Warehouse, statement: dict[str, Any], digest_sha256: str, clock: Clock = utc_now,
+    warehouse: Warehouse,
+    statement: dict[str, Any],
+    digest_sha256: str,
+    clock: Clock = utc_now,
     inputs: dict[str, Rated] | None = None,
-) -> None:  # fmt: skip
+) -> None:
     """Write an issued statement: its lines and ``inputs`` (month → the fingerprint of
     what it rated for that month) first, the statement row last."""
     tenant = statement["tenant"]["tenant_id"]
@@ -351,20 +434,69 @@ def record_statement(
     # Lines first: a statement row is the mark of issue, written only once its lines are in.
     warehouse.insert(
         "statement_lines",
-        ("tenant_id", "period", "statement_id", "line_no", "kind", "for_period", "contract_id",
-         "sku", "cluster", "rate_from", "quantity", "unit", "rate", "amount"),
-        [(tenant, period, sid, ln["line_no"], ln["kind"], ln["for_period"], ln["contract_id"],
-          ln["sku"], ln["cluster"], _rate_from(ln), ln["quantity"], ln["unit"],
-          Decimal(ln["rate"] or 0), Decimal(ln["amount"])) for ln in statement["lines"]],
-    )  # fmt: skip
+        (
+            "tenant_id",
+            "period",
+            "statement_id",
+            "line_no",
+            "kind",
+            "for_period",
+            "contract_id",
+            "sku",
+            "cluster",
+            "rate_from",
+            "quantity",
+            "unit",
+            "rate",
+            "amount",
+        ),
+        [
+            (
+                tenant,
+                period,
+                sid,
+                ln["line_no"],
+                ln["kind"],
+                ln["for_period"],
+                ln["contract_id"],
+                ln["sku"],
+                ln["cluster"],
+                _rate_from(ln),
+                ln["quantity"],
+                ln["unit"],
+                Decimal(ln["rate"] or 0),
+                Decimal(ln["amount"]),
+            )
+            for ln in statement["lines"]
+        ],
+    )
     warehouse.insert(
         "statements",
-        ("tenant_id", "period", "statement_id", "statement_number", "currency", "total",
-         "digest_sha256", "canonical_json", "issued_at"),
-        [(tenant, period, sid, statement.get("statement_number", ""), statement["currency"],
-          Decimal(statement["totals"]["total"]), digest_sha256,
-          canonical_bytes(statement).decode(), now)],
-    )  # fmt: skip
+        (
+            "tenant_id",
+            "period",
+            "statement_id",
+            "statement_number",
+            "currency",
+            "total",
+            "digest_sha256",
+            "canonical_json",
+            "issued_at",
+        ),
+        [
+            (
+                tenant,
+                period,
+                sid,
+                statement.get("statement_number", ""),
+                statement["currency"],
+                Decimal(statement["totals"]["total"]),
+                digest_sha256,
+                canonical_bytes(statement).decode(),
+                now,
+            )
+        ],
+    )
 
 
 def _rate_from(line: dict[str, Any]) -> datetime:

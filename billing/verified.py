@@ -63,9 +63,14 @@ def remember(warehouse: Warehouse, period: Period, print_: str, found: Verified)
         warehouse.execute(
             "INSERT INTO reconciled_periods (period, fingerprint, ledger_keys, grain_keys, "
             "seconds, verified_at) SELECT %(p)s, %(f)s, %(l)s, %(g)s, %(s)s, now()",
-            {"p": period.label, "f": print_, "l": found.ledger_keys, "g": found.grain_keys,
-             "s": found.seconds},
-        )  # fmt: skip
+            {
+                "p": period.label,
+                "f": print_,
+                "l": found.ledger_keys,
+                "g": found.grain_keys,
+                "s": found.seconds,
+            },
+        )
     except Exception as exc:  # a read-only user: compare in full next time too
         if "readonly" not in str(exc).lower() and "Code: 164" not in str(exc):
             raise

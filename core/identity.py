@@ -71,8 +71,9 @@ def check_topic(name: str, what: str = "topic") -> str:
     """A Kafka topic name (letters, digits, '.', '_', '-'), refused at the edge: a broker
     refuses any other only once a producer is already running."""
     if not _TOPIC.match(name):
-        raise ConfigError(f"{what} {name!r} is not a Kafka topic name: use 1–200 letters, "
-                          "digits, '.', '_' or '-'")  # fmt: skip
+        raise ConfigError(
+            f"{what} {name!r} is not a Kafka topic name: use 1–200 letters, digits, '.', '_' or '-'"
+        )
     return name
 
 

@@ -31,16 +31,22 @@ def _server_text(exc: ch_errors.ServerException) -> str:
 def _clickhouse(exc: ch_errors.ServerException) -> str:
     text = _server_text(exc)
     if exc.code in _AUTHENTICATION:
-        return (f"ClickHouse refused the login ({text}): check the user and password in "
-                "--clickhouse-url (clickhouse://USER:PASSWORD@HOST:PORT/DATABASE)")  # fmt: skip
+        return (
+            f"ClickHouse refused the login ({text}): check the user and password in "
+            "--clickhouse-url (clickhouse://USER:PASSWORD@HOST:PORT/DATABASE)"
+        )
     if exc.code == _UNKNOWN_DATABASE:
-        return (f"{text}: run `meter migrate` with the same --clickhouse-url to create it, or "
-                "pass --database NAME of an existing one")  # fmt: skip
+        return (
+            f"{text}: run `meter migrate` with the same --clickhouse-url to create it, or "
+            "pass --database NAME of an existing one"
+        )
     if exc.code == _UNKNOWN_TABLE:
         return f"{text}: the database is not migrated; run `meter migrate` first"
     if exc.code in (_READONLY, _ACCESS_DENIED):
-        return (f"this ClickHouse user may not do that ({text}): run it as the pipeline's "
-                "user, not a read-only one such as finance")  # fmt: skip
+        return (
+            f"this ClickHouse user may not do that ({text}): run it as the pipeline's "
+            "user, not a read-only one such as finance"
+        )
     return f"ClickHouse refused the query: {text} (code {exc.code})"
 
 
@@ -51,11 +57,15 @@ def explain(exc: BaseException) -> str | None:
     if isinstance(exc, ch_errors.ServerException):
         return _clickhouse(exc)
     if isinstance(exc, ch_errors.NetworkError | ch_errors.SocketTimeoutError):
-        return (f"cannot reach ClickHouse ({exc.message}): is the server running, and are host "
-                "and native port right in --clickhouse-url?")  # fmt: skip
+        return (
+            f"cannot reach ClickHouse ({exc.message}): is the server running, and are host "
+            "and native port right in --clickhouse-url?"
+        )
     if isinstance(exc, kafka_errors.KafkaTimeoutError | kafka_errors.BrokerNotAvailableError):
-        return (f"cannot reach the Kafka broker ({exc}): is it running, and is --bootstrap "
-                "HOST:PORT right?")  # fmt: skip
+        return (
+            f"cannot reach the Kafka broker ({exc}): is it running, and is --bootstrap "
+            "HOST:PORT right?"
+        )
     if isinstance(exc, kafka_errors.InvalidTopicError):
         return f"the broker refused the topic name ({exc}): use letters, digits, '.', '_', '-'"
     if isinstance(exc, kafka_errors.KafkaError):

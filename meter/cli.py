@@ -27,8 +27,9 @@ def _flag(parser: argparse.ArgumentParser, flag: str, env: str, **kwargs: object
     default = _env(env, built_in)  # type: ignore[arg-type]
     help_text = str(kwargs.pop("help", ""))
     shown = f" (default: {built_in})" if built_in not in (None, "") else ""
-    parser.add_argument(flag, default=default, help=f"{help_text}{shown} [env METER_{env}]",
-                        **kwargs)  # type: ignore[arg-type]  # fmt: skip
+    parser.add_argument(
+        flag, default=default, help=f"{help_text}{shown} [env METER_{env}]", **kwargs
+    )  # type: ignore[arg-type]
 
 
 def _fleet_flags(parser: argparse.ArgumentParser) -> None:
@@ -80,17 +81,25 @@ _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 def _global_flags(parser: argparse.ArgumentParser, level: object, debug: object) -> None:
-    parser.add_argument("--log-level", default=level, type=str.upper, choices=_LOG_LEVELS,
-                        help="log level [env METER_LOG_LEVEL]")  # fmt: skip
-    parser.add_argument("--debug", action="store_true", default=debug,
-                        help="show the traceback of a failure")  # fmt: skip
+    parser.add_argument(
+        "--log-level",
+        default=level,
+        type=str.upper,
+        choices=_LOG_LEVELS,
+        help="log level [env METER_LOG_LEVEL]",
+    )
+    parser.add_argument(
+        "--debug", action="store_true", default=debug, help="show the traceback of a failure"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="meter", description=_DESCRIPTION, epilog=_EXAMPLES,
+        prog="meter",
+        description=_DESCRIPTION,
+        epilog=_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-    )  # fmt: skip
+    )
     _global_flags(parser, _env("LOG_LEVEL", "INFO"), False)
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     # The same flags after the subcommand (meter status --debug); they win when given there.
@@ -110,32 +119,77 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="run the Faust stream processor")
     _flag(worker, "--bootstrap", "BOOTSTRAP", help="Kafka bootstrap host:port")
     _flag(worker, "--topic", "TOPIC", default="gpu-usage", help="usage report topic")
-    _flag(worker, "--log-format", "LOG_FORMAT", default="auto", choices=LOG_FORMATS,
-          help="json: one object per line; auto: text on a terminal, else json")  # fmt: skip
+    _flag(
+        worker,
+        "--log-format",
+        "LOG_FORMAT",
+        default="auto",
+        choices=LOG_FORMATS,
+        help="json: one object per line; auto: text on a terminal, else json",
+    )
     _flag(worker, "--dlq-topic", "DLQ_TOPIC", default="", help="dead-letter topic")
     _flag(worker, "--app-id", "APP_ID", default="gpu-meter", help="Faust app id / group")
     _flag(worker, "--partitions", "PARTITIONS", default="8", type=int, help="topic partitions")
     _flag(worker, "--clickhouse-url", "CLICKHOUSE_URL", help="clickhouse://host:port/db")
-    _flag(worker, "--give-up-after-s", "GIVE_UP_AFTER_S", default="30", type=float,
-          help="how long the start-up check waits for an unreachable ClickHouse")  # fmt: skip
+    _flag(
+        worker,
+        "--give-up-after-s",
+        "GIVE_UP_AFTER_S",
+        default="30",
+        type=float,
+        help="how long the start-up check waits for an unreachable ClickHouse",
+    )
     _flag(worker, "--datadir", "DATADIR", default=".stack/faust", help="Faust data folder")
-    _flag(worker, "--lateness-s", "LATENESS_S", default="600", type=float,
-          help="event-time lateness bound, seconds")  # fmt: skip
-    _flag(worker, "--metrics-port", "METRICS_PORT", default=None, type=int,
-          help="serve Prometheus /metrics on this port")  # fmt: skip
-    _flag(worker, "--batch-messages", "BATCH_MESSAGES", default="5000", type=int,
-          help="most messages read, processed and written as one batch")  # fmt: skip
-    _flag(worker, "--processing-threads", "PROCESSING_THREADS", default="2", type=int,
-          help="partitions of a batch processed at once")  # fmt: skip
-    _flag(worker, "--session-timeout-s", "SESSION_TIMEOUT_S", default="2", type=float,
-          help="consumer group session timeout; heartbeats every quarter of it (Apache "
-          "Kafka refuses less than its group.min.session.timeout.ms, 6 s by default)")  # fmt: skip
+    _flag(
+        worker,
+        "--lateness-s",
+        "LATENESS_S",
+        default="600",
+        type=float,
+        help="event-time lateness bound, seconds",
+    )
+    _flag(
+        worker,
+        "--metrics-port",
+        "METRICS_PORT",
+        default=None,
+        type=int,
+        help="serve Prometheus /metrics on this port",
+    )
+    _flag(
+        worker,
+        "--batch-messages",
+        "BATCH_MESSAGES",
+        default="5000",
+        type=int,
+        help="most messages read, processed and written as one batch",
+    )
+    _flag(
+        worker,
+        "--processing-threads",
+        "PROCESSING_THREADS",
+        default="2",
+        type=int,
+        help="partitions of a batch processed at once",
+    )
+    _flag(
+        worker,
+        "--session-timeout-s",
+        "SESSION_TIMEOUT_S",
+        default="2",
+        type=float,
+        help="consumer group session timeout; heartbeats every quarter of it (Apache "
+        "Kafka refuses less than its group.min.session.timeout.ms, 6 s by default)",
+    )
     worker.add_argument(
-        "--plain", action="store_true", default=_env("PLAIN") == "1",
+        "--plain",
+        action="store_true",
+        default=_env("PLAIN") == "1",
         help="use the readable twin instead of the hot path [env METER_PLAIN=1]",
-    )  # fmt: skip
-    _flag(worker, "--metrics-host", "METRICS_HOST", default="127.0.0.1",
-          help="address for /metrics")  # fmt: skip
+    )
+    _flag(
+        worker, "--metrics-host", "METRICS_HOST", default="127.0.0.1", help="address for /metrics"
+    )
     _stack_dir(worker)
 
     status = sub.add_parser(
@@ -143,11 +197,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _warehouse_flags(status)
     status.add_argument(
-        "--metrics-url", action="append", default=[],
+        "--metrics-url",
+        action="append",
+        default=[],
         help="a worker's /metrics URL, for lag (repeat per worker)",
-    )  # fmt: skip
-    _flag(status, "--silent-after-s", "SILENT_AFTER_S", default="300", type=int,
-          help="a node is silent when it stopped this long before the latest report")  # fmt: skip
+    )
+    _flag(
+        status,
+        "--silent-after-s",
+        "SILENT_AFTER_S",
+        default="300",
+        type=int,
+        help="a node is silent when it stopped this long before the latest report",
+    )
     status.add_argument("--json", action="store_true", help="print JSON")
 
     fleet = sub.add_parser("fleet", help="publish a simulated fleet; write what it emitted")
@@ -169,8 +231,12 @@ def build_parser() -> argparse.ArgumentParser:
     e2e.add_argument("--nodes", type=int, default=200)
     e2e.add_argument("--reports", type=int, default=1_250, help="reports per node (backlog)")
     e2e.add_argument("--partitions", type=int, default=4)
-    e2e.add_argument("--floor-seconds", type=float, default=20.0,
-                     help="how long the no-op and plain agents are measured")  # fmt: skip
+    e2e.add_argument(
+        "--floor-seconds",
+        type=float,
+        default=20.0,
+        help="how long the no-op and plain agents are measured",
+    )
     e2e.add_argument("--batch-messages", type=int, default=5_000, help="the worker's batch")
     e2e.add_argument("--stack-dir", default="", help="stack folder (default: a fresh temp dir)")
     e2e.add_argument("--json", action="store_true", help="last line: one JSON object")
@@ -190,8 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
     fin.add_argument("--skus", type=int, default=4)
     fin.add_argument("--clusters", type=int, default=2)
     fin.add_argument("--partitions", type=int, default=8, help="source partitions")
-    fin.add_argument("--engines", default="both",
-                     help="server (18.16), chdb (current ClickHouse), or both")  # fmt: skip
+    fin.add_argument(
+        "--engines", default="both", help="server (18.16), chdb (current ClickHouse), or both"
+    )
     fin.add_argument("--folder", default="", help="working folder (default: a fresh temp dir)")
     fin.add_argument("--json", action="store_true", help="one JSON object on one line")
     agent = sub.add_parser("agent", help="the GPU node agent")
@@ -206,35 +273,45 @@ def build_parser() -> argparse.ArgumentParser:
     agent_bench.add_argument("--json", action="store_true", help="last line: one JSON object")
 
     contracts = sub.add_parser(
-        "contracts", help="load a contracts file into the warehouse",
+        "contracts",
+        help="load a contracts file into the warehouse",
         description="Validate a contracts file whole (tenants, terms in whole UTC days, rates "
         "per SKU and period, minimums, payment terms, taxes) and record it as a new load: the "
         "latest load is what statements rate with (contracts_current). Nothing is written "
         "when any field is refused. Format: billing/README.md, 'The contracts file'.",
         epilog="example: meter contracts load billing/contracts.example.json --database gpu_meter",
-    )  # fmt: skip
+    )
     contracts.add_argument("action", choices=("load",))
     contracts.add_argument("file", type=Path, help="contracts JSON (billing/README.md)")
     _warehouse_flags(contracts)
 
     corr = sub.add_parser(
-        "corrections", help="add or list audited corrections of metered usage",
+        "corrections",
+        help="add or list audited corrections of metered usage",
         description="Void metered usage, or re-attribute it to another tenant, without "
         "touching the ledger: each correction is recorded with its author, reason and ticket "
         "(file format: billing/README.md, 'Corrections').",
-    )  # fmt: skip
+    )
     corr.add_argument("action", choices=("add", "list"))
     corr.add_argument("file", type=Path, nargs="?", help="add: a corrections JSON file")
-    corr.add_argument("--dry-run", action="store_true",
-                      help="add: show what each correction moves; record nothing")  # fmt: skip
+    corr.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="add: show what each correction moves; record nothing",
+    )
     _flag(corr, "--period", "PERIOD", help="list: only corrections of this month, YYYY-MM")
     _warehouse_flags(corr)
 
     stmts = sub.add_parser("statements", help="issue the usage statements of a closed month")
     _flag(stmts, "--period", "PERIOD", required=True, help="month, YYYY-MM")
     _flag(stmts, "--tenant", "TENANT", help="only this tenant")
-    _flag(stmts, "--issuer", "ISSUER_FILE", type=Path,
-          help="the provider's identity (JSON, e.g. billing/issuer.example.json)")  # fmt: skip
+    _flag(
+        stmts,
+        "--issuer",
+        "ISSUER_FILE",
+        type=Path,
+        help="the provider's identity (JSON, e.g. billing/issuer.example.json)",
+    )
     _flag(stmts, "--out", "STATEMENTS_DIR", default="statements", type=Path, help="output folder")
     stmts.add_argument(
         "--dry-run",
@@ -262,9 +339,10 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(rec, "--tolerance-gpu-hours", "TOLERANCE_GPU_HOURS", default="0.01", help="per line")
     _flag(rec, "--tolerance-amount", "TOLERANCE_AMOUNT", default="0.01", help="per line")
     rec.add_argument(
-        "--recheck", action="store_true",
+        "--recheck",
+        action="store_true",
         help="compare the ledger even where an earlier pass covered the same table parts",
-    )  # fmt: skip
+    )
     _warehouse_flags(rec)
 
     compact = sub.add_parser(
@@ -323,8 +401,14 @@ def _warehouse_flags(parser: argparse.ArgumentParser, database: bool = True) -> 
     _flag(parser, "--clickhouse-url", "CLICKHOUSE_URL", help="clickhouse://host:port/db")
     if database:
         _flag(parser, "--database", "DATABASE", help="database (overrides the URL's)")
-    _flag(parser, "--give-up-after-s", "GIVE_UP_AFTER_S", default="30", type=float,
-          help="how long to wait for an unreachable ClickHouse before failing")  # fmt: skip
+    _flag(
+        parser,
+        "--give-up-after-s",
+        "GIVE_UP_AFTER_S",
+        default="30",
+        type=float,
+        help="how long to wait for an unreachable ClickHouse before failing",
+    )
     _stack_dir(parser)
 
 
@@ -364,8 +448,10 @@ def _cmd_corrections(args: argparse.Namespace) -> int:
     if args.action == "list":
         return commands.list_corrections(settings, args.period)
     if args.file is None:
-        raise ConfigError("meter corrections add needs a corrections file: meter corrections "
-                          "add FILE (billing/corrections.example.json)")  # fmt: skip
+        raise ConfigError(
+            "meter corrections add needs a corrections file: meter corrections "
+            "add FILE (billing/corrections.example.json)"
+        )
     return commands.add_corrections(settings, args.file, args.dry_run)
 
 
@@ -379,9 +465,14 @@ def _cmd_statements(args: argparse.Namespace) -> int:
             _clickhouse_settings(args), args.period, args.out, args.tenant, args.issuer
         )
     return commands.statements(
-        _clickhouse_settings(args), args.period, args.out, args.tenant, args.issuer, args.force,
+        _clickhouse_settings(args),
+        args.period,
+        args.out,
+        args.tenant,
+        args.issuer,
+        args.force,
         args.dry_run,
-    )  # fmt: skip
+    )
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
@@ -394,9 +485,13 @@ def _cmd_reconcile(args: argparse.Namespace) -> int:
     from billing import commands
 
     return commands.reconcile_period(
-        _clickhouse_settings(args), args.period, args.supplier_invoice,
-        args.tolerance_gpu_hours, args.tolerance_amount, args.recheck,
-    )  # fmt: skip
+        _clickhouse_settings(args),
+        args.period,
+        args.supplier_invoice,
+        args.tolerance_gpu_hours,
+        args.tolerance_amount,
+        args.recheck,
+    )
 
 
 def _cmd_compact(args: argparse.Namespace) -> int:

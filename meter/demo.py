@@ -104,9 +104,12 @@ DEMO_MARKER = "meter_demo_database"
 def _refuse_a_database_not_the_demos(ch: ClickHouseSettings) -> None:
     catalog = Warehouse(replace(ch, database="system"))
     try:
-        tables = {name for (name,) in catalog.execute(
-            "SELECT name FROM system.tables WHERE database = %(d)s", {"d": ch.database}
-        )}  # fmt: skip
+        tables = {
+            name
+            for (name,) in catalog.execute(
+                "SELECT name FROM system.tables WHERE database = %(d)s", {"d": ch.database}
+            )
+        }
     finally:
         catalog.close()
     if tables and DEMO_MARKER not in tables:
@@ -150,9 +153,11 @@ def _run(options: DemoOptions, folder: Path, bootstrap: str, ch: ClickHouseSetti
         )
         started = time.monotonic()
         emitted, end_offsets = publish_fleet(
-            spec, bootstrap, settings.topic,
+            spec,
+            bootstrap,
+            settings.topic,
             on_progress=lambda n: say(f"  published {n:,}/{reports:,} reports"),
-        )  # fmt: skip
+        )
         say(f"published in {time.monotonic() - started:.1f} s, all acknowledged (acks=all)")
         last = [-1.0]
 

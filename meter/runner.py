@@ -24,21 +24,35 @@ from warehouse.totals import differences, grain_differences, ledger_totals
 
 def worker_argv(settings: WorkerSettings) -> list[str]:
     return [
-        sys.executable, "-m", "meter", "worker",
-        "--bootstrap", settings.bootstrap,
-        "--topic", settings.topic,
-        "--dlq-topic", settings.dlq_topic,
-        "--app-id", settings.app_id,
-        "--partitions", str(settings.partitions),
-        "--clickhouse-url", settings.clickhouse.to_url(),
-        "--datadir", str(settings.datadir),
-        "--lateness-s", str(settings.processor.lateness_us / US_PER_SECOND),
-        "--batch-messages", str(settings.batch_max_messages),
-        "--processing-threads", str(settings.processing_threads),
-        "--session-timeout-s", str(settings.session_timeout_s),
+        sys.executable,
+        "-m",
+        "meter",
+        "worker",
+        "--bootstrap",
+        settings.bootstrap,
+        "--topic",
+        settings.topic,
+        "--dlq-topic",
+        settings.dlq_topic,
+        "--app-id",
+        settings.app_id,
+        "--partitions",
+        str(settings.partitions),
+        "--clickhouse-url",
+        settings.clickhouse.to_url(),
+        "--datadir",
+        str(settings.datadir),
+        "--lateness-s",
+        str(settings.processor.lateness_us / US_PER_SECOND),
+        "--batch-messages",
+        str(settings.batch_max_messages),
+        "--processing-threads",
+        str(settings.processing_threads),
+        "--session-timeout-s",
+        str(settings.session_timeout_s),
         *(["--metrics-port", str(settings.metrics_port)] if settings.metrics_port else []),
         *([] if settings.hot_path else ["--plain"]),
-    ]  # fmt: skip
+    ]
 
 
 @dataclass

@@ -15,16 +15,24 @@ from core.errors import ConfigError, MeterError
 from warehouse.client import Warehouse
 
 _PROGRESS_COLUMNS = (
-    "topic", "partition", "applied_offset", "accepted_reports", "accepted_samples",
-    "duplicate_reports", "late_reports", "rejected_reports", "open_gaps",
+    "topic",
+    "partition",
+    "applied_offset",
+    "accepted_reports",
+    "accepted_samples",
+    "duplicate_reports",
+    "late_reports",
+    "rejected_reports",
+    "open_gaps",
     "windows_closed_before",
-)  # fmt: skip
+)
 
 
 def check_metrics_url(url: str) -> str:
     if not url.startswith(("http://", "https://")):
-        raise ConfigError(f"--metrics-url {url!r} must be a URL such as "
-                          "http://worker-host:9108/metrics")  # fmt: skip
+        raise ConfigError(
+            f"--metrics-url {url!r} must be a URL such as http://worker-host:9108/metrics"
+        )
     return url
 
 
@@ -82,9 +90,15 @@ def collect(
             "WHERE last_seen_at < %(before)s ORDER BY last_seen_at, node_id LIMIT 20",
             {"before": latest - timedelta(seconds=silent_after_s)},
         )
-    return {"partitions": progress, "open_gaps": gaps, "rejected": rejected,
-            "nodes": int(nodes), "latest_seen": latest, "silent": silent,
-            "silent_after_s": silent_after_s}  # fmt: skip
+    return {
+        "partitions": progress,
+        "open_gaps": gaps,
+        "rejected": rejected,
+        "nodes": int(nodes),
+        "latest_seen": latest,
+        "silent": silent,
+        "silent_after_s": silent_after_s,
+    }
 
 
 def render(status: dict[str, Any]) -> list[str]:
@@ -105,8 +119,10 @@ def render(status: dict[str, Any]) -> list[str]:
     if not status["partitions"]:
         lines.append("(no partition has been processed yet)")
     if any(p["lag"] is None for p in status["partitions"]):
-        lines.append("lag ?: unknown, the warehouse does not hold the broker's offsets; pass "
-                     "each worker's --metrics-url http://HOST:PORT/metrics to show it")  # fmt: skip
+        lines.append(
+            "lag ?: unknown, the warehouse does not hold the broker's offsets; pass "
+            "each worker's --metrics-url http://HOST:PORT/metrics to show it"
+        )
     lines.append("")
     if status["open_gaps"]:
         lines.append("open seq gaps (possible data loss), oldest first:")
@@ -124,15 +140,20 @@ def _nodes(status: dict[str, Any]) -> list[str]:
     if not status.get("nodes"):
         return ["nodes: none heard from yet"]
     after_min = status["silent_after_s"] / 60
-    head = (f"nodes: {status['nodes']:,} heard from, the latest report at "
-            f"{status['latest_seen']:%Y-%m-%d %H:%M:%S} UTC")  # fmt: skip
+    head = (
+        f"nodes: {status['nodes']:,} heard from, the latest report at "
+        f"{status['latest_seen']:%Y-%m-%d %H:%M:%S} UTC"
+    )
     if not status["silent"]:
         return [f"{head}; none silent for {after_min:g} min before it"]
-    lines = [f"{head}; silent for more than {after_min:g} min before it (oldest first, 20 "
-             "at most):"]  # fmt: skip
+    lines = [
+        f"{head}; silent for more than {after_min:g} min before it (oldest first, 20 at most):"
+    ]
     for node, boot, seen, seq, gaps in status["silent"]:
-        lines.append(f"  {node} boot {boot[:8]} last heard {seen:%Y-%m-%d %H:%M:%S} UTC, "
-                     f"seq {seq}, open gaps {gaps}")  # fmt: skip
+        lines.append(
+            f"  {node} boot {boot[:8]} last heard {seen:%Y-%m-%d %H:%M:%S} UTC, "
+            f"seq {seq}, open gaps {gaps}"
+        )
     return lines
 
 

@@ -65,10 +65,13 @@ def start(
     argv = [
         str(tansu_binary()),
         "broker",
-        "--listener-url", url,
-        "--advertised-listener-url", advertised,
-        "--storage-engine", "memory://tansu/",
-    ]  # fmt: skip
+        "--listener-url",
+        url,
+        "--advertised-listener-url",
+        advertised,
+        "--storage-engine",
+        "memory://tansu/",
+    ]
     log = folder / "broker.log"
     pid = process.spawn(argv, log, env)
 

@@ -104,9 +104,11 @@ def write_users(folder: Path) -> Path:
     before = users.stat().st_mtime if users.exists() else None
     digest = hashlib.sha256(default_password(folder).encode()).hexdigest()
     text = _render(
-        "clickhouse-users.xml", finance_password=FINANCE_PASSWORD, finance_databases=allowed,
+        "clickhouse-users.xml",
+        finance_password=FINANCE_PASSWORD,
+        finance_databases=allowed,
         default_password_sha256=digest,
-    )  # fmt: skip
+    )
     tmp = users.with_suffix(".xml.tmp")
     tmp.write_text(text)
     tmp.replace(users)
@@ -130,9 +132,14 @@ def allow_finance(folder: Path, port: int, database: str, timeout_s: float = 30.
     deadline = time.monotonic() + timeout_s
     while True:
         client = Client(
-            "127.0.0.1", port=port, user=FINANCE_USER, password=FINANCE_PASSWORD,
-            database=database, connect_timeout=2, send_receive_timeout=5,
-        )  # fmt: skip
+            "127.0.0.1",
+            port=port,
+            user=FINANCE_USER,
+            password=FINANCE_PASSWORD,
+            database=database,
+            connect_timeout=2,
+            send_receive_timeout=5,
+        )
         try:
             client.execute("SELECT 1")
             return
@@ -147,8 +154,13 @@ def allow_finance(folder: Path, port: int, database: str, timeout_s: float = 30.
 
 
 def probe(folder: Path, port: int) -> None:
-    client = Client("127.0.0.1", port=port, password=stack_password(folder),
-                    connect_timeout=2, send_receive_timeout=5)  # fmt: skip
+    client = Client(
+        "127.0.0.1",
+        port=port,
+        password=stack_password(folder),
+        connect_timeout=2,
+        send_receive_timeout=5,
+    )
     try:
         if client.execute("SELECT 1") != [(1,)]:
             raise StackError("ClickHouse answered SELECT 1 with something else")

@@ -45,8 +45,10 @@ class StackInfo:
         """The URL of ``database``; ``shown``: for a terminal, the password left out
         (where it is kept is said beside it)."""
         password = "****" if shown else self.clickhouse_password
-        return (f"clickhouse://default:{password}@127.0.0.1:{self.clickhouse_port}/{database}"
-                f"?http_port={self.clickhouse_http_port}")  # fmt: skip
+        return (
+            f"clickhouse://default:{password}@127.0.0.1:{self.clickhouse_port}/{database}"
+            f"?http_port={self.clickhouse_http_port}"
+        )
 
     @property
     def password_path(self) -> Path:
@@ -55,9 +57,12 @@ class StackInfo:
     def settings(self, database: str, **overrides: Any) -> ClickHouseSettings:
         """Settings for ``database`` on this stack, as its pipeline user."""
         return ClickHouseSettings(
-            port=self.clickhouse_port, http_port=self.clickhouse_http_port, database=database,
-            password=self.clickhouse_password, **overrides,
-        )  # fmt: skip
+            port=self.clickhouse_port,
+            http_port=self.clickhouse_http_port,
+            database=database,
+            password=self.clickhouse_password,
+            **overrides,
+        )
 
 
 def default_folder() -> Path:

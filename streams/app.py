@@ -2,7 +2,7 @@
 
 The usage topic is read a batch at a time by :class:`~streams.ingest.BatchSource`, not by
 a Faust agent: Faust's per-message path caps an agent at a few thousand messages per second
-(shared/PERF.md). Faust hosts the worker around it: lifecycle and signals, the dead-letter
+(docs/BROKER.md). Faust hosts the worker around it: lifecycle and signals, the dead-letter
 producer, the metrics page and the progress timer; its own consumer is not started.
 
 Each partition's slice of a batch goes to that partition's processor (the hot path, or its
@@ -151,9 +151,10 @@ class BatchHandler:
                 log.warning(
                     "partition %d offset %d: the broker refused its %d-byte dead letter as too "
                     "large; sending a stub (the payload is in rejected_reports)",
-                    rejection.message.partition, rejection.message.offset,
+                    rejection.message.partition,
+                    rejection.message.offset,
                     len(rejection.message.value),
-                )  # fmt: skip
+                )
                 value, headers = dead_letter_record(rejection, whole=False)
                 await (await self.dlq.send(key=rejection.message.key, value=value, headers=headers))
 
@@ -266,8 +267,11 @@ def create_app(settings: WorkerSettings) -> faust.App:
         for view in handler.partition_views(source):
             log.info(
                 "partition %d: applied %d, %s, open gaps %d",
-                view.partition, view.applied_offset, dict(view.counters), view.open_gaps,
-            )  # fmt: skip
+                view.partition,
+                view.applied_offset,
+                dict(view.counters),
+                view.open_gaps,
+            )
 
     if settings.metrics_port is not None:
 

@@ -59,9 +59,16 @@ class MessageBlock:
 
     def _rows(self, rows: slice) -> MessageBlock:
         return MessageBlock(
-            self.topic, self.partition, self.buf, self.offset[rows], self.timestamp_us[rows],
-            self.key_at[rows], self.key_len[rows], self.value_at[rows], self.value_len[rows],
-        )  # fmt: skip
+            self.topic,
+            self.partition,
+            self.buf,
+            self.offset[rows],
+            self.timestamp_us[rows],
+            self.key_at[rows],
+            self.key_len[rows],
+            self.value_at[rows],
+            self.value_len[rows],
+        )
 
     @classmethod
     def of(cls, topic: str, partition: int, messages: Sequence[SourceMessage]) -> MessageBlock:
@@ -80,13 +87,20 @@ class MessageBlock:
         sizes[0::2], sizes[1::2] = np.maximum(key_len, 0), np.maximum(value_len, 0)
         starts = np.zeros(2 * n, np.int64)
         np.cumsum(sizes[:-1], out=starts[1:])
-        buf = np.frombuffer(b"".join(b for _, _, k, v in rows for b in (k or b"", v or b"")),
-                            np.uint8)  # fmt: skip
+        buf = np.frombuffer(
+            b"".join(b for _, _, k, v in rows for b in (k or b"", v or b"")), np.uint8
+        )
         return cls(
-            topic, partition, buf,
-            np.array([r[0] for r in rows], np.int64), np.array([r[1] for r in rows], np.int64),
-            starts[0::2].copy(), key_len, starts[1::2].copy(), value_len,
-        )  # fmt: skip
+            topic,
+            partition,
+            buf,
+            np.array([r[0] for r in rows], np.int64),
+            np.array([r[1] for r in rows], np.int64),
+            starts[0::2].copy(),
+            key_len,
+            starts[1::2].copy(),
+            value_len,
+        )
 
     @classmethod
     def fetched(cls, topic: str, partition: int, items: Sequence[Any]) -> MessageBlock:
@@ -105,9 +119,20 @@ class MessageBlock:
             if isinstance(item, RawFetch):
                 data = np.frombuffer(item.data, np.uint8)
                 written, at_after = parse_records(
-                    data, item.end, item.fetch_offset, CRC32C_TABLES, buf, at, rows, offset,
-                    timestamp, key_at, key_len, value_at, value_len,
-                )  # fmt: skip
+                    data,
+                    item.end,
+                    item.fetch_offset,
+                    CRC32C_TABLES,
+                    buf,
+                    at,
+                    rows,
+                    offset,
+                    timestamp,
+                    key_at,
+                    key_len,
+                    value_at,
+                    value_len,
+                )
                 if written < 0:
                     what = "lengths or CRC" if written == CORRUPT else "record count"
                     raise CorruptFetchError(
@@ -126,9 +151,16 @@ class MessageBlock:
                     at += len(data)
             rows += 1
         return cls(
-            topic, partition, buf, offset[:rows], timestamp[:rows], key_at[:rows],
-            key_len[:rows], value_at[:rows], value_len[:rows],
-        )  # fmt: skip
+            topic,
+            partition,
+            buf,
+            offset[:rows],
+            timestamp[:rows],
+            key_at[:rows],
+            key_len[:rows],
+            value_at[:rows],
+            value_len[:rows],
+        )
 
 
 def _room(item: Any) -> int:

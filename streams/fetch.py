@@ -99,9 +99,14 @@ def _partition_records(
         if verdict == PLAIN and end > 0:
             return _OneRawFetch(RawFetch(records.data, end, fetch_offset, next_offset, count))
     return _PartitionRecords(
-        tp, records, aborted_transactions, fetch_offset, key_deserializer, value_deserializer,
+        tp,
+        records,
+        aborted_transactions,
+        fetch_offset,
+        key_deserializer,
+        value_deserializer,
         *args,
-    )  # fmt: skip
+    )
 
 
 def install() -> bool:

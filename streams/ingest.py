@@ -2,7 +2,7 @@
 per-message path.
 
 A Faust agent receives one message at a time: per message, Faust's consumer hands it to
-the event loop, creates futures and wakes the stream (shared/PERF.md: a no-op agent moves
+the event loop, creates futures and wakes the stream (docs/BROKER.md: a no-op agent moves
 ~5k messages/s with a core at 100 %). The hot path wants thousands of messages per call,
 so the worker reads its topic with aiokafka (the client Faust itself is built on), whose
 ``getmany`` here hands out each partition's fetch responses whole (``streams.fetch``);

@@ -25,21 +25,34 @@ from typing import Any
 
 # One value per row: the report's fields, then the holding's.
 LEDGER_REPORT_COLUMNS = (
-    ("node_id", "String"), ("boot_id", "String"), ("seq", "UInt64"), ("cluster", "String"),
-    ("interval_start_us", "UInt64"), ("interval_end_us", "UInt64"),
-    ("source_partition", "UInt32"), ("source_offset", "UInt64"),
-)  # fmt: skip
+    ("node_id", "String"),
+    ("boot_id", "String"),
+    ("seq", "UInt64"),
+    ("cluster", "String"),
+    ("interval_start_us", "UInt64"),
+    ("interval_end_us", "UInt64"),
+    ("source_partition", "UInt32"),
+    ("source_offset", "UInt64"),
+)
 LEDGER_HOLDING_COLUMNS = (
-    ("gpu_uuid", "String"), ("gpu_index", "UInt32"), ("sku", "String"),
-    ("tenant_id", "String"), ("job_id", "String"),
-)  # fmt: skip
+    ("gpu_uuid", "String"),
+    ("gpu_index", "UInt32"),
+    ("sku", "String"),
+    ("tenant_id", "String"),
+    ("job_id", "String"),
+)
 # Arrays of one element per sample of the holding: its tick, its counters, and whether it
 # fell in an already-closed window.
 LEDGER_SAMPLE_COLUMNS = (
-    ("tick_start_us", "UInt64"), ("tick_end_us", "UInt64"), ("allocated_us", "UInt64"),
-    ("busy_us", "UInt64"), ("unhealthy_us", "UInt64"), ("energy_mj", "UInt64"),
-    ("memory_peak_bytes", "UInt64"), ("late", "UInt8"),
-)  # fmt: skip
+    ("tick_start_us", "UInt64"),
+    ("tick_end_us", "UInt64"),
+    ("allocated_us", "UInt64"),
+    ("busy_us", "UInt64"),
+    ("unhealthy_us", "UInt64"),
+    ("energy_mj", "UInt64"),
+    ("memory_peak_bytes", "UInt64"),
+    ("late", "UInt8"),
+)
 LEDGER_TABLE = "usage_ledger_holdings"
 _SCALARS = (*LEDGER_REPORT_COLUMNS, *LEDGER_HOLDING_COLUMNS)
 LEDGER_COLUMNS = tuple(name for name, _ in (*_SCALARS, *LEDGER_SAMPLE_COLUMNS))

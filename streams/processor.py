@@ -127,8 +127,11 @@ class PartitionProcessor:
     ) -> None:
         state, width = self.state, self.settings.window_us
         cluster, node, boot, seq = (
-            report["cluster"], report["node_id"], report["boot_id"], report["seq"]
-        )  # fmt: skip
+            report["cluster"],
+            report["node_id"],
+            report["boot_id"],
+            report["seq"],
+        )
         late: dict[RollupKey, list[int]] = {}
         late_flags: list[int] = []
         samples = [s for s in report["samples"] if not is_empty_tick(s)]

@@ -1,6 +1,6 @@
 """How far a consumer group has got, read from its committed offsets.
 
-The local broker's ListOffsets(LATEST) is wrong (shared/BROKER.md, bug 1), so "the end"
+The local broker's ListOffsets(LATEST) is wrong (docs/BROKER.md, bug 1), so "the end"
 is what the caller knows it published: the publisher's acknowledged offsets.
 """
 

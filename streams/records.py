@@ -70,10 +70,15 @@ def crc32c(buf: np.ndarray, start: int, end: int, t: np.ndarray) -> int:
             | (np.uint32(buf[i + 3]) << 24)
         )
         crc = (
-            t[7, lo & 0xFF] ^ t[6, (lo >> 8) & 0xFF] ^ t[5, (lo >> 16) & 0xFF]
-            ^ t[4, lo >> 24] ^ t[3, buf[i + 4]] ^ t[2, buf[i + 5]] ^ t[1, buf[i + 6]]
+            t[7, lo & 0xFF]
+            ^ t[6, (lo >> 8) & 0xFF]
+            ^ t[5, (lo >> 16) & 0xFF]
+            ^ t[4, lo >> 24]
+            ^ t[3, buf[i + 4]]
+            ^ t[2, buf[i + 5]]
+            ^ t[1, buf[i + 6]]
             ^ t[0, buf[i + 7]]
-        )  # fmt: skip
+        )
         i += 8
     while i < end:
         crc = t[0, (crc ^ buf[i]) & 0xFF] ^ (crc >> 8)

@@ -35,7 +35,7 @@ class WorkerSettings:
     processing_threads: int = 2
     processor: ProcessorSettings = field(default_factory=ProcessorSettings)
     datadir: Path = Path(".stack/faust")
-    # From shared/BROKER.md: the local broker holds JoinGroup for half the session timeout,
+    # From docs/BROKER.md: the local broker holds JoinGroup for half the session timeout,
     # so a short one makes a worker ready in ~3 s instead of ~30 s.
     session_timeout_s: float = 2.0
     heartbeat_interval_s: float = 0.5

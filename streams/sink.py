@@ -37,14 +37,18 @@ ADJUSTMENT_COLUMNS = (
 COARSE_TABLES: dict[str, tuple[str, str, str, Callable[[int], object]]] = {
     HOUR.name: ("usage_hour_partials", "usage_hour_adjustments", "hour_start", utc_datetime),
     DAY.name: (
-        "usage_day_partials", "usage_day_adjustments", "day",
+        "usage_day_partials",
+        "usage_day_adjustments",
+        "day",
         lambda t_us: utc_datetime(t_us).date(),
     ),
     MONTH.name: (
-        "usage_month_partials", "usage_month_adjustments", "month",
+        "usage_month_partials",
+        "usage_month_adjustments",
+        "month",
         lambda t_us: utc_datetime(t_us).date(),
     ),
-}  # fmt: skip
+}
 REJECTED_COLUMNS = (
     "source_topic", "source_partition", "source_offset", "reason", "detail",
     "node_id", "boot_id", "seq", "payload_size", "payload_sha256", "payload", "rejected_at",
@@ -247,10 +251,18 @@ def state_row(state: PartitionState) -> StateRow:
     next batch while this one is being written."""
     c = state.counters
     return (
-        state.topic, state.partition, state.applied_offset, c["accepted_reports"],
-        c["accepted_samples"], c["duplicate_reports"], c["late_reports"],
-        c["rejected_reports"], state.open_gaps(), state.to_snapshot(), state.closed_before_us,
-    )  # fmt: skip
+        state.topic,
+        state.partition,
+        state.applied_offset,
+        c["accepted_reports"],
+        c["accepted_samples"],
+        c["duplicate_reports"],
+        c["late_reports"],
+        c["rejected_reports"],
+        state.open_gaps(),
+        state.to_snapshot(),
+        state.closed_before_us,
+    )
 
 
 def load_state(warehouse: Warehouse, topic: str, partition: int) -> PartitionState:
@@ -330,18 +342,21 @@ def seed_coarse_windows(warehouse: Warehouse, state: PartitionState) -> None:
     """
     start_us = DAY.start_of(state.closed_before_us)
     closed = _closed_partials(warehouse, state, "usage_rollup_partials", "window_start", start_us)
-    seed_from_finer(state.coarse, SEEDED_FROM_MINUTES, closed, state.windows,
-                    state.closed_before_us)  # fmt: skip
+    seed_from_finer(
+        state.coarse, SEEDED_FROM_MINUTES, closed, state.windows, state.closed_before_us
+    )
 
 
 def seed_month_windows(warehouse: Warehouse, state: PartitionState) -> None:
     """The open month windows of a state saved before they were kept (format 3 or
     older), from the closed day partials of the open month and the state's open days."""
     closed_before = state.closed_before_us
-    closed = _closed_partials(warehouse, state, "usage_day_partials", "day",
-                              MONTH.start_of(closed_before))  # fmt: skip
+    closed = _closed_partials(
+        warehouse, state, "usage_day_partials", "day", MONTH.start_of(closed_before)
+    )
     open_days = {
-        key: sums for key, sums in state.coarse[DAY.name].items()
+        key: sums
+        for key, sums in state.coarse[DAY.name].items()
         if DAY.end_of(key.window_start_us) > closed_before
-    }  # fmt: skip
+    }
     seed_from_finer(state.coarse, (MONTH,), closed, open_days, closed_before)

@@ -39,6 +39,8 @@ def prepare_topics(settings: WorkerSettings) -> dict[str, int]:
     if found.get(settings.topic, settings.partitions) != settings.partitions:
         log.warning(
             "topic %s exists with %d partitions, not the %d asked for: using it as it is",
-            settings.topic, found[settings.topic], settings.partitions,
-        )  # fmt: skip
+            settings.topic,
+            found[settings.topic],
+            settings.partitions,
+        )
     return found

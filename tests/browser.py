@@ -14,9 +14,18 @@ from pathlib import Path
 ROOT = Path(__file__).parents[1]
 ARTIFACTS = Path(os.environ.get("METER_TEST_ARTIFACTS", ROOT / "test-artifacts"))
 WIDTH, HEIGHT = 900, 1500
-_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-          "--disable-background-networking", "--disable-component-update", "--disable-sync",
-          "--hide-scrollbars", f"--window-size={WIDTH},{HEIGHT}"]  # fmt: skip
+_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+    f"--window-size={WIDTH},{HEIGHT}",
+]
 
 
 def render(page: Path, name: str | None = None) -> tuple[Path, str]:
@@ -27,11 +36,16 @@ def render(page: Path, name: str | None = None) -> tuple[Path, str]:
     png = ARTIFACTS / f"{name or page.stem}.png"
     with tempfile.TemporaryDirectory() as profile:
         run = [browser, *_FLAGS, f"--user-data-dir={profile}"]
-        shot = subprocess.run([*run, f"--screenshot={png}", page.as_uri()],
-                              capture_output=True, text=True, timeout=120)  # fmt: skip
+        shot = subprocess.run(
+            [*run, f"--screenshot={png}", page.as_uri()],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert shot.returncode == 0 and png.exists(), shot.stderr[-2000:]
-        dom = subprocess.run([*run, "--dump-dom", page.as_uri()], capture_output=True,
-                             text=True, timeout=120).stdout  # fmt: skip
+        dom = subprocess.run(
+            [*run, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120
+        ).stdout
     data = png.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     assert struct.unpack(">II", data[16:24]) == (WIDTH, HEIGHT)

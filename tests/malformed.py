@@ -66,14 +66,23 @@ def malformed_messages(count: int, seed: int = 0) -> Iterator[tuple[bytes, bytes
         return b"fuzz", value, kind
 
     report_kinds = [
-        reasons.NEGATIVE_COUNTER, reasons.COUNTER_EXCEEDS_TICK, reasons.UNKNOWN_SKU,
-        reasons.INVALID_TENANT, reasons.COUNTER_OUT_OF_RANGE, reasons.END_BEFORE_START,
-        reasons.FUTURE_TIMESTAMP, reasons.TICK_OUTSIDE_INTERVAL, reasons.DUPLICATE_SAMPLE,
-    ]  # fmt: skip
+        reasons.NEGATIVE_COUNTER,
+        reasons.COUNTER_EXCEEDS_TICK,
+        reasons.UNKNOWN_SKU,
+        reasons.INVALID_TENANT,
+        reasons.COUNTER_OUT_OF_RANGE,
+        reasons.END_BEFORE_START,
+        reasons.FUTURE_TIMESTAMP,
+        reasons.TICK_OUTSIDE_INTERVAL,
+        reasons.DUPLICATE_SAMPLE,
+    ]
     framing_kinds = [
-        reasons.BAD_MAGIC, reasons.UNKNOWN_SCHEMA, reasons.UNDECODABLE,
-        reasons.TRAILING_BYTES, reasons.EMPTY_MESSAGE,
-    ]  # fmt: skip
+        reasons.BAD_MAGIC,
+        reasons.UNKNOWN_SCHEMA,
+        reasons.UNDECODABLE,
+        reasons.TRAILING_BYTES,
+        reasons.EMPTY_MESSAGE,
+    ]
     for i in range(count):
         kinds = report_kinds + framing_kinds
         kind = kinds[i % len(kinds)]

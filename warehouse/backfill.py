@@ -49,9 +49,14 @@ _COARSE_END = {
 
 
 def _partials_sql(
-    grain: str, column: str, expression: str, finer: str, finer_late: str, finer_column: str,
+    grain: str,
+    column: str,
+    expression: str,
+    finer: str,
+    finer_late: str,
+    finer_column: str,
     joined: str | None = None,
-) -> str:  # fmt: skip
+) -> str:
     """The coarse partials: the latest version of every finer partial they cover, summed,
     and the finer adjustments for which ``joined`` holds (late usage the worker added to
     the coarse window because it was still open)."""
@@ -78,9 +83,14 @@ def _partials_sql(
 
 
 def _adjustments_sql(
-    grain: str, column: str, expression: str, _: str, finer: str, finer_column: str,
+    grain: str,
+    column: str,
+    expression: str,
+    _: str,
+    finer: str,
+    finer_column: str,
     joined: str | None = None,
-) -> str:  # fmt: skip
+) -> str:
     """The coarse adjustments: one late report's finer adjustments in the coarse window,
     summed, but for those ``joined`` says went to the window's partial; recorded when
     the finer ones were."""
@@ -144,9 +154,11 @@ Progress = Callable[[int, int, int], None]
 
 
 def _fill_each(
-    warehouse: Warehouse, starts: list[int], fill: Callable[[Warehouse, int], None],
+    warehouse: Warehouse,
+    starts: list[int],
+    fill: Callable[[Warehouse, int], None],
     progress: Progress | None,
-) -> int:  # fmt: skip
+) -> int:
     """``fill`` each window starting at ``starts``; ``progress(done, total, start_us)``
     after each. Returns how many were filled."""
     for done, start_us in enumerate(starts, start=1):

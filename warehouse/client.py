@@ -168,11 +168,15 @@ class Warehouse:
         if isinstance(exc, EOFError):
             # 18.16 drops the connection at login, sending no error, when the user may not
             # use the database (code 291 in the server's log).
-            return (f"{what}: ClickHouse at {s.host}:{s.port} closed the connection at login "
-                    f"for {limit:g} s: is user {s.user!r} allowed database {s.database!r} "
-                    "(a read-only user such as finance is not, nor `default`)?")  # fmt: skip
-        return (f"{what}: cannot reach ClickHouse at {s.host}:{s.port} for {limit:g} s ({exc}): "
-                "is it running, and is --clickhouse-url right?")  # fmt: skip
+            return (
+                f"{what}: ClickHouse at {s.host}:{s.port} closed the connection at login "
+                f"for {limit:g} s: is user {s.user!r} allowed database {s.database!r} "
+                "(a read-only user such as finance is not, nor `default`)?"
+            )
+        return (
+            f"{what}: cannot reach ClickHouse at {s.host}:{s.port} for {limit:g} s ({exc}): "
+            "is it running, and is --clickhouse-url right?"
+        )
 
     def execute(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
         with self._lock:

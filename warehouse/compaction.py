@@ -22,10 +22,14 @@ log = logging.getLogger(__name__)
 
 # Every table a reconciliation of a period reads, the ledger first (the largest).
 COMPARED_TABLES = (
-    "usage_ledger_holdings", "usage_rollup_partials", "usage_adjustments",
-    "usage_hour_partials", "usage_hour_adjustments", "usage_day_partials",
+    "usage_ledger_holdings",
+    "usage_rollup_partials",
+    "usage_adjustments",
+    "usage_hour_partials",
+    "usage_hour_adjustments",
+    "usage_day_partials",
     "usage_day_adjustments",
-)  # fmt: skip
+)
 # A merge of a month of a large fleet takes minutes; the server goes on merging if the
 # client leaves, so a timeout here is reported, not retried.
 OPTIMIZE_TIMEOUT_S = 3600
@@ -50,9 +54,12 @@ def not_compacted(warehouse: Warehouse, partitions: list[str]) -> list[str]:
         "SELECT table, partition, count(), min(level) FROM system.parts "
         "WHERE database = %(db)s AND active AND has(%(tables)s, table) "
         "AND has(%(partitions)s, partition) GROUP BY table, partition ORDER BY table, partition",
-        {"db": warehouse.settings.database, "tables": list(COMPARED_TABLES),
-         "partitions": partitions},
-    )  # fmt: skip
+        {
+            "db": warehouse.settings.database,
+            "tables": list(COMPARED_TABLES),
+            "partitions": partitions,
+        },
+    )
     return [f"{t}/{p}" for t, p, parts, level in rows if int(parts) > 1 or int(level) == 0]
 
 
@@ -72,6 +79,7 @@ def compact(
             OPTIMIZE_TIMEOUT_S,
             {"optimize_throw_if_noop": 1},
         )
-        progress(f"compact: {name} merged in {time.monotonic() - started:.1f} s "
-                 f"({done} of {len(todo)})")  # fmt: skip
+        progress(
+            f"compact: {name} merged in {time.monotonic() - started:.1f} s ({done} of {len(todo)})"
+        )
     return todo

@@ -133,23 +133,34 @@ def _from_samples(rows: list[tuple[Any, ...]]) -> Iterator[tuple[Any, ...]]:
 _SAMPLE_COLUMNS = ", ".join((*_HOLDING, *_SAMPLE))
 # (table, its month column, the query of one month in Python, the conversion)
 _IN_PYTHON = (
-    ("usage_ledger_by_sample", "tick_start",
-     f"SELECT node_id, boot_id, seq, cluster, source_partition, source_offset, "
-     f"{_SAMPLE_COLUMNS} FROM usage_ledger_by_sample FINAL WHERE toYYYYMM(tick_start) = "
-     "%(month)s ORDER BY node_id, boot_id, seq, tick_start_us, gpu_index, gpu_uuid",
-     _from_samples),
-    ("usage_ledger_reports", "interval_start",
-     f"SELECT {_REPORT}, {', '.join(_HOLDING)}, {', '.join(_SAMPLE)} "
-     f"FROM usage_ledger_reports FINAL WHERE {_MONTH}", _from_reports),
+    (
+        "usage_ledger_by_sample",
+        "tick_start",
+        f"SELECT node_id, boot_id, seq, cluster, source_partition, source_offset, "
+        f"{_SAMPLE_COLUMNS} FROM usage_ledger_by_sample FINAL WHERE toYYYYMM(tick_start) = "
+        "%(month)s ORDER BY node_id, boot_id, seq, tick_start_us, gpu_index, gpu_uuid",
+        _from_samples,
+    ),
+    (
+        "usage_ledger_reports",
+        "interval_start",
+        f"SELECT {_REPORT}, {', '.join(_HOLDING)}, {', '.join(_SAMPLE)} "
+        f"FROM usage_ledger_reports FINAL WHERE {_MONTH}",
+        _from_reports,
+    ),
     *(
-        (table, "interval_start",
-         f"SELECT {_REPORT}, gpu_uuids, gpu_indexes, skus, tenant_ids, job_ids, "
-         f"tick_starts_us, tick_ends_us, gpu_at, tick_at, {', '.join(_COUNTERS)}, late "
-         f"FROM {table} FINAL WHERE {_MONTH} "
-         f"AND length(gpu_uuids) * length(gpu_at) > {SQL_CELLS}", _from_packed)
+        (
+            table,
+            "interval_start",
+            f"SELECT {_REPORT}, gpu_uuids, gpu_indexes, skus, tenant_ids, job_ids, "
+            f"tick_starts_us, tick_ends_us, gpu_at, tick_at, {', '.join(_COUNTERS)}, late "
+            f"FROM {table} FINAL WHERE {_MONTH} "
+            f"AND length(gpu_uuids) * length(gpu_at) > {SQL_CELLS}",
+            _from_packed,
+        )
         for table in _PACKED
     ),
-)  # fmt: skip
+)
 
 
 def _days(warehouse: Warehouse, table: str) -> list[int]:
@@ -176,10 +187,13 @@ def copy_ledger(warehouse: Warehouse) -> int:
         if table in _PACKED:
             for day_us in _days(warehouse, table):
                 span = {"from": utc_datetime(day_us), "to": utc_datetime(day_us + US_PER_DAY)}
-                steps.append((
-                    table, f"{utc_datetime(day_us):%Y-%m-%d}",
-                    lambda t=table, p=span: warehouse.execute(packed_sql(t), p),
-                ))  # fmt: skip
+                steps.append(
+                    (
+                        table,
+                        f"{utc_datetime(day_us):%Y-%m-%d}",
+                        lambda t=table, p=span: warehouse.execute(packed_sql(t), p),
+                    )
+                )
     for done, (table, when, step) in enumerate(steps, start=1):
         step()
         if done == len(steps) or done % 30 == 0:

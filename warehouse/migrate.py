@@ -77,10 +77,10 @@ def applied(warehouse: Warehouse) -> dict[int, tuple[str, str]]:
 
 def pending(warehouse: Warehouse) -> list[Migration]:
     """The migrations not yet applied to the database (all of them on one never migrated)."""
-    (has_ledger,), = warehouse.execute(
+    ((has_ledger,),) = warehouse.execute(
         "SELECT count() FROM system.tables WHERE database = %(db)s AND name = 'schema_migrations'",
         {"db": warehouse.settings.database},
-    )  # fmt: skip
+    )
     done = applied(warehouse) if has_ledger else {}
     return [m for m in available() if m.version not in done]
 

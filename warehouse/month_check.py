@@ -46,9 +46,12 @@ def _sums(weights: tuple[str, ...], counters: tuple[str, ...] = FIELDS) -> list[
 
 
 def _rollup_sums(
-    warehouse: Warehouse, grain: str, params: dict[str, Any], weights: tuple[str, ...],
+    warehouse: Warehouse,
+    grain: str,
+    params: dict[str, Any],
+    weights: tuple[str, ...],
     windows: str,
-) -> tuple[Sums, int]:  # fmt: skip
+) -> tuple[Sums, int]:
     """Partials and late usage of ``grain`` summed per key and day, read as stored (the
     period is compacted); and how many (key, ``windows``) they cover."""
     partials, adjustments, column = GRAIN_TABLES[grain]
@@ -103,8 +106,9 @@ def _pick(values: tuple[int, ...], width: int, which: int) -> tuple[int, ...]:
 
 def _differing_days(left: Sums, right: Sums, keep: int) -> set[int]:
     zero = (0,) * keep
-    return {key[3] for key in left.keys() | right.keys()
-            if left.get(key, zero) != right.get(key, zero)}  # fmt: skip
+    return {
+        key[3] for key in left.keys() | right.keys() if left.get(key, zero) != right.get(key, zero)
+    }
 
 
 def compare_compacted(
@@ -115,12 +119,15 @@ def compare_compacted(
     over compacted partitions: the minute windows and the hour and day windows covered,
     and the start (µs) of each day where anything differs."""
     params = {
-        "from": utc_datetime(start_us), "to": utc_datetime(end_us),
-        "from_day": utc_datetime(start_us).date(), "to_day": utc_datetime(end_us).date(),
+        "from": utc_datetime(start_us),
+        "to": utc_datetime(end_us),
+        "from_day": utc_datetime(start_us).date(),
+        "to_day": utc_datetime(end_us).date(),
         **ledger_params(start_us, end_us),
-    }  # fmt: skip
-    minutes, minute_windows = _rollup_sums(warehouse, "minute", params, (_W_MINUTE, _W_HOUR),
-                                           _W_MINUTE)  # fmt: skip
+    }
+    minutes, minute_windows = _rollup_sums(
+        warehouse, "minute", params, (_W_MINUTE, _W_HOUR), _W_MINUTE
+    )
     hours, hour_windows = _rollup_sums(warehouse, "hour", params, (_W_HOUR,), _W_HOUR)
     days, _ = _rollup_sums(warehouse, "day", params, (), "")
     ledger = _ledger_sums(warehouse, params)
@@ -128,7 +135,8 @@ def compare_compacted(
     differing = _differing_days(ledger, {k: _pick(v, 3, 1) for k, v in minutes.items()}, 2 * n)
     differing |= _differing_days(
         {k: _pick(v, 3, 2) for k, v in minutes.items()},
-        {k: _pick(v, 2, 1) for k, v in hours.items()}, 2 * n,
-    )  # fmt: skip
+        {k: _pick(v, 2, 1) for k, v in hours.items()},
+        2 * n,
+    )
     differing |= _differing_days({k: _pick(v, 2, 0) for k, v in hours.items()}, days, n)
     return minute_windows, hour_windows + len(days), {d * US_PER_DAY for d in differing}

@@ -29,8 +29,10 @@ def check_warehouse(warehouse: Warehouse, timeout_s: float = 10.0) -> None:
     finally:
         connection.close()
     if answer.strip() != b"Ok.":
-        raise ConfigError(f"{s.host}:{s.http_port} is not ClickHouse's HTTP port (it answered "
-                          f"{answer[:60]!r}): fix ?http_port= in --clickhouse-url")  # fmt: skip
+        raise ConfigError(
+            f"{s.host}:{s.http_port} is not ClickHouse's HTTP port (it answered "
+            f"{answer[:60]!r}): fix ?http_port= in --clickhouse-url"
+        )
     missing = [f"{m.version:04d}" for m in pending(warehouse)]
     if missing:
         raise ConfigError(

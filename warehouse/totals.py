@@ -90,9 +90,12 @@ def _ledger_range() -> str:
 def ledger_params(start_us: int, end_us: int) -> dict[str, Any]:
     lead_us = max(start_us - _LEDGER_LEAD_US, 0)
     return {
-        "lead_from": utc_datetime(lead_us), "lead_to": utc_datetime(end_us),
-        "lead_from_us": lead_us, "start": start_us, "end": end_us,
-    }  # fmt: skip
+        "lead_from": utc_datetime(lead_us),
+        "lead_to": utc_datetime(end_us),
+        "lead_from_us": lead_us,
+        "start": start_us,
+        "end": end_us,
+    }
 
 
 def _range(column: str, start_us: int | None, end_us: int | None, day: bool) -> tuple[str, dict]:
@@ -271,9 +274,11 @@ def compare_ledger_day(warehouse: Warehouse, day_us: int) -> Comparison:
     """The ledger (x) against the minute rollups (y), per (tenant, SKU, cluster, minute),
     for the ticks and windows starting in the UTC day at ``day_us``."""
     params = {
-        "w": US_PER_MINUTE, "from": utc_datetime(day_us), "to": utc_datetime(day_us + US_PER_DAY),
+        "w": US_PER_MINUTE,
+        "from": utc_datetime(day_us),
+        "to": utc_datetime(day_us + US_PER_DAY),
         **ledger_params(day_us, day_us + US_PER_DAY),
-    }  # fmt: skip
+    }
     minute_key = "tenant_id AS t, sku AS k, cluster AS c, toUInt64(toUInt32(window_start)) AS at"
     minutes = grain_rows_sql("minute", "window_start >= %(from)s AND window_start < %(to)s")
     ledger_key = "tenant_id AS t, sku AS k, cluster AS c, toUInt64(intDiv(ls, %(w)s) * 60) AS at"
@@ -326,20 +331,21 @@ def period_keys(warehouse: Warehouse, start_us: int, end_us: int) -> list[str]:
 
 
 def _ledger_has_copies(warehouse: Warehouse, params: dict[str, Any]) -> bool:
-    (rows, distinct), = warehouse.execute(
+    ((rows, distinct),) = warehouse.execute(
         f"SELECT count(), uniqExact(cityHash64({_IDENTITY})) FROM usage_ledger_holdings "
         f"WHERE {LEDGER_REPORTS}",
         params,
-    )  # fmt: skip
+    )
     return int(rows) != int(distinct)  # a hash collision only costs the FINAL
 
 
 def compare_days_day(warehouse: Warehouse, day_us: int) -> Comparison:
     """The hour rollups (x) against the day rollup (y) of the UTC day at ``day_us``."""
     params = {
-        "from": utc_datetime(day_us), "to": utc_datetime(day_us + US_PER_DAY),
+        "from": utc_datetime(day_us),
+        "to": utc_datetime(day_us + US_PER_DAY),
         "day": utc_datetime(day_us).date(),
-    }  # fmt: skip
+    }
     hours = grain_rows_sql("hour", "hour_start >= %(from)s AND hour_start < %(to)s")
     days = grain_rows_sql("day", "day = %(day)s")
     key = "tenant_id AS t, sku AS k, cluster AS c"
@@ -374,16 +380,20 @@ def compare_day(
     """compare_ledger_day and compare_grains_day of the UTC day at ``day_us``, with one
     read of its minute rollups; ``keys`` from :func:`period_keys`."""
     params = {
-        "w": US_PER_MINUTE, "from": utc_datetime(day_us), "to": utc_datetime(day_us + US_PER_DAY),
-        "keys": keys, "ids": list(range(1, len(keys) + 1)),
+        "w": US_PER_MINUTE,
+        "from": utc_datetime(day_us),
+        "to": utc_datetime(day_us + US_PER_DAY),
+        "keys": keys,
+        "ids": list(range(1, len(keys) + 1)),
         **ledger_params(day_us, day_us + US_PER_DAY),
-    }  # fmt: skip
+    }
     final = " FINAL" if _ledger_has_copies(warehouse, params) else ""
     differs = " OR ".join(f"sx_{c} != sy_{c}" for c in _SIDES)
     per_minute = grain_rows_sql(
-        "minute", "window_start >= %(from)s AND window_start < %(to)s",
+        "minute",
+        "window_start >= %(from)s AND window_start < %(to)s",
         key=((_KEY_ID, "id"), ("toUInt64(toUInt32(window_start))", "at")),
-    )  # fmt: skip
+    )
     minutes = f"SELECT {_side('id, at', x=False)} FROM ({per_minute}) AS per_minute"
     ledger_key = f"{_KEY_ID} AS id, toUInt64(intDiv(ls, %(w)s) * 60) AS at"
     ledger = (

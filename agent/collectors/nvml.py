@@ -139,9 +139,13 @@ class NvmlCollector:
             return
         for gpu in self._gpus:
             self._call(
-                "nvmlDeviceRegisterEvents", gpu.unit, gpu.handle,
-                nv.nvmlEventTypeXidCriticalError, self._events, issues=self._startup_issues,
-            )  # fmt: skip
+                "nvmlDeviceRegisterEvents",
+                gpu.unit,
+                gpu.handle,
+                nv.nvmlEventTypeXidCriticalError,
+                self._events,
+                issues=self._startup_issues,
+            )
 
     # -- reading ----------------------------------------------------------------------
 
@@ -167,9 +171,14 @@ class NvmlCollector:
                 memory = self._call("nvmlDeviceGetMemoryInfo", gpu.unit, gpu.handle, issues=issues)
                 busy_us = tick_us * min(100, int(util.gpu)) // 100 if util is not None else 0
                 readings.append(
-                    TickReading(gpu.unit, busy_us, unhealthy, energy,
-                                int(memory.used) if memory is not None else 0)
-                )  # fmt: skip
+                    TickReading(
+                        gpu.unit,
+                        busy_us,
+                        unhealthy,
+                        energy,
+                        int(memory.used) if memory is not None else 0,
+                    )
+                )
                 continue
             total_mem = sum(mem for _, _, mem in gpu.instances) or 1
             cumulative = 0
@@ -179,9 +188,14 @@ class NvmlCollector:
                 share = energy * cumulative // total_mem
                 memory = self._call("nvmlDeviceGetMemoryInfo", unit, handle, issues=issues)
                 readings.append(
-                    TickReading(unit, 0, unhealthy, share - previous_share,
-                                int(memory.used) if memory is not None else 0)
-                )  # fmt: skip
+                    TickReading(
+                        unit,
+                        0,
+                        unhealthy,
+                        share - previous_share,
+                        int(memory.used) if memory is not None else 0,
+                    )
+                )
                 previous_share = share
         return TickReadings(readings, issues)
 
@@ -196,20 +210,25 @@ class NvmlCollector:
         if now < last:
             issues.append(
                 CollectorIssue(
-                    "nvmlDeviceGetTotalEnergyConsumption", gpu.unit.uuid,
+                    "nvmlDeviceGetTotalEnergyConsumption",
+                    gpu.unit.uuid,
                     f"energy counter reset ({last} -> {now} mJ): driver reloaded; "
                     "energy between the last reading and the reload is not metered",
                 )
-            )  # fmt: skip
+            )
             return now
         return now - last
 
     def _ecc(self, gpu: _Gpu, issues: list[CollectorIssue] | None = None) -> int | None:
         nv = self.nvml
         count = self._call(
-            "nvmlDeviceGetTotalEccErrors", gpu.unit, gpu.handle,
-            nv.NVML_MEMORY_ERROR_TYPE_UNCORRECTED, nv.NVML_VOLATILE_ECC, issues=issues,
-        )  # fmt: skip
+            "nvmlDeviceGetTotalEccErrors",
+            gpu.unit,
+            gpu.handle,
+            nv.NVML_MEMORY_ERROR_TYPE_UNCORRECTED,
+            nv.NVML_VOLATILE_ECC,
+            issues=issues,
+        )
         return None if count is None else int(count)
 
     def _health_fault(self, gpu: _Gpu, issues: list[CollectorIssue]) -> bool:
@@ -243,9 +262,13 @@ class NvmlCollector:
                     issues.append(CollectorIssue("nvmlDeviceGetUUID", "", str(exc)))
 
     def _call(
-        self, name: str, unit: GpuUnit, *args: Any,
-        issues: list[CollectorIssue] | None = None, record: bool = True,
-    ) -> Any:  # fmt: skip
+        self,
+        name: str,
+        unit: GpuUnit,
+        *args: Any,
+        issues: list[CollectorIssue] | None = None,
+        record: bool = True,
+    ) -> Any:
         """Call NVML; an error becomes an issue (or is swallowed if not ``record``)."""
         try:
             return getattr(self.nvml, name)(*args)

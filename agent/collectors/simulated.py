@@ -14,9 +14,13 @@ from core.units import US_PER_SECOND
 
 class SimulatedCollector:
     def __init__(
-        self, node_id: str, gpus: int = 8, sku: str = "H100", seed: int = 7,
+        self,
+        node_id: str,
+        gpus: int = 8,
+        sku: str = "H100",
+        seed: int = 7,
         unhealthy_rate: float = 0.01,
-    ) -> None:  # fmt: skip
+    ) -> None:
         if sku not in SKU_POWER_MW:
             raise ConfigError(f"simulated sku must be one of {sorted(SKU_POWER_MW)}, not {sku!r}")
         if gpus < 1:

@@ -56,9 +56,23 @@ def _string(buf, pos, end):
 
 
 @njit(cache=True, nogil=True)
-def decode_v1(buf, msg_off, msg_len, fingerprint, capacity,
-              m_status, m_str_off, m_str_len, m_long, m_first, m_count,
-              s_msg, s_str_off, s_str_len, s_val):  # fmt: skip
+def decode_v1(
+    buf,
+    msg_off,
+    msg_len,
+    fingerprint,
+    capacity,
+    m_status,
+    m_str_off,
+    m_str_len,
+    m_long,
+    m_first,
+    m_count,
+    s_msg,
+    s_str_off,
+    s_str_len,
+    s_val,
+):
     """Decode every message; returns the number of samples found (may exceed capacity).
 
     Per message: m_str_* [node_id, boot_id, cluster], m_long [seq, start, end]. Per sample

@@ -195,9 +195,25 @@ def _has_overlap_sorted(buf, s_str_off, s_str_len, s_val, gpu_hash, first, count
 
 
 @njit(cache=True, nogil=True)
-def check_v1(buf, timestamp_us, m_status, m_str_off, m_str_len, m_long, m_first, m_count,
-             s_str_off, s_str_len, s_val, s_gpu_hash, max_samples, max_interval_us,
-             max_future_us, max_power_mw, max_memory_bytes):  # fmt: skip
+def check_v1(
+    buf,
+    timestamp_us,
+    m_status,
+    m_str_off,
+    m_str_len,
+    m_long,
+    m_first,
+    m_count,
+    s_str_off,
+    s_str_len,
+    s_val,
+    s_gpu_hash,
+    max_samples,
+    max_interval_us,
+    max_future_us,
+    max_power_mw,
+    max_memory_bytes,
+):
     """Mark INVALID every decoded message that breaks a rule of validate_report, apart
     from the tenant and SKU checks (done per distinct string, see :func:`intern_strings`).
 
@@ -531,9 +547,25 @@ def _holdings(buf, s_str_off, s_str_len, s_val, s_tenant, s_sku, picked, ends):
 
 
 @njit(cache=True, nogil=True)
-def ledger_native(buf, s_msg, s_str_off, s_str_len, s_val, s_tenant, s_sku, m_str_off,
-                  m_str_len, m_long, m_offset, selected, late, partition, spec, header,
-                  header_off):  # fmt: skip
+def ledger_native(
+    buf,
+    s_msg,
+    s_str_off,
+    s_str_len,
+    s_val,
+    s_tenant,
+    s_sku,
+    m_str_off,
+    m_str_len,
+    m_long,
+    m_offset,
+    selected,
+    late,
+    partition,
+    spec,
+    header,
+    header_off,
+):
     """One Native block (streams/native.py) of the selected samples: a row per report and
     distinct GPU holding, reports in order, a report's holdings in order of first
     appearance. Per-row columns hold one value per row (from the holding's first sample
@@ -700,8 +732,23 @@ def _emit_run(runs, n_runs, g, start, end):
 
 
 @njit(cache=True, nogil=True)
-def meter_time(begin, candidate, m_first, m_count, m_end, s_val, s_gpu, last_end, event,
-               memory_us, lateness_us, width_us, accepted, closed_before_at, runs):  # fmt: skip
+def meter_time(
+    begin,
+    candidate,
+    m_first,
+    m_count,
+    m_end,
+    s_val,
+    s_gpu,
+    last_end,
+    event,
+    memory_us,
+    lateness_us,
+    width_us,
+    accepted,
+    closed_before_at,
+    runs,
+):
     """The overlap check and event time of streams.processor, message by message from
     ``begin``, for the messages whose seq made them ``candidate``s.
 

@@ -54,19 +54,28 @@ _V1 = next(v for v in load_released_versions() if v.version == 1)
 _FINGERPRINT = np.frombuffer(_V1.fingerprint, np.uint8)
 # Where each ledger column comes from (see kernels.ledger_native).
 _LEDGER_SOURCES = {
-    "node_id": (k.MSG_STRING, 0), "boot_id": (k.MSG_STRING, 1), "seq": (k.MSG_LONG, 0),
-    "cluster": (k.MSG_STRING, 2), "interval_start_us": (k.MSG_LONG, 1),
-    "interval_end_us": (k.MSG_LONG, 2), "source_partition": (k.PARTITION, 0),
+    "node_id": (k.MSG_STRING, 0),
+    "boot_id": (k.MSG_STRING, 1),
+    "seq": (k.MSG_LONG, 0),
+    "cluster": (k.MSG_STRING, 2),
+    "interval_start_us": (k.MSG_LONG, 1),
+    "interval_end_us": (k.MSG_LONG, 2),
+    "source_partition": (k.PARTITION, 0),
     "source_offset": (k.OFFSET, 0),
-    "gpu_uuid": (k.SAMPLE_STRING, d.S_GPU), "gpu_index": (k.SAMPLE_VALUE, d.V_GPU_INDEX),
-    "sku": (k.SAMPLE_STRING, d.S_SKU), "tenant_id": (k.SAMPLE_STRING, d.S_TENANT),
+    "gpu_uuid": (k.SAMPLE_STRING, d.S_GPU),
+    "gpu_index": (k.SAMPLE_VALUE, d.V_GPU_INDEX),
+    "sku": (k.SAMPLE_STRING, d.S_SKU),
+    "tenant_id": (k.SAMPLE_STRING, d.S_TENANT),
     "job_id": (k.SAMPLE_STRING, d.S_JOB),
     "tick_start_us": (k.SAMPLE_VALUE, d.V_TICK_START),
     "tick_end_us": (k.SAMPLE_VALUE, d.V_TICK_END),
-    "allocated_us": (k.SAMPLE_VALUE, d.V_ALLOC), "busy_us": (k.SAMPLE_VALUE, d.V_BUSY),
-    "unhealthy_us": (k.SAMPLE_VALUE, d.V_UNHEALTHY), "energy_mj": (k.SAMPLE_VALUE, d.V_ENERGY),
-    "memory_peak_bytes": (k.SAMPLE_VALUE, d.V_MEMORY), "late": (k.LATE, 0),
-}  # fmt: skip
+    "allocated_us": (k.SAMPLE_VALUE, d.V_ALLOC),
+    "busy_us": (k.SAMPLE_VALUE, d.V_BUSY),
+    "unhealthy_us": (k.SAMPLE_VALUE, d.V_UNHEALTHY),
+    "energy_mj": (k.SAMPLE_VALUE, d.V_ENERGY),
+    "memory_peak_bytes": (k.SAMPLE_VALUE, d.V_MEMORY),
+    "late": (k.LATE, 0),
+}
 _WIDTH = {"String": 0, "UInt64": 8, "UInt32": 4, "UInt8": 1}
 _LEDGER_SPEC = np.array(
     [
@@ -159,15 +168,38 @@ def decode_frames(
         m_first = np.zeros(n, np.int64)
         m_count = np.zeros(n, np.int64)
         total = d.decode_v1(
-            buf, offsets, lengths, _FINGERPRINT, ws.capacity, status, m_str_off, m_str_len,
-            m_long, m_first, m_count, ws.s_msg, ws.s_str_off, ws.s_str_len, ws.s_val,
-        )  # fmt: skip
+            buf,
+            offsets,
+            lengths,
+            _FINGERPRINT,
+            ws.capacity,
+            status,
+            m_str_off,
+            m_str_len,
+            m_long,
+            m_first,
+            m_count,
+            ws.s_msg,
+            ws.s_str_off,
+            ws.s_str_len,
+            ws.s_val,
+        )
         if total <= ws.capacity:
             return Decoded(
-                buf, offsets, status, m_str_off, m_str_len, m_long, m_first, m_count,
-                ws.s_msg[:total], ws.s_str_off[:total], ws.s_str_len[:total], ws.s_val[:total],
+                buf,
+                offsets,
+                status,
+                m_str_off,
+                m_str_len,
+                m_long,
+                m_first,
+                m_count,
+                ws.s_msg[:total],
+                ws.s_str_off[:total],
+                ws.s_str_len[:total],
+                ws.s_val[:total],
                 ws.s_gpu_hash[:total],
-            )  # fmt: skip
+            )
         ws.reserve(total)  # the hint was short: decode again with room for every sample
 
 
@@ -264,17 +296,33 @@ class FastPartitionProcessor:
         """Everything that does not touch the state; raises _TwinTakesBatch to hand over."""
         limits = self.settings.limits
         dec = decode_frames(
-            msgs.buf, msgs.value_at, np.maximum(msgs.value_len, 0),
-            len(msgs) * self._samples_per_message, self._workspace,
-        )  # fmt: skip
+            msgs.buf,
+            msgs.value_at,
+            np.maximum(msgs.value_len, 0),
+            len(msgs) * self._samples_per_message,
+            self._workspace,
+        )
         self._samples_per_message = max(16, 1 + len(dec.s_msg) // len(msgs))
         timestamps = msgs.timestamp_us
         largest = k.check_v1(
-            dec.buf, timestamps, dec.status, dec.m_str_off, dec.m_str_len, dec.m_long,
-            dec.m_first, dec.m_count, dec.s_str_off, dec.s_str_len, dec.s_val, dec.s_gpu_hash,
-            limits.max_samples, limits.max_interval_us, limits.max_future_us,
-            limits.max_power_mw, limits.max_memory_bytes,
-        )  # fmt: skip
+            dec.buf,
+            timestamps,
+            dec.status,
+            dec.m_str_off,
+            dec.m_str_len,
+            dec.m_long,
+            dec.m_first,
+            dec.m_count,
+            dec.s_str_off,
+            dec.s_str_len,
+            dec.s_val,
+            dec.s_gpu_hash,
+            limits.max_samples,
+            limits.max_interval_us,
+            limits.max_future_us,
+            limits.max_power_mw,
+            limits.max_memory_bytes,
+        )
         tenants = _Interned(dec, dec.s_str_off[:, 2], dec.s_str_len[:, 2])
         skus = _Interned(dec, dec.s_str_off[:, 1], dec.s_str_len[:, 1])
         clusters = _Interned(dec, dec.m_str_off[:, 2], dec.m_str_len[:, 2])
@@ -377,10 +425,22 @@ class FastPartitionProcessor:
         begin = 0
         while begin < n:
             stop, n_runs = k.meter_time(
-                begin, candidate, dec.m_first, dec.m_count, dec.m_long[:, 2], dec.s_val,
-                gpus.inverse, last_end, event, memory_us, lateness_us, settings.window_us,
-                accepted, closed_before_at, runs,
-            )  # fmt: skip
+                begin,
+                candidate,
+                dec.m_first,
+                dec.m_count,
+                dec.m_long[:, 2],
+                dec.s_val,
+                gpus.inverse,
+                last_end,
+                event,
+                memory_us,
+                lateness_us,
+                settings.window_us,
+                accepted,
+                closed_before_at,
+                runs,
+            )
             for g, start, end in runs[:n_runs].tolist():
                 found = ranges.get(gpus.values[g])  # type: ignore[arg-type]
                 if found and found[-1] == start:
@@ -407,11 +467,13 @@ class FastPartitionProcessor:
                 state.advance_event_time(int(dec.m_long[stop, 2]), lateness_us, settings.window_us)
             else:
                 rejected = Rejection(
-                    msgs[stop], reasons.OVERLAPPING_TIME, overlap.detail(),
+                    msgs[stop],
+                    reasons.OVERLAPPING_TIME,
+                    overlap.detail(),
                     node_id=node_ids.values[node_ids.inverse[stop]],  # type: ignore[arg-type]
                     boot_id=boot_ids.values[boot_ids.inverse[stop]],  # type: ignore[arg-type]
                     seq=int(dec.m_long[stop, 0]),
-                )  # fmt: skip
+                )
                 rejections.append((stop, rejected))
             for g in set(ids):
                 last_end[g] = _end_or_min(time.last_end(gpus.values[g]))  # type: ignore[arg-type]
@@ -449,8 +511,13 @@ class FastPartitionProcessor:
             idx = np.flatnonzero(selected)
             # One int64 per (tenant, sku, cluster, window[, message]): mixed radix.
             w0 = int(window[idx].min())
-            radix = [len(tenants.values), len(skus.values), len(clusters.values),
-                     int(window[idx].max() - w0) // width + 1, len(msgs)]  # fmt: skip
+            radix = [
+                len(tenants.values),
+                len(skus.values),
+                len(clusters.values),
+                int(window[idx].max() - w0) // width + 1,
+                len(msgs),
+            ]
             if np.prod(np.array(radix, dtype=object)) >= 2**62:  # pragma: no cover
                 raise AssertionError("group key does not fit in int64")
             key = tenants.inverse[idx] * radix[1] + skus.inverse[idx]
@@ -465,10 +532,14 @@ class FastPartitionProcessor:
                 raise AssertionError("int64 overflow despite the input bound")  # pragma: no cover
             rep = idx[first]
             for t, s, c, w, m, parts in zip(
-                tenants.inverse[rep].tolist(), skus.inverse[rep].tolist(),
-                sample_cluster[rep].tolist(), window[rep].tolist(), dec.s_msg[rep].tolist(),
-                sums.tolist(), strict=True,
-            ):  # fmt: skip
+                tenants.inverse[rep].tolist(),
+                skus.inverse[rep].tolist(),
+                sample_cluster[rep].tolist(),
+                window[rep].tolist(),
+                dec.s_msg[rep].tolist(),
+                sums.tolist(),
+                strict=True,
+            ):
                 key = key_of(t, s, c, w)
                 if is_late:
                     add_into(late_by_msg.setdefault(m, {}), key, parts)
@@ -496,10 +567,24 @@ class FastPartitionProcessor:
         if self.settings.emit_ledger:
             offsets = msgs.offset
             ledger, rows, samples = k.ledger_native(
-                dec.buf, dec.s_msg, dec.s_str_off, dec.s_str_len, dec.s_val, tenants.inverse,
-                skus.inverse, dec.m_str_off, dec.m_str_len, dec.m_long, offsets, in_batch, late,
-                state.partition, _LEDGER_SPEC, _LEDGER_HEADER, _LEDGER_HEADER_OFF,
-            )  # fmt: skip
+                dec.buf,
+                dec.s_msg,
+                dec.s_str_off,
+                dec.s_str_len,
+                dec.s_val,
+                tenants.inverse,
+                skus.inverse,
+                dec.m_str_off,
+                dec.m_str_len,
+                dec.m_long,
+                offsets,
+                in_batch,
+                late,
+                state.partition,
+                _LEDGER_SPEC,
+                _LEDGER_HEADER,
+                _LEDGER_HEADER_OFF,
+            )
             outcome.ledger = memoryview(ledger)  # the sink joins the partitions' blocks
             outcome.ledger_rows = int(rows)
             outcome.ledger_samples = int(samples)

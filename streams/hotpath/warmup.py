@@ -25,18 +25,34 @@ def warm_up() -> float:
     started = time.monotonic()
     start_us = 1_700_000_040_000_000
     sample = {
-        "gpu_uuid": "GPU-warmup", "gpu_index": 0, "sku": "H100", "tenant_id": "warmup",
-        "job_id": "", "tick_start_us": start_us, "tick_end_us": start_us + 30_000_000,
-        "allocated_us": 30_000_000, "busy_us": 0, "unhealthy_us": 0, "energy_mj": 0,
+        "gpu_uuid": "GPU-warmup",
+        "gpu_index": 0,
+        "sku": "H100",
+        "tenant_id": "warmup",
+        "job_id": "",
+        "tick_start_us": start_us,
+        "tick_end_us": start_us + 30_000_000,
+        "allocated_us": 30_000_000,
+        "busy_us": 0,
+        "unhealthy_us": 0,
+        "energy_mj": 0,
         "memory_peak_bytes": 0,
-    }  # fmt: skip
-    straddling = {**sample, "gpu_uuid": "GPU-warmup-2", "tick_start_us": start_us + 45_000_000,
-                  "tick_end_us": start_us + 75_000_000}  # fmt: skip
+    }
+    straddling = {
+        **sample,
+        "gpu_uuid": "GPU-warmup-2",
+        "tick_start_us": start_us + 45_000_000,
+        "tick_end_us": start_us + 75_000_000,
+    }
     report = {
-        "node_id": "warmup", "boot_id": "warmup", "seq": 0, "cluster": "warmup",
-        "interval_start_us": start_us, "interval_end_us": start_us + 75_000_000,
+        "node_id": "warmup",
+        "boot_id": "warmup",
+        "seq": 0,
+        "cluster": "warmup",
+        "interval_start_us": start_us,
+        "interval_end_us": start_us + 75_000_000,
         "samples": [sample, straddling],
-    }  # fmt: skip
+    }
     frame = ReportCodec().encode(report)
     messages = [
         SourceMessage("warmup", 0, i, None, value, start_us + 10**9)
@@ -53,9 +69,14 @@ def _read_a_fetch(value: bytes) -> None:
     """The fetch layer's kernels (batch scan, CRC-32C, record parse) on one record batch
     as the broker sends it."""
     builder = DefaultRecordBatchBuilder(
-        magic=2, compression_type=0, is_transactional=False, producer_id=-1,
-        producer_epoch=-1, base_sequence=-1, batch_size=1 << 20,
-    )  # fmt: skip
+        magic=2,
+        compression_type=0,
+        is_transactional=False,
+        producer_id=-1,
+        producer_epoch=-1,
+        base_sequence=-1,
+        batch_size=1 << 20,
+    )
     builder.append(0, timestamp=1_700_000_000_000, key=b"warmup", value=value, headers=[])
     data = bytes(builder.build())
     _, end, next_offset, count = scan_batches(np.frombuffer(data, np.uint8))

@@ -63,8 +63,10 @@ gpus = {self.gpus}
         (self.folder / "agent.toml").write_text(config)
 
     def write_allocations(self, tenants: dict[str, str], since_us: int | None = None) -> None:
-        rows = [{"gpu": g, "tenant_id": t, "job_id": f"{t}-job", "since_us": since_us}
-                for g, t in tenants.items()]  # fmt: skip
+        rows = [
+            {"gpu": g, "tenant_id": t, "job_id": f"{t}-job", "since_us": since_us}
+            for g, t in tenants.items()
+        ]
         tmp = self.folder / "alloc.json.new"
         tmp.write_text(json.dumps({"allocations": rows}))
         tmp.replace(self.folder / "alloc.json")  # as a scheduler should: atomically
@@ -72,11 +74,21 @@ gpus = {self.gpus}
     def start(self) -> None:
         log = open(self.folder / "agent.log", "ab")  # noqa: SIM115 - the child owns it
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "meter", "agent", "run", "--config",
-             str(self.folder / "agent.toml")],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "meter",
+                "agent",
+                "run",
+                "--config",
+                str(self.folder / "agent.toml"),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
         log.close()
         self.starts += 1
 
@@ -112,8 +124,9 @@ gpus = {self.gpus}
             except OSError:
                 pass  # not serving yet
             time.sleep(0.25)
-        raise AssertionError(f"{name} never satisfied the condition (last {last}); "
-                             f"log:\n{self.log_tail()}")  # fmt: skip
+        raise AssertionError(
+            f"{name} never satisfied the condition (last {last}); log:\n{self.log_tail()}"
+        )
 
     def state(self) -> dict[str, Any]:
         return json.loads((self.folder / "spool" / "state.json").read_text())
@@ -141,8 +154,9 @@ def read_topic(
     bootstrap: str, topic: str, want_seqs: set[int], timeout_s: float = 60
 ) -> list[TopicRecord]:
     """Every record of ``topic`` in (partition, offset) order, once ``want_seqs`` are all there."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                             consumer_timeout_ms=2_000)  # fmt: skip
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=2_000
+    )
     codec = ReportCodec()
     try:
         partitions = [
@@ -154,8 +168,14 @@ def read_topic(
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             for message in consumer:
-                records.append(TopicRecord(message.partition, message.offset, message.value,
-                                           codec.decode(message.value)))  # fmt: skip
+                records.append(
+                    TopicRecord(
+                        message.partition,
+                        message.offset,
+                        message.value,
+                        codec.decode(message.value),
+                    )
+                )
             if want_seqs <= {r.report["seq"] for r in records}:
                 break
         return sorted(records, key=lambda r: (r.partition, r.offset))

@@ -22,8 +22,12 @@ from warehouse.totals import differences, grain_differences, ledger_totals
 class BackgroundPublisher(threading.Thread):
     """Publishes (key, value) frames in a thread, ``per_second`` at most, acks=all."""
 
-    def __init__(self, settings: WorkerSettings, frames: Iterable[tuple[bytes, bytes]],
-                 per_second: float | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        frames: Iterable[tuple[bytes, bytes]],
+        per_second: float | None = None,
+    ) -> None:
         super().__init__(daemon=True)
         self.settings = settings
         self.frames = frames
@@ -64,8 +68,12 @@ def encode_all(reports: Iterable[dict], totals: EmittedTotals | None = None):
         yield report["node_id"].encode(), codec.encode(report)
 
 
-def drain(settings: WorkerSettings, end_offsets: dict[int, int], workers: list[WorkerProcess],
-          timeout_s: float = 240.0) -> None:  # fmt: skip
+def drain(
+    settings: WorkerSettings,
+    end_offsets: dict[int, int],
+    workers: list[WorkerProcess],
+    timeout_s: float = 240.0,
+) -> None:
     """Wait until the group committed ``end_offsets``; fail fast if every worker died."""
 
     def check(done: int, target: int) -> None:
@@ -78,8 +86,13 @@ def drain(settings: WorkerSettings, end_offsets: dict[int, int], workers: list[W
     )
 
 
-def meter_backlog(settings: WorkerSettings, end_offsets: dict[int, int], log_path: Path,
-                  warehouse: Warehouse, emitted: EmittedTotals) -> None:  # fmt: skip
+def meter_backlog(
+    settings: WorkerSettings,
+    end_offsets: dict[int, int],
+    log_path: Path,
+    warehouse: Warehouse,
+    emitted: EmittedTotals,
+) -> None:
     """One worker meters the topic up to ``end_offsets`` and stops; totals must be exact."""
     worker = WorkerProcess.start(settings, log_path)
     try:
@@ -113,6 +126,12 @@ def progress(warehouse: Warehouse) -> dict[str, int]:
         "SELECT sum(accepted_reports), sum(accepted_samples), sum(duplicate_reports), "
         "sum(late_reports), sum(rejected_reports), sum(open_gaps) FROM pipeline_progress"
     )[0]
-    names = ("accepted_reports", "accepted_samples", "duplicate_reports", "late_reports",
-             "rejected_reports", "open_gaps")  # fmt: skip
+    names = (
+        "accepted_reports",
+        "accepted_samples",
+        "duplicate_reports",
+        "late_reports",
+        "rejected_reports",
+        "open_gaps",
+    )
     return dict(zip(names, map(int, row), strict=True))

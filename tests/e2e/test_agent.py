@@ -42,16 +42,18 @@ def proxied(
     pid = broker.start(tmp_path / "proxied-broker", listen, advertised_port=front)
     try:
         settings = dataclasses.replace(worker_settings, bootstrap=f"127.0.0.1:{front}")
-        ensure_topics(settings.bootstrap, {settings.topic: settings.partitions,
-                                           settings.dlq_topic: 1})  # fmt: skip
+        ensure_topics(
+            settings.bootstrap, {settings.topic: settings.partitions, settings.dlq_topic: 1}
+        )
         yield settings, proxy
     finally:
         proxy.cut()
         proc.stop(pid)
 
 
-def meter_topic(settings: WorkerSettings, warehouse: Warehouse, agent: AgentProcess,
-                tmp_path: Path) -> tuple[list, list[dict]]:  # fmt: skip
+def meter_topic(
+    settings: WorkerSettings, warehouse: Warehouse, agent: AgentProcess, tmp_path: Path
+) -> tuple[list, list[dict]]:
     """Everything the agent minted must be on the topic; run a worker over it."""
     state = agent.state()
     dropped = {s for lo, hi in state["dropped"] for s in range(lo, hi + 1)}
@@ -61,8 +63,9 @@ def meter_topic(settings: WorkerSettings, warehouse: Warehouse, agent: AgentProc
     assert {r["seq"] for r in reports} == minted, "a report the agent minted never arrived"
     firsts = [r["seq"] for r in reports]
     assert firsts == sorted(firsts), "reports reached the topic out of seq order"
-    meter_backlog(settings, end_offsets(records), tmp_path / "worker.log", warehouse,
-                  emitted(reports))  # fmt: skip
+    meter_backlog(
+        settings, end_offsets(records), tmp_path / "worker.log", warehouse, emitted(reports)
+    )
     counts = progress(warehouse)
     assert counts["accepted_reports"] == len(reports)
     assert counts["duplicate_reports"] == len(records) - len(reports)

@@ -48,13 +48,17 @@ NOW = datetime(2026, 11, 23, tzinfo=UTC)
 
 def _meter_into(stack, tmp: Path, name: str, topic: str, offsets, emitted):
     """A fresh database metered from ``topic`` by a worker of its own group, then billed."""
-    warehouse = Warehouse(stack.settings(name))  # fmt: skip
+    warehouse = Warehouse(stack.settings(name))
     warehouse.drop_database()
     migrate(warehouse)
     settings = WorkerSettings(
-        bootstrap=stack.bootstrap, topic=topic, app_id=f"meter-{name.replace('_', '-')}",
-        partitions=4, clickhouse=warehouse.settings, datadir=tmp / name / "faust",
-    )  # fmt: skip
+        bootstrap=stack.bootstrap,
+        topic=topic,
+        app_id=f"meter-{name.replace('_', '-')}",
+        partitions=4,
+        clickhouse=warehouse.settings,
+        datadir=tmp / name / "faust",
+    )
     meter_backlog(settings, offsets, tmp / f"{name}.log", warehouse, emitted)
     store_contracts(warehouse, load_contract_file(CONTRACTS_EXAMPLE), "example", lambda: NOW)
     out = tmp / f"statements-{name}"
@@ -73,8 +77,9 @@ def billed_twice(local_stack, tmp_path_factory):
     assert stack is not None
     tmp = tmp_path_factory.mktemp("billing")
     tag = os.urandom(3).hex()
-    spec = replace(FleetSpec(nodes=24, reports_per_node=6, tenants=3, seed=11),
-                   start_us=DEMO_START_US)  # fmt: skip
+    spec = replace(
+        FleetSpec(nodes=24, reports_per_node=6, tenants=3, seed=11), start_us=DEMO_START_US
+    )
     topic = f"usage-billing-{tag}"
     ensure_topics(stack.bootstrap, {topic: 4, f"{topic}.dlq": 1})
     emitted, offsets = publish_fleet(spec, stack.bootstrap, topic)
@@ -114,10 +119,13 @@ def test_a_tenants_statement_holds_no_other_tenants_identifiers_or_numbers(bille
     for tenant, doc in docs.items():
         ((allocated, unhealthy),) = warehouse.execute(
             "SELECT sum(allocated_us), sum(unhealthy_us) FROM usage_by_minute "
-            "WHERE tenant_id = %(t)s", {"t": tenant},
-        )  # fmt: skip
+            "WHERE tenant_id = %(t)s",
+            {"t": tenant},
+        )
         assert (doc["usage_summary"]["allocated_us"], doc["usage_summary"]["unhealthy_us"]) == (
-            allocated, unhealthy)  # fmt: skip
+            allocated,
+            unhealthy,
+        )
         billed = sum(ln["quantity"] for ln in doc["lines"] if ln["kind"] == "usage")
         assert billed == allocated
     for tenant, doc in docs.items():
@@ -151,21 +159,41 @@ def test_the_readme_finance_queries_run_as_written_in_clickhouse_client(local_st
     rows_seen = {}
     for sql in queries:
         done = subprocess.run(
-            [client, "--host", "127.0.0.1", "--port", str(stack.clickhouse_port),
-             "--user", FINANCE_USER, "--password", FINANCE_PASSWORD,
-             "--database", warehouse.settings.database, "--multiquery"],
-            input=sql, capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
+            [
+                client,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(stack.clickhouse_port),
+                "--user",
+                FINANCE_USER,
+                "--password",
+                FINANCE_PASSWORD,
+                "--database",
+                warehouse.settings.database,
+                "--multiquery",
+            ],
+            input=sql,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert done.returncode == 0, f"{sql}\n{done.stderr[-2000:]}"
         rows_seen[sql.split("FROM", 1)[1].split()[0]] = len(done.stdout.splitlines())
-    for view in ("usage_by_day", "usage_by_hour", "contract_position_by_month",
-                 "issued_statements", "billed_by_period"):  # fmt: skip
+    for view in (
+        "usage_by_day",
+        "usage_by_hour",
+        "contract_position_by_month",
+        "issued_statements",
+        "billed_by_period",
+    ):
         assert rows_seen[view] > 0, f"{view} returned nothing on the demo data"
 
 
 def _meter(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "meter", *args], capture_output=True,
-                          text=True, timeout=120)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "meter", *args], capture_output=True, text=True, timeout=120
+    )
 
 
 def _url(stack, warehouse) -> str:
@@ -203,10 +231,19 @@ def test_reconcile_passes_then_names_a_removed_ledger_row_and_an_open_gap(billed
 
     warehouse.insert(
         "seq_gaps",
-        ("node_id", "boot_id", "first_missing", "last_missing", "first_seen", "is_open",
-         "source_partition", "version", "updated_at"),
+        (
+            "node_id",
+            "boot_id",
+            "first_missing",
+            "last_missing",
+            "first_seen",
+            "is_open",
+            "source_partition",
+            "version",
+            "updated_at",
+        ),
         [("sc1-node-09999", "b" * 36, 5, 7, NOW, 1, 0, 1, NOW)],
-    )  # fmt: skip
+    )
     gap = _meter("reconcile", "--period", DEMO_PERIOD, "--clickhouse-url", url)
     assert gap.returncode == 1
     assert "node sc1-node-09999 boot bbbb" in gap.stdout and "seq 5..7 (3 reports)" in gap.stdout

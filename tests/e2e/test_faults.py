@@ -284,11 +284,14 @@ def test_skipped_seqs_show_as_exactly_those_gaps_and_sending_them_closes_them(
     emitted = EmittedTotals()
     reports = list(fleet_reports(spec))
     skipped = {
-        (spec.node_id(1), 3), (spec.node_id(1), 4), (spec.node_id(1), 5),  # one range
+        (spec.node_id(1), 3),
+        (spec.node_id(1), 4),
+        (spec.node_id(1), 5),  # one range
         (spec.node_id(2), 0),  # the very first report
-        (spec.node_id(7), 10), (spec.node_id(7), 12),  # two ranges on one node
+        (spec.node_id(7), 10),
+        (spec.node_id(7), 12),  # two ranges on one node
         (spec.node_id(19), 18),
-    }  # fmt: skip
+    }
     missing = [r for r in reports if (r["node_id"], r["seq"]) in skipped]
     sent = [r for r in reports if (r["node_id"], r["seq"]) not in skipped]
     worker = WorkerProcess.start(worker_settings, tmp_path / "worker.log")

@@ -121,9 +121,12 @@ def test_bad_messages_go_to_the_dead_letter_topic_and_table_good_ones_stay_exact
 
 def _read_topic(bootstrap: str, topic: str, expected: int, timeout_s: float = 30.0) -> list:
     consumer = KafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-        enable_auto_commit=False, consumer_timeout_ms=1_000,
-    )  # fmt: skip
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=1_000,
+    )
     records: list = []
     deadline = time.monotonic() + timeout_s
     try:
@@ -185,6 +188,7 @@ def test_overlapping_time_is_refused_and_boots_in_any_order_leave_no_false_gap(
         "SELECT node_id, reason FROM rejected_reports FINAL ORDER BY node_id"
     )
     assert rejected == [
-        ("sc1-twice", reasons.OVERLAPPING_TIME), ("sc1-within", reasons.OVERLAPPING_TIME)
-    ]  # fmt: skip
+        ("sc1-twice", reasons.OVERLAPPING_TIME),
+        ("sc1-within", reasons.OVERLAPPING_TIME),
+    ]
     assert warehouse.execute("SELECT count() FROM open_seq_gaps") == [(0,)]

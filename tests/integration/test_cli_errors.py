@@ -18,8 +18,9 @@ UNREACHABLE_CH = "clickhouse://127.0.0.1:1/gpu_meter"
 
 
 def _meter(*args: str, timeout_s: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "meter", *args], capture_output=True,
-                          text=True, timeout=timeout_s)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "meter", *args], capture_output=True, text=True, timeout=timeout_s
+    )
 
 
 def _one_line(done: subprocess.CompletedProcess, expected: str) -> str:
@@ -52,18 +53,28 @@ def test_server_mistakes_name_the_problem_and_write_nothing(stack, local_stack, 
         "ClickHouse refused the login",
     )
     _one_line(
-        _meter("migrate", "--give-up-after-s", "2", "--clickhouse-url",
-               f"clickhouse://{FINANCE_USER}:{FINANCE_PASSWORD}@127.0.0.1:{port}/typo_db"),
+        _meter(
+            "migrate",
+            "--give-up-after-s",
+            "2",
+            "--clickhouse-url",
+            f"clickhouse://{FINANCE_USER}:{FINANCE_PASSWORD}@127.0.0.1:{port}/typo_db",
+        ),
         "closed the connection at login for 2 s: is user 'finance' allowed database",
-    )  # fmt: skip
+    )
     # finance on a database it may read: refused the write, by the server's code
     local_stack.allow_finance(warehouse.settings.database)
     _one_line(
-        _meter("contracts", "load", "billing/contracts.example.json", "--clickhouse-url",
-               f"clickhouse://{FINANCE_USER}:{FINANCE_PASSWORD}@127.0.0.1:{port}/"
-               f"{warehouse.settings.database}"),
+        _meter(
+            "contracts",
+            "load",
+            "billing/contracts.example.json",
+            "--clickhouse-url",
+            f"clickhouse://{FINANCE_USER}:{FINANCE_PASSWORD}@127.0.0.1:{port}/"
+            f"{warehouse.settings.database}",
+        ),
         "not a read-only one such as finance",
-    )  # fmt: skip
+    )
     _one_line(
         _meter("reconcile", "--period", "2026-10", "--clickhouse-url", url),
         "run `meter migrate`",
@@ -73,21 +84,39 @@ def test_server_mistakes_name_the_problem_and_write_nothing(stack, local_stack, 
 
 def test_edge_mistakes_are_refused_before_anything_runs(tmp_path):
     cases = [
-        (("status", "--clickhouse-url", "clickhouse://127.0.0.1:70000/x"),
-         "the port is not 1–65535"),
-        (("status", "--clickhouse-url", UNREACHABLE_CH, "--metrics-url", "127.0.0.1:9108"),
-         "must be a URL such as http://"),
+        (
+            ("status", "--clickhouse-url", "clickhouse://127.0.0.1:70000/x"),
+            "the port is not 1–65535",
+        ),
+        (
+            ("status", "--clickhouse-url", UNREACHABLE_CH, "--metrics-url", "127.0.0.1:9108"),
+            "must be a URL such as http://",
+        ),
         (("verify-statement", str(tmp_path / "missing.json")), "No such file or directory"),
         (("verify-statement", str(tmp_path)), "Is a directory"),
-        (("fleet", "--topic", "gpu usage", "--bootstrap", "127.0.0.1:1"),
-         "'gpu usage' is not a Kafka topic name"),
-        (("statements", "--period", "2026-10", "--clickhouse-url", UNREACHABLE_CH),
-         "pass --issuer FILE"),
-        (("reconcile", "--period", "2026-10", "--clickhouse-url", UNREACHABLE_CH,
-          "--give-up-after-s", "0"), "--give-up-after-s 0.0 must be above 0"),
+        (
+            ("fleet", "--topic", "gpu usage", "--bootstrap", "127.0.0.1:1"),
+            "'gpu usage' is not a Kafka topic name",
+        ),
+        (
+            ("statements", "--period", "2026-10", "--clickhouse-url", UNREACHABLE_CH),
+            "pass --issuer FILE",
+        ),
+        (
+            (
+                "reconcile",
+                "--period",
+                "2026-10",
+                "--clickhouse-url",
+                UNREACHABLE_CH,
+                "--give-up-after-s",
+                "0",
+            ),
+            "--give-up-after-s 0.0 must be above 0",
+        ),
         # once ran no engine and said every answer was exact
         (("bench", "finance", "--engines", "clickhouse"), "give server, chdb or both"),
-    ]  # fmt: skip
+    ]
     for args, expected in cases:
         _one_line(_meter(*args), expected)
     # argparse's own refusals: exit 2 too, naming the flag
@@ -98,15 +127,24 @@ def test_edge_mistakes_are_refused_before_anything_runs(tmp_path):
 def test_an_unreachable_server_is_waited_for_a_bounded_time(tmp_path):
     contracts = "billing/contracts.example.json"
     for args in (
-        ("status",), ("migrate",), ("contracts", "load", contracts),
+        ("status",),
+        ("migrate",),
+        ("contracts", "load", contracts),
         ("reconcile", "--period", "2026-10"),
-    ):  # fmt: skip
+    ):
         started = time.monotonic()
         done = _meter(*args, "--clickhouse-url", UNREACHABLE_CH, "--give-up-after-s", "1.5")
         _one_line(done, "cannot reach ClickHouse at 127.0.0.1:1 for 1.5 s")
         assert time.monotonic() - started < 15, args
-    done = _meter("status", "--clickhouse-url", UNREACHABLE_CH, "--give-up-after-s", "1",
-                  "--metrics-url", "http://127.0.0.1:1/metrics")  # fmt: skip
+    done = _meter(
+        "status",
+        "--clickhouse-url",
+        UNREACHABLE_CH,
+        "--give-up-after-s",
+        "1",
+        "--metrics-url",
+        "http://127.0.0.1:1/metrics",
+    )
     _one_line(done, "cannot reach ClickHouse")
 
 
@@ -123,10 +161,17 @@ def test_a_reader_that_leaves_early_ends_the_command_quietly(stack, warehouse, t
     read_end, write_end = os.pipe()
     os.close(read_end)  # every write now fails with EPIPE
     url = stack.clickhouse_url_for(warehouse.settings.database)
-    for args in (("stack", "status", "--stack-dir", str(tmp_path)),
-                 ("status", "--clickhouse-url", url, "--json")):  # fmt: skip
-        done = subprocess.run([sys.executable, "-m", "meter", *args], stdout=write_end,
-                              stderr=subprocess.PIPE, text=True, timeout=60)  # fmt: skip
+    for args in (
+        ("stack", "status", "--stack-dir", str(tmp_path)),
+        ("status", "--clickhouse-url", url, "--json"),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "meter", *args],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
         assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
         assert done.returncode in (0, 1), done.returncode
     os.close(write_end)
@@ -138,12 +183,16 @@ def test_a_worker_refuses_a_clickhouse_it_cannot_use_before_joining_its_group(st
     # The stack's URL without ?http_port=: the ledger's port would be 8123, not listening.
     base = f"clickhouse://default:{stack.clickhouse_password}@127.0.0.1:{port}/default"
     _one_line(_meter(*worker, "--clickhouse-url", base), "does not answer")
-    _one_line(_meter(*worker, "--clickhouse-url", f"{base}?http_port={port}"),
-              "is not ClickHouse's HTTP port")  # fmt: skip
+    _one_line(
+        _meter(*worker, "--clickhouse-url", f"{base}?http_port={port}"),
+        "is not ClickHouse's HTTP port",
+    )
     url = f"{base}?http_port={http}"
     _one_line(_meter(*worker, "--clickhouse-url", url), "is missing migrations 0001, 0002")
-    _one_line(_meter(*worker, "--clickhouse-url", url.replace("/default?", f"/{unique_name}x?")),
-              "run `meter migrate`")  # fmt: skip
+    _one_line(
+        _meter(*worker, "--clickhouse-url", url.replace("/default?", f"/{unique_name}x?")),
+        "run `meter migrate`",
+    )
 
 
 def test_the_demo_refuses_to_drop_a_database_it_did_not_make(stack, warehouse):

@@ -39,10 +39,17 @@ def _fill(warehouse) -> None:
         tenant, sku = ("aurora-labs", "H100") if n % 3 else ("borealis-ai", "B200")
         for node in range(2):
             samples = [
-                make_sample(minute_us + t * TICK_US, tenant_id=tenant, sku=sku,
-                            gpu_uuid=f"GPU-{g}", gpu_index=g, energy_mj=n + g + node)
-                for t in range(6) for g in range(2)
-            ]  # fmt: skip
+                make_sample(
+                    minute_us + t * TICK_US,
+                    tenant_id=tenant,
+                    sku=sku,
+                    gpu_uuid=f"GPU-{g}",
+                    gpu_index=g,
+                    energy_mj=n + g + node,
+                )
+                for t in range(6)
+                for g in range(2)
+            ]
             report = make_report(samples, seq=n, node_id=f"sc1-node-{node}")
             offset = node * 48 + n
             batches[node].append(
@@ -59,8 +66,10 @@ def _fill(warehouse) -> None:
 
 
 def _shift(warehouse, table: str, column: str, where: str, delta: int) -> None:
-    mutate(warehouse, f"ALTER TABLE {table} UPDATE {column} = toUInt64({column} + {delta}) "
-            f"WHERE {where}")  # fmt: skip
+    mutate(
+        warehouse,
+        f"ALTER TABLE {table} UPDATE {column} = toUInt64({column} + {delta}) WHERE {where}",
+    )
 
 
 def _day_by_day(warehouse) -> tuple[int, int]:

@@ -43,32 +43,56 @@ START_US = 1_791_619_200_000_000  # 2026-10-10 08:00 UTC
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 DECEMBER_2 = datetime(2026, 12, 2, tzinfo=UTC)
 BOOK = {
-    "tenants": [{"tenant_id": "aurora-labs", "name": "Aurora Labs, Inc."},
-                {"tenant_id": "borealis-ai", "name": "Borealis AI Ltd."}],
-    "contracts": [
-        {"contract_id": "AUR-1", "tenant_id": "aurora-labs", "currency": "USD",
-         "term": {"start": "2026-01-01", "end": "2027-01-01"}, "committed_gpus": 1,
-         "payment_terms_days": 30, "minimum_monthly_commitment": "0",
-         "rates": [{"sku": "H100", "rate_per_gpu_hour": "2.00"}]},
-        {"contract_id": "BOR-1", "tenant_id": "borealis-ai", "currency": "USD",
-         "term": {"start": "2026-01-01", "end": "2027-01-01"}, "committed_gpus": 1,
-         "payment_terms_days": 30, "minimum_monthly_commitment": "0",
-         "rates": [{"sku": "H100", "rate_per_gpu_hour": "3.00"}]},
+    "tenants": [
+        {"tenant_id": "aurora-labs", "name": "Aurora Labs, Inc."},
+        {"tenant_id": "borealis-ai", "name": "Borealis AI Ltd."},
     ],
-}  # fmt: skip
+    "contracts": [
+        {
+            "contract_id": "AUR-1",
+            "tenant_id": "aurora-labs",
+            "currency": "USD",
+            "term": {"start": "2026-01-01", "end": "2027-01-01"},
+            "committed_gpus": 1,
+            "payment_terms_days": 30,
+            "minimum_monthly_commitment": "0",
+            "rates": [{"sku": "H100", "rate_per_gpu_hour": "2.00"}],
+        },
+        {
+            "contract_id": "BOR-1",
+            "tenant_id": "borealis-ai",
+            "currency": "USD",
+            "term": {"start": "2026-01-01", "end": "2027-01-01"},
+            "committed_gpus": 1,
+            "payment_terms_days": 30,
+            "minimum_monthly_commitment": "0",
+            "rates": [{"sku": "H100", "rate_per_gpu_hour": "3.00"}],
+        },
+    ],
+}
 MOVE = {
-    "correction_id": "COR-1", "kind": "reattribute", "tenant_id": "aurora-labs",
-    "to_tenant_id": "borealis-ai", "node_id": "sc1-node-1",
-    "start": "2026-10-10T09:00:00Z", "end": "2026-10-10T12:00:00Z",
-    "author": "finance@cloud.example", "reason": "node 1 was lent to borealis for a test run",
+    "correction_id": "COR-1",
+    "kind": "reattribute",
+    "tenant_id": "aurora-labs",
+    "to_tenant_id": "borealis-ai",
+    "node_id": "sc1-node-1",
+    "start": "2026-10-10T09:00:00Z",
+    "end": "2026-10-10T12:00:00Z",
+    "author": "finance@cloud.example",
+    "reason": "node 1 was lent to borealis for a test run",
     "ticket": "FIN-101",
-}  # fmt: skip
+}
 VOID = {
-    "correction_id": "COR-2", "kind": "void", "tenant_id": "borealis-ai",
-    "node_id": "sc1-node-2", "start": "2026-10-10T08:00:00Z", "end": "2026-10-10T09:00:00Z",
-    "author": "finance@cloud.example", "reason": "SLA breach: the hour is not billed",
+    "correction_id": "COR-2",
+    "kind": "void",
+    "tenant_id": "borealis-ai",
+    "node_id": "sc1-node-2",
+    "start": "2026-10-10T08:00:00Z",
+    "end": "2026-10-10T09:00:00Z",
+    "author": "finance@cloud.example",
+    "reason": "SLA breach: the hour is not billed",
     "ticket": "FIN-102",
-}  # fmt: skip
+}
 
 
 def _fleet(warehouse) -> None:
@@ -77,8 +101,11 @@ def _fleet(warehouse) -> None:
 
     def report(node: str, tenant: str, gpus: int, minute: int, seq: int) -> None:
         at = START_US + minute * MINUTE_US
-        samples = [make_sample(at + t * TICK_US, tenant_id=tenant, gpu_uuid=f"GPU-{node}-{g}",
-                               gpu_index=g) for t in range(6) for g in range(gpus)]  # fmt: skip
+        samples = [
+            make_sample(at + t * TICK_US, tenant_id=tenant, gpu_uuid=f"GPU-{node}-{g}", gpu_index=g)
+            for t in range(6)
+            for g in range(gpus)
+        ]
         value = codec.encode(make_report(samples, seq=seq, node_id=node))
         messages.append(SourceMessage("usage", 0, len(messages), None, value, at + MINUTE_US))
 
@@ -96,8 +123,9 @@ def _fleet(warehouse) -> None:
 
 def _issue(warehouse, period: str, out: Path, clock: datetime, force=False) -> dict:
     statements = {}
-    for o in run_statements(warehouse, period, out, clock=lambda: clock, force=force,
-                            issuer=ISSUER):  # fmt: skip
+    for o in run_statements(
+        warehouse, period, out, clock=lambda: clock, force=force, issuer=ISSUER
+    ):
         assert o.status == "issued", (o.tenant_id, o.detail)
         statements[o.tenant_id] = json.loads(o.files[0].read_bytes())["statement"], o.files
     return statements
@@ -112,8 +140,10 @@ def _billable(warehouse) -> dict[str, tuple[int, int, int]]:
 
 
 def _lines(statement: dict) -> list[tuple]:
-    return [(ln["for_period"], ln.get("correction", ""), ln["quantity"], ln["amount"])
-            for ln in statement["lines"]]  # fmt: skip
+    return [
+        (ln["for_period"], ln.get("correction", ""), ln["quantity"], ln["amount"])
+        for ln in statement["lines"]
+    ]
 
 
 @pytest.fixture
@@ -133,11 +163,17 @@ def test_a_reattribution_moves_exactly_its_usage_and_is_billed_once_on_each_side
     (added,) = add_corrections(wh, parse_corrections({"corrections": [MOVE]}))
     assert (added.samples, added.allocated_us) == (180 * 6 * 2, 6 * H)  # 3 h of two GPUs
     # Moved, not created or lost: aurora -6 GPU-h, borealis +6, the total unchanged.
-    assert _billable(wh) == {"aurora-labs": (8 * H, -6 * H, 2 * H),
-                             "borealis-ai": (2 * H, 6 * H, 8 * H)}  # fmt: skip
+    assert _billable(wh) == {
+        "aurora-labs": (8 * H, -6 * H, 2 * H),
+        "borealis-ai": (2 * H, 6 * H, 8 * H),
+    }
     assert sum(b for *_, b in _billable(wh).values()) == 10 * H
-    positions = dict(wh.execute("SELECT tenant_id, allocated_us FROM contract_position_by_month "
-                                "WHERE month = '2026-10-01'"))  # fmt: skip
+    positions = dict(
+        wh.execute(
+            "SELECT tenant_id, allocated_us FROM contract_position_by_month "
+            "WHERE month = '2026-10-01'"
+        )
+    )
     assert positions == {"aurora-labs": 2 * H, "borealis-ai": 8 * H}
     # The ledger and the rollups stay as metered.
     assert ledger_totals(wh) == ledger and rollup_totals(wh) == rollups
@@ -145,8 +181,10 @@ def test_a_reattribution_moves_exactly_its_usage_and_is_billed_once_on_each_side
     text = "\n".join(reconcile(wh, "2026-10").lines)
     assert "COR-1 reattribute by finance@cloud.example (ticket FIN-101" in text
     assert "aurora-labs -6.000000, borealis-ai +6.000000 GPU-h" in text
-    assert ("aurora-labs: metered 8.000000, corrections -6.000000, billable 2.000000, billed "
-            "8.000000 GPU-h: not yet billed in full") in text  # fmt: skip
+    assert (
+        "aurora-labs: metered 8.000000, corrections -6.000000, billable 2.000000, billed "
+        "8.000000 GPU-h: not yet billed in full"
+    ) in text
 
     # Once, on each tenant's next statement, labelled with the correction.
     november = _issue(wh, "2026-11", tmp_path, DECEMBER_2, force=True)
@@ -157,10 +195,13 @@ def test_a_reattribution_moves_exactly_its_usage_and_is_billed_once_on_each_side
     assert aurora["corrections"][0]["allocated_us"] == -6 * H
     assert aurora["adjusts"] == {"2026-10": "aurora-labs-2026-10"}
     text = "\n".join(reconcile(wh, "2026-10").lines)
-    assert ("aurora-labs: metered 8.000000, corrections -6.000000, billable 2.000000, billed "
-            "2.000000 GPU-h: billed") in text  # fmt: skip
-    for outcome in draft_statements(wh, "2026-12", tmp_path, clock=lambda: DECEMBER_2,
-                                    issuer=ISSUER):  # fmt: skip
+    assert (
+        "aurora-labs: metered 8.000000, corrections -6.000000, billable 2.000000, billed "
+        "2.000000 GPU-h: billed"
+    ) in text
+    for outcome in draft_statements(
+        wh, "2026-12", tmp_path, clock=lambda: DECEMBER_2, issuer=ISSUER
+    ):
         december = json.loads(outcome.files[0].read_bytes())["statement"]
         assert [ln for ln in _lines(december) if ln[0] == "2026-10"] == []
 
@@ -169,8 +210,12 @@ def test_a_reattribution_moves_exactly_its_usage_and_is_billed_once_on_each_side
     assert _billable(wh)["borealis-ai"] == (2 * H, 5 * H, 7 * H)
     text = "\n".join(reconcile(wh, "2026-10").lines)
     assert "COR-2 void by finance@cloud.example (ticket FIN-102" in text
-    (draft,) = [o for o in draft_statements(wh, "2026-12", tmp_path, "borealis-ai",
-                                            clock=lambda: DECEMBER_2, issuer=ISSUER)]  # fmt: skip
+    (draft,) = [
+        o
+        for o in draft_statements(
+            wh, "2026-12", tmp_path, "borealis-ai", clock=lambda: DECEMBER_2, issuer=ISSUER
+        )
+    ]
     december = json.loads(draft.files[0].read_bytes())["statement"]
     assert [ln for ln in _lines(december) if ln[0] == "2026-10"] == [
         ("2026-10", "COR-2", -1 * H, "-3.00")
@@ -213,9 +258,12 @@ def test_meter_corrections_add_and_list_from_a_file(fleet, stack, tmp_path):
     url = stack.clickhouse_url_for(wh.settings.database)
 
     def meter(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "meter", "corrections", *args,
-                               "--clickhouse-url", url], capture_output=True, text=True,
-                              timeout=120)  # fmt: skip
+        return subprocess.run(
+            [sys.executable, "-m", "meter", "corrections", *args, "--clickhouse-url", url],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
     dry = meter("add", str(path), "--dry-run")
     assert (

@@ -21,6 +21,8 @@ from chdb import session as chdb_session
 from warehouse import backfill, ledger_copy
 from warehouse.migrate import available
 
+pytestmark = pytest.mark.integration
+
 ROOT = Path(__file__).parents[2]
 LOAD = "2026-11-02 09:00:00"
 
@@ -248,33 +250,41 @@ def test_the_readme_finance_queries_give_the_same_rows_on_both_engines(engines):
 def test_the_views_compute_what_the_rows_say(engines):
     server, _ = engines
     # Replaced partials: highest version per key; plus the late adjustment of the window.
-    assert _rows(server.query(
-        "SELECT allocated_us, unhealthy_us FROM usage_by_minute WHERE tenant_id = 'aurora-labs' "
-        "AND sku = 'H100'"
-    )) == [("660001000", "60000000")]  # fmt: skip
+    assert _rows(
+        server.query(
+            "SELECT allocated_us, unhealthy_us FROM usage_by_minute "
+            "WHERE tenant_id = 'aurora-labs' AND sku = 'H100'"
+        )
+    ) == [("660001000", "60000000")]
     # Every grain holds the same usage, late adjustments included, key by key.
     grains = {
-        view: _rows(server.query(
-            f"SELECT tenant_id, sku, cluster, {start}, sum(allocated_us), sum(busy_us), "
-            f"sum(unhealthy_us), sum(energy_mj), sum(sample_count) FROM {view} "
-            "GROUP BY tenant_id, sku, cluster, d"
-        ))
+        view: _rows(
+            server.query(
+                f"SELECT tenant_id, sku, cluster, {start}, sum(allocated_us), sum(busy_us), "
+                f"sum(unhealthy_us), sum(energy_mj), sum(sample_count) FROM {view} "
+                "GROUP BY tenant_id, sku, cluster, d"
+            )
+        )
         for view, start in (
             ("usage_by_minute", "toDate(window_start) AS d"),
             ("usage_by_hour", "toDate(hour_start) AS d"),
             ("usage_by_day", "day AS d"),
         )
-    }  # fmt: skip
+    }
     assert len(grains["usage_by_minute"]) == 5
     assert grains["usage_by_hour"] == grains["usage_by_minute"] == grains["usage_by_day"]
     by_month = "GROUP BY tenant_id, sku, cluster, m ORDER BY tenant_id, sku, cluster, m"
     sums = "sum(allocated_us), sum(busy_us), sum(unhealthy_us), sum(energy_mj), sum(sample_count)"
-    assert _rows(server.query(
-        f"SELECT tenant_id, sku, cluster, toStartOfMonth(day) AS m, {sums} FROM usage_by_day "
-        f"{by_month}"
-    )) == _rows(server.query(
-        f"SELECT tenant_id, sku, cluster, month AS m, {sums} FROM usage_by_month {by_month}"
-    ))  # fmt: skip
+    assert _rows(
+        server.query(
+            f"SELECT tenant_id, sku, cluster, toStartOfMonth(day) AS m, {sums} FROM usage_by_day "
+            f"{by_month}"
+        )
+    ) == _rows(
+        server.query(
+            f"SELECT tenant_id, sku, cluster, month AS m, {sums} FROM usage_by_month {by_month}"
+        )
+    )
     # The latest contract load wins, rates of older loads are gone.
     rates = "SELECT sku, rate_per_gpu_hour FROM contract_rates_current WHERE contract_id = 'AUR-1'"
     assert _rows(server.query(rates)) == [("H100", "2"), ("H100", "2.5")]
@@ -283,27 +293,38 @@ def test_the_views_compute_what_the_rows_say(engines):
     # summed in sevenths and rounded down once: 7,260,001,000; less the 60,000,000 that
     # COR-1 moved to borealis (counted once, though its deltas were written twice; COR-X
     # was never recorded): 7,200,001,000.
-    assert _rows(server.query(
-        "SELECT toString(month), committed_gpu_hours, allocated_us FROM contract_position_by_month "
-        "WHERE contract_id = 'AUR-1' AND month <= '2026-10-01'"
-    )) == [("2026-09-01", "2880", "0"), ("2026-10-01", "5952", "7200001000")]  # fmt: skip
-    assert _rows(server.query(
-        "SELECT tenant_id, metered_allocated_us, correction_allocated_us, allocated_us "
-        "FROM billable_usage_by_month WHERE sku = 'H100' AND month = '2026-10-01'"
-    )) == [("aurora-labs", "660001000", "-60000000", "600001000"),
-           ("borealis-ai", "0", "60000000", "60000000")]  # fmt: skip
+    assert _rows(
+        server.query(
+            "SELECT toString(month), committed_gpu_hours, allocated_us "
+            "FROM contract_position_by_month "
+            "WHERE contract_id = 'AUR-1' AND month <= '2026-10-01'"
+        )
+    ) == [("2026-09-01", "2880", "0"), ("2026-10-01", "5952", "7200001000")]
+    assert _rows(
+        server.query(
+            "SELECT tenant_id, metered_allocated_us, correction_allocated_us, allocated_us "
+            "FROM billable_usage_by_month WHERE sku = 'H100' AND month = '2026-10-01'"
+        )
+    ) == [
+        ("aurora-labs", "660001000", "-60000000", "600001000"),
+        ("borealis-ai", "0", "60000000", "60000000"),
+    ]
     # Lines of a statement never issued do not count as billed.
     billed = "SELECT tenant_id, kind, for_period, amount FROM billed_by_period"
     assert _rows(server.query(billed)) == [
         ("aurora-labs", "sla_credit", "2026-10", "-10"),
         ("aurora-labs", "usage", "2026-09", "300"),
         ("aurora-labs", "usage", "2026-10", "250"),
-    ]  # fmt: skip
-    assert _rows(server.query(
-        "SELECT node_id, boot_id, toString(last_seen_at), last_seq, open_gaps, boots "
-        "FROM node_status"
-    )) == [("sc1-node-00001", "b2", "2026-10-01 00:09:00", "2", "1", "2"),
-           ("sc1-node-00002", "b9", "2026-10-01 00:02:00", "0", "0", "1")]  # fmt: skip
+    ]
+    assert _rows(
+        server.query(
+            "SELECT node_id, boot_id, toString(last_seen_at), last_seq, open_gaps, boots "
+            "FROM node_status"
+        )
+    ) == [
+        ("sc1-node-00001", "b2", "2026-10-01 00:09:00", "2", "1", "2"),
+        ("sc1-node-00002", "b9", "2026-10-01 00:02:00", "0", "0", "1"),
+    ]
     assert _rows(server.query("SELECT node_id, missing_reports FROM open_seq_gaps")) == [
         ("sc1-node-00002", "1")
     ]
@@ -371,10 +392,23 @@ def test_the_ledger_as_the_worker_writes_it_loads_alike_on_both_engines(engines,
     assert len(old) == rows > len(reports) and old == new  # a row per GPU of a report
 
     fields = (
-        "node_id", "boot_id", "seq", "gpu_uuid", "tick_start_us", "tick_end_us", "gpu_index",
-        "cluster", "sku", "tenant_id", "job_id", "allocated_us", "busy_us", "unhealthy_us",
-        "energy_mj", "memory_peak_bytes",
-    )  # fmt: skip
+        "node_id",
+        "boot_id",
+        "seq",
+        "gpu_uuid",
+        "tick_start_us",
+        "tick_end_us",
+        "gpu_index",
+        "cluster",
+        "sku",
+        "tenant_id",
+        "job_id",
+        "allocated_us",
+        "busy_us",
+        "unhealthy_us",
+        "energy_mj",
+        "memory_peak_bytes",
+    )
     per_sample = (
         f"SELECT {', '.join(fields)}, source_partition, late FROM usage_ledger {fleet_only}"
     )

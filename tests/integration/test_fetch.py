@@ -14,10 +14,16 @@ from streams.block import MessageBlock
 from streams.fetch import RawFetch
 from streams.topics import ensure_topics
 
+pytestmark = pytest.mark.integration
+
 
 async def _publish(bootstrap: str, topic: str, rows: list, compression: str | None) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, compression_type=compression,
-                                max_batch_size=64 << 10, linger_ms=5)  # fmt: skip
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        compression_type=compression,
+        max_batch_size=64 << 10,
+        linger_ms=5,
+    )
     await producer.start()
     try:
         sent = [await producer.send(topic, value=v, key=k, partition=0) for k, v in rows]

@@ -55,8 +55,10 @@ def test_cli_stack_up_status_down(tmp_path):
     def meter(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "meter", "stack", *args, "--stack-dir", str(folder)],
-            capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
     try:
         up = meter("up")

@@ -39,6 +39,8 @@ from core.windows import month_start
 from tests.browser import render
 from warehouse.backfill import fill_day, fill_month
 
+pytestmark = pytest.mark.integration
+
 ISSUER = Issuer("Supercluster Cloud, Inc.", ("1 Test Way", "Testville"), "EIN 00-0000000", "SC-")
 
 H = 3_600_000_000  # GPU-µs per GPU-hour, mJ per kWh
@@ -51,31 +53,52 @@ CONTRACTS = {
     ],
     "contracts": [
         {
-            "contract_id": "AUR-1", "tenant_id": "aurora-labs", "currency": "USD",
-            "term": {"start": "2026-09-16", "end": "2027-09-16"}, "committed_gpus": 4,
+            "contract_id": "AUR-1",
+            "tenant_id": "aurora-labs",
+            "currency": "USD",
+            "term": {"start": "2026-09-16", "end": "2027-09-16"},
+            "committed_gpus": 4,
             "payment_terms_days": 30,
-            "minimum_monthly_commitment": "5000.00", "energy_rate_per_kwh": "0.10",
+            "minimum_monthly_commitment": "5000.00",
+            "energy_rate_per_kwh": "0.10",
             "sla_credit_multiplier": "2",
             "rates": [
                 {"sku": "H100", "rate_per_gpu_hour": "2.50"},
-                {"sku": "H100", "rate_per_gpu_hour": "2.00",
-                 "effective_from": "2026-10-16T00:00:00Z"},
+                {
+                    "sku": "H100",
+                    "rate_per_gpu_hour": "2.00",
+                    "effective_from": "2026-10-16T00:00:00Z",
+                },
                 {"sku": "H200", "rate_per_gpu_hour": "3.333333333"},
             ],
         },
         {
-            "contract_id": "BOR-1", "tenant_id": "borealis-ai", "currency": "USD",
-            "term": {"start": "2026-01-01", "end": "2027-01-01"}, "committed_gpus": 1,
+            "contract_id": "BOR-1",
+            "tenant_id": "borealis-ai",
+            "currency": "USD",
+            "term": {"start": "2026-01-01", "end": "2027-01-01"},
+            "committed_gpus": 1,
             "payment_terms_days": 30,
             "minimum_monthly_commitment": "0",
             "rates": [{"sku": "H100", "rate_per_gpu_hour": "9.99"}],
         },
     ],
-}  # fmt: skip
+}
 
-PARTIAL_COLUMNS = ("tenant_id", "sku", "cluster", "window_start", "source_partition",
-                   "allocated_us", "busy_us", "unhealthy_us", "energy_mj", "sample_count",
-                   "version", "written_at")  # fmt: skip
+PARTIAL_COLUMNS = (
+    "tenant_id",
+    "sku",
+    "cluster",
+    "window_start",
+    "source_partition",
+    "allocated_us",
+    "busy_us",
+    "unhealthy_us",
+    "energy_mj",
+    "sample_count",
+    "version",
+    "written_at",
+)
 
 
 def _at(text: str) -> datetime:
@@ -83,9 +106,11 @@ def _at(text: str) -> datetime:
 
 
 def _usage(warehouse, tenant, sku, cluster, window, allocated, unhealthy=0, energy=0, part=0):
-    warehouse.insert("usage_rollup_partials", PARTIAL_COLUMNS, [
-        (tenant, sku, cluster, _at(window), part, allocated, 0, unhealthy, energy, 1, 1, NOW)
-    ])  # fmt: skip
+    warehouse.insert(
+        "usage_rollup_partials",
+        PARTIAL_COLUMNS,
+        [(tenant, sku, cluster, _at(window), part, allocated, 0, unhealthy, energy, 1, 1, NOW)],
+    )
     _fill_coarse(warehouse, window)
 
 
@@ -100,10 +125,22 @@ def _fill_coarse(warehouse, window: str) -> None:
 def _late_usage(warehouse, tenant, sku, cluster, window, allocated):
     warehouse.insert(
         "usage_adjustments",
-        ("tenant_id", "sku", "cluster", "window_start", "source_partition", "source_offset",
-         "allocated_us", "busy_us", "unhealthy_us", "energy_mj", "sample_count", "recorded_at"),
+        (
+            "tenant_id",
+            "sku",
+            "cluster",
+            "window_start",
+            "source_partition",
+            "source_offset",
+            "allocated_us",
+            "busy_us",
+            "unhealthy_us",
+            "energy_mj",
+            "sample_count",
+            "recorded_at",
+        ),
         [(tenant, sku, cluster, _at(window), 0, 99, allocated, 0, 0, 0, 1, NOW)],
-    )  # fmt: skip
+    )
     _fill_coarse(warehouse, window)
 
 
@@ -112,9 +149,11 @@ def _pipeline_closed_before(warehouse, when: str, partition: int = 0, offset: in
     from streams.sink import STATE_COLUMNS
 
     closed_us = int(_at(when).timestamp()) * 1_000_000
-    warehouse.insert("partition_state", STATE_COLUMNS, [
-        ("usage", partition, offset, 0, 0, 0, 0, 0, 0, b"", closed_us, NOW)
-    ])  # fmt: skip
+    warehouse.insert(
+        "partition_state",
+        STATE_COLUMNS,
+        [("usage", partition, offset, 0, 0, 0, 0, 0, 0, b"", closed_us, NOW)],
+    )
 
 
 @pytest.fixture
@@ -129,8 +168,10 @@ def billed(warehouse):
 
 
 def _lines(statement):
-    return [(ln["kind"], ln["for_period"], ln["sku"], ln["cluster"], ln["quantity"], ln["amount"])
-            for ln in statement["lines"]]  # fmt: skip
+    return [
+        (ln["kind"], ln["for_period"], ln["sku"], ln["cluster"], ln["quantity"], ln["amount"])
+        for ln in statement["lines"]
+    ]
 
 
 def _issue(warehouse, period, out, tenant="aurora-labs"):
@@ -152,8 +193,16 @@ def test_statement_amounts_equal_the_hand_computed_ones_to_the_cent(billed, tmp_
     assert september["totals"]["total"] == "2500.00"
 
     _late_usage(wh, "aurora-labs", "H100", "sc1", "2026-09-21 00:00:00", 120 * H)
-    _usage(wh, "aurora-labs", "H100", "sc1", "2026-10-10 12:00:00", 100 * H,
-           unhealthy=2 * H, energy=1000 * H)  # fmt: skip
+    _usage(
+        wh,
+        "aurora-labs",
+        "H100",
+        "sc1",
+        "2026-10-10 12:00:00",
+        100 * H,
+        unhealthy=2 * H,
+        energy=1000 * H,
+    )
     _usage(wh, "aurora-labs", "H100", "sc1", "2026-10-20 08:00:00", 50 * H + 1)
     _usage(wh, "aurora-labs", "H200", "sc2", "2026-10-20 08:00:00", 7 * H, energy=44_442_000_000)
 
@@ -170,10 +219,15 @@ def test_statement_amounts_equal_the_hand_computed_ones_to_the_cent(billed, tmp_
         ("commitment_true_up", "2026-09", "", "", 0, "-250.00"),
     ]
     assert october["totals"] == {
-        "usage": "373.33", "energy": "101.23", "commitment_true_up": "4626.67",
-        "sla_credits": "-10.00", "prior_period_adjustments": "50.00", "subtotal": "5141.23",
-        "tax": "0.00", "total": "5141.23",
-    }  # fmt: skip
+        "usage": "373.33",
+        "energy": "101.23",
+        "commitment_true_up": "4626.67",
+        "sla_credits": "-10.00",
+        "prior_period_adjustments": "50.00",
+        "subtotal": "5141.23",
+        "tax": "0.00",
+        "total": "5141.23",
+    }
     rate_split = [(ln["rate_from"], ln["rate_to"], ln["rate"]) for ln in october["lines"][:2]]
     assert rate_split == [
         ("2026-10-01T00:00:00Z", "2026-10-16T00:00:00Z", "2.50"),
@@ -184,8 +238,10 @@ def test_statement_amounts_equal_the_hand_computed_ones_to_the_cent(billed, tmp_
     assert wh.execute(
         "SELECT period, total, digest_sha256 FROM issued_statements "
         "WHERE tenant_id = 'aurora-labs' ORDER BY period"
-    ) == [("2026-09", Decimal("2500"), sept.digest_sha256),
-          ("2026-10", Decimal("5141.23"), octo.digest_sha256)]  # fmt: skip
+    ) == [
+        ("2026-09", Decimal("2500"), sept.digest_sha256),
+        ("2026-10", Decimal("5141.23"), octo.digest_sha256),
+    ]
     # Nothing of the other tenant's in aurora's files.
     for path in (*sept.files, *octo.files):
         text = path.read_text()
@@ -236,8 +292,10 @@ def test_reconcile_compares_a_supplier_invoice_line_by_line(billed, tmp_path):
     report = reconcile(billed, "2026-09", invoice, Decimal("0.01"), Decimal("0.01"))
     text = "\n".join(report.lines)
     assert "OK   aurora-labs/H100/sc1: 900.004 GPU-h (metered 900.000000)" in text
-    assert ("FLAG borealis-ai/H100/sc1 (invoice rows 3): invoice 78.000003 GPU-h vs metered "
-            "77.000003 (difference +1.000000)") in text  # fmt: skip
+    assert (
+        "FLAG borealis-ai/H100/sc1 (invoice rows 3): invoice 78.000003 GPU-h vs metered "
+        "77.000003 (difference +1.000000)"
+    ) in text
     assert "FLAG borealis-ai/H200/sc1 (invoice rows 4): invoice 1 GPU-h vs metered 0.000000" in text
     assert report.findings == 2 and report.gaps_ok
     # This fixture wrote rollups without ledger rows: (a) must say so and fail the run.
@@ -309,8 +367,10 @@ def test_usage_without_any_contract_is_flagged_by_reconcile_and_refused_with_its
     text = "\n".join(report.lines)
     assert "FLAG cinder-research: no contract in 2026-09" in text
     assert "14400000000 GPU-µs on H100/sc1 in the window starting 2026-09-03T07:15:00Z" in text
-    assert "aurora-labs" in text and "3600000000 GPU-µs on H100/sc1 in the window starting " \
-        "2026-09-02T00:00:00Z" in text  # fmt: skip
+    assert (
+        "aurora-labs" in text
+        and "3600000000 GPU-µs on H100/sc1 in the window starting 2026-09-02T00:00:00Z" in text
+    )
     assert report.findings == 2
 
     (outcome,) = run_statements(
@@ -322,23 +382,37 @@ def test_usage_without_any_contract_is_flagged_by_reconcile_and_refused_with_its
 
 def test_rates_keep_their_written_form_in_json_csv_and_html(warehouse, tmp_path):
     book = {
-        "tenants": [{"tenant_id": "kumo-labs", "name": "Kumo Labs K.K."},
-                    {"tenant_id": "aurora-labs", "name": "Aurora Labs, Inc."}],
-        "contracts": [{
-            "contract_id": "KUMO-1", "tenant_id": "kumo-labs", "currency": "JPY",
-            "term": {"start": "2026-01-01", "end": "2027-01-01"}, "committed_gpus": 1,
-            "payment_terms_days": 30,
-            "minimum_monthly_commitment": "0", "energy_rate_per_kwh": "30",
-            "rates": [{"sku": "H100", "rate_per_gpu_hour": "720"},
-                      {"sku": "H200", "rate_per_gpu_hour": "1000.5"}],
-        }, {
-            "contract_id": "DOLLAR-1", "tenant_id": "aurora-labs", "currency": "USD",
-            "term": {"start": "2026-01-01", "end": "2027-01-01"}, "committed_gpus": 1,
-            "payment_terms_days": 30,
-            "minimum_monthly_commitment": "0",
-            "rates": [{"sku": "H100", "rate_per_gpu_hour": "2.30"}],
-        }],
-    }  # fmt: skip
+        "tenants": [
+            {"tenant_id": "kumo-labs", "name": "Kumo Labs K.K."},
+            {"tenant_id": "aurora-labs", "name": "Aurora Labs, Inc."},
+        ],
+        "contracts": [
+            {
+                "contract_id": "KUMO-1",
+                "tenant_id": "kumo-labs",
+                "currency": "JPY",
+                "term": {"start": "2026-01-01", "end": "2027-01-01"},
+                "committed_gpus": 1,
+                "payment_terms_days": 30,
+                "minimum_monthly_commitment": "0",
+                "energy_rate_per_kwh": "30",
+                "rates": [
+                    {"sku": "H100", "rate_per_gpu_hour": "720"},
+                    {"sku": "H200", "rate_per_gpu_hour": "1000.5"},
+                ],
+            },
+            {
+                "contract_id": "DOLLAR-1",
+                "tenant_id": "aurora-labs",
+                "currency": "USD",
+                "term": {"start": "2026-01-01", "end": "2027-01-01"},
+                "committed_gpus": 1,
+                "payment_terms_days": 30,
+                "minimum_monthly_commitment": "0",
+                "rates": [{"sku": "H100", "rate_per_gpu_hour": "2.30"}],
+            },
+        ],
+    }
     store_contracts(warehouse, parse_contract_book(book), "test", clock=lambda: NOW)
     _pipeline_closed_before(warehouse, "2026-11-01 00:10:00")
     _usage(warehouse, "kumo-labs", "H100", "sc1", "2026-10-02 00:00:00", 10 * H, energy=2 * H)
@@ -348,8 +422,10 @@ def test_rates_keep_their_written_form_in_json_csv_and_html(warehouse, tmp_path)
     assert [o.status for o in outcomes] == ["issued", "issued"]
     kumo = json.loads((tmp_path / "kumo-labs" / "kumo-labs-2026-10.json").read_bytes())
     assert [(ln["sku"], ln["rate"], ln["amount"]) for ln in kumo["statement"]["lines"]] == [
-        ("H100", "720", "7200"), ("H200", "1000.5", "2001"), ("H100", "30", "60"),
-    ]  # fmt: skip
+        ("H100", "720", "7200"),
+        ("H200", "1000.5", "2001"),
+        ("H100", "30", "60"),
+    ]
     assert kumo["statement"]["contracts"][0]["energy_rate_per_kwh"] == "30"
     aurora = json.loads((tmp_path / "aurora-labs" / "aurora-labs-2026-10.json").read_bytes())
     assert aurora["statement"]["lines"][0]["rate"] == "2.30"
@@ -383,8 +459,9 @@ def test_statements_wait_for_the_pipeline_and_for_usage_unless_forced(warehouse,
         warehouse, "2026-10", tmp_path, clock=lambda: NOW, dry_run=True, issuer=ISSUER
     )
     assert [(o.tenant_id, o.status) for o in dry] == [
-        ("aurora-labs", "would issue"), ("borealis-ai", "refused"),
-    ]  # fmt: skip
+        ("aurora-labs", "would issue"),
+        ("borealis-ai", "refused"),
+    ]
     assert "no usage metered in 2026-10" in dry[1].detail and "--force" in dry[1].detail
     assert dry[0].total == "5000.00" and not any(tmp_path.iterdir())
     assert warehouse.execute("SELECT count() FROM statements") == [(0,)]
@@ -393,8 +470,9 @@ def test_statements_wait_for_the_pipeline_and_for_usage_unless_forced(warehouse,
         warehouse, "2026-10", tmp_path, clock=lambda: NOW, force=True, issuer=ISSUER
     )
     assert [(o.tenant_id, o.status) for o in forced] == [
-        ("aurora-labs", "issued"), ("borealis-ai", "issued"),
-    ]  # fmt: skip
+        ("aurora-labs", "issued"),
+        ("borealis-ai", "issued"),
+    ]
 
 
 def test_a_draft_shows_a_month_as_it_stands_marked_everywhere_and_records_nothing(billed, tmp_path):
@@ -434,15 +512,22 @@ def test_mig_slices_count_as_their_fraction_of_a_gpu_and_are_shown_apart(warehou
 
     book = {
         "tenants": [{"tenant_id": "aurora-labs", "name": "Aurora Labs, Inc."}],
-        "contracts": [{
-            "contract_id": "MIG-1", "tenant_id": "aurora-labs", "currency": "USD",
-            "term": {"start": "2026-10-01", "end": "2026-11-01"}, "committed_gpus": 1,
-            "payment_terms_days": 30,
-            "minimum_monthly_commitment": "0",
-            "rates": [{"sku": "H100", "rate_per_gpu_hour": "2.00"},
-                      {"sku": "H100-MIG-1g.10gb", "rate_per_gpu_hour": "0.40"}],
-        }],
-    }  # fmt: skip
+        "contracts": [
+            {
+                "contract_id": "MIG-1",
+                "tenant_id": "aurora-labs",
+                "currency": "USD",
+                "term": {"start": "2026-10-01", "end": "2026-11-01"},
+                "committed_gpus": 1,
+                "payment_terms_days": 30,
+                "minimum_monthly_commitment": "0",
+                "rates": [
+                    {"sku": "H100", "rate_per_gpu_hour": "2.00"},
+                    {"sku": "H100-MIG-1g.10gb", "rate_per_gpu_hour": "0.40"},
+                ],
+            }
+        ],
+    }
     store_contracts(warehouse, parse_contract_book(book), "test", clock=lambda: NOW)
     _pipeline_closed_before(warehouse, "2026-11-01 00:10:00")
     _usage(warehouse, "aurora-labs", "H100", "sc1", "2026-10-02 00:00:00", 1 * H)
@@ -470,12 +555,19 @@ def test_the_prorated_minimum_and_what_each_adjustment_adjusts_are_shown(billed,
     """September: the term covers 15 of 30 days, so the minimum of 5,000.00 is 2,500.00."""
     wh = billed
     _, september = _issue(wh, "2026-09", tmp_path)
-    assert september["minimum_commitments"] == [{
-        "contract_id": "AUR-1", "monthly": "5000.00",
-        "covered_from": "2026-09-16T00:00:00Z", "covered_to": "2026-10-01T00:00:00Z",
-        "covered_seconds": 15 * 86_400, "month_seconds": 30 * 86_400,
-        "prorated": "2500.00", "gpu_time": "2250.00", "true_up": "250.00",
-    }]  # fmt: skip
+    assert september["minimum_commitments"] == [
+        {
+            "contract_id": "AUR-1",
+            "monthly": "5000.00",
+            "covered_from": "2026-09-16T00:00:00Z",
+            "covered_to": "2026-10-01T00:00:00Z",
+            "covered_seconds": 15 * 86_400,
+            "month_seconds": 30 * 86_400,
+            "prorated": "2500.00",
+            "gpu_time": "2250.00",
+            "true_up": "250.00",
+        }
+    ]
     html = (tmp_path / "aurora-labs" / "aurora-labs-2026-09.html").read_text()
     assert "15.000000 of 30 days" in html and "2,500.00 USD" in html
     assert "2027-09-16 (end exclusive)" in html
@@ -499,16 +591,26 @@ def test_a_rate_changing_inside_a_day_is_applied_to_the_minute(warehouse, tmp_pa
 
     book = {
         "tenants": [{"tenant_id": "aurora-labs", "name": "Aurora Labs, Inc."}],
-        "contracts": [{
-            "contract_id": "AUR-9", "tenant_id": "aurora-labs", "currency": "USD",
-            "term": {"start": "2026-10-01", "end": "2026-11-01"}, "committed_gpus": 0,
-            "payment_terms_days": 30,
-            "minimum_monthly_commitment": "0",
-            "rates": [{"sku": "H100", "rate_per_gpu_hour": "2.00"},
-                      {"sku": "H100", "rate_per_gpu_hour": "3.00",
-                       "effective_from": "2026-10-16T06:30:00Z"}],
-        }],
-    }  # fmt: skip
+        "contracts": [
+            {
+                "contract_id": "AUR-9",
+                "tenant_id": "aurora-labs",
+                "currency": "USD",
+                "term": {"start": "2026-10-01", "end": "2026-11-01"},
+                "committed_gpus": 0,
+                "payment_terms_days": 30,
+                "minimum_monthly_commitment": "0",
+                "rates": [
+                    {"sku": "H100", "rate_per_gpu_hour": "2.00"},
+                    {
+                        "sku": "H100",
+                        "rate_per_gpu_hour": "3.00",
+                        "effective_from": "2026-10-16T06:30:00Z",
+                    },
+                ],
+            }
+        ],
+    }
     parsed = parse_contract_book(book)
     store_contracts(warehouse, parsed, "test", clock=lambda: NOW)
     _pipeline_closed_before(warehouse, "2026-11-01 00:10:00")
@@ -523,9 +625,13 @@ def test_a_rate_changing_inside_a_day_is_applied_to_the_minute(warehouse, tmp_pa
     rows = read_usage(warehouse, "aurora-labs", october, split)
     assert [(r.window_start_us // 1_000_000, r.allocated_us) for r in rows] == [
         (int(_at(t).timestamp()), q)
-        for t, q in (("2026-10-02 00:00:00", 10 * H), ("2026-10-16 06:29:00", 1 * H),
-                     ("2026-10-16 06:30:00", 2 * H), ("2026-10-20 00:00:00", 4 * H))
-    ]  # fmt: skip
+        for t, q in (
+            ("2026-10-02 00:00:00", 10 * H),
+            ("2026-10-16 06:29:00", 1 * H),
+            ("2026-10-16 06:30:00", 2 * H),
+            ("2026-10-20 00:00:00", 4 * H),
+        )
+    ]
     _, statement = _issue(warehouse, "2026-10", tmp_path)
     assert _lines(statement) == [
         ("usage", "2026-10", "H100", "sc1", 11 * H, "22.00"),  # 11 GPU-h at 2.00
@@ -549,21 +655,29 @@ def test_a_statement_an_accounts_payable_team_can_book_computed_by_hand_in_yen_a
         ],
         "contracts": [
             {
-                "contract_id": "AUR-USD", "tenant_id": "aurora-labs", "currency": "USD",
-                "term": {"start": "2026-09-01", "end": "2027-09-01"}, "committed_gpus": 1,
-                "minimum_monthly_commitment": "1000.00", "payment_terms_days": 45,
+                "contract_id": "AUR-USD",
+                "tenant_id": "aurora-labs",
+                "currency": "USD",
+                "term": {"start": "2026-09-01", "end": "2027-09-01"},
+                "committed_gpus": 1,
+                "minimum_monthly_commitment": "1000.00",
+                "payment_terms_days": 45,
                 "tax": {"label": "VAT 17.5%", "rate": "0.175"},
                 "rates": [{"sku": "H100", "rate_per_gpu_hour": "2.45"}],
             },
             {
-                "contract_id": "KAZE-JPY", "tenant_id": "kaze-ai", "currency": "JPY",
-                "term": {"start": "2026-10-11", "end": "2027-10-11"}, "committed_gpus": 1,
-                "minimum_monthly_commitment": "310000", "payment_terms_days": 30,
+                "contract_id": "KAZE-JPY",
+                "tenant_id": "kaze-ai",
+                "currency": "JPY",
+                "term": {"start": "2026-10-11", "end": "2027-10-11"},
+                "committed_gpus": 1,
+                "minimum_monthly_commitment": "310000",
+                "payment_terms_days": 30,
                 "tax": {"label": "Consumption tax 8%", "rate": "0.08"},
                 "rates": [{"sku": "H100", "rate_per_gpu_hour": "1000"}],
             },
         ],
-    }  # fmt: skip
+    }
     _pipeline_closed_before(warehouse, "2026-12-01 00:00:00")
     store_contracts(warehouse, parse_contract_book(book), "test", clock=lambda: NOW)
     # September: 400 GPU-h → 980.00, true-up to the 1,000.00 minimum 20.00; 17.5 % VAT of
@@ -571,18 +685,27 @@ def test_a_statement_an_accounts_payable_team_can_book_computed_by_hand_in_yen_a
     _usage(warehouse, "aurora-labs", "H100", "sc1", "2026-09-10 00:00:00", 400 * H)
     september = _issue_at(warehouse, "2026-09", tmp_path, datetime(2026, 10, 5, 9, tzinfo=UTC))
     assert (september["statement_number"], september["issue_date"], september["due_date"]) == (
-        "SC-000001", "2026-10-05", "2026-11-19",
-    )  # fmt: skip
+        "SC-000001",
+        "2026-10-05",
+        "2026-11-19",
+    )
     assert september["totals"]["subtotal"] == "1000.00"
     assert september["taxes"] == [
-        {"contract_id": "AUR-USD", "label": "VAT 17.5%", "rate": "0.175", "taxable": "1000.00",
-         "amount": "175.00"}
-    ]  # fmt: skip
+        {
+            "contract_id": "AUR-USD",
+            "label": "VAT 17.5%",
+            "rate": "0.175",
+            "taxable": "1000.00",
+            "amount": "175.00",
+        }
+    ]
     assert september["totals"]["total"] == "1175.00"
     assert september["issuer"] == {
-        "legal_name": "Supercluster Cloud, Inc.", "address": ["1 Test Way", "Testville"],
-        "tax_id": "EIN 00-0000000", "contact": "",
-    }  # fmt: skip
+        "legal_name": "Supercluster Cloud, Inc.",
+        "address": ["1 Test Way", "Testville"],
+        "tax_id": "EIN 00-0000000",
+        "contact": "",
+    }
 
     # Late September usage, 10 GPU-h: on October's statement as labelled adjustments of the
     # September statement: GPU time +24.50, the true-up it no longer needs -20.00.
@@ -599,78 +722,121 @@ def test_a_statement_an_accounts_payable_team_can_book_computed_by_hand_in_yen_a
         warehouse, "2026-10", tmp_path, clock=lambda: issued_on, issuer=ISSUER
     )
     assert [(o.tenant_id, o.status) for o in outcomes] == [
-        ("aurora-labs", "issued"), ("kaze-ai", "issued"),
-    ]  # fmt: skip
+        ("aurora-labs", "issued"),
+        ("kaze-ai", "issued"),
+    ]
     usd, jpy = (json.loads(o.files[0].read_bytes())["statement"] for o in outcomes)
 
     assert (usd["statement_number"], usd["issue_date"], usd["due_date"]) == (
-        "SC-000002", "2026-11-03", "2026-12-18",
-    )  # fmt: skip
+        "SC-000002",
+        "2026-11-03",
+        "2026-12-18",
+    )
     assert _lines(usd) == [
         ("usage", "2026-10", "H100", "sc1", 500 * H + 1, "1225.00"),
         ("usage", "2026-09", "H100", "sc1", 10 * H, "24.50"),
         ("commitment_true_up", "2026-09", "", "", 0, "-20.00"),
     ]
     assert usd["adjusts"] == {"2026-09": "aurora-labs-2026-09"}
-    assert usd["taxes"] == [{"contract_id": "AUR-USD", "label": "VAT 17.5%", "rate": "0.175",
-                             "taxable": "1229.50", "amount": "215.16"}]  # fmt: skip
+    assert usd["taxes"] == [
+        {
+            "contract_id": "AUR-USD",
+            "label": "VAT 17.5%",
+            "rate": "0.175",
+            "taxable": "1229.50",
+            "amount": "215.16",
+        }
+    ]
     assert usd["totals"] == {
-        "usage": "1225.00", "energy": "0.00", "commitment_true_up": "0.00",
-        "sla_credits": "0.00", "prior_period_adjustments": "4.50", "subtotal": "1229.50",
-        "tax": "215.16", "total": "1444.66",
-    }  # fmt: skip
+        "usage": "1225.00",
+        "energy": "0.00",
+        "commitment_true_up": "0.00",
+        "sla_credits": "0.00",
+        "prior_period_adjustments": "4.50",
+        "subtotal": "1229.50",
+        "tax": "215.16",
+        "total": "1444.66",
+    }
 
     assert (jpy["statement_number"], jpy["issue_date"], jpy["due_date"]) == (
-        "SC-000003", "2026-11-03", "2026-12-03",
-    )  # fmt: skip
+        "SC-000003",
+        "2026-11-03",
+        "2026-12-03",
+    )
     assert _lines(jpy) == [("usage", "2026-10", "H100", "sc1", 900_045_000_000, "250013")]
     (minimum,) = jpy["minimum_commitments"]
     assert (minimum["monthly"], minimum["prorated"], minimum["true_up"]) == (
-        "310000", "210000", "0",
-    )  # fmt: skip
+        "310000",
+        "210000",
+        "0",
+    )
     assert (minimum["covered_from"], minimum["covered_to"]) == (
-        "2026-10-11T00:00:00Z", "2026-11-01T00:00:00Z",
-    )  # fmt: skip
-    assert jpy["taxes"] == [{"contract_id": "KAZE-JPY", "label": "Consumption tax 8%",
-                             "rate": "0.08", "taxable": "250013", "amount": "20001"}]  # fmt: skip
+        "2026-10-11T00:00:00Z",
+        "2026-11-01T00:00:00Z",
+    )
+    assert jpy["taxes"] == [
+        {
+            "contract_id": "KAZE-JPY",
+            "label": "Consumption tax 8%",
+            "rate": "0.08",
+            "taxable": "250013",
+            "amount": "20001",
+        }
+    ]
     assert (jpy["totals"]["subtotal"], jpy["totals"]["tax"], jpy["totals"]["total"]) == (
-        "250013", "20001", "270014",
-    )  # fmt: skip
+        "250013",
+        "20001",
+        "270014",
+    )
     assert warehouse.execute(
         "SELECT statement_number, total FROM issued_statements ORDER BY statement_number"
-    ) == [("SC-000001", Decimal("1175")), ("SC-000002", Decimal("1444.66")),
-          ("SC-000003", Decimal("270014"))]  # fmt: skip
+    ) == [
+        ("SC-000001", Decimal("1175")),
+        ("SC-000002", Decimal("1444.66")),
+        ("SC-000003", Decimal("270014")),
+    ]
 
     # The CSV: every row carries the number, the dates and the issuer; the adjustments name
     # the statement they adjust; subtotal, tax and total close it.
     rows = list(csv.DictReader(io.StringIO(outcomes[0].files[1].read_text())))
-    heading = {(r["statement_number"], r["issue_date"], r["due_date"], r["issuer_tax_id"])
-               for r in rows}  # fmt: skip
+    heading = {
+        (r["statement_number"], r["issue_date"], r["due_date"], r["issuer_tax_id"]) for r in rows
+    }
     assert heading == {("SC-000002", "2026-11-03", "2026-12-18", "EIN 00-0000000")}
     assert [(r["section"], r["kind"], r["amount"]) for r in rows] == [
         ("GPU time", "usage", "1225.00"),
         ("Adjustment for 2026-09 of statement aurora-labs-2026-09", "usage", "24.50"),
-        ("Adjustment for 2026-09 of statement aurora-labs-2026-09", "commitment_true_up",
-         "-20.00"),
+        ("Adjustment for 2026-09 of statement aurora-labs-2026-09", "commitment_true_up", "-20.00"),
         ("Subtotal", "subtotal", "1229.50"),
         ("Tax: VAT 17.5%", "tax", "215.16"),
         ("Total", "total", "1444.66"),
-    ]  # fmt: skip
+    ]
     # The HTML, for people: the same facts.
     html = outcomes[1].files[2].read_text()
-    for text in ("Supercluster Cloud, Inc.", "Tax id EIN 00-0000000", "<b>SC-000003</b>",
-                 "Issued</td><td>2026-11-03", "<b>2026-12-03</b> (net 30 days)",
-                 "Consumption tax 8% on 250,013 JPY (contract KAZE-JPY)", "20,001 JPY",
-                 "270,014 JPY", "210,000 JPY"):  # fmt: skip
+    for text in (
+        "Supercluster Cloud, Inc.",
+        "Tax id EIN 00-0000000",
+        "<b>SC-000003</b>",
+        "Issued</td><td>2026-11-03",
+        "<b>2026-12-03</b> (net 30 days)",
+        "Consumption tax 8% on 250,013 JPY (contract KAZE-JPY)",
+        "20,001 JPY",
+        "270,014 JPY",
+        "210,000 JPY",
+    ):
         assert text in html, text
 
     # Drawn by a real browser: the issued statements and a draft of November, each as a
     # screenshot (test-artifacts/) and the DOM Chromium built.
     _usage(warehouse, "aurora-labs", "H100", "sc1", "2026-11-05 00:00:00", 20 * H)
-    (draft,) = draft_statements(warehouse, "2026-11", tmp_path, "aurora-labs",
-                                clock=lambda: issued_on, issuer=ISSUER)  # fmt: skip
-    pages = [(outcomes[0].files[2], "1,444.66 USD"), (outcomes[1].files[2], "270,014 JPY"),
-             (draft.files[2], "DRAFT as of")]  # fmt: skip
+    (draft,) = draft_statements(
+        warehouse, "2026-11", tmp_path, "aurora-labs", clock=lambda: issued_on, issuer=ISSUER
+    )
+    pages = [
+        (outcomes[0].files[2], "1,444.66 USD"),
+        (outcomes[1].files[2], "270,014 JPY"),
+        (draft.files[2], "DRAFT as of"),
+    ]
     for page, expected in pages:
         _, dom = render(page)
         assert expected in dom and "Supercluster Cloud, Inc." in dom and "<svg" in dom
@@ -711,13 +877,15 @@ def test_an_earlier_month_is_re_rated_only_when_its_usage_or_contracts_changed(
     # Issued again: compared with what the statements before November had billed, so
     # September is re-read, and nothing has changed. A contract reloaded with another rate
     # makes every month it covers be re-rated.
-    (again,) = run_statements(wh, "2026-11", tmp_path, "aurora-labs", clock=lambda: december_2,
-                              issuer=ISSUER)  # fmt: skip
+    (again,) = run_statements(
+        wh, "2026-11", tmp_path, "aurora-labs", clock=lambda: december_2, issuer=ISSUER
+    )
     assert again.status == "already issued" and reread[-1] == ["2026-09"]
     book = json.loads(json.dumps(CONTRACTS))
     book["contracts"][0]["rates"][0]["rate_per_gpu_hour"] = "2.60"
     store_contracts(wh, parse_contract_book(book), "test", clock=lambda: NOW)
-    (changed,) = run_statements(wh, "2026-11", tmp_path, "aurora-labs", clock=lambda: december_2,
-                                issuer=ISSUER)  # fmt: skip
+    (changed,) = run_statements(
+        wh, "2026-11", tmp_path, "aurora-labs", clock=lambda: december_2, issuer=ISSUER
+    )
     assert changed.status == "already issued, data changed"
     assert reread[-1] == ["2026-09", "2026-10"]

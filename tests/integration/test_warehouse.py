@@ -74,9 +74,12 @@ def test_finance_user_cannot_write(local_stack, stack, warehouse):
 
     local_stack.allow_finance(warehouse.settings.database)
     finance = Client(
-        "127.0.0.1", port=stack.clickhouse_port, user=FINANCE_USER, password=FINANCE_PASSWORD,
+        "127.0.0.1",
+        port=stack.clickhouse_port,
+        user=FINANCE_USER,
+        password=FINANCE_PASSWORD,
         database=warehouse.settings.database,
-    )  # fmt: skip
+    )
     assert finance.execute("SELECT count() FROM usage_by_minute") == [(0,)]
     assert finance.execute("SELECT count() FROM contract_position_by_month") == [(0,)]
     for sql in (
@@ -112,13 +115,27 @@ def test_meter_status_reports_progress_gaps_and_rejections(stack, warehouse):
     url = stack.clickhouse_url_for(warehouse.settings.database)
     done = subprocess.run(
         [sys.executable, "-m", "meter", "status", "--clickhouse-url", url],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     row = next(line for line in done.stdout.splitlines() if line.startswith("usage "))
     assert row.split() == [
-        "usage", "0", "3", "?", "3", "0", "2", "0", "0", "1", "2026-11-01", "00:00:00", "UTC"
-    ]  # fmt: skip
+        "usage",
+        "0",
+        "3",
+        "?",
+        "3",
+        "0",
+        "2",
+        "0",
+        "0",
+        "1",
+        "2026-11-01",
+        "00:00:00",
+        "UTC",
+    ]
     assert "sc1-node-00009 boot bbbbbbbb seqs 4..6 (3)" in done.stdout
     assert "rejected reports by reason: bad=1" in done.stdout
     assert "lag ?: unknown" in done.stdout and "--metrics-url" in done.stdout
@@ -140,18 +157,47 @@ def test_one_warehouse_can_be_used_from_several_threads_at_once(warehouse):
 
 
 _SAMPLE_COLUMNS = (
-    "gpu_uuid", "tick_start_us", "tick_end_us", "gpu_index", "sku", "tenant_id", "job_id",
-    "allocated_us", "busy_us", "unhealthy_us", "energy_mj", "memory_peak_bytes",
-)  # fmt: skip
+    "gpu_uuid",
+    "tick_start_us",
+    "tick_end_us",
+    "gpu_index",
+    "sku",
+    "tenant_id",
+    "job_id",
+    "allocated_us",
+    "busy_us",
+    "unhealthy_us",
+    "energy_mj",
+    "memory_peak_bytes",
+)
 _REPORT_COLUMNS = (
-    "node_id", "boot_id", "seq", "cluster", "interval_start_us", "interval_end_us",
-    "source_partition", "source_offset",
-)  # fmt: skip
+    "node_id",
+    "boot_id",
+    "seq",
+    "cluster",
+    "interval_start_us",
+    "interval_end_us",
+    "source_partition",
+    "source_offset",
+)
 _PACKED_COLUMNS = (
-    *_REPORT_COLUMNS, "gpu_uuids", "gpu_indexes", "skus", "tenant_ids", "job_ids",
-    "tick_starts_us", "tick_ends_us", "gpu_at", "tick_at", "allocated_us", "busy_us",
-    "unhealthy_us", "energy_mj", "memory_peak_bytes", "late",
-)  # fmt: skip
+    *_REPORT_COLUMNS,
+    "gpu_uuids",
+    "gpu_indexes",
+    "skus",
+    "tenant_ids",
+    "job_ids",
+    "tick_starts_us",
+    "tick_ends_us",
+    "gpu_at",
+    "tick_at",
+    "allocated_us",
+    "busy_us",
+    "unhealthy_us",
+    "energy_mj",
+    "memory_peak_bytes",
+    "late",
+)
 
 
 def _packed_row(node: str, gpus: int, ticks: int) -> tuple:
@@ -162,14 +208,30 @@ def _packed_row(node: str, gpus: int, ticks: int) -> tuple:
     n = gpus * ticks
     starts = [T0_US + t * TICK_US for t in range(ticks)]
     return (
-        node, "b1", 0, "sc1", T0_US, T0_US + ticks * TICK_US, 2, 9,
-        [f"GPU-{g}" for g in range(gpus)], list(range(gpus)), ["H100"] * gpus,
-        ["aurora-labs" if g % 2 else "borealis-ai" for g in range(gpus)], ["job-1"] * gpus,
-        starts, [s + TICK_US for s in starts],
+        node,
+        "b1",
+        0,
+        "sc1",
+        T0_US,
+        T0_US + ticks * TICK_US,
+        2,
+        9,
+        [f"GPU-{g}" for g in range(gpus)],
+        list(range(gpus)),
+        ["H100"] * gpus,
+        ["aurora-labs" if g % 2 else "borealis-ai" for g in range(gpus)],
+        ["job-1"] * gpus,
+        starts,
+        [s + TICK_US for s in starts],
         [g + 1 for _ in range(ticks) for g in range(gpus)],
         [t + 1 for t in range(ticks) for _ in range(gpus)],
-        [1000 + i for i in range(n)], [1] * n, [0] * n, [2] * n, [3] * n, [0] * n,
-    )  # fmt: skip
+        [1000 + i for i in range(n)],
+        [1] * n,
+        [0] * n,
+        [2] * n,
+        [3] * n,
+        [0] * n,
+    )
 
 
 def test_upgrading_every_earlier_ledger_copies_it_into_the_holdings_table_and_view(
@@ -196,19 +258,75 @@ def test_upgrading_every_earlier_ledger_copies_it_into_the_holdings_table_and_vi
     try:
         everything = available()
         upto(6)
-        wh.insert("usage_ledger", (*_SAMPLE_COLUMNS[:4], "cluster", *_SAMPLE_COLUMNS[4:],
-                                   "node_id", "boot_id", "seq", "source_partition",
-                                   "source_offset", "late"), [
-            (f"GPU-{g}", T0_US + t * TICK_US, T0_US + (t + 1) * TICK_US, g, "sc1", "H100",
-             "aurora-labs", "job-1", 7, 1, 0, 2, 3, "node-0004", "b1", 0, 1, 5, t)
-            for t in range(2) for g in range(2)
-        ])  # fmt: skip
+        wh.insert(
+            "usage_ledger",
+            (
+                *_SAMPLE_COLUMNS[:4],
+                "cluster",
+                *_SAMPLE_COLUMNS[4:],
+                "node_id",
+                "boot_id",
+                "seq",
+                "source_partition",
+                "source_offset",
+                "late",
+            ),
+            [
+                (
+                    f"GPU-{g}",
+                    T0_US + t * TICK_US,
+                    T0_US + (t + 1) * TICK_US,
+                    g,
+                    "sc1",
+                    "H100",
+                    "aurora-labs",
+                    "job-1",
+                    7,
+                    1,
+                    0,
+                    2,
+                    3,
+                    "node-0004",
+                    "b1",
+                    0,
+                    1,
+                    5,
+                    t,
+                )
+                for t in range(2)
+                for g in range(2)
+            ],
+        )
         upto(7)
-        wh.insert("usage_ledger_reports", (*_REPORT_COLUMNS, *_SAMPLE_COLUMNS, "late"), [(
-            "node-0007", "b1", 0, "sc1", T0_US, T0_US + TICK_US, 0, 0, ["GPU-a"], [T0_US],
-            [T0_US + TICK_US], [0], ["H100"], ["aurora-labs"], ["job-1"], [10**7], [1], [0],
-            [2], [3], [0],
-        )])  # fmt: skip
+        wh.insert(
+            "usage_ledger_reports",
+            (*_REPORT_COLUMNS, *_SAMPLE_COLUMNS, "late"),
+            [
+                (
+                    "node-0007",
+                    "b1",
+                    0,
+                    "sc1",
+                    T0_US,
+                    T0_US + TICK_US,
+                    0,
+                    0,
+                    ["GPU-a"],
+                    [T0_US],
+                    [T0_US + TICK_US],
+                    [0],
+                    ["H100"],
+                    ["aurora-labs"],
+                    ["job-1"],
+                    [10**7],
+                    [1],
+                    [0],
+                    [2],
+                    [3],
+                    [0],
+                )
+            ],
+        )
         upto(8)
         wh.insert("usage_ledger_packed", _PACKED_COLUMNS, [_packed_row("node-0008", 4, 3)])
         upto(12)
@@ -266,11 +384,21 @@ def test_migration_0009_keeps_old_state_rows_and_can_run_again(stack, unique_nam
         migrate(wh)
         wh.insert(
             "partition_state",
-            ("topic", "partition", "applied_offset", "accepted_reports", "accepted_samples",
-             "duplicate_reports", "late_reports", "rejected_reports", "open_gaps", "state",
-             "written_at"),
+            (
+                "topic",
+                "partition",
+                "applied_offset",
+                "accepted_reports",
+                "accepted_samples",
+                "duplicate_reports",
+                "late_reports",
+                "rejected_reports",
+                "open_gaps",
+                "state",
+                "written_at",
+            ),
             [("usage", 0, 41, 1, 1, 0, 0, 0, 0, b"", datetime(2026, 11, 1, tzinfo=UTC))],
-        )  # fmt: skip
+        )
         monkeypatch.setattr(migrate_module, "available", lambda: everything[:9])
         assert [m.version for m in migrate(wh)] == [9]
         assert wh.execute(
@@ -303,9 +431,12 @@ def test_finance_user_reads_only_its_databases_and_cannot_lift_its_limits(
     other.execute("CREATE TABLE IF NOT EXISTS secrets (x UInt8) ENGINE = Memory")
     local_stack.allow_finance(warehouse.settings.database)
     finance = Client(
-        "127.0.0.1", port=stack.clickhouse_port, user=FINANCE_USER, password=FINANCE_PASSWORD,
+        "127.0.0.1",
+        port=stack.clickhouse_port,
+        user=FINANCE_USER,
+        password=FINANCE_PASSWORD,
         database=warehouse.settings.database,
-    )  # fmt: skip
+    )
     try:
         assert finance.execute("SELECT count() FROM usage_by_minute") == [(0,)]
         databases = {name for (name,) in finance.execute("SHOW DATABASES")}
@@ -412,25 +543,56 @@ def test_upgrading_from_0008_with_data_fills_the_hour_and_day_rollups_and_resume
         outcomes = [old.process(batch) for batch in cut(frames[:half], random.Random(3))]
         now = datetime(2026, 11, 1, tzinfo=UTC)
         for out in outcomes:
-            wh.insert("usage_rollup_partials", ROLLUP_COLUMNS, [
-                (*r.key[:3], utc_datetime(r.key.window_start_us), 4, *r.sums, r.version, now)
-                for r in out.rollups
-            ])  # fmt: skip
-            wh.insert("usage_adjustments", ADJUSTMENT_COLUMNS, [
-                (*a.key[:3], utc_datetime(a.key.window_start_us), 4, a.offset, *a.sums, now)
-                for a in out.adjustments
-            ])  # fmt: skip
+            wh.insert(
+                "usage_rollup_partials",
+                ROLLUP_COLUMNS,
+                [
+                    (*r.key[:3], utc_datetime(r.key.window_start_us), 4, *r.sums, r.version, now)
+                    for r in out.rollups
+                ],
+            )
+            wh.insert(
+                "usage_adjustments",
+                ADJUSTMENT_COLUMNS,
+                [
+                    (*a.key[:3], utc_datetime(a.key.window_start_us), 4, a.offset, *a.sums, now)
+                    for a in out.adjustments
+                ],
+            )
         doc = json.loads(zlib.decompress(old.state.to_snapshot()))
         del doc["coarse"]
         doc["format"] = 2
         wh.insert(
             "partition_state",
-            ("topic", "partition", "applied_offset", "accepted_reports", "accepted_samples",
-             "duplicate_reports", "late_reports", "rejected_reports", "open_gaps", "state",
-             "written_at"),
-            [("usage", 4, old.state.applied_offset, 0, 0, 0, 0, 0, 0,
-              zlib.compress(json.dumps(doc).encode()), now)],
-        )  # fmt: skip
+            (
+                "topic",
+                "partition",
+                "applied_offset",
+                "accepted_reports",
+                "accepted_samples",
+                "duplicate_reports",
+                "late_reports",
+                "rejected_reports",
+                "open_gaps",
+                "state",
+                "written_at",
+            ),
+            [
+                (
+                    "usage",
+                    4,
+                    old.state.applied_offset,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    zlib.compress(json.dumps(doc).encode()),
+                    now,
+                )
+            ],
+        )
         assert any(out.adjustments for out in outcomes)
 
         seen: list[tuple[int, int]] = []
@@ -483,8 +645,9 @@ def test_upgrading_from_0015_with_data_fills_the_month_rollups_and_resumes_exact
     wh = Warehouse(stack.settings(f"t_{unique_name}"))
     settings = ProcessorSettings(lateness_us=3 * 60_000_000, emit_ledger=False)
     stamped = MONTH_MIDNIGHT + 86_400_000_000
-    frames = messages(midnight_fleet(13, reports=300, midnight=MONTH_MIDNIGHT), partition=4,
-                      timestamp_us=stamped)  # fmt: skip
+    frames = messages(
+        midnight_fleet(13, reports=300, midnight=MONTH_MIDNIGHT), partition=4, timestamp_us=stamped
+    )
     half = len(frames) // 2
     try:
         everything = available()
@@ -555,8 +718,9 @@ def test_a_worker_upgraded_after_a_kill_replays_what_the_old_one_wrote_exactly(
 
     wh = Warehouse(stack.settings(f"t_{unique_name}"))
     settings = ProcessorSettings(lateness_us=3 * 60_000_000, emit_ledger=False)
-    frames = messages(midnight_fleet(17, reports=300), partition=4,
-                      timestamp_us=MIDNIGHT + 86_400_000_000)  # fmt: skip
+    frames = messages(
+        midnight_fleet(17, reports=300), partition=4, timestamp_us=MIDNIGHT + 86_400_000_000
+    )
     batches = list(cut(frames, random.Random(8)))
 
     def format_4(state: PartitionState) -> tuple:
@@ -625,9 +789,11 @@ def test_reconciliation_finds_a_coarse_rollup_that_is_not_the_sum_of_the_finer_o
     day_us = T0_US - T0_US % 86_400_000_000
     at = datetime.fromtimestamp(T0_US // 1_000_000, tz=UTC)
     now = datetime(2026, 11, 1, tzinfo=UTC)
-    warehouse.insert("usage_rollup_partials", ROLLUP_COLUMNS, [
-        ("aurora-labs", "H100", "sc1", at, p, 60_000_000, 1, 0, 5, 6, 10, now) for p in (0, 1)
-    ])  # fmt: skip
+    warehouse.insert(
+        "usage_rollup_partials",
+        ROLLUP_COLUMNS,
+        [("aurora-labs", "H100", "sc1", at, p, 60_000_000, 1, 0, 5, 6, 10, now) for p in (0, 1)],
+    )
     fill_day(warehouse, day_us)
     clean = compare_grains_day(warehouse, day_us)
     assert (clean.keys, clean.differing) == (2, 0)  # one hour key, one day key
@@ -697,10 +863,12 @@ def test_the_readme_ledger_queries_answer_beside_a_report_of_the_largest_size_ac
 
     day_us = 1_790_812_800_000_000  # 2026-10-01, the README's day
     gpus = ReportLimits().max_samples
-    big = make_report([
-        make_sample(day_us + 3_600_000_000, gpu_uuid=f"GPU-{g:05d}", gpu_index=g)
-        for g in range(gpus)
-    ])  # fmt: skip
+    big = make_report(
+        [
+            make_sample(day_us + 3_600_000_000, gpu_uuid=f"GPU-{g:05d}", gpu_index=g)
+            for g in range(gpus)
+        ]
+    )
     small = make_report([make_sample(day_us, tenant_id="borealis-ai")], seq=1)
     codec = ReportCodec()
     frames = [
@@ -726,9 +894,11 @@ def test_the_readme_ledger_queries_answer_beside_a_report_of_the_largest_size_ac
         assert len(rows) == 20 and rows[0][0] == big["node_id"], sql
 
     client = Client(
-        "127.0.0.1", port=stack.clickhouse_port, database=warehouse.settings.database,
+        "127.0.0.1",
+        port=stack.clickhouse_port,
+        database=warehouse.settings.database,
         password=stack.clickhouse_password,
-    )  # fmt: skip
+    )
     try:
         db = warehouse.settings.database  # in the text, to find this query in the log
         count = f"SELECT count() FROM {db}.usage_ledger WHERE tenant_id = 'borealis-ai'"
@@ -774,10 +944,17 @@ def test_the_fast_daily_comparison_agrees_with_the_detailed_one_and_misses_nothi
     for n in range(40):
         tenant, sku = ("aurora-labs", "H100") if n % 3 else ("borealis-ai", "B200")
         samples = [
-            make_sample(T0_US + (n * 6 + t) * TICK_US, tenant_id=tenant, sku=sku,
-                        gpu_uuid=f"GPU-{g}", gpu_index=g, energy_mj=n + g)
-            for t in range(6) for g in range(2)
-        ]  # fmt: skip
+            make_sample(
+                T0_US + (n * 6 + t) * TICK_US,
+                tenant_id=tenant,
+                sku=sku,
+                gpu_uuid=f"GPU-{g}",
+                gpu_index=g,
+                energy_mj=n + g,
+            )
+            for t in range(6)
+            for g in range(2)
+        ]
         report = make_report(samples, seq=n, node_id=f"sc1-node-{n % 4}")
         frames.append(SourceMessage("usage", 0, n, None, codec.encode(report), NOW_US))
     processor = FastPartitionProcessor(
@@ -807,9 +984,11 @@ def test_the_fast_daily_comparison_agrees_with_the_detailed_one_and_misses_nothi
     hour = datetime.fromtimestamp((T0_US - T0_US % 3_600_000_000) // 1_000_000, tz=UTC)
     now = datetime(2026, 11, 1, tzinfo=UTC)
     columns = [c if c != "window_start" else "hour_start" for c in ROLLUP_COLUMNS]
-    warehouse.insert("usage_hour_partials", columns, [
-        ("aurora-labs", "H100", "sc1", hour, 0, 1, 0, 0, 0, 0, 10**9, now)
-    ])  # fmt: skip
+    warehouse.insert(
+        "usage_hour_partials",
+        columns,
+        [("aurora-labs", "H100", "sc1", hour, 0, 1, 0, 0, 0, 0, 10**9, now)],
+    )
     ledger, grains = both()
     assert ledger.differing == 0 and grains.differing == 2 and grains.first
     mutate(warehouse, "ALTER TABLE usage_hour_partials DELETE WHERE version = 1000000000")
@@ -847,11 +1026,20 @@ def test_reconcile_remembers_a_pass_only_while_the_data_it_read_is_unchanged(
 
     codec = ReportCodec()
     frames = [
-        SourceMessage("usage", 0, n, None, codec.encode(make_report(
-            [make_sample(T0_US + n * 6 * TICK_US + t * TICK_US) for t in range(6)], seq=n
-        )), NOW_US)
+        SourceMessage(
+            "usage",
+            0,
+            n,
+            None,
+            codec.encode(
+                make_report(
+                    [make_sample(T0_US + n * 6 * TICK_US + t * TICK_US) for t in range(6)], seq=n
+                )
+            ),
+            NOW_US,
+        )
         for n in range(5)
-    ]  # fmt: skip
+    ]
     processor = FastPartitionProcessor(
         PartitionState("usage", 0), ProcessorSettings(lateness_us=10**12)
     )
@@ -868,10 +1056,14 @@ def test_reconcile_remembers_a_pass_only_while_the_data_it_read_is_unchanged(
     assert "OK   5 windows, every counter equal" in second and "compared earlier" in second
     assert "compared earlier" not in text(recheck=True)
 
-    finance = Warehouse(ClickHouseSettings(
-        port=stack.clickhouse_port, user=FINANCE_USER, password=FINANCE_PASSWORD,
-        database=warehouse.settings.database,
-    ))  # fmt: skip
+    finance = Warehouse(
+        ClickHouseSettings(
+            port=stack.clickhouse_port,
+            user=FINANCE_USER,
+            password=FINANCE_PASSWORD,
+            database=warehouse.settings.database,
+        )
+    )
     local_stack.allow_finance(warehouse.settings.database)
     try:
         assert "compared earlier" in "\n".join(reconcile(finance, period).lines)
@@ -881,9 +1073,26 @@ def test_reconcile_remembers_a_pass_only_while_the_data_it_read_is_unchanged(
 
     # A minute partial the ledger does not hold: compared again, found, not remembered.
     at = datetime.fromtimestamp(T0_US // 1_000_000, tz=UTC)
-    warehouse.insert("usage_rollup_partials", ROLLUP_COLUMNS, [
-        ("aurora-labs", "H100", "sc1", at, 5, 1, 0, 0, 0, 0, 1, datetime(2026, 11, 2, tzinfo=UTC))
-    ])  # fmt: skip
+    warehouse.insert(
+        "usage_rollup_partials",
+        ROLLUP_COLUMNS,
+        [
+            (
+                "aurora-labs",
+                "H100",
+                "sc1",
+                at,
+                5,
+                1,
+                0,
+                0,
+                0,
+                0,
+                1,
+                datetime(2026, 11, 2, tzinfo=UTC),
+            )
+        ],
+    )
     for _ in range(2):
         found = text()
         assert "FAIL 1 differences over 5 windows" in found and "compared earlier" not in found

@@ -19,8 +19,14 @@ NVML_MEMORY_ERROR_TYPE_UNCORRECTED = 1
 NVML_VOLATILE_ECC = 0
 nvmlEventTypeXidCriticalError = 0x8
 
-_TEXT = {3: "Not Supported", 6: "Not Found", 9: "Driver Not Loaded", 10: "Timeout",
-         12: "NVML Shared Library Not Found", 15: "GPU is lost"}  # fmt: skip
+_TEXT = {
+    3: "Not Supported",
+    6: "Not Found",
+    9: "Driver Not Loaded",
+    10: "Timeout",
+    12: "NVML Shared Library Not Found",
+    15: "GPU is lost",
+}
 
 
 class NVMLError(Exception):
@@ -142,9 +148,13 @@ class FakeNvml:
         if not self.events:
             raise NVMLError(NVML_ERROR_TIMEOUT)
         dev, xid = self.events.pop(0)
-        return SimpleNamespace(device=dev, eventType=nvmlEventTypeXidCriticalError,
-                               eventData=xid, gpuInstanceId=0xFFFFFFFF,
-                               computeInstanceId=0xFFFFFFFF)  # fmt: skip
+        return SimpleNamespace(
+            device=dev,
+            eventType=nvmlEventTypeXidCriticalError,
+            eventData=xid,
+            gpuInstanceId=0xFFFFFFFF,
+            computeInstanceId=0xFFFFFFFF,
+        )
 
     def nvmlEventSetFree(self, event_set: str) -> None:
         pass

@@ -34,8 +34,11 @@ def test_the_fake_uses_only_names_the_real_pynvml_has() -> None:
         real = getattr(pynvml, name)
         if callable(real) and not isinstance(real, type):
             fake_params = len(inspect.signature(getattr(fake, name)).parameters)
-            real_params = [p for p in inspect.signature(real).parameters.values()
-                           if p.default is inspect.Parameter.empty]  # fmt: skip
+            real_params = [
+                p
+                for p in inspect.signature(real).parameters.values()
+                if p.default is inspect.Parameter.empty
+            ]
             assert fake_params >= len(real_params), name
 
 
@@ -64,18 +67,27 @@ def test_energy_counter_reset_after_driver_reload_counts_since_the_reload() -> N
 
 
 def test_unsupported_calls_are_issues_not_crashes() -> None:
-    dev = h100(0, unsupported={
-        "nvmlDeviceGetTotalEnergyConsumption", "nvmlDeviceGetTotalEccErrors",
-        "nvmlDeviceGetRetiredPagesPendingStatus", "nvmlDeviceRegisterEvents",
-        "nvmlDeviceGetUtilizationRates", "nvmlDeviceGetMigMode",
-    })  # fmt: skip
+    dev = h100(
+        0,
+        unsupported={
+            "nvmlDeviceGetTotalEnergyConsumption",
+            "nvmlDeviceGetTotalEccErrors",
+            "nvmlDeviceGetRetiredPagesPendingStatus",
+            "nvmlDeviceRegisterEvents",
+            "nvmlDeviceGetUtilizationRates",
+            "nvmlDeviceGetMigMode",
+        },
+    )
     collector = NvmlCollector(FakeNvml([dev]))
     result = collector.read_tick(T0, T0 + TICK)
     [reading] = result.readings
     assert (reading.energy_mj, reading.busy_us, reading.unhealthy) == (0, 0, False)
     calls = {i.call for i in result.issues}
-    assert {"nvmlDeviceGetTotalEnergyConsumption", "nvmlDeviceGetUtilizationRates",
-            "nvmlDeviceRegisterEvents"} <= calls  # fmt: skip
+    assert {
+        "nvmlDeviceGetTotalEnergyConsumption",
+        "nvmlDeviceGetUtilizationRates",
+        "nvmlDeviceRegisterEvents",
+    } <= calls
     assert all("Not Supported" in i.detail for i in result.issues)
 
 

@@ -15,8 +15,7 @@ RULES = Path(__file__).parents[2] / "docker" / "prometheus"
 def _promtool(*args: str) -> subprocess.CompletedProcess:
     promtool = shutil.which("promtool")
     assert promtool, "promtool is missing: apt-get install -y prometheus (make test does it)"
-    return subprocess.run([promtool, *args], cwd=RULES, capture_output=True, text=True,
-                          timeout=120)  # fmt: skip
+    return subprocess.run([promtool, *args], cwd=RULES, capture_output=True, text=True, timeout=120)
 
 
 def test_the_alerting_rules_are_valid_and_their_unit_tests_pass():
@@ -57,13 +56,21 @@ def test_the_grafana_dashboard_is_valid_and_queries_only_exported_metrics(tmp_pa
     used = {m for e in exprs for m in re.findall(r"meter_[a-z_]+", e)}
     assert used <= exported, f"panels on metrics nothing exports: {used - exported}"
     assert {"meter_partition_lag", "meter_seq_gaps_open", "meter_agent_spool_reports"} <= used
-    rules = {"groups": [{"name": "dashboard", "rules": [
-        {"record": f"dashboard:panel_{i}", "expr": e} for i, e in enumerate(exprs)
-    ]}]}  # fmt: skip
+    rules = {
+        "groups": [
+            {
+                "name": "dashboard",
+                "rules": [
+                    {"record": f"dashboard:panel_{i}", "expr": e} for i, e in enumerate(exprs)
+                ],
+            }
+        ]
+    }
     path = tmp_path / "dashboard-rules.yml"
     path.write_text(json.dumps(rules))  # JSON is YAML
     promtool = shutil.which("promtool")
     assert promtool, "promtool is missing: apt-get install -y prometheus (make test does it)"
-    checked = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True,
-                             text=True, timeout=120)  # fmt: skip
+    checked = subprocess.run(
+        [promtool, "check", "rules", str(path)], capture_output=True, text=True, timeout=120
+    )
     assert checked.returncode == 0, checked.stdout + checked.stderr

@@ -66,9 +66,12 @@ def _fleet_batches(batches: int) -> list[dict[int, list[SimpleNamespace]]]:
 
 def _settings(threads: int) -> WorkerSettings:
     return WorkerSettings(
-        bootstrap="127.0.0.1:1", topic="usage", clickhouse=ClickHouseSettings(),
-        partitions=PARTITIONS, processing_threads=threads,
-    )  # fmt: skip
+        bootstrap="127.0.0.1:1",
+        topic="usage",
+        clickhouse=ClickHouseSettings(),
+        partitions=PARTITIONS,
+        processing_threads=threads,
+    )
 
 
 def _run(threads: int) -> tuple[list[Any], list[bytes], dict[int, int]]:
@@ -127,8 +130,9 @@ def test_a_failing_partition_fails_the_batch_after_the_others_finish() -> None:
             raise RuntimeError("slow, then failing too")
 
     handler.processors = {0: Failing(0), 1: Slow(1), 2: Slow(2)}  # type: ignore[dict-item]
-    batch = {p: [SimpleNamespace(offset=0, timestamp=NOW_MS, key=b"k", value=b"v")]
-             for p in range(3)}  # fmt: skip
+    batch = {
+        p: [SimpleNamespace(offset=0, timestamp=NOW_MS, key=b"k", value=b"v")] for p in range(3)
+    }
     with pytest.raises(RuntimeError, match="corrupt"):
         asyncio.run(handler.prepare(batch))
     assert sorted(finished) == [1, 2]

@@ -30,7 +30,7 @@ from tests.factories import (
     make_sample,
     messages,
     midnight_fleet,
-)  # fmt: skip
+)
 
 CODEC = ReportCodec()
 W = US_PER_MINUTE
@@ -162,10 +162,12 @@ def test_a_state_saved_without_coarse_windows_rebuilds_them_exactly(midnight):
     assert legacy.unseeded == {"hour", "day", "month"}
     assert legacy.coarse == {"hour": {}, "day": {}, "month": {}}
     before = legacy.closed_before_us
-    seed_from_finer(legacy.coarse, SEEDED_FROM_MINUTES, _closed(minutes, before), legacy.windows,
-                    before)  # fmt: skip
-    seed_from_finer(legacy.coarse, (MONTH,), _closed(days, before, DAY), legacy.coarse["day"],
-                    before)  # fmt: skip
+    seed_from_finer(
+        legacy.coarse, SEEDED_FROM_MINUTES, _closed(minutes, before), legacy.windows, before
+    )
+    seed_from_finer(
+        legacy.coarse, (MONTH,), _closed(days, before, DAY), legacy.coarse["day"], before
+    )
     assert legacy.coarse == state.coarse and any(state.coarse["day"].values())
     assert any(state.coarse["month"].values())
 
@@ -177,8 +179,9 @@ def test_a_state_saved_without_month_windows_rebuilds_them_from_the_days(midnigh
     assert legacy.unseeded == {"month"} and legacy.coarse["month"] == {}
     before = legacy.closed_before_us
     # Only the days of the open month count: the month before is closed and final.
-    seed_from_finer(legacy.coarse, (MONTH,), _closed(days, before, DAY), legacy.coarse["day"],
-                    before)  # fmt: skip
+    seed_from_finer(
+        legacy.coarse, (MONTH,), _closed(days, before, DAY), legacy.coarse["day"], before
+    )
     assert legacy.coarse == state.coarse
     (month,) = {k.window_start_us for k in state.coarse["month"]}
     assert month == MONTH.start_of(before)

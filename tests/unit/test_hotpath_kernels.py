@@ -78,7 +78,8 @@ for info in pkgutil.walk_packages(streams.__path__, "streams."):
                 and not name.startswith("_") and name != "crc32c" and not obj.signatures):
             print(f"{module.__name__}.{name}")
 """
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=600)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == [], f"not compiled by the warm-up: {done.stdout.split()}"

@@ -34,10 +34,18 @@ MAX_MEMORY = 2**41
 
 # One defect a report may carry, as (field, value); None: the report is valid.
 DEFECTS = [
-    ("tenant_id", "Bad Tenant"), ("tenant_id", ""), ("sku", "Z9"), ("job_id", "j" * 257),
-    ("gpu_index", 2**31), ("busy_us", "over"), ("energy_mj", "over"), ("allocated_us", -1),
-    ("memory_peak_bytes", MAX_MEMORY + 1), ("gpu_uuid", "bad gpu"), ("tick_end_us", "early"),
-]  # fmt: skip
+    ("tenant_id", "Bad Tenant"),
+    ("tenant_id", ""),
+    ("sku", "Z9"),
+    ("job_id", "j" * 257),
+    ("gpu_index", 2**31),
+    ("busy_us", "over"),
+    ("energy_mj", "over"),
+    ("allocated_us", -1),
+    ("memory_peak_bytes", MAX_MEMORY + 1),
+    ("gpu_uuid", "bad gpu"),
+    ("tick_end_us", "early"),
+]
 
 
 @st.composite

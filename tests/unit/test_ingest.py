@@ -16,9 +16,12 @@ from warehouse.client import ClickHouseSettings
 
 def _settings(batch_max_messages: int) -> WorkerSettings:
     return WorkerSettings(
-        bootstrap="127.0.0.1:1", topic="usage", clickhouse=ClickHouseSettings(),
-        batch_max_messages=batch_max_messages, batch_within_s=0.05,
-    )  # fmt: skip
+        bootstrap="127.0.0.1:1",
+        topic="usage",
+        clickhouse=ClickHouseSettings(),
+        batch_max_messages=batch_max_messages,
+        batch_within_s=0.05,
+    )
 
 
 TP0, TP1 = TopicPartition("usage", 0), TopicPartition("usage", 1)
@@ -26,10 +29,11 @@ TP0, TP1 = TopicPartition("usage", 0), TopicPartition("usage", 1)
 
 def _records(tp: TopicPartition, first: int, count: int) -> list[SimpleNamespace]:
     return [
-        SimpleNamespace(topic=tp.topic, partition=tp.partition, offset=o, key=b"k",
-                        value=b"v", timestamp=1_000)
+        SimpleNamespace(
+            topic=tp.topic, partition=tp.partition, offset=o, key=b"k", value=b"v", timestamp=1_000
+        )
         for o in range(first, first + count)
-    ]  # fmt: skip
+    ]
 
 
 class ScriptedConsumer:
@@ -159,8 +163,12 @@ def test_a_failed_write_is_never_committed_and_ends_the_run(monkeypatch):
 
 def test_fetches_are_gathered_into_one_batch_up_to_its_size(monkeypatch):
     log: list[str] = []
-    fetches = [{TP0: _records(TP0, 0, 2)}, {TP0: _records(TP0, 2, 2)}, {TP1: _records(TP1, 0, 1)},
-               {TP1: _records(TP1, 1, 4)}]  # fmt: skip
+    fetches = [
+        {TP0: _records(TP0, 0, 2)},
+        {TP0: _records(TP0, 2, 2)},
+        {TP1: _records(TP1, 0, 1)},
+        {TP1: _records(TP1, 1, 4)},
+    ]
     monkeypatch.setattr(
         ingest, "AIOKafkaConsumer", lambda **_: ScriptedConsumer(log, fetches, False)
     )

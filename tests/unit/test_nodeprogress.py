@@ -24,8 +24,9 @@ def test_only_the_nodes_a_batch_moved_get_a_row(kind):
     p = kind(PartitionState("usage", 3), ProcessorSettings())
     first = p.process(messages([_report("sc1-node-a", 0), _report("sc1-node-b", 0)]))
     assert [(r.node_id, r.last_seq, r.open_gaps) for r in first.node_rows] == [
-        ("sc1-node-a", 0, 0), ("sc1-node-b", 0, 0)
-    ]  # fmt: skip
+        ("sc1-node-a", 0, 0),
+        ("sc1-node-b", 0, 0),
+    ]
     assert {r.seen_us for r in first.node_rows} == {NOW_US} and first.node_rows[0].version == 1
     # Node b is silent; node a skips seq 1: its row says so.
     later = p.process(messages([_report("sc1-node-a", 2)], first_offset=2, timestamp_us=NOW_US + 9))

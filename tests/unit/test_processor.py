@@ -312,10 +312,12 @@ def test_overlapping_time_of_one_gpu_is_metered_once(kind):
     first = make_report(minute, seq=0)
     long_tick = 6 * TICK_US
     overlapping_within = make_report(
-        [make_sample(T0 + 60 * TICK_US, tick_end_us=T0 + 60 * TICK_US + long_tick),
-         make_sample(T0 + 63 * TICK_US, tick_end_us=T0 + 63 * TICK_US + long_tick)],
+        [
+            make_sample(T0 + 60 * TICK_US, tick_end_us=T0 + 60 * TICK_US + long_tick),
+            make_sample(T0 + 63 * TICK_US, tick_end_us=T0 + 63 * TICK_US + long_tick),
+        ],
         seq=1,
-    )  # fmt: skip
+    )
     again = make_report(minute[3:], seq=2)  # the same GPU's time under another seq
     other_boot = make_report(minute[:1], seq=0, boot_id="another-boot")
     later = make_report([make_sample(T0 + 20 * TICK_US)], seq=4)
@@ -328,9 +330,11 @@ def test_overlapping_time_of_one_gpu_is_metered_once(kind):
     frames = encoded(first, overlapping_within, again, other_boot, later, fills_hole, into_hole)
     out = p.process(messages(frames))
     assert [(r.message.offset, r.reason) for r in out.rejections] == [
-        (1, reasons.OVERLAPPING_TIME), (2, reasons.OVERLAPPING_TIME),
-        (3, reasons.OVERLAPPING_TIME), (6, reasons.OVERLAPPING_TIME),
-    ]  # fmt: skip
+        (1, reasons.OVERLAPPING_TIME),
+        (2, reasons.OVERLAPPING_TIME),
+        (3, reasons.OVERLAPPING_TIME),
+        (6, reasons.OVERLAPPING_TIME),
+    ]
     assert "already metered" in out.rejections[1].detail
     assert out.accepted_reports == 3 and out.accepted_samples == 8
     assert sum(r.sums[0] for r in out.rollups) == 8 * TICK_US

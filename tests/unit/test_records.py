@@ -19,13 +19,23 @@ from streams.records import CRC32C_TABLES, NOT_PLAIN, PLAIN, crc32c, scan_batche
 US_PER_MS = 1000
 
 
-def _batch(base_offset: int, records: list, *, compression: int = 0, log_append: bool = False,
-           transactional: bool = False) -> bytes:  # fmt: skip
+def _batch(
+    base_offset: int,
+    records: list,
+    *,
+    compression: int = 0,
+    log_append: bool = False,
+    transactional: bool = False,
+) -> bytes:
     builder = DefaultRecordBatchBuilder(
-        magic=2, compression_type=compression, is_transactional=transactional,
-        producer_id=7 if transactional else -1, producer_epoch=0 if transactional else -1,
-        base_sequence=0 if transactional else -1, batch_size=1 << 30,
-    )  # fmt: skip
+        magic=2,
+        compression_type=compression,
+        is_transactional=transactional,
+        producer_id=7 if transactional else -1,
+        producer_epoch=0 if transactional else -1,
+        base_sequence=0 if transactional else -1,
+        batch_size=1 << 30,
+    )
     for delta, (ts, key, value, headers) in enumerate(records):
         assert builder.append(delta, timestamp=ts, key=key, value=value, headers=headers)
     data = bytearray(builder.build())
@@ -41,10 +51,14 @@ def _random_records(rng: random.Random, n: int) -> list:
         return None if rng.random() < 0.1 else rng.randbytes(rng.randrange(max_len))
 
     return [
-        (1_700_000_000_000 + rng.randrange(-5_000, 5_000), blob(40), blob(9_000),
-         [("h", blob(10))] if rng.random() < 0.2 else [])
+        (
+            1_700_000_000_000 + rng.randrange(-5_000, 5_000),
+            blob(40),
+            blob(9_000),
+            [("h", blob(10))] if rng.random() < 0.2 else [],
+        )
         for _ in range(n)
-    ]  # fmt: skip
+    ]
 
 
 def _expected(data: bytes, fetch_offset: int) -> list[tuple]:

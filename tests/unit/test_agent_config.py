@@ -1,0 +1,46 @@
+"""The agent's configuration (agent/config.py), validated once at the edge."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent.collectors import GpuUnit
+from agent.config import config_from_dict, load_config
+from core.errors import ConfigError
+
+T0 = 1_800_000_000_000_000
+TICK = 10_000_000
+UNIT = GpuUnit("GPU-0000", 0, "H100")
+
+
+def test_config_is_validated_at_the_edge(tmp_path: Path) -> None:
+    base = {
+        "node_id": "n1",
+        "cluster": "sc1",
+        "broker": "k:9092",
+        "spool_dir": "spool",
+        "allocation": {"path": "a.json"},
+    }
+    config = config_from_dict({**base, "tick_seconds": 0.25, "publish_seconds": 1}, tmp_path)
+    assert (config.tick_us, config.publish_us) == (250_000, 1_000_000)
+    assert config.spool_dir == tmp_path / "spool"
+    for patch, message in [
+        ({"tick_seconds": 7}, "divide 60"),
+        ({"tick_seconds": 10, "publish_seconds": 25}, "whole number of ticks"),
+        ({"node_id": "bad node"}, "valid name"),
+        ({"collector": {"kind": "gpu-magic"}}, "kind"),
+        ({"colector": {}}, "unknown agent config keys"),
+        ({"tick_seconds": 0.0000001}, "microseconds"),
+        ({"topic": "gpu usage"}, "'gpu usage' is not a Kafka topic name"),
+        ({"metrics_host": "every interface"}, "must be an IP address to listen on"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            config_from_dict({**base, **patch}, tmp_path)
+
+
+def test_the_example_config_loads() -> None:
+    config = load_config(Path(__file__).parents[2] / "agent" / "agent.example.toml")
+    assert (config.collector, config.tick_us, config.spool_fsync) == ("nvml", TICK, "always")
+    assert config.metrics_host == "0.0.0.0"  # scrapeable from the Prometheus host
