@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
 	@echo "compiling the hot path once (about half a minute; numba caches it on disk)..."
-	$(BIN)/python -c "from streams.hotpath.warmup import warm_up; print(f'compiled in {warm_up():.0f} s')"
+	$(BIN)/python -c "from streams.processing.hotpath.warmup import warm_up; print(f'compiled in {warm_up():.0f} s')"
 	rm -f $(VENV)/.installed-*
 	touch $@
 

@@ -15,7 +15,7 @@ from collections import defaultdict
 import faust
 
 from schemas import ReportCodec
-from streams.aggregate import add_into, sample_pieces
+from streams.processing.aggregate import add_into, sample_pieces
 
 
 def create_bench_app(kind: str, bootstrap: str, topic: str, group: str) -> faust.App:

@@ -31,9 +31,9 @@ from bench.loadgen import Record, ShiftedReports, publish
 from meter.runner import WorkerProcess, totals_exact
 from schemas import ReportCodec
 from stack import LocalStack, StackInfo
-from streams.progress import committed_offsets
-from streams.settings import WorkerSettings
-from streams.topics import ensure_topics
+from streams.host.progress import committed_offsets
+from streams.host.settings import WorkerSettings
+from streams.host.topics import ensure_topics
 from warehouse.client import Warehouse
 from warehouse.migrate import migrate
 

@@ -38,8 +38,8 @@ from billing.contracts import ContractBook, parse_contract_book
 from core.errors import ConfigError
 from core.units import US_PER_DAY, US_PER_MINUTE, US_PER_SECOND, utc_datetime
 from core.windows import month_end, month_start
-from streams.native import LEDGER_COLUMNS, LEDGER_TABLE
-from streams.state import PartitionState
+from streams.output.native import LEDGER_COLUMNS, LEDGER_TABLE
+from streams.processing.state import PartitionState
 from warehouse.backfill import JOINING_MONTH_STATEMENTS as MONTH_STATEMENTS
 from warehouse.backfill import JOINING_STATEMENTS as COARSE_STATEMENTS
 

@@ -19,12 +19,12 @@ from typing import Any
 
 from agent.fleet import FleetSpec, fleet_reports
 from schemas import ReportCodec
-from streams.aggregate import aggregate_reports
 from streams.contract import ProcessorSettings, SourceMessage
-from streams.hotpath.processor import FastPartitionProcessor
-from streams.hotpath.warmup import warm_up
-from streams.processor import PartitionProcessor
-from streams.state import PartitionState
+from streams.processing.aggregate import aggregate_reports
+from streams.processing.hotpath.processor import FastPartitionProcessor
+from streams.processing.hotpath.warmup import warm_up
+from streams.processing.processor import PartitionProcessor
+from streams.processing.state import PartitionState
 
 BATCH_MESSAGES = 2_000  # per process() call: a worker calls it per partition slice of its batch
 

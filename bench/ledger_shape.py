@@ -30,9 +30,9 @@ from bench.e2e import cpu_seconds
 from bench.hotpath import fleet_messages
 from schemas import ReportCodec
 from streams.contract import ProcessorSettings, SourceMessage
-from streams.hotpath.processor import FastPartitionProcessor
-from streams.native import LEDGER_COLUMNS, LEDGER_TABLE, encode_block
-from streams.state import PartitionState
+from streams.output.native import LEDGER_COLUMNS, LEDGER_TABLE, encode_block
+from streams.processing.hotpath.processor import FastPartitionProcessor
+from streams.processing.state import PartitionState
 from warehouse.migrate import Migration
 
 ROOT = Path(__file__).parents[1]

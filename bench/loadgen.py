@@ -20,8 +20,8 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 from numba import njit
 
-from streams.hotpath import decode as d
-from streams.hotpath.processor import Workspace, decode_batch
+from streams.processing.hotpath import decode as d
+from streams.processing.hotpath.processor import Workspace, decode_batch
 
 HEADER_BYTES = 10  # single-object marker + schema fingerprint
 

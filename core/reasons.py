@@ -26,7 +26,7 @@ INVALID_TENANT = "invalid_tenant"
 DUPLICATE_SAMPLE = "duplicate_sample"
 TOO_MANY_SAMPLES = "too_many_samples"
 # Ticks of one GPU that overlap each other in a report, or time already metered for that GPU
-# in the partition (streams/gputime.py): no GPU-µs is billed twice.
+# in the partition (streams/processing/gputime.py): no GPU-µs is billed twice.
 OVERLAPPING_TIME = "overlapping_time"
 
 # Ordering (a valid report the worker can no longer fold into an open window).

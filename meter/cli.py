@@ -534,8 +534,8 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from streams.contract import ProcessorSettings
-    from streams.settings import WorkerSettings
-    from streams.worker import run_worker
+    from streams.host.settings import WorkerSettings
+    from streams.host.worker import run_worker
     from warehouse.client import Warehouse
     from warehouse.preflight import check_warehouse
 

@@ -21,10 +21,10 @@ from core.errors import ConfigError
 from core.units import US_PER_DAY, US_PER_SECOND, gpu_hours, kwh
 from meter.runner import WorkerProcess, publish_fleet
 from stack import LocalStack
-from streams.grains import US_PER_HOUR
-from streams.progress import wait_until_consumed
-from streams.settings import WorkerSettings
-from streams.topics import ensure_topics
+from streams.host.progress import wait_until_consumed
+from streams.host.settings import WorkerSettings
+from streams.host.topics import ensure_topics
+from streams.processing.grains import US_PER_HOUR
 from warehouse.client import ClickHouseSettings, Warehouse
 from warehouse.migrate import migrate
 from warehouse.totals import coarsen, differences, ledger_totals, rollup_totals

@@ -17,7 +17,7 @@ from agent.publisher import ReportPublisher, publish_all
 from agent.totals import EmittedTotals
 from core.units import US_PER_SECOND
 from schemas import ReportCodec
-from streams.settings import WorkerSettings
+from streams.host.settings import WorkerSettings
 from warehouse.client import Warehouse
 from warehouse.totals import differences, grain_differences, ledger_totals
 

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from core.errors import ConfigError
 from core.identity import ReportLimits
 from core.units import US_PER_MINUTE
-from streams.aggregate import RollupKey
-from streams.gputime import DEFAULT_TIME_MEMORY_US
-from streams.nodeprogress import NodeProgressRow
-from streams.seqtrack import GapRow
+from streams.processing.aggregate import RollupKey
+from streams.processing.gputime import DEFAULT_TIME_MEMORY_US
+from streams.processing.nodeprogress import NodeProgressRow
+from streams.processing.seqtrack import GapRow
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ class ProcessorSettings:
     limits: ReportLimits = field(default_factory=ReportLimits)
     emit_ledger: bool = True  # False: sums, seqs and rejects only (benchmarks, replays)
     # How far behind the partition's event time each GPU's metered time is remembered, to
-    # refuse overlapping time (streams/gputime.py).
+    # refuse overlapping time (streams/processing/gputime.py).
     time_memory_us: int = DEFAULT_TIME_MEMORY_US
 
     def __post_init__(self) -> None:
@@ -85,16 +85,18 @@ class BatchOutcome:
     topic: str
     partition: int
     applied_offset: int = -1
-    ledger: bytes | memoryview = b""  # one Native block of LEDGER_COLUMNS (streams/native.py)
+    # one Native block of LEDGER_COLUMNS (streams/output/native.py)
+    ledger: bytes | memoryview = b""
     ledger_rows: int = 0  # rows of the block: one per accepted report and GPU holding
     ledger_samples: int = 0
     rollups: list[RollupRow] = field(default_factory=list)
     adjustments: list[AdjustmentRow] = field(default_factory=list)
-    # The same usage at the coarse grains (streams/grains.py), by grain name.
+    # The same usage at the coarse grains (streams/processing/grains.py), by grain name.
     coarse_rollups: dict[str, list[RollupRow]] = field(default_factory=dict)
     coarse_adjustments: dict[str, list[AdjustmentRow]] = field(default_factory=dict)
     gap_rows: list[GapRow] = field(default_factory=list)
-    node_rows: list[NodeProgressRow] = field(default_factory=list)  # streams/nodeprogress.py
+    # streams/processing/nodeprogress.py
+    node_rows: list[NodeProgressRow] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
     accepted_reports: int = 0
     accepted_samples: int = 0

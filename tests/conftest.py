@@ -12,8 +12,8 @@ from collections.abc import Iterator
 import pytest
 
 from stack import LocalStack, StackInfo
-from streams.settings import WorkerSettings
-from streams.topics import ensure_topics
+from streams.host.settings import WorkerSettings
+from streams.host.topics import ensure_topics
 from warehouse.client import Warehouse
 from warehouse.migrate import migrate
 

@@ -12,8 +12,8 @@ the history, and lets the operator watch it go. Running it again rewrites identi
 It is a step of its migration, run before the migration is recorded, so before any worker
 of the new layout has written (a worker refuses a database with pending migrations,
 ``warehouse/preflight.py``). After that it must not run: a worker adds late usage to
-the coarse windows still open (``streams/grains.py``), which the fill would count again as
-an adjustment.
+the coarse windows still open (``streams/processing/grains.py``), which the fill would
+count again as an adjustment.
 """
 
 from __future__ import annotations

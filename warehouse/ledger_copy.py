@@ -4,7 +4,7 @@ The ledger was one row per sample (0004, now ``usage_ledger_by_sample``), then o
 report with a sample's fields in arrays (0007, ``usage_ledger_reports``), then one packed
 row per report (0008 and 0012, ``usage_ledger_packed_0008`` and ``usage_ledger_packed``).
 Each is rewritten here as the worker writes today: a row per report and GPU holding, in
-``streams.native.holding_rows`` order, a month at a time with progress. Packed rows of
+``streams.output.native.holding_rows`` order, a month at a time with progress. Packed rows of
 ordinary size are converted in ClickHouse; a packed row of many holdings and samples
 (converting it in SQL costs holdings x samples) and the two older forms, which only early
 installations hold, are converted here in Python from the deduplicated rows. Nothing is
@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from core.units import US_PER_DAY, US_PER_SECOND, utc_datetime
-from streams.native import (
+from streams.output.native import (
     LEDGER_COLUMNS,
     LEDGER_HOLDING_COLUMNS,
     LEDGER_REPORT_COLUMNS,

@@ -12,8 +12,8 @@ from agent.publisher import ReportPublisher
 from agent.totals import EmittedTotals
 from meter.runner import WorkerProcess
 from schemas import ReportCodec
-from streams.progress import wait_until_consumed
-from streams.settings import WorkerSettings
+from streams.host.progress import wait_until_consumed
+from streams.host.settings import WorkerSettings
 from tests.factories import EXACT_AT_EVERY_GRAIN
 from warehouse.client import Warehouse
 from warehouse.totals import differences, grain_differences, ledger_totals

@@ -14,8 +14,8 @@ import pytest
 from bench.e2e import cpu_seconds
 from stack import broker
 from stack import process as proc
-from streams.settings import WorkerSettings
-from streams.topics import ensure_topics
+from streams.host.settings import WorkerSettings
+from streams.host.topics import ensure_topics
 from tests.e2e.agent_harness import (
     AgentProcess,
     emitted,

@@ -30,8 +30,8 @@ from billing.store import store_contracts
 from meter.demo import CONTRACTS_EXAMPLE, DEMO_PERIOD, DEMO_START_US
 from meter.runner import publish_fleet
 from stack.clickhouse import FINANCE_PASSWORD, FINANCE_USER
-from streams.settings import WorkerSettings
-from streams.topics import ensure_topics
+from streams.host.settings import WorkerSettings
+from streams.host.topics import ensure_topics
 from tests.browser import render
 from tests.e2e.harness import meter_backlog
 from tests.mutations import mutate

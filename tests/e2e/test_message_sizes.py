@@ -22,8 +22,8 @@ from core import reasons
 from core.units import US_PER_SECOND
 from meter.runner import WorkerProcess
 from schemas import ReportCodec
-from streams.dlq import parse_headers
-from streams.settings import MAX_MESSAGE_BYTES
+from streams.host.settings import MAX_MESSAGE_BYTES
+from streams.output.dlq import parse_headers
 from tests.e2e.harness import drain
 from tests.e2e.test_pipeline import _read_topic
 from tests.factories import EXACT_AT_EVERY_GRAIN

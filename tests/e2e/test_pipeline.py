@@ -13,8 +13,8 @@ from agent.totals import EmittedTotals
 from core import reasons
 from meter.runner import WorkerProcess, publish_fleet
 from schemas import ReportCodec
-from streams.dlq import parse_headers
-from streams.progress import wait_until_consumed
+from streams.host.progress import wait_until_consumed
+from streams.output.dlq import parse_headers
 from tests.factories import EXACT_AT_EVERY_GRAIN
 from warehouse.totals import grain_differences, rollup_totals
 

@@ -9,10 +9,10 @@ import pytest
 from billing.reconcile import reconcile
 from schemas import ReportCodec
 from streams.contract import ProcessorSettings, SourceMessage
-from streams.hotpath.processor import FastPartitionProcessor
-from streams.native import LEDGER_COLUMNS, LEDGER_TABLE
-from streams.sink import WarehouseSink
-from streams.state import PartitionState
+from streams.output.native import LEDGER_COLUMNS, LEDGER_TABLE
+from streams.output.sink import WarehouseSink
+from streams.processing.hotpath.processor import FastPartitionProcessor
+from streams.processing.state import PartitionState
 from tests.factories import TICK_US, make_report, make_sample
 from tests.mutations import mutate
 from warehouse.compaction import compact, not_compacted, partitions_read

@@ -27,9 +27,9 @@ from billing.reconcile import reconcile
 from billing.store import store_contracts
 from schemas import ReportCodec
 from streams.contract import ProcessorSettings, SourceMessage
-from streams.hotpath.processor import FastPartitionProcessor
-from streams.sink import WarehouseSink
-from streams.state import PartitionState
+from streams.output.sink import WarehouseSink
+from streams.processing.hotpath.processor import FastPartitionProcessor
+from streams.processing.state import PartitionState
 from tests.browser import render
 from tests.factories import TICK_US, make_report, make_sample
 from tests.integration.test_statements import ISSUER

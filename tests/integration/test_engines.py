@@ -354,9 +354,9 @@ def test_the_ledger_as_the_worker_writes_it_loads_alike_on_both_engines(engines,
     from agent.fleet import FleetSpec, fleet_reports
     from schemas import ReportCodec
     from streams.contract import ProcessorSettings, SourceMessage
-    from streams.hotpath.processor import FastPartitionProcessor
-    from streams.native import LEDGER_COLUMNS, LEDGER_TABLE
-    from streams.state import PartitionState
+    from streams.output.native import LEDGER_COLUMNS, LEDGER_TABLE
+    from streams.processing.hotpath.processor import FastPartitionProcessor
+    from streams.processing.state import PartitionState
 
     server, embedded = engines
     codec = ReportCodec()

@@ -1,5 +1,5 @@
-"""Whole fetch responses from the real broker (streams.fetch), read into blocks
-(streams.block), against what aiokafka's own per-record path reads from the same topic."""
+"""Whole fetch responses from the real broker (streams.intake.fetch), read into blocks
+(streams.intake.block), against what aiokafka's own per-record path reads from the same topic."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import random
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from streams import fetch
-from streams.block import MessageBlock
-from streams.fetch import RawFetch
-from streams.topics import ensure_topics
+from streams.host.topics import ensure_topics
+from streams.intake import fetch
+from streams.intake.block import MessageBlock
+from streams.intake.fetch import RawFetch
 
 pytestmark = pytest.mark.integration
 

@@ -8,9 +8,9 @@ import pytest
 from meter.status import collect, render
 from schemas import ReportCodec
 from streams.contract import ProcessorSettings
-from streams.hotpath.processor import FastPartitionProcessor
-from streams.sink import WarehouseSink
-from streams.state import PartitionState
+from streams.output.sink import WarehouseSink
+from streams.processing.hotpath.processor import FastPartitionProcessor
+from streams.processing.state import PartitionState
 from tests.factories import NOW_US, make_report, make_sample, messages
 
 pytestmark = pytest.mark.integration

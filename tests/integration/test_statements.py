@@ -146,7 +146,7 @@ def _late_usage(warehouse, tenant, sku, cluster, window, allocated):
 
 def _pipeline_closed_before(warehouse, when: str, partition: int = 0, offset: int = 0) -> None:
     """A partition state row as the worker writes it: its windows closed before ``when``."""
-    from streams.sink import STATE_COLUMNS
+    from streams.output.sink import STATE_COLUMNS
 
     closed_us = int(_at(when).timestamp()) * 1_000_000
     warehouse.insert(

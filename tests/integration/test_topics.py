@@ -6,8 +6,8 @@ import dataclasses
 
 import pytest
 
-from streams.settings import WorkerSettings
-from streams.worker import prepare_topics
+from streams.host.settings import WorkerSettings
+from streams.host.worker import prepare_topics
 from warehouse.client import ClickHouseSettings
 
 pytestmark = pytest.mark.integration
@@ -32,7 +32,7 @@ def test_an_unreachable_broker_is_one_clear_error_within_the_wait(tmp_path):
     import time
 
     from core.errors import MeterError
-    from streams.topics import ensure_topics
+    from streams.host.topics import ensure_topics
 
     with socket.socket() as closed:  # a port that was free a moment ago
         closed.bind(("127.0.0.1", 0))

@@ -3,10 +3,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from streams.aggregate import RollupKey
 from streams.contract import BatchOutcome, Rejection, RollupRow, SourceMessage
-from streams.sink import WarehouseSink, load_state
-from streams.state import PartitionState
+from streams.output.sink import WarehouseSink, load_state
+from streams.processing.aggregate import RollupKey
+from streams.processing.state import PartitionState
 from tests.factories import EXACT_AT_EVERY_GRAIN
 from warehouse import migrate as migrate_module
 from warehouse.client import ClickHouseSettings, Warehouse
@@ -103,7 +103,7 @@ def test_meter_status_reports_progress_gaps_and_rejections(stack, warehouse):
     import subprocess
     import sys
 
-    from streams.seqtrack import GapRow, NodeSeq
+    from streams.processing.seqtrack import GapRow, NodeSeq
 
     outcome = _outcome(10, version=3)
     outcome.gap_rows = [GapRow("sc1-node-00009", "b" * 36, 4, 6, T0_US, True, 3)]
@@ -243,8 +243,8 @@ def test_upgrading_every_earlier_ledger_copies_it_into_the_holdings_table_and_vi
     them beside what the worker writes now, and copying again changes nothing."""
     from schemas import ReportCodec
     from streams.contract import ProcessorSettings
-    from streams.hotpath.processor import FastPartitionProcessor
-    from streams.native import LEDGER_COLUMNS, LEDGER_TABLE
+    from streams.output.native import LEDGER_COLUMNS, LEDGER_TABLE
+    from streams.processing.hotpath.processor import FastPartitionProcessor
     from tests.factories import NOW_US, TICK_US, make_report, make_sample
     from warehouse.ledger_copy import SQL_CELLS, copy_ledger
     from warehouse.totals import ledger_totals
@@ -523,8 +523,8 @@ def test_upgrading_from_0008_with_data_fills_the_hour_and_day_rollups_and_resume
 
     from core.units import utc_datetime
     from streams.contract import ProcessorSettings
-    from streams.hotpath.processor import FastPartitionProcessor
-    from streams.sink import ADJUSTMENT_COLUMNS, ROLLUP_COLUMNS
+    from streams.output.sink import ADJUSTMENT_COLUMNS, ROLLUP_COLUMNS
+    from streams.processing.hotpath.processor import FastPartitionProcessor
     from tests.factories import messages, midnight_fleet
     from tests.unit.test_grains import cut
     from warehouse.backfill import backfill_coarse
@@ -633,10 +633,10 @@ def test_upgrading_from_0015_with_data_fills_the_month_rollups_and_resumes_exact
     import random
     import zlib
 
-    from streams import sink as sink_module
     from streams.contract import ProcessorSettings
-    from streams.hotpath.processor import FastPartitionProcessor
-    from streams.sink import state_row
+    from streams.output import sink as sink_module
+    from streams.output.sink import state_row
+    from streams.processing.hotpath.processor import FastPartitionProcessor
     from tests.factories import MONTH_MIDNIGHT, messages, midnight_fleet
     from tests.unit.test_grains import cut
     from warehouse.backfill import backfill_months
@@ -710,8 +710,8 @@ def test_a_worker_upgraded_after_a_kill_replays_what_the_old_one_wrote_exactly(
     import zlib
 
     from streams.contract import ProcessorSettings
-    from streams.hotpath.processor import FastPartitionProcessor
-    from streams.sink import state_row
+    from streams.output.sink import state_row
+    from streams.processing.hotpath.processor import FastPartitionProcessor
     from tests.factories import MIDNIGHT, messages, midnight_fleet
     from tests.unit.test_grains import cut
     from warehouse.totals import grain_differences
@@ -782,7 +782,7 @@ def test_a_worker_upgraded_after_a_kill_replays_what_the_old_one_wrote_exactly(
 def test_reconciliation_finds_a_coarse_rollup_that_is_not_the_sum_of_the_finer_ones(warehouse):
     """compare_grains_day: hours against their minutes, days against their hours; an hour
     partial that disagrees is found and named, counter by counter."""
-    from streams.sink import ROLLUP_COLUMNS
+    from streams.output.sink import ROLLUP_COLUMNS
     from warehouse.backfill import fill_day
     from warehouse.totals import compare_grains_day
 
@@ -857,8 +857,8 @@ def test_the_readme_ledger_queries_answer_beside_a_report_of_the_largest_size_ac
     from core.identity import ReportLimits
     from schemas import ReportCodec
     from streams.contract import ProcessorSettings
-    from streams.hotpath.processor import FastPartitionProcessor
-    from streams.native import LEDGER_COLUMNS, LEDGER_TABLE
+    from streams.output.native import LEDGER_COLUMNS, LEDGER_TABLE
+    from streams.processing.hotpath.processor import FastPartitionProcessor
     from tests.factories import NOW_US, make_report, make_sample
 
     day_us = 1_790_812_800_000_000  # 2026-10-01, the README's day
@@ -931,9 +931,9 @@ def test_the_fast_daily_comparison_agrees_with_the_detailed_one_and_misses_nothi
 
     from schemas import ReportCodec
     from streams.contract import ProcessorSettings
-    from streams.hotpath.processor import FastPartitionProcessor
-    from streams.native import LEDGER_COLUMNS, LEDGER_TABLE
-    from streams.sink import ROLLUP_COLUMNS
+    from streams.output.native import LEDGER_COLUMNS, LEDGER_TABLE
+    from streams.output.sink import ROLLUP_COLUMNS
+    from streams.processing.hotpath.processor import FastPartitionProcessor
     from tests.factories import NOW_US, TICK_US, make_report, make_sample
     from tests.mutations import mutate
     from warehouse.totals import compare_day, compare_grains_day, compare_ledger_day, period_keys
@@ -1020,8 +1020,8 @@ def test_reconcile_remembers_a_pass_only_while_the_data_it_read_is_unchanged(
     from schemas import ReportCodec
     from stack.clickhouse import FINANCE_PASSWORD, FINANCE_USER
     from streams.contract import ProcessorSettings
-    from streams.hotpath.processor import FastPartitionProcessor
-    from streams.sink import ROLLUP_COLUMNS
+    from streams.output.sink import ROLLUP_COLUMNS
+    from streams.processing.hotpath.processor import FastPartitionProcessor
     from tests.factories import NOW_US, TICK_US, make_report, make_sample
 
     codec = ReportCodec()

@@ -15,7 +15,7 @@ from agent.collectors import GpuUnit, TickReading
 from agent.errors import AllocationError
 from agent.report import tick_samples
 from core.identity import ReportLimits
-from streams.validate import validate_report
+from streams.processing.validate import validate_report
 
 T0 = 1_800_000_000_000_000
 TICK = 10_000_000

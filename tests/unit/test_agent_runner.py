@@ -18,9 +18,9 @@ from agent.spool import Spool
 from core.identity import ReportLimits
 from schemas import ReportCodec
 from streams.contract import BatchOutcome, SourceMessage
-from streams.outcome import observe_seq
-from streams.state import PartitionState
-from streams.validate import validate_report
+from streams.processing.outcome import observe_seq
+from streams.processing.state import PartitionState
+from streams.processing.validate import validate_report
 
 T0 = 1_800_000_000_000_000
 TICK = 10_000_000

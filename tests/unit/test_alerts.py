@@ -32,7 +32,7 @@ def test_every_alert_is_tested_and_names_only_metrics_the_code_exports():
     assert len(alerts) >= 8
     assert all(f"alertname: {a}" in tests for a in alerts), "an alert without a test"
     exported = set()
-    for module in ("streams/metrics.py", "agent/metrics.py"):
+    for module in ("streams/host/metrics.py", "agent/metrics.py"):
         exported |= set(re.findall(r"meter_[a-z_]+", (RULES.parents[1] / module).read_text()))
     used = set(re.findall(r"meter_[a-z_]+", rules))
     assert used <= exported, f"alerts on metrics nothing exports: {used - exported}"
@@ -51,7 +51,7 @@ def test_the_grafana_dashboard_is_valid_and_queries_only_exported_metrics(tmp_pa
     exprs = [t["expr"] for p in panels for t in p["targets"]]
     assert len(exprs) == len(panels)
     exported = set()
-    for module in ("streams/metrics.py", "agent/metrics.py"):
+    for module in ("streams/host/metrics.py", "agent/metrics.py"):
         exported |= set(re.findall(r"meter_[a-z_]+", (RULES.parents[1] / module).read_text()))
     used = {m for e in exprs for m in re.findall(r"meter_[a-z_]+", e)}
     assert used <= exported, f"panels on metrics nothing exports: {used - exported}"

@@ -14,8 +14,8 @@ import pytest
 
 from agent.fleet import FleetSpec, build_nodes, node_report
 from schemas import ReportCodec
-from streams.app import BatchHandler
-from streams.settings import WorkerSettings
+from streams.host.app import BatchHandler
+from streams.host.settings import WorkerSettings
 from warehouse.client import ClickHouseSettings
 
 PARTITIONS = 6
@@ -150,7 +150,7 @@ class RefusingLargeDeadLetters(AckingDeadLetters):
     async def send(self, key: bytes, value: bytes, headers: Any) -> asyncio.Future[None]:
         from aiokafka.errors import MessageSizeTooLargeError
 
-        from streams.dlq import parse_headers
+        from streams.output.dlq import parse_headers
 
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if len(value) > self.limit:

@@ -1,7 +1,7 @@
-"""Dead letters (streams/dlq.py): their headers round-trip."""
+"""Dead letters (streams/output/dlq.py): their headers round-trip."""
 
 from streams.contract import Rejection, SourceMessage
-from streams.dlq import dead_letter_headers, parse_headers
+from streams.output.dlq import dead_letter_headers, parse_headers
 from warehouse.client import ClickHouseSettings
 
 CH = ClickHouseSettings()

@@ -4,7 +4,7 @@ from agent.fleet import FleetSpec, build_nodes, fleet_reports
 from agent.totals import EmittedTotals
 from core.identity import UNALLOCATED, ReportLimits
 from schemas import ReportCodec
-from streams.validate import validate_report
+from streams.processing.validate import validate_report
 from tests.factories import NOW_US
 
 SPEC = FleetSpec(nodes=10, gpus_per_node=8, tenants=3, reports_per_node=4)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from streams.gputime import FORGET_STEP_US, GpuTime
+from streams.processing.gputime import FORGET_STEP_US, GpuTime
 
 U = FORGET_STEP_US // 10  # test times are in units of 6 minutes
 

@@ -1,4 +1,4 @@
-"""Hour, day and month rollups follow the minute rollups exactly (streams/grains.py).
+"""Hour, day and month rollups follow the minute rollups exactly (streams/processing/grains.py).
 
 At every version a coarse window's partial and adjustments hold exactly the usage of its
 minutes' partials and adjustments; a late piece adjusts a coarse window only once that
@@ -16,12 +16,19 @@ import pytest
 
 from core.units import US_PER_DAY, US_PER_MINUTE
 from schemas import ReportCodec
-from streams.aggregate import RollupKey
 from streams.contract import ProcessorSettings
-from streams.grains import COARSE_GRAINS, DAY, HOUR, MONTH, SEEDED_FROM_MINUTES, seed_from_finer
-from streams.hotpath.processor import FastPartitionProcessor
-from streams.processor import PartitionProcessor
-from streams.state import PartitionState
+from streams.processing.aggregate import RollupKey
+from streams.processing.grains import (
+    COARSE_GRAINS,
+    DAY,
+    HOUR,
+    MONTH,
+    SEEDED_FROM_MINUTES,
+    seed_from_finer,
+)
+from streams.processing.hotpath.processor import FastPartitionProcessor
+from streams.processing.processor import PartitionProcessor
+from streams.processing.state import PartitionState
 from tests.factories import (
     MIDNIGHT,
     MONTH_MIDNIGHT,

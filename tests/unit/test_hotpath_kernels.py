@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from core.identity import _NAME
-from streams.hotpath import kernels
+from streams.processing.hotpath import kernels
 
 NAME_BYTES = b"aZ09._:/- \x00\xff\xc3"
 
@@ -68,7 +68,7 @@ def test_the_warm_up_compiles_every_kernel_the_worker_calls():
     script = """
 import importlib, pkgutil, streams
 from numba.core.registry import CPUDispatcher
-from streams.hotpath.warmup import warm_up
+from streams.processing.hotpath.warmup import warm_up
 warm_up()
 # crc32c is called only from parse_records, compiled into it.
 for info in pkgutil.walk_packages(streams.__path__, "streams."):

@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 from core.units import US_PER_MINUTE, US_PER_SECOND
 from schemas import ReportCodec, load_released_versions
 from streams.contract import ProcessorSettings, SourceMessage
-from streams.hotpath.processor import FastPartitionProcessor
-from streams.processor import PartitionProcessor
-from streams.state import PartitionState
+from streams.processing.hotpath.processor import FastPartitionProcessor
+from streams.processing.processor import PartitionProcessor
+from streams.processing.state import PartitionState
 from tests.factories import NOW_US, make_report, make_sample
 from tests.malformed import malformed_messages
 

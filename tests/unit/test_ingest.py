@@ -9,8 +9,8 @@ from types import SimpleNamespace
 import pytest
 from aiokafka import TopicPartition
 
-from streams import ingest
-from streams.settings import WorkerSettings
+from streams.host.settings import WorkerSettings
+from streams.intake import ingest
 from warehouse.client import ClickHouseSettings
 
 

@@ -1,8 +1,8 @@
 from collections import Counter
 
 from streams.contract import ProcessorSettings, SourceMessage
-from streams.processor import PartitionProcessor
-from streams.state import PartitionState
+from streams.processing.processor import PartitionProcessor
+from streams.processing.state import PartitionState
 from tests.malformed import malformed_messages
 
 

@@ -1,4 +1,4 @@
-"""ClickHouse's Native block encoding of the ledger (streams/native.py)."""
+"""ClickHouse's Native block encoding of the ledger (streams/output/native.py)."""
 
 from warehouse.client import ClickHouseSettings
 
@@ -6,7 +6,7 @@ CH = ClickHouseSettings()
 
 
 def test_native_block_layout_of_strings_and_integers():
-    from streams.native import encode_block, uleb128
+    from streams.output.native import encode_block, uleb128
 
     assert uleb128(0) == b"\x00" and uleb128(127) == b"\x7f" and uleb128(300) == b"\xac\x02"
     rows = [("é" * 200, 2**64 - 1, 7, 1), ("", 0, 2**32 - 1, 0)]
@@ -30,7 +30,7 @@ def test_native_block_layout_of_strings_and_integers():
 
 
 def test_native_array_columns_are_end_offsets_then_all_elements():
-    from streams.native import encode_block
+    from streams.output.native import encode_block
 
     rows = [(["ab", "c"], [1, 2]), ([], []), (["d"], [3])]
     block = encode_block(("g", "v"), ("Array(String)", "Array(UInt32)"), rows)
@@ -47,7 +47,7 @@ def test_native_array_columns_are_end_offsets_then_all_elements():
 
 
 def test_a_report_has_a_ledger_row_per_gpu_holding_with_its_samples_in_report_order():
-    from streams.native import LEDGER_COLUMNS, holding_rows
+    from streams.output.native import LEDGER_COLUMNS, holding_rows
     from tests.factories import TICK_US, make_sample
 
     t0, t1 = 10**15, 10**15 + TICK_US

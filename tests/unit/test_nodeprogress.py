@@ -1,4 +1,4 @@
-"""Node progress rows (streams/nodeprogress.py): written for the nodes a batch moved, on
+"""Node progress rows (streams/processing/nodeprogress.py): written for the nodes a batch moved, on
 both processors, and never for a silent node, not even after the state is reloaded."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ import pytest
 
 from schemas import ReportCodec
 from streams.contract import ProcessorSettings
-from streams.hotpath.processor import FastPartitionProcessor
-from streams.processor import PartitionProcessor
-from streams.state import PartitionState
+from streams.processing.hotpath.processor import FastPartitionProcessor
+from streams.processing.processor import PartitionProcessor
+from streams.processing.state import PartitionState
 from tests.factories import NOW_US, make_report, make_sample, messages
 
 CODEC = ReportCodec()

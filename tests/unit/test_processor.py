@@ -5,11 +5,11 @@ import pytest
 from core import reasons
 from core.units import US_PER_MINUTE, US_PER_SECOND
 from schemas import ReportCodec
-from streams.aggregate import RollupKey, aggregate_reports
 from streams.contract import ProcessorSettings
-from streams.hotpath.processor import FastPartitionProcessor
-from streams.processor import PartitionProcessor
-from streams.state import PartitionState
+from streams.processing.aggregate import RollupKey, aggregate_reports
+from streams.processing.hotpath.processor import FastPartitionProcessor
+from streams.processing.processor import PartitionProcessor
+from streams.processing.state import PartitionState
 from tests.factories import TICK_US, make_report, make_sample, messages
 
 T0 = make_sample()["tick_start_us"]  # minute-aligned

@@ -1,5 +1,6 @@
-"""Fetched record batches read in compiled code (streams.records, streams.block) against
-aiokafka's own reader, on batches built by aiokafka's own writer."""
+"""Fetched record batches read in compiled code (streams.intake.records,
+streams.intake.block) against aiokafka's own reader, on batches built by aiokafka's own
+writer."""
 
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from aiokafka.record.memory_records import MemoryRecords
 from aiokafka.record.util import calc_crc32c
 
-from streams.block import MessageBlock, next_offset
 from streams.errors import CorruptFetchError
-from streams.fetch import RawFetch
-from streams.records import CRC32C_TABLES, NOT_PLAIN, PLAIN, crc32c, scan_batches
+from streams.intake.block import MessageBlock, next_offset
+from streams.intake.fetch import RawFetch
+from streams.intake.records import CRC32C_TABLES, NOT_PLAIN, PLAIN, crc32c, scan_batches
 
 US_PER_MS = 1000
 

@@ -1,10 +1,10 @@
-"""The worker's settings (streams/settings.py), validated once."""
+"""The worker's settings (streams/host/settings.py), validated once."""
 
 import pytest
 
 from core.errors import ConfigError
 from streams.contract import ProcessorSettings
-from streams.settings import WorkerSettings
+from streams.host.settings import WorkerSettings
 from warehouse.client import ClickHouseSettings
 
 CH = ClickHouseSettings()

@@ -11,9 +11,9 @@ import pytest
 
 from schemas import ReportCodec
 from streams.contract import ProcessorSettings, SourceMessage
-from streams.hotpath.processor import FastPartitionProcessor
-from streams.sink import WarehouseSink, state_row
-from streams.state import PartitionState
+from streams.output.sink import WarehouseSink, state_row
+from streams.processing.hotpath.processor import FastPartitionProcessor
+from streams.processing.state import PartitionState
 from tests.factories import NOW_US, make_report, make_sample
 from warehouse.errors import SinkError
 

@@ -4,7 +4,7 @@ from core import reasons
 from core.errors import RejectedReport
 from core.identity import ReportLimits
 from core.units import US_PER_SECOND
-from streams.validate import validate_report
+from streams.processing.validate import validate_report
 from tests.factories import NOW_US, TICK_US, make_report, make_sample
 
 LIMITS = ReportLimits()

@@ -1,5 +1,5 @@
 -- Towards committed GPUs a MIG instance counts as its fraction of its parent GPU: an
--- "<N>g" profile is N/7 of the GPU (streams/validate.py, billing/README.md). allocated_us
+-- "<N>g" profile is N/7 of the GPU (streams/processing/validate.py, billing/README.md). allocated_us
 -- is now whole-GPU-equivalent time (rounded down to the µs); mig_slice_us is the slices'
 -- time as metered, shown apart. Every statement here can run again.
 DROP TABLE IF EXISTS contract_position_by_month;

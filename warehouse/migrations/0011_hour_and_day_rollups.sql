@@ -1,5 +1,5 @@
 -- Usage at hour and day grain beside the minute tables, written by the worker in the same
--- scheme (streams/grains.py): cumulative partials per source partition with version = the
+-- scheme (streams/processing/grains.py): cumulative partials per source partition with version = the
 -- input offset applied through, and late usage per (window, late report). A day or month
 -- question reads 60 or 1,440 times fewer rows. warehouse/backfill.py fills both grains
 -- from the minute tables for rows written before this migration.

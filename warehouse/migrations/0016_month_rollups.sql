@@ -1,5 +1,5 @@
 -- Usage at calendar-month grain beside the hour and day tables, written by the worker in
--- the same scheme (streams/grains.py): cumulative partials per source partition with
+-- the same scheme (streams/processing/grains.py): cumulative partials per source partition with
 -- version = the input offset applied through, and late usage per (month, late report).
 -- A month question then reads a few thousand rows a month instead of every day of every
 -- month: the commitment position joins usage with the contracts, and ClickHouse 18.16

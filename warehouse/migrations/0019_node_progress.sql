@@ -1,4 +1,4 @@
--- Where each node stands (streams/nodeprogress.py): its latest seq, open gaps and when its
+-- Where each node stands (streams/processing/nodeprogress.py): its latest seq, open gaps and when its
 -- reports last arrived, per (node, boot, source partition), written by the worker beside
 -- every batch for the nodes the batch moved. Version: the partition's applied offset, so
 -- a replayed batch rewrites the same rows.

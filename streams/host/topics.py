@@ -8,10 +8,10 @@ from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from core.errors import MeterError
-from streams.settings import DLQ_HEADROOM_BYTES, MAX_MESSAGE_BYTES
+from streams.host.settings import DLQ_HEADROOM_BYTES, MAX_MESSAGE_BYTES
 
 # Kafka's per-topic limit on a record batch; its default (about 1 MB) is below what agents
-# and dead letters send (streams/settings.py). The local broker stores it and has no limit.
+# and dead letters send (streams/host/settings.py). The local broker stores it and has no limit.
 TOPIC_CONFIGS = {"max.message.bytes": str(MAX_MESSAGE_BYTES + DLQ_HEADROOM_BYTES)}
 
 

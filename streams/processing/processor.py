@@ -1,7 +1,7 @@
 """One input partition's processing: decode → validate → dedupe → aggregate.
 
 Parameters (:class:`~streams.contract.ProcessorSettings`), logic
-(:class:`PartitionProcessor`) and state (:class:`~streams.state.PartitionState`) are
+(:class:`PartitionProcessor`) and state (:class:`~streams.processing.state.PartitionState`) are
 separate objects. No Kafka, no ClickHouse: a batch of ``SourceMessage`` in, a
 ``BatchOutcome`` out (the carrier types are in ``streams/contract.py``).
 
@@ -24,17 +24,17 @@ from typing import Any
 from core import reasons
 from core.errors import RejectedReport
 from schemas import ReportCodec
-from streams.aggregate import RollupKey, add_into, sample_pieces
 from streams.contract import (
     AdjustmentRow,
     BatchOutcome,
     ProcessorSettings,
     SourceMessage,
 )
-from streams.grains import OnTime
-from streams.native import LEDGER_COLUMNS, LEDGER_TYPES, encode_block, holding_rows
-from streams.nodeprogress import progress_rows
-from streams.outcome import (
+from streams.output.native import LEDGER_COLUMNS, LEDGER_TYPES, encode_block, holding_rows
+from streams.processing.aggregate import RollupKey, add_into, sample_pieces
+from streams.processing.grains import OnTime
+from streams.processing.nodeprogress import progress_rows
+from streams.processing.outcome import (
     count_outcome,
     finish_rollups,
     forget_metered_time,
@@ -42,9 +42,9 @@ from streams.outcome import (
     reject,
     rejection_from,
 )
-from streams.seqtrack import SeqVerdict
-from streams.state import PartitionState
-from streams.validate import is_empty_tick, validate_report
+from streams.processing.seqtrack import SeqVerdict
+from streams.processing.state import PartitionState
+from streams.processing.validate import is_empty_tick, validate_report
 
 
 class PartitionProcessor:

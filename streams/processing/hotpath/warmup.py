@@ -12,12 +12,12 @@ import numpy as np
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from schemas import ReportCodec
-from streams.block import MessageBlock
 from streams.contract import ProcessorSettings, SourceMessage
-from streams.fetch import RawFetch
-from streams.hotpath.processor import FastPartitionProcessor
-from streams.records import scan_batches
-from streams.state import PartitionState
+from streams.intake.block import MessageBlock
+from streams.intake.fetch import RawFetch
+from streams.intake.records import scan_batches
+from streams.processing.hotpath.processor import FastPartitionProcessor
+from streams.processing.state import PartitionState
 
 
 def warm_up() -> float:

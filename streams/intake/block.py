@@ -16,8 +16,8 @@ import numpy as np
 
 from streams.contract import SourceMessage
 from streams.errors import CorruptFetchError
-from streams.fetch import RawFetch
-from streams.records import CORRUPT, CRC32C_TABLES, parse_records
+from streams.intake.fetch import RawFetch
+from streams.intake.records import CORRUPT, CRC32C_TABLES, parse_records
 
 US_PER_MS = 1000
 

@@ -5,7 +5,7 @@ A Faust agent receives one message at a time: per message, Faust's consumer hand
 the event loop, creates futures and wakes the stream (docs/BROKER.md: a no-op agent moves
 ~5k messages/s with a core at 100 %). The hot path wants thousands of messages per call,
 so the worker reads its topic with aiokafka (the client Faust itself is built on), whose
-``getmany`` here hands out each partition's fetch responses whole (``streams.fetch``);
+``getmany`` here hands out each partition's fetch responses whole (``streams.intake.fetch``);
 several fetches make one batch of ``batch_max_messages``, give or take one fetch. Faust
 still hosts the worker: lifecycle, the dead-letter producer, the metrics page and timers.
 Processing a batch overlaps writing the one before (see :class:`BatchSource`).
@@ -28,15 +28,15 @@ from typing import Any, Generic, TypeVar
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
-from streams import fetch
-from streams.block import next_offset
-from streams.fetch import RawFetch
-from streams.settings import MAX_MESSAGE_BYTES, WorkerSettings
+from streams.host.settings import MAX_MESSAGE_BYTES, WorkerSettings
+from streams.intake import fetch
+from streams.intake.block import next_offset
+from streams.intake.fetch import RawFetch
 
 log = logging.getLogger(__name__)
 
 # What getmany returns: per partition, RawFetch items and aiokafka's records, in offset
-# order; a streams.block.MessageBlock is made of them on the processing thread.
+# order; a streams.intake.block.MessageBlock is made of them on the processing thread.
 Records = dict[TopicPartition, list[Any]]
 Batch = dict[int, list[Any]]  # the same, by partition number
 Job = TypeVar("Job")  # what prepare hands to write
@@ -94,7 +94,7 @@ class BatchSource(Generic[Job]):
             heartbeat_interval_ms=round(s.heartbeat_interval_s * 1000),
             fetch_max_bytes=_FETCH_MAX_BYTES,
             max_partition_fetch_bytes=_PARTITION_FETCH_MAX_BYTES,
-            # Whole fetch responses, read on the processing thread (streams.fetch).
+            # Whole fetch responses, read on the processing thread (streams.intake.fetch).
             value_deserializer=fetch.raw_values,
         )
         fetch.install()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from streams.state import PartitionState
+from streams.processing.state import PartitionState
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """The hot path's partition processor: same contract and output as
-:class:`streams.processor.PartitionProcessor`, its readable twin.
+:class:`streams.processing.processor.PartitionProcessor`, its readable twin.
 
 Per batch: one compiled decode of all frames, compiled checks, string interning by hash,
 then one Python step per *message* (seq dedupe and event-time progress, which are
@@ -23,8 +23,6 @@ from core.errors import RejectedReport
 from core.identity import is_known_sku, is_valid_tenant
 from core.windows import split_counters
 from schemas import ReportCodec, load_released_versions
-from streams.aggregate import SUMMED, RollupKey, add_into
-from streams.block import MessageBlock
 from streams.contract import (
     AdjustmentRow,
     BatchOutcome,
@@ -32,10 +30,8 @@ from streams.contract import (
     Rejection,
     SourceMessage,
 )
-from streams.grains import OnTime
-from streams.hotpath import decode as d
-from streams.hotpath import kernels as k
-from streams.native import (
+from streams.intake.block import MessageBlock
+from streams.output.native import (
     LEDGER_COLUMNS,
     LEDGER_HOLDING_COLUMNS,
     LEDGER_REPORT_COLUMNS,
@@ -43,12 +39,22 @@ from streams.native import (
     LEDGER_TYPES,
     column_header,
 )
-from streams.nodeprogress import progress_rows
-from streams.outcome import count_outcome, finish_rollups, forget_metered_time, observe_seq, reject
-from streams.processor import PartitionProcessor
-from streams.seqtrack import SeqVerdict
-from streams.state import PartitionState
-from streams.validate import validate_report
+from streams.processing.aggregate import SUMMED, RollupKey, add_into
+from streams.processing.grains import OnTime
+from streams.processing.hotpath import decode as d
+from streams.processing.hotpath import kernels as k
+from streams.processing.nodeprogress import progress_rows
+from streams.processing.outcome import (
+    count_outcome,
+    finish_rollups,
+    forget_metered_time,
+    observe_seq,
+    reject,
+)
+from streams.processing.processor import PartitionProcessor
+from streams.processing.seqtrack import SeqVerdict
+from streams.processing.state import PartitionState
+from streams.processing.validate import validate_report
 
 _V1 = next(v for v in load_released_versions() if v.version == 1)
 _FINGERPRINT = np.frombuffer(_V1.fingerprint, np.uint8)
@@ -94,7 +100,7 @@ _SAFE_PRODUCT = 2**62
 
 @dataclass
 class Decoded:
-    """Columns of one decoded batch (see streams.hotpath.decode)."""
+    """Columns of one decoded batch (see streams.processing.hotpath.decode)."""
 
     buf: np.ndarray
     m_start: np.ndarray  # where each message's frame starts in buf

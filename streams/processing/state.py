@@ -14,15 +14,15 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from streams.aggregate import RollupKey
-from streams.gputime import GpuTime
-from streams.grains import CoarseWindows, empty_coarse
-from streams.grains import evict_closed as evict_closed_coarse
-from streams.seqtrack import GapRow, NodeSeq, SeqVerdict
+from streams.processing.aggregate import RollupKey
+from streams.processing.gputime import GpuTime
+from streams.processing.grains import CoarseWindows, empty_coarse
+from streams.processing.grains import evict_closed as evict_closed_coarse
+from streams.processing.seqtrack import GapRow, NodeSeq, SeqVerdict
 
-# 2: boots' lead-ins and deferred ranges (streams/seqtrack.py) and each GPU's metered time
-# (streams/gputime.py). 3: the open hour and day windows (streams/grains.py). 4: the open
-# month windows. 5: the offset after which late pieces join the coarse windows still open.
+# 2: boots' lead-ins and deferred ranges (seqtrack.py) and each GPU's metered time
+# (gputime.py). 3: the open hour and day windows (grains.py). 4: the open month windows.
+# 5: the offset after which late pieces join the coarse windows still open.
 # Formats 1 to 4 are still read; what they lack is rebuilt from the warehouse on load.
 SNAPSHOT_FORMAT = 5
 READABLE_FORMATS = (1, 2, 3, 4, 5)
@@ -42,11 +42,11 @@ class PartitionState:
     gpu_time: GpuTime = field(default_factory=GpuTime)  # what each GPU has been metered for
     coarse: CoarseWindows = field(default_factory=empty_coarse)  # open hour, day, month windows
     # The coarse grains a snapshot did not keep: they must be rebuilt from the warehouse
-    # before the next batch (streams/sink.py).
+    # before the next batch (streams/output/sink.py).
     unseeded: frozenset[str] = field(default=frozenset(), compare=False)
     # Late pieces of the messages after this offset join the coarse windows still open
-    # (streams/grains.py); at or before it a worker that made them late at every grain may
-    # already have written them so. None: not yet known (a state of format 4 or older,
+    # (grains.py); at or before it a worker that made them late at every grain may already
+    # have written them so. None: not yet known (a state of format 4 or older,
     # until the warehouse says how far its worker wrote; meanwhile nothing joins).
     late_folds_after: int | None = -1
     # node_id -> its boots in ``nodes``: derived, not stored.
@@ -54,7 +54,7 @@ class PartitionState:
         default_factory=dict, init=False, repr=False, compare=False
     )
     # (node, boot) -> (next seq, open gaps) as last written to node_progress
-    # (streams/nodeprogress.py): derived, not stored; a loaded state starts from its nodes.
+    # (nodeprogress.py): derived, not stored; a loaded state starts from its nodes.
     node_marks: dict[tuple[str, str], tuple[int, int]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
@@ -94,7 +94,7 @@ class PartitionState:
         self, node_id: str, boot_id: str, seq: int, seen_us: int, offset: int
     ) -> tuple[SeqVerdict, list[GapRow]]:
         """Judge a report's seq for its (node, boot) and link the node's boots
-        (``streams/seqtrack.py``): a duplicate, or new, with the gap rows it changed."""
+        (``streams/processing/seqtrack.py``): a duplicate, or new, with the gap rows it changed."""
         tracker = self.nodes.get((node_id, boot_id))
         if tracker is None:
             tracker = self._first_seen(node_id, boot_id, seq)

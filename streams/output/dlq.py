@@ -4,7 +4,7 @@ The value is the message exactly as received (so it can be re-driven after a fix
 headers carry the machine-readable reason, where the message came from, its size and its
 SHA-256, in the manner of Kafka Connect's ``__connect.errors.*`` headers.
 
-A message larger than the pipeline's limit (:data:`streams.settings.MAX_MESSAGE_BYTES`,
+A message larger than the pipeline's limit (:data:`streams.host.settings.MAX_MESSAGE_BYTES`,
 which a broker without a limit of its own can exceed), or one the broker refuses as too
 large for the dead-letter topic, is dead-lettered as a *stub*: the same headers, with
 ``payload = truncated``, and only its first :data:`STUB_BYTES` as the value. The whole
@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 
 from streams.contract import Rejection
-from streams.settings import MAX_MESSAGE_BYTES
+from streams.host.settings import MAX_MESSAGE_BYTES
 
 HEADER_PREFIX = "meter.error."
 # What a stub keeps of an oversized payload: enough to see what it was.

@@ -6,10 +6,10 @@ import logging
 
 import faust
 
-from streams.app import create_app
-from streams.hotpath.warmup import warm_up
-from streams.settings import WorkerSettings
-from streams.topics import ensure_topics
+from streams.host.app import create_app
+from streams.host.settings import WorkerSettings
+from streams.host.topics import ensure_topics
+from streams.processing.hotpath.warmup import warm_up
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from warehouse.client import ClickHouseSettings
 # partition and the dead-letter producer (plus DLQ_HEADROOM_BYTES for the headers). The
 # agent's producer stays far below it (agent/sender.py). A broker without a limit of its own
 # (the local one) can deliver larger messages: they are metered like any other, and a
-# rejected one is dead-lettered as a stub (streams/dlq.py).
+# rejected one is dead-lettered as a stub (streams/output/dlq.py).
 MAX_MESSAGE_BYTES = 16 << 20
 DLQ_HEADROOM_BYTES = 64 << 10
 

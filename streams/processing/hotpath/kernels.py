@@ -1,8 +1,8 @@
 """Compiled per-sample work after decoding: checks, string hashing, routing, the ledger.
 
-Each kernel mirrors a rule of the readable path (``streams/validate.py``,
-``streams/processor.py``, ``streams/native.py``). A check that fails only marks the
-message INVALID; the exact reason always comes from the readable path. Kernels release
+Each kernel mirrors a rule of the readable path (``streams/processing/validate.py``,
+``streams/processing/processor.py``, ``streams/output/native.py``). A check that fails only
+marks the message INVALID; the exact reason always comes from the readable path. Kernels release
 the GIL (``nogil``): the worker processes a batch on a thread while its event loop goes on
 fetching the next one.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from streams.hotpath.decode import (
+from streams.processing.hotpath.decode import (
     INVALID,
     OK,
     S_GPU,
@@ -64,7 +64,7 @@ def _is_utf8(buf, off, n):
     return True
 
 
-# Per byte of a name (streams.validate._NAME): 3 may start it, 1 may follow, 0 never
+# Per byte of a name (streams.processing.validate._NAME): 3 may start it, 1 may follow, 0 never
 # (odd for every allowed byte, so that AND over a name's bytes is 0 when one is not).
 _NAME_BYTE = np.zeros(256, np.uint8)
 _NAME_BYTE[[ord(c) for c in "._:/-"]] = 1
@@ -116,7 +116,7 @@ def _same_bytes(buf, a, b, n):
 @njit(cache=True, inline="always")
 def _name_hash(buf, off, n):
     """:func:`_hash` of a string, and whether it is a name ([A-Za-z0-9][A-Za-z0-9._:/-]{0,127},
-    as streams.validate._NAME)."""
+    as streams.processing.validate._NAME)."""
     allowed = np.uint8(1)
     start = np.uint64(off)
     for i in range(np.uint64(1), np.uint64(n)):  # no branch per byte: folds the classes
@@ -566,7 +566,7 @@ def ledger_native(
     header,
     header_off,
 ):
-    """One Native block (streams/native.py) of the selected samples: a row per report and
+    """One Native block (streams/output/native.py) of the selected samples: a row per report and
     distinct GPU holding, reports in order, a report's holdings in order of first
     appearance. Per-row columns hold one value per row (from the holding's first sample
     and its report); array columns hold, per row, one element per sample of the holding,
@@ -749,7 +749,7 @@ def meter_time(
     closed_before_at,
     runs,
 ):
-    """The overlap check and event time of streams.processor, message by message from
+    """The overlap check and event time of streams.processing.processor, message by message from
     ``begin``, for the messages whose seq made them ``candidate``s.
 
     A message is accepted when each tick (after the horizon: event time less

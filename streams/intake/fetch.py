@@ -1,7 +1,7 @@
 """Whole fetch responses from aiokafka, for the consumers that ask for them.
 
 aiokafka makes a Python object per record on the event loop; the worker wants a
-partition's fetched bytes as they are (``streams.records`` reads them on the processing
+partition's fetched bytes as they are (``streams.intake.records`` reads them on the processing
 thread). aiokafka has no public way to hand them out, so :func:`install` wraps the two
 names its fetcher builds a partition's records with, and only for consumers created with
 ``value_deserializer=raw_values``: such a consumer's ``getmany`` returns, per partition,
@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from streams.records import PLAIN, scan_batches
+from streams.intake.records import PLAIN, scan_batches
 
 log = logging.getLogger(__name__)
 _installed = False

@@ -8,7 +8,7 @@ length bounds-checked and every batch's CRC-32C verified, as aiokafka does by de
 
 Only plain batches are read here: magic 2, uncompressed, neither transactional nor
 control. A fetch holding anything else is left to aiokafka's own path (see
-``streams.fetch``), so compressed or transactional topics are still read, just slower.
+``streams.intake.fetch``), so compressed or transactional topics are still read, just slower.
 """
 
 from __future__ import annotations

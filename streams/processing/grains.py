@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 from core.units import US_PER_DAY, US_PER_MINUTE
 from core.windows import month_end, month_start
-from streams.aggregate import RollupKey, add_into
+from streams.processing.aggregate import RollupKey, add_into
 
 US_PER_HOUR = 60 * US_PER_MINUTE
 

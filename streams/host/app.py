@@ -1,6 +1,6 @@
 """The Faust application: built by :func:`create_app`, never a module-level singleton.
 
-The usage topic is read a batch at a time by :class:`~streams.ingest.BatchSource`, not by
+The usage topic is read a batch at a time by :class:`~streams.intake.ingest.BatchSource`, not by
 a Faust agent: Faust's per-message path caps an agent at a few thousand messages per second
 (docs/BROKER.md). Faust hosts the worker around it: lifecycle and signals, the dead-letter
 producer, the metrics page and the progress timer; its own consumer is not started.
@@ -30,15 +30,15 @@ from aiokafka.errors import MessageSizeTooLargeError
 from faust.app.base import BootStrategy
 from faust.exceptions import ProducerSendError
 
-from streams import metrics
-from streams.block import MessageBlock
 from streams.contract import BatchOutcome
-from streams.dlq import dead_letter_record
-from streams.hotpath.processor import FastPartitionProcessor
-from streams.ingest import Batch, BatchSource
-from streams.processor import PartitionProcessor
-from streams.settings import DLQ_HEADROOM_BYTES, MAX_MESSAGE_BYTES, WorkerSettings
-from streams.sink import StateRow, WarehouseSink, load_state, state_row
+from streams.host import metrics
+from streams.host.settings import DLQ_HEADROOM_BYTES, MAX_MESSAGE_BYTES, WorkerSettings
+from streams.intake.block import MessageBlock
+from streams.intake.ingest import Batch, BatchSource
+from streams.output.dlq import dead_letter_record
+from streams.output.sink import StateRow, WarehouseSink, load_state, state_row
+from streams.processing.hotpath.processor import FastPartitionProcessor
+from streams.processing.processor import PartitionProcessor
 from warehouse.client import Warehouse
 
 log = logging.getLogger(__name__)
@@ -131,7 +131,7 @@ class BatchHandler:
 
         A record the broker refuses as too large (a dead-letter topic with a smaller limit
         than ours) is sent again as a stub, so that a poison message never stops the
-        partition; the whole payload is in ``rejected_reports`` (streams/dlq.py).
+        partition; the whole payload is in ``rejected_reports`` (streams/output/dlq.py).
         """
         pending = []
         for rejection in outcome.rejections:

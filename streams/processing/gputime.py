@@ -2,8 +2,8 @@
 
 Agents promise that a GPU's ticks tile time. The pipeline enforces it: a report whose
 ticks overlap time already metered for one of its GPUs (or MIG instances, each by its own
-uuid) is refused whole as ``overlapping_time`` (``streams/processor.py``); one whose ticks
-overlap each other is refused by validation.
+uuid) is refused whole as ``overlapping_time`` (``streams/processing/processor.py``); one
+whose ticks overlap each other is refused by validation.
 
 Per GPU the metered time is a few disjoint ranges (one, plus one more per outage or
 missing report), kept as a flat sorted list ``[start0, end0, start1, end1, ...]`` with

@@ -17,11 +17,11 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from datetime import UTC, datetime
 
 from core.units import US_PER_SECOND, utc_datetime
-from streams.aggregate import SAMPLE_COUNT, RollupKey
 from streams.contract import BatchOutcome
-from streams.grains import DAY, HOUR, MONTH, SEEDED_FROM_MINUTES, seed_from_finer
-from streams.native import LEDGER_COLUMNS, LEDGER_TABLE
-from streams.state import PartitionState
+from streams.output.native import LEDGER_COLUMNS, LEDGER_TABLE
+from streams.processing.aggregate import SAMPLE_COUNT, RollupKey
+from streams.processing.grains import DAY, HOUR, MONTH, SEEDED_FROM_MINUTES, seed_from_finer
+from streams.processing.state import PartitionState
 from warehouse.client import Warehouse
 
 ROLLUP_COLUMNS = (
@@ -290,7 +290,7 @@ def written_late_through(warehouse: Warehouse, state: PartitionState) -> int:
     """The last offset whose late usage this partition's rows may hold as an adjustment at
     every grain: a state of format 4 or older was saved by a worker that wrote late usage
     so, and it may have written batches past its state before it stopped. Their replay
-    must decide the same (streams/grains.py); later messages join open windows."""
+    must decide the same (streams/processing/grains.py); later messages join open windows."""
     union = " UNION ALL ".join(
         f"SELECT source_offset FROM {table} WHERE source_partition = %(p)s "
         "AND source_offset > %(applied)s"

@@ -23,7 +23,7 @@ from core.identity import (
     is_valid_tenant,
 )
 from core.units import INT64_MAX, US_PER_SECOND
-from streams.aggregate import SUMMED
+from streams.processing.aggregate import SUMMED
 
 INT32_MAX = 2**31 - 1
 

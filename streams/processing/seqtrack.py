@@ -20,7 +20,7 @@ lead-in (reports arrived out of order). Such a boot *defers* that range to the l
 owner: its reports there close the owner's gap instead of opening gaps of its own, and
 which of them it has delivered is kept apart (``deferred_seen``), so a duplicate is
 still judged by the report's own (node, boot, seq). Every order of arrival therefore ends
-with the seqs never delivered open, each in one gap (``streams/state.py`` links the
+with the seqs never delivered open, each in one gap (``streams/processing/state.py`` links the
 boots; ``tests/unit/test_processor.py``).
 """
 

@@ -1,8 +1,8 @@
 """What both processors do the same way with a batch: the seq rule for refused reports,
 the rejection records, the rollup rows at every grain, the partition's counters.
 
-The readable twin (``streams/processor.py``) and the compiled hot path
-(``streams/hotpath/processor.py``) decide the same things; what they decide alike is
+The readable twin (``streams/processing/processor.py``) and the compiled hot path
+(``streams/processing/hotpath/processor.py``) decide the same things; what they decide alike is
 written once, here.
 """
 
@@ -20,9 +20,9 @@ from streams.contract import (
     RollupRow,
     SourceMessage,
 )
-from streams.grains import COARSE_GRAINS, OnTime
-from streams.seqtrack import SeqVerdict
-from streams.state import PartitionState
+from streams.processing.grains import COARSE_GRAINS, OnTime
+from streams.processing.seqtrack import SeqVerdict
+from streams.processing.state import PartitionState
 
 
 def reject(
