@@ -14,7 +14,7 @@ spells a row's arrays out with one ARRAY JOIN: a sample costs the same whatever 
 its report, and the tenant, SKU and report start are columns the table is sorted by.
 
 The readable twin encodes here; the hot path encodes the same bytes in a compiled kernel
-(``streams.processing.hotpath.kernels.ledger_native``). Byte equality is part of the parity test.
+(``streams.processing.hotpath.ledger.ledger_native``). Byte equality is part of the parity test.
 """
 
 from __future__ import annotations

@@ -41,8 +41,8 @@ from streams.output.native import (
 )
 from streams.processing.aggregate import SUMMED, RollupKey, add_into
 from streams.processing.grains import OnTime
+from streams.processing.hotpath import checks, ledger, strings, windows
 from streams.processing.hotpath import decode as d
-from streams.processing.hotpath import kernels as k
 from streams.processing.nodeprogress import progress_rows
 from streams.processing.outcome import (
     count_outcome,
@@ -58,37 +58,37 @@ from streams.processing.validate import validate_report
 
 _V1 = next(v for v in load_released_versions() if v.version == 1)
 _FINGERPRINT = np.frombuffer(_V1.fingerprint, np.uint8)
-# Where each ledger column comes from (see kernels.ledger_native).
+# Where each ledger column comes from (see ledger.ledger_native).
 _LEDGER_SOURCES = {
-    "node_id": (k.MSG_STRING, 0),
-    "boot_id": (k.MSG_STRING, 1),
-    "seq": (k.MSG_LONG, 0),
-    "cluster": (k.MSG_STRING, 2),
-    "interval_start_us": (k.MSG_LONG, 1),
-    "interval_end_us": (k.MSG_LONG, 2),
-    "source_partition": (k.PARTITION, 0),
-    "source_offset": (k.OFFSET, 0),
-    "gpu_uuid": (k.SAMPLE_STRING, d.S_GPU),
-    "gpu_index": (k.SAMPLE_VALUE, d.V_GPU_INDEX),
-    "sku": (k.SAMPLE_STRING, d.S_SKU),
-    "tenant_id": (k.SAMPLE_STRING, d.S_TENANT),
-    "job_id": (k.SAMPLE_STRING, d.S_JOB),
-    "tick_start_us": (k.SAMPLE_VALUE, d.V_TICK_START),
-    "tick_end_us": (k.SAMPLE_VALUE, d.V_TICK_END),
-    "allocated_us": (k.SAMPLE_VALUE, d.V_ALLOC),
-    "busy_us": (k.SAMPLE_VALUE, d.V_BUSY),
-    "unhealthy_us": (k.SAMPLE_VALUE, d.V_UNHEALTHY),
-    "energy_mj": (k.SAMPLE_VALUE, d.V_ENERGY),
-    "memory_peak_bytes": (k.SAMPLE_VALUE, d.V_MEMORY),
-    "late": (k.LATE, 0),
+    "node_id": (ledger.MSG_STRING, 0),
+    "boot_id": (ledger.MSG_STRING, 1),
+    "seq": (ledger.MSG_LONG, 0),
+    "cluster": (ledger.MSG_STRING, 2),
+    "interval_start_us": (ledger.MSG_LONG, 1),
+    "interval_end_us": (ledger.MSG_LONG, 2),
+    "source_partition": (ledger.PARTITION, 0),
+    "source_offset": (ledger.OFFSET, 0),
+    "gpu_uuid": (ledger.SAMPLE_STRING, d.S_GPU),
+    "gpu_index": (ledger.SAMPLE_VALUE, d.V_GPU_INDEX),
+    "sku": (ledger.SAMPLE_STRING, d.S_SKU),
+    "tenant_id": (ledger.SAMPLE_STRING, d.S_TENANT),
+    "job_id": (ledger.SAMPLE_STRING, d.S_JOB),
+    "tick_start_us": (ledger.SAMPLE_VALUE, d.V_TICK_START),
+    "tick_end_us": (ledger.SAMPLE_VALUE, d.V_TICK_END),
+    "allocated_us": (ledger.SAMPLE_VALUE, d.V_ALLOC),
+    "busy_us": (ledger.SAMPLE_VALUE, d.V_BUSY),
+    "unhealthy_us": (ledger.SAMPLE_VALUE, d.V_UNHEALTHY),
+    "energy_mj": (ledger.SAMPLE_VALUE, d.V_ENERGY),
+    "memory_peak_bytes": (ledger.SAMPLE_VALUE, d.V_MEMORY),
+    "late": (ledger.LATE, 0),
 }
 _WIDTH = {"String": 0, "UInt64": 8, "UInt32": 4, "UInt8": 1}
 _LEDGER_SPEC = np.array(
     [
-        (*_LEDGER_SOURCES[c], _WIDTH[t], k.PER_ROW)
+        (*_LEDGER_SOURCES[c], _WIDTH[t], ledger.PER_ROW)
         for c, t in (*LEDGER_REPORT_COLUMNS, *LEDGER_HOLDING_COLUMNS)
     ]
-    + [(*_LEDGER_SOURCES[c], _WIDTH[t], k.PER_SAMPLE) for c, t in LEDGER_SAMPLE_COLUMNS],
+    + [(*_LEDGER_SOURCES[c], _WIDTH[t], ledger.PER_SAMPLE) for c, t in LEDGER_SAMPLE_COLUMNS],
     np.int64,
 )
 _headers = [column_header(c, t) for c, t in zip(LEDGER_COLUMNS, LEDGER_TYPES, strict=True)]
@@ -114,7 +114,7 @@ class Decoded:
     s_str_off: np.ndarray
     s_str_len: np.ndarray
     s_val: np.ndarray
-    s_gpu_hash: np.ndarray  # filled by kernels.check_v1
+    s_gpu_hash: np.ndarray  # filled by checks.check_v1
 
     def text(self, offset: int, length: int) -> str:
         return self.buf[offset : offset + length].tobytes().decode("utf-8")
@@ -221,16 +221,16 @@ class _Interned:
         keep: np.ndarray | None = None,
     ) -> None:
         if hashes is None or keep is None:
-            self.inverse, first = k.intern_strings(dec.buf, off, length)
+            self.inverse, first = strings.intern_strings(dec.buf, off, length)
         else:
-            self.inverse, first = k.intern_hashed(dec.buf, off, length, hashes, keep)
+            self.inverse, first = strings.intern_hashed(dec.buf, off, length, hashes, keep)
         rep_off, rep_len = off[first], length[first]
         self.values: list[str | None] = []
         if keep is not None:
             # Names the kernels checked: ASCII, so one decode of them all, cut by offsets
             # (a decode per string cost more than the kernels' whole overlap check).
             ends = np.cumsum(rep_len)
-            text = dec.buf[k.gather_bytes(rep_off, rep_len, ends)].tobytes().decode("ascii")
+            text = dec.buf[strings.gather_bytes(rep_off, rep_len, ends)].tobytes().decode("ascii")
             starts = (ends - rep_len).tolist()
             self.values = [text[a:b] for a, b in zip(starts, ends.tolist(), strict=True)]
             return
@@ -310,7 +310,7 @@ class FastPartitionProcessor:
         )
         self._samples_per_message = max(16, 1 + len(dec.s_msg) // len(msgs))
         timestamps = msgs.timestamp_us
-        largest = k.check_v1(
+        largest = checks.check_v1(
             dec.buf,
             timestamps,
             dec.status,
@@ -339,7 +339,7 @@ class FastPartitionProcessor:
             [s is not None and is_known_sku(s, limits) for s in skus.values], np.bool_
         )
         bad = ~(tenant_ok[tenants.inverse] & sku_ok[skus.inverse])
-        k.invalidate_samples(dec.status, dec.s_msg, bad)
+        checks.invalidate_samples(dec.status, dec.s_msg, bad)
         # Bounded by the messages valid before the tenant and SKU checks: conservative.
         if int(largest) * len(dec.s_val) >= _SAFE_PRODUCT:
             raise _TwinTakesBatch
@@ -430,7 +430,7 @@ class FastPartitionProcessor:
         memory_us, lateness_us = settings.time_memory_us, settings.lateness_us
         begin = 0
         while begin < n:
-            stop, n_runs = k.meter_time(
+            stop, n_runs = windows.meter_time(
                 begin,
                 candidate,
                 dec.m_first,
@@ -498,7 +498,9 @@ class FastPartitionProcessor:
         msgs, dec = batch.msgs, batch.dec
         tenants, skus, clusters = batch.tenants, batch.skus, batch.clusters
         outcome.accepted_reports = int(accepted.sum())
-        window, straddle, late = k.route(dec.s_msg, dec.s_val, accepted, closed_before_at, width)
+        window, straddle, late = windows.route(
+            dec.s_msg, dec.s_val, accepted, closed_before_at, width
+        )
         in_batch = window >= 0  # the samples metered: zero-length ticks are not
         outcome.accepted_samples = int(in_batch.sum())
         sample_cluster = clusters.inverse[dec.s_msg]
@@ -530,10 +532,10 @@ class FastPartitionProcessor:
             key = (key * radix[2] + sample_cluster[idx]) * radix[3] + (window[idx] - w0) // width
             if is_late:
                 key = key * radix[4] + dec.s_msg[idx]
-            group_of, first = k.group_ids(key)
+            group_of, first = windows.group_ids(key)
             group = np.full(len(window), -1, np.int64)
             group[idx] = group_of
-            sums, overflow = k.sum_groups(group, len(first), dec.s_val, selected)
+            sums, overflow = windows.sum_groups(group, len(first), dec.s_val, selected)
             if overflow:
                 raise AssertionError("int64 overflow despite the input bound")  # pragma: no cover
             rep = idx[first]
@@ -572,7 +574,7 @@ class FastPartitionProcessor:
 
         if self.settings.emit_ledger:
             offsets = msgs.offset
-            ledger, rows, samples = k.ledger_native(
+            block, rows, samples = ledger.ledger_native(
                 dec.buf,
                 dec.s_msg,
                 dec.s_str_off,
@@ -591,7 +593,7 @@ class FastPartitionProcessor:
                 _LEDGER_HEADER,
                 _LEDGER_HEADER_OFF,
             )
-            outcome.ledger = memoryview(ledger)  # the sink joins the partitions' blocks
+            outcome.ledger = memoryview(block)  # the sink joins the partitions' blocks
             outcome.ledger_rows = int(rows)
             outcome.ledger_samples = int(samples)
         for m in sorted(late_by_msg):
