@@ -36,6 +36,7 @@ def test_shifted_frames_decode_to_the_shifted_reports():
         for (frame, end_ms), template in zip(frames, templates, strict=True):
             expected = _shifted(template, seq, shift_us)
             assert CODEC.decode(frame) == expected
+            assert frame == CODEC.encode(expected)  # the same bytes as the codec's
             assert end_ms == expected["interval_end_us"] // 1000
 
 

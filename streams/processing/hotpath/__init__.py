@@ -2,7 +2,8 @@
 readable :class:`~streams.processing.processor.PartitionProcessor` as its twin (same
 contract, same output), by stage:
 
-- ``decode``: Avro frames of every message into flat arrays (one row per sample);
+- ``schemas.compiled_decoder``: Avro frames of every message into flat arrays (one row per
+  sample), beside the schema and its other two implementations;
 - ``strings``: UTF-8 and name checks, hashes, interning of names to small integers;
 - ``checks``: validation as ``streams/processing/validate.py`` does it;
 - ``windows``: samples to windows, lateness, grouping and sums, each GPU's metered time;

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from streams.processing.hotpath.decode import (
+from schemas.compiled_decoder import (
     INVALID,
     OK,
     S_GPU,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from streams.processing.hotpath.decode import (
+from schemas.compiled_decoder import (
     S_GPU,
     S_JOB,
     V_GPU_INDEX,

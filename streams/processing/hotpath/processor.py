@@ -23,6 +23,7 @@ from core.errors import RejectedReport
 from core.identity import is_known_sku, is_valid_tenant
 from core.windows import split_counters
 from schemas import ReportCodec, load_released_versions
+from schemas import compiled_decoder as d
 from streams.contract import (
     AdjustmentRow,
     BatchOutcome,
@@ -42,7 +43,6 @@ from streams.output.native import (
 from streams.processing.aggregate import SUMMED, RollupKey, add_into
 from streams.processing.grains import OnTime
 from streams.processing.hotpath import checks, ledger, strings, windows
-from streams.processing.hotpath import decode as d
 from streams.processing.nodeprogress import progress_rows
 from streams.processing.outcome import (
     count_outcome,
@@ -100,7 +100,7 @@ _SAFE_PRODUCT = 2**62
 
 @dataclass
 class Decoded:
-    """Columns of one decoded batch (see streams.processing.hotpath.decode)."""
+    """Columns of one decoded batch (see schemas.compiled_decoder)."""
 
     buf: np.ndarray
     m_start: np.ndarray  # where each message's frame starts in buf

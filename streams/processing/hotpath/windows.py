@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from streams.processing.hotpath.decode import (
+from schemas.compiled_decoder import (
     V_ALLOC,
     V_TICK_END,
     V_TICK_START,
