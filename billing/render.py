@@ -101,9 +101,16 @@ def render_csv(statement: dict[str, Any]) -> bytes:
             quantity_display=tax["taxable"],
             rate=tax["rate"],
         )
-    draft = "Total (DRAFT, not issued)" if statement.get("draft") else "Total"
-    summary_row(draft, "total", totals["total"])
+    summary_row(total_label(statement, "Total"), "total", totals["total"])
     return out.getvalue().encode("utf-8")
+
+
+def total_label(statement: dict, due: str) -> str:
+    """What the bottom line is: a draft's total so far, an amount due, or, below zero,
+    a credit the tenant is owed (a correction or an earlier month's adjustment)."""
+    if statement.get("draft"):
+        return "Total so far (DRAFT, not issued)"
+    return "Credit to you" if Decimal(statement["totals"]["total"]) < 0 else due
 
 
 def _amount(text: str, currency: str) -> str:
@@ -364,7 +371,7 @@ def render_html(statement: dict[str, Any], digest_sha256: str) -> bytes:
         f'<tr><td>{escape(name)}</td><td class="num">{escape(_amount(v, cur))}</td></tr>'
         for name, v in totals_rows
     ) + (
-        f'<tr class="grand"><td>{"Total so far (draft)" if s.get("draft") else "Total due"}</td>'
+        f'<tr class="grand"><td>{total_label(s, "Total due")}</td>'
         f'<td class="num">{escape(_amount(t["total"], cur))}</td></tr>'
     )
     contracts_html = "".join(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import csv
+import io
 import json
 import re
 from decimal import Decimal
@@ -279,3 +281,18 @@ def test_the_issuer_file_is_validated_like_the_contracts_file(tmp_path):
         parse_issuer({k: v for k, v in good.items() if k != "tax_id"})
     with pytest.raises(ContractError, match="cannot read issuer file"):
         load_issuer_file(tmp_path / "missing.json")
+
+
+def test_a_statement_that_comes_to_a_credit_says_so_and_not_total_due():
+    """A correction or an earlier month's adjustment can leave a month below zero: the
+    tenant is owed money, and an accounts-payable reader must not see "Total due"."""
+    statement = _statement(
+        [_line("usage", 3 * H, "7.50", "2026-10"), _line("usage", -8 * H, "-20.00", "2026-09")]
+    )
+    assert statement["totals"]["total"] == "-12.50"
+    page = render_html(statement, digest(statement)).decode()
+    assert "Total due" not in page
+    assert "Credit to you" in page and "12.50 USD" in page
+    rows = list(csv.reader(io.StringIO(render_csv(statement).decode())))
+    (total,) = [r for r in rows if "total" in r]
+    assert "Credit to you" in total and "-12.50" in total
