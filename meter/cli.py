@@ -166,6 +166,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _flag(
         worker,
+        "--replication-factor",
+        "REPLICATION_FACTOR",
+        default="1",
+        type=int,
+        help="copies of each topic the worker creates (3 on a production Kafka cluster; "
+        "an existing topic keeps its own)",
+    )
+    _flag(
+        worker,
         "--processing-threads",
         "PROCESSING_THREADS",
         default="2",
@@ -545,6 +554,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         dlq_topic=args.dlq_topic,
         app_id=args.app_id,
         partitions=args.partitions,
+        replication_factor=args.replication_factor,
         clickhouse=replace(_clickhouse_settings(args), give_up_after_s=None),
         datadir=Path(args.datadir),
         processor=ProcessorSettings(lateness_us=int(args.lateness_s * US_PER_SECOND)),

@@ -228,7 +228,7 @@ def create_app(settings: WorkerSettings) -> faust.App:
         value_serializer="raw",
         store="memory://",
         datadir=str(settings.datadir),
-        topic_replication_factor=1,
+        topic_replication_factor=settings.replication_factor,
         topic_partitions=settings.partitions,
         producer_acks=-1,
         # Dead letters: a rejected message is sent whole up to the pipeline's limit.

@@ -27,6 +27,9 @@ class WorkerSettings:
     clickhouse: ClickHouseSettings
     app_id: str = "gpu-meter"
     partitions: int = 8
+    # Copies of each topic the worker creates: 1 on a single broker, 3 on a production
+    # Kafka cluster (streams/host/topics.py). An existing topic keeps its own.
+    replication_factor: int = 1
     dlq_topic: str = ""  # default: "<topic>.dlq"
     batch_max_messages: int = 5_000
     batch_within_s: float = 0.5
@@ -53,6 +56,11 @@ class WorkerSettings:
             raise ConfigError(f"bootstrap {self.bootstrap!r} must be host:port[,host:port]")
         if self.partitions < 1 or self.batch_max_messages < 1 or self.batch_within_s <= 0:
             raise ConfigError("partitions, batch size and batch wait must be positive")
+        if not 1 <= self.replication_factor <= 32:
+            raise ConfigError(
+                f"replication_factor {self.replication_factor} must be 1..32 (copies of each "
+                "topic: 1 on a single broker, 3 on a production cluster)"
+            )
         if not 1 <= self.processing_threads <= 64:
             raise ConfigError(f"processing_threads {self.processing_threads} must be 1..64")
         if self.heartbeat_interval_s * 3 > self.session_timeout_s:

@@ -34,7 +34,9 @@ def prepare_topics(settings: WorkerSettings) -> dict[str, int]:
     they exist; a usage topic that exists with another count keeps it (partitions cannot
     be taken away, and adding them moves nodes between partitions), which is logged."""
     found = ensure_topics(
-        settings.bootstrap, {settings.topic: settings.partitions, settings.dlq_topic: 1}
+        settings.bootstrap,
+        {settings.topic: settings.partitions, settings.dlq_topic: 1},
+        replication=settings.replication_factor,
     )
     if found.get(settings.topic, settings.partitions) != settings.partitions:
         log.warning(
