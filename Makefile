@@ -26,6 +26,8 @@ demo: setup
 test: setup
 	@scripts/ensure-debian-packages.sh chromium chromium
 	@scripts/ensure-debian-packages.sh promtool prometheus
+	@scripts/ensure-debian-packages.sh /usr/sbin/haproxy haproxy
+	@scripts/ensure-debian-packages.sh /usr/share/java/zookeeper.jar zookeeper
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	@$(BIN)/python -m pytest; rc=$$?; \

@@ -111,6 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     stack = sub.add_parser("stack", help="start/stop/inspect the local broker and ClickHouse")
     stack.add_argument("action", choices=("up", "down", "status"))
+    stack.add_argument(
+        "--replicated",
+        action="store_true",
+        help="the replicated shape instead: two brokers on S3 storage (SeaweedFS) behind "
+        "HAProxy, ZooKeeper and two ClickHouse replicas, in <stack dir>-replicated",
+    )
     _stack_dir(stack)
 
     mig = sub.add_parser("migrate", help="apply pending ClickHouse migrations")
@@ -372,7 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # One example per command, shown at the end of its --help (a command's own epilog wins).
 _COMMAND_EXAMPLES = {
-    "stack": "meter stack up   # then: meter stack status, meter stack down",
+    "stack": "meter stack up   # then: meter stack status, meter stack down; --replicated",
     "migrate": "meter migrate --clickhouse-url "
     "'clickhouse://default:PASSWORD@ch1:9000/gpu_meter?http_port=8123'",
     "worker": "meter worker --bootstrap kafka1:9092 --topic gpu-usage --clickhouse-url "
@@ -512,6 +518,8 @@ def _cmd_compact(args: argparse.Namespace) -> int:
 def _cmd_stack(args: argparse.Namespace) -> int:
     from stack import LocalStack
 
+    if args.replicated:
+        return _cmd_replicated_stack(args)
     stack = LocalStack(Path(args.stack_dir))
     if args.action == "up":
         info = stack.up()
@@ -526,6 +534,36 @@ def _cmd_stack(args: argparse.Namespace) -> int:
     status = stack.status()
     print(json.dumps(status, indent=2))
     return 0 if status["state"] == "up" else 1
+
+
+def _cmd_replicated_stack(args: argparse.Namespace) -> int:
+    from stack.cluster import ReplicatedStack
+
+    folder = Path(args.stack_dir)
+    stack = ReplicatedStack(folder.with_name(f"{folder.name}-replicated"))
+    if args.action == "up":
+        info = stack.up()
+        print(f"broker      {info.bootstrap}   (HAProxy before brokers {info.broker_ports})")
+        for replica in info.replicas:
+            print(
+                f"clickhouse  {replica.name}: clickhouse://default:****@127.0.0.1:"
+                f"{replica.tcp_port}/gpu_meter?http_port={replica.http_port}"
+            )
+        print(f"password    in {stack.folder}/{_password_file()} (put it in place of ****)")
+        print(f"folder      {info.folder}")
+        return 0
+    if args.action == "down":
+        print("stopped" if stack.down() else "nothing was running")
+        return 0
+    status = stack.status()
+    print(json.dumps(status, indent=2))
+    return 0 if status["state"] == "up" else 1
+
+
+def _password_file() -> str:
+    from stack.clickhouse import PASSWORD_FILE
+
+    return PASSWORD_FILE
 
 
 def _cmd_migrate(args: argparse.Namespace) -> int:

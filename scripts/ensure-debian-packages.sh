@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # ensure-debian-packages.sh COMMAND PACKAGE...: install Debian PACKAGEs unless COMMAND is
-# already on the PATH. `make setup` uses it for clickhouse-server (the local stack runs the
+# already on the PATH (or, for a COMMAND with a slash, unless that file exists). `make setup` uses it for clickhouse-server (the local stack runs the
 # server itself; the package's own service is not started), `make test` for chromium (the
 # HTML statement is rendered in it headless) and for promtool (the alerting rules are tested).
 set -euo pipefail
@@ -10,7 +10,9 @@ if [ $# -lt 2 ]; then
 fi
 command_name=$1
 shift
-if command -v "$command_name" >/dev/null 2>&1; then
+if [[ "$command_name" == */* ]]; then
+  [ -e "$command_name" ] && exit 0
+elif command -v "$command_name" >/dev/null 2>&1; then
   exit 0
 fi
 cmd="apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $*"

@@ -50,28 +50,38 @@ def probe(bootstrap: str) -> None:
 
 
 def start(
-    folder: Path, port: int, timeout_s: float = 20.0, advertised_port: int | None = None
+    folder: Path,
+    port: int,
+    timeout_s: float = 20.0,
+    advertised_port: int | None = None,
+    storage: str = "memory://tansu/",
+    extra_env: dict[str, str] | None = None,
+    cluster_id: str | None = None,
 ) -> int:
     """Start Tansu on 127.0.0.1:``port``; returns its pid once it answers metadata.
 
     ``advertised_port`` is the port clients are told to use (a proxy in front of it);
-    readiness is then probed on the listener itself.
+    readiness is then probed on the listener itself. ``storage`` is memory (the default)
+    or an ``s3://bucket/`` whose endpoint and keys come in ``extra_env``; brokers with one
+    ``cluster_id`` on one bucket share the log (stack/cluster.py).
     """
     url = f"tcp://127.0.0.1:{port}"
     advertised = f"tcp://127.0.0.1:{advertised_port or port}"
     # Tansu reads its settings from the environment too (CLUSTER_ID, LISTENER_URL, ...):
     # hand it a minimal one so a stray variable cannot change where it listens.
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "RUST_LOG": "warn"}
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "RUST_LOG": "warn", **(extra_env or {})}
     argv = [
         str(tansu_binary()),
         "broker",
+        *(["--cluster-id", cluster_id] if cluster_id else []),
         "--listener-url",
         url,
         "--advertised-listener-url",
         advertised,
         "--storage-engine",
-        "memory://tansu/",
+        storage,
     ]
+    folder.mkdir(parents=True, exist_ok=True)
     log = folder / "broker.log"
     pid = process.spawn(argv, log, env)
 

@@ -46,7 +46,7 @@ def _render(template: str, **values: object) -> str:
     return text
 
 
-def write_config(folder: Path, tcp_port: int, http_port: int) -> Path:
+def write_config(folder: Path, tcp_port: int, http_port: int, extra_config: str = "") -> Path:
     data_dir = folder / "clickhouse"
     for sub in ("tmp", "user_files", "format_schemas"):
         (data_dir / sub).mkdir(parents=True, exist_ok=True)
@@ -60,6 +60,7 @@ def write_config(folder: Path, tcp_port: int, http_port: int) -> Path:
             tcp_port=tcp_port,
             http_port=http_port,
             users_config=users,
+            extra_config=extra_config,
         )
     )
     return config
@@ -168,9 +169,13 @@ def probe(folder: Path, port: int) -> None:
         client.disconnect()
 
 
-def start(folder: Path, tcp_port: int, http_port: int, timeout_s: float = 60.0) -> int:
+def start(
+    folder: Path, tcp_port: int, http_port: int, timeout_s: float = 60.0, extra_config: str = ""
+) -> int:
+    """Start a server on the ports; ``extra_config`` is XML added to its config (a
+    replica's ZooKeeper, macros and cluster, stack/cluster.py)."""
     binary = server_binary()
-    config = write_config(folder, tcp_port, http_port)
+    config = write_config(folder, tcp_port, http_port, extra_config)
     argv = [binary] if binary.endswith("clickhouse-server") else [binary, "server"]
     argv.append(f"--config-file={config}")
     log = folder / "clickhouse-stdout.log"
