@@ -47,12 +47,17 @@ class ClickHouseSettings:
     user: str = "default"
     password: str = ""
     http_port: int = 8123  # bulk inserts (the Native ledger) go over HTTP
+    # The cluster (remote_servers) the database is replicated across; "": one server.
+    # Migrations then run ON CLUSTER with Replicated engines (warehouse/cluster_ddl.py).
+    cluster: str = ""
     # How long to wait out an unreachable server; None: for ever (a worker must not drop
     # data). One-shot commands give up after a bounded time.
     give_up_after_s: float | None = None
 
     def __post_init__(self) -> None:
         check_identifier(self.database)
+        if self.cluster:
+            check_identifier(self.cluster)
         for port in (self.port, self.http_port):
             if not 0 < port < 65536:
                 raise ConfigError(f"ClickHouse port {port} out of range")
@@ -60,12 +65,13 @@ class ClickHouseSettings:
     def to_url(self) -> str:
         return (
             f"clickhouse://{self.user}:{self.password}@{self.host}:{self.port}/{self.database}"
-            f"?http_port={self.http_port}"
+            f"?http_port={self.http_port}" + (f"&cluster={self.cluster}" if self.cluster else "")
         )
 
     @classmethod
     def from_url(cls, url: str, database: str | None = None) -> ClickHouseSettings:
-        """``clickhouse://user:password@host:port/database?http_port=8123`` (native port)."""
+        """``clickhouse://user:password@host:port/database?http_port=8123[&cluster=NAME]``
+        (the native port; ``cluster``: the database is replicated across that cluster)."""
         parsed = urlparse(url)
         if parsed.scheme != "clickhouse" or not parsed.hostname:
             raise ConfigError(f"ClickHouse URL {url!r} must look like clickhouse://host:port/db")
@@ -85,6 +91,7 @@ class ClickHouseSettings:
             user=parsed.username or "default",
             password=parsed.password or "",
             http_port=http_port,
+            cluster=query.get("cluster", [""])[0],
         )
 
 
@@ -268,7 +275,10 @@ class Warehouse:
                 pass  # waited out, and named, on the way below
             finally:
                 self._client.disconnect()
-        self._on_default_database(f"CREATE DATABASE IF NOT EXISTS {self.settings.database}")
+        on_cluster = f" ON CLUSTER {self.settings.cluster}" if self.settings.cluster else ""
+        self._on_default_database(
+            f"CREATE DATABASE IF NOT EXISTS {self.settings.database}{on_cluster}"
+        )
 
     def drop_database(self) -> None:
         self._on_default_database(f"DROP DATABASE IF EXISTS {self.settings.database}")

@@ -16,6 +16,7 @@ from importlib import resources
 
 from warehouse.backfill import Progress, backfill_coarse, backfill_months, log_progress
 from warehouse.client import Warehouse
+from warehouse.cluster_ddl import for_cluster
 from warehouse.errors import MigrationError
 from warehouse.ledger_copy import copy_ledger
 
@@ -89,7 +90,13 @@ def migrate(warehouse: Warehouse, progress: Progress = log_progress) -> list[Mig
     """Apply pending migrations in order; returns the ones applied now. ``progress`` hears
     about long steps (a backfill: days done, days in all, the day)."""
     warehouse.ensure_database()
-    warehouse.execute(_LEDGER_DDL)
+    settings = warehouse.settings
+    cluster, database = settings.cluster, settings.database
+
+    def shaped(statement: str, version: int) -> str:
+        return for_cluster(statement, cluster, database, version) if cluster else statement
+
+    warehouse.execute(shaped(_LEDGER_DDL.strip(), 0))
     done = applied(warehouse)
     newly: list[Migration] = []
     for migration in available():
@@ -105,7 +112,7 @@ def migrate(warehouse: Warehouse, progress: Progress = log_progress) -> list[Mig
             if _column_exists(warehouse, statement) or _renamed(warehouse, statement):
                 continue  # an ADD COLUMN or RENAME that ran before the migration failed
             try:
-                warehouse.execute(statement)
+                warehouse.execute(shaped(statement, migration.version))
             except Exception as exc:
                 raise MigrationError(
                     f"migration {migration.version:04d}_{migration.name} failed on:\n"

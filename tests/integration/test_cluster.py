@@ -82,3 +82,41 @@ def test_a_missing_server_is_named_with_the_command_that_installs_it(tmp_path, m
     with pytest.raises(StackError, match="apt-get install -y haproxy zookeeper"):
         ReplicatedStack(tmp_path / "cluster").up()
     assert not (tmp_path / "cluster").exists()  # refused before anything started
+
+
+def test_the_migrations_build_the_same_replicated_warehouse_on_every_replica(tmp_path: Path):
+    """One set of migration files: on a cluster every table is created ON CLUSTER with a
+    Replicated engine and every view on each replica, the record of what was applied is
+    replicated too, and migrating through the other replica applies nothing more."""
+    from warehouse.client import ClickHouseSettings, Warehouse
+    from warehouse.migrate import available, migrate, pending
+
+    stack = ReplicatedStack(tmp_path / "cluster")
+    info = stack.up()
+    try:
+        password = clickhouse.stack_password(stack.folder)
+        r1, r2 = (
+            Warehouse(
+                ClickHouseSettings(
+                    port=r.tcp_port, http_port=r.http_port, password=password, cluster="meter"
+                )
+            )
+            for r in info.replicas
+        )
+        applied = migrate(r1)
+        assert [m.version for m in applied] == [m.version for m in available()]
+        tables = "SELECT name, engine FROM system.tables WHERE database = 'gpu_meter' ORDER BY name"
+        on_r1 = r1.execute(tables)
+        assert on_r1 == r2.execute(tables) and len(on_r1) > 40
+        stored = [(name, engine) for name, engine in on_r1 if engine != "View"]
+        assert stored and all(engine.startswith("Replicated") for _, engine in stored), stored
+        count = "SELECT count() FROM schema_migrations"
+        deadline = time.monotonic() + 10
+        while r2.execute(count) != [(len(available()),)]:
+            assert time.monotonic() < deadline, "the migration record did not replicate"
+            time.sleep(0.1)
+        assert pending(r2) == [] and migrate(r2) == []
+        r1.close()
+        r2.close()
+    finally:
+        stack.down()

@@ -81,3 +81,23 @@ def test_http_insert_retries_leave_the_drivers_connection_alone():
     with pytest.raises(SinkError):
         warehouse.execute("SELECT 1")
     assert resets  # the driver's own retries reconnect
+
+
+def test_a_cluster_in_the_url_makes_every_statement_replicated_and_on_cluster():
+    from warehouse.cluster_ddl import for_cluster
+
+    s = ClickHouseSettings.from_url(
+        "clickhouse://u:p@ch1:9000/gpu_meter?http_port=8123&cluster=meter"
+    )
+    assert s.cluster == "meter" and ClickHouseSettings.from_url(s.to_url()) == s
+    with pytest.raises(ConfigError):
+        ClickHouseSettings(cluster="meter; DROP")
+    # Every statement of every migration: DDL on the cluster, no engine left unreplicated.
+    for m in available():
+        for statement in m.statements("gpu_meter"):
+            out = for_cluster(statement, "meter", "gpu_meter", m.version)
+            if statement.upper().startswith(("CREATE", "DROP", "ALTER", "RENAME")):
+                assert " ON CLUSTER meter" in out, out[:120]
+            assert "ENGINE = MergeTree" not in out and "ENGINE = ReplacingMergeTree" not in out
+    renamed = for_cluster("RENAME TABLE a TO b", "meter", "db", 12)
+    assert renamed == "RENAME TABLE db.a TO db.b ON CLUSTER meter"
