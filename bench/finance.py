@@ -164,7 +164,7 @@ def settle_merges(warehouse: Warehouse, limit_s: float = 600.0) -> None:
     quiet, deadline = 0, time.monotonic() + limit_s
     while quiet < 3 and time.monotonic() < deadline:
         time.sleep(1)
-        running = warehouse.execute("SELECT count() FROM system.merges")[0][0]
+        running = int(warehouse.execute("SELECT count() FROM system.merges")[0][0])
         quiet = quiet + 1 if running == 0 else 0
 
 
@@ -248,6 +248,8 @@ def one_history(
         say(f"chdb: building {shape.months} month(s) of history")
         embedded = Embedded(folder / f"chdb-{database}", database)
         prepare(embedded, database, shape, _SqlWarehouse(embedded))
+        say("chdb: waiting for the load's merges to finish")
+        settle_merges(_SqlWarehouse(embedded))  # type: ignore[arg-type]
         embedded.limit_queries()
         out["chdb"] = bench_queries(embedded, shape, expected, issued=False)
         embedded.close()
