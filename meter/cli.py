@@ -517,40 +517,17 @@ def _cmd_compact(args: argparse.Namespace) -> int:
 
 def _cmd_stack(args: argparse.Namespace) -> int:
     from stack import LocalStack
-
-    if args.replicated:
-        return _cmd_replicated_stack(args)
-    stack = LocalStack(Path(args.stack_dir))
-    if args.action == "up":
-        info = stack.up()
-        print(f"broker      {info.bootstrap}")
-        print(f"clickhouse  {info.clickhouse_url_for('gpu_meter', shown=True)}")
-        print(f"password    in {info.password_path} (meter commands read it from there)")
-        print(f"folder      {info.folder}")
-        return 0
-    if args.action == "down":
-        print("stopped" if stack.down() else "nothing was running")
-        return 0
-    status = stack.status()
-    print(json.dumps(status, indent=2))
-    return 0 if status["state"] == "up" else 1
-
-
-def _cmd_replicated_stack(args: argparse.Namespace) -> int:
     from stack.cluster import ReplicatedStack
 
     folder = Path(args.stack_dir)
-    stack = ReplicatedStack(folder.with_name(f"{folder.name}-replicated"))
+    stack: LocalStack | ReplicatedStack
+    if args.replicated:
+        stack = ReplicatedStack(folder.with_name(f"{folder.name}-replicated"))
+    else:
+        stack = LocalStack(folder)
     if args.action == "up":
-        info = stack.up()
-        print(f"broker      {info.bootstrap}   (HAProxy before brokers {info.broker_ports})")
-        for replica in info.replicas:
-            print(
-                f"clickhouse  {replica.name}: clickhouse://default:****@127.0.0.1:"
-                f"{replica.tcp_port}/gpu_meter?http_port={replica.http_port}"
-            )
-        print(f"password    in {stack.folder}/{_password_file()} (put it in place of ****)")
-        print(f"folder      {info.folder}")
+        for name, value in _stack_lines(stack):
+            print(f"{name:<11} {value}")
         return 0
     if args.action == "down":
         print("stopped" if stack.down() else "nothing was running")
@@ -560,10 +537,36 @@ def _cmd_replicated_stack(args: argparse.Namespace) -> int:
     return 0 if status["state"] == "up" else 1
 
 
-def _password_file() -> str:
+def _stack_lines(stack: object) -> list[tuple[str, str]]:
+    """What ``meter stack up`` prints: addresses, URLs with the password shown as ****."""
+    from stack import LocalStack
     from stack.clickhouse import PASSWORD_FILE
+    from stack.cluster import CLUSTER_NAME, ReplicatedStack
 
-    return PASSWORD_FILE
+    if isinstance(stack, LocalStack):
+        info = stack.up()
+        return [
+            ("broker", info.bootstrap),
+            ("clickhouse", info.clickhouse_url_for("gpu_meter", shown=True)),
+            ("password", f"in {info.password_path} (meter commands read it from there)"),
+            ("folder", info.folder),
+        ]
+    assert isinstance(stack, ReplicatedStack)
+    cluster = stack.up()
+    lines = [("broker", f"{cluster.bootstrap}   (HAProxy before brokers {cluster.broker_ports})")]
+    lines += [
+        (
+            "clickhouse",
+            f"{r.name}: clickhouse://default:****@127.0.0.1:{r.tcp_port}/gpu_meter"
+            f"?http_port={r.http_port}&cluster={CLUSTER_NAME}",
+        )
+        for r in cluster.replicas
+    ]
+    lines += [
+        ("password", f"in {stack.folder / PASSWORD_FILE} (put it in place of ****)"),
+        ("folder", cluster.folder),
+    ]
+    return lines
 
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
