@@ -293,10 +293,12 @@ def written_late_through(warehouse: Warehouse, state: PartitionState) -> int:
     must decide the same (streams/processing/grains.py); later messages join open windows."""
     union = " UNION ALL ".join(
         f"SELECT source_offset FROM {table} WHERE source_partition = %(p)s "
-        "AND source_offset > %(applied)s"
+        "AND source_offset >= %(after)s"
         for table in ("usage_adjustments", *(t[1] for t in COARSE_TABLES.values()))
     )
-    params = {"p": state.partition, "applied": max(state.applied_offset, 0)}
+    # Offsets are UInt64: "after the state" as >= applied + 1, which is 0 for a state
+    # that applied nothing (its offset 0 must count).
+    params = {"p": state.partition, "after": state.applied_offset + 1}
     ((count, highest),) = warehouse.execute(
         f"SELECT count(), max(source_offset) FROM ({union}) AS late", params
     )
