@@ -199,3 +199,33 @@ def copy_ledger(warehouse: Warehouse) -> int:
         if done == len(steps) or done % 30 == 0:
             log.warning("ledger copy: %d of %d steps done (%s, %s)", done, len(steps), table, when)
     return len(steps)
+
+
+# The ledger as migration 0013 partitioned it, renamed aside by migration 0020.
+MOVED_ASIDE = "usage_ledger_holdings_0013"
+
+
+def copy_moved_aside(warehouse: Warehouse) -> int:
+    """Migration 0020: the rows of the ledger renamed aside, copied as they are into the
+    table partitioned by key, a UTC day at a time with progress; returns the days copied.
+    No FINAL: a row copied twice is deduplicated by the new table's key as by the old
+    one's, and a day's copy is a plain read of its parts."""
+    if MOVED_ASIDE not in _tables(warehouse):
+        return 0
+    columns = ", ".join(LEDGER_COLUMNS)
+    sql = (
+        f"INSERT INTO {LEDGER_TABLE} ({columns}) SELECT {columns} FROM {MOVED_ASIDE} "
+        "WHERE interval_start >= %(from)s AND interval_start < %(to)s"
+    )
+    days = _days(warehouse, MOVED_ASIDE)
+    for done, day_us in enumerate(days, start=1):
+        span = {"from": utc_datetime(day_us), "to": utc_datetime(day_us + US_PER_DAY)}
+        warehouse.execute(sql, span)
+        if done == len(days) or done % 30 == 0:
+            log.warning(
+                "ledger repartition: %d of %d days copied (through %s)",
+                done,
+                len(days),
+                f"{utc_datetime(day_us):%Y-%m-%d}",
+            )
+    return len(days)

@@ -18,7 +18,7 @@ from warehouse.backfill import Progress, backfill_coarse, backfill_months, log_p
 from warehouse.client import Warehouse
 from warehouse.cluster_ddl import for_cluster
 from warehouse.errors import MigrationError
-from warehouse.ledger_copy import copy_ledger
+from warehouse.ledger_copy import copy_ledger, copy_moved_aside
 
 # Work a migration needs besides its SQL: run after its statements, before it is recorded,
 # so a failure leaves it pending and ``meter migrate`` does it again (it must be rerunnable).
@@ -26,6 +26,7 @@ _AFTER: dict[int, Callable[[Warehouse, Progress], object]] = {
     11: backfill_coarse,
     13: lambda warehouse, _: copy_ledger(warehouse),  # it logs its own progress, by month
     16: backfill_months,
+    20: lambda warehouse, _: copy_moved_aside(warehouse),  # by day, with its own progress
 }
 
 _FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")

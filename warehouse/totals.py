@@ -73,12 +73,9 @@ def grain_rows_sql(grain: str, where: str, key: tuple[tuple[str, str], ...] | No
     )
 
 
-# The ledger's rows of reports starting in [lead_from, end): by the partition column and
-# by the reports' start (the table's key).
-LEDGER_REPORTS = (
-    "interval_start >= %(lead_from)s AND interval_start < %(lead_to)s "
-    "AND interval_start_us >= %(lead_from_us)s AND interval_start_us < %(end)s"
-)
+# The ledger's rows of reports starting in [lead_from_us, end): a range of the table's key,
+# which its partitions are by too (migration 0020), so both engines read only those months.
+LEDGER_REPORTS = "interval_start_us >= %(lead_from_us)s AND interval_start_us < %(end)s"
 
 
 def _ledger_range() -> str:
@@ -90,8 +87,6 @@ def _ledger_range() -> str:
 def ledger_params(start_us: int, end_us: int) -> dict[str, Any]:
     lead_us = max(start_us - _LEDGER_LEAD_US, 0)
     return {
-        "lead_from": utc_datetime(lead_us),
-        "lead_to": utc_datetime(end_us),
         "lead_from_us": lead_us,
         "start": start_us,
         "end": end_us,

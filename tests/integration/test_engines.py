@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import urllib.parse
 import urllib.request
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
@@ -451,3 +452,62 @@ def test_the_one_pass_month_comparison_gives_the_same_sums_on_both_engines(engin
     assert old == new
     windows, grains, differing = old
     assert windows >= 5 and grains >= 5 and differing  # the fixture's ledger is partial
+
+
+def _ledger_month(month: str, days: int, tenants: tuple[str, ...]) -> str:
+    """One INSERT (so one part) of a holding row per tenant, H100 and day of ``month``,
+    each report starting at 00:00:10 of its day."""
+    first = int(datetime.strptime(f"{month}-01", "%Y-%m-%d").replace(tzinfo=UTC).timestamp())
+    rows = []
+    for day in range(days):
+        start_us = (first + day * 86_400 + 10) * 1_000_000
+        for n, tenant in enumerate(tenants):
+            rows.append(
+                f"('sc1-node-{n:05d}','b1',{day},'sc1',{start_us},{start_us + 10_000_000},0,"
+                f"{day},'GPU-a',0,'H100','{tenant}','',[{start_us}],[{start_us + 10_000_000}],"
+                "[10000000],[1],[0],[1],[1],[0])"
+            )
+    return "INSERT INTO usage_ledger_holdings VALUES " + ",".join(rows)
+
+
+def test_the_readme_ledger_table_query_reads_only_its_month_on_both_engines(stack, unique_name):
+    """Months of ledger history cost the README's ledger table query nothing: it reads the
+    parts of the month it asks about and no other, under FINAL, on both engines (current
+    ClickHouse prunes no partition under FINAL by a column outside the sort key, and 18.16
+    reads the key range's edge granule of every part)."""
+    from clickhouse_driver import Client
+
+    (sql,) = [q for q in _finance_queries() if "FROM usage_ledger_holdings" in q]
+    assert "interval_start_us >= 1790812800000000" in sql  # 2026-10-01, in October
+    tenants = ("aurora-labs", "borealis-ai", "cirrus-ml")
+    database = f"p_{unique_name}"
+    server = Server(stack.clickhouse_http_port, database, stack.clickhouse_password)
+    embedded = Embedded(database)
+    for engine in (server, embedded):
+        engine.query(f"CREATE DATABASE IF NOT EXISTS {database}", database=None)
+        for migration in available():
+            for statement in migration.statements(database):
+                engine.query(statement)
+        for month, days in (("2026-08", 31), ("2026-09", 30), ("2026-10", 31)):
+            engine.query(_ledger_month(month, days, tenants))
+    october = 31 * len(tenants)
+    try:
+        # current ClickHouse: the parts the query would read
+        _, table, parts, rows, _ = embedded.query(f"EXPLAIN ESTIMATE {sql}").split("\t")
+        assert (table, parts) == ("usage_ledger_holdings", "1"), sql
+        assert int(rows) <= october
+        # 18.16: the rows it read (a part here is one granule)
+        client = Client(
+            "127.0.0.1",
+            port=stack.clickhouse_port,
+            database=database,
+            password=stack.clickhouse_password,
+        )
+        try:
+            result = client.execute(sql)
+            assert result and all(row[0] == "sc1-node-00000" for row in result)
+            assert client.last_query.progress.rows <= october, sql
+        finally:
+            client.disconnect()
+    finally:
+        server.query(f"DROP DATABASE IF EXISTS {database}", database=None)

@@ -1096,3 +1096,85 @@ def test_reconcile_remembers_a_pass_only_while_the_data_it_read_is_unchanged(
     for _ in range(2):
         found = text()
         assert "FAIL 1 differences over 5 windows" in found and "compared earlier" not in found
+
+
+def test_migration_0020_repartitions_the_ledger_by_its_key_with_nothing_lost(
+    stack, unique_name, monkeypatch
+):
+    """A ledger of several months, one report written twice (a replay), moved aside and
+    copied into the table partitioned by interval_start_us: the view shows every sample
+    once, as before; a question about one day reads its month's part alone; and a 0020
+    that failed after its RENAME runs again to the same rows."""
+    from clickhouse_driver import Client
+
+    from streams.output.native import LEDGER_COLUMNS, LEDGER_TABLE
+
+    wh = Warehouse(stack.settings(f"t_{unique_name}"))
+    try:
+        everything = available()
+        monkeypatch.setattr(migrate_module, "available", lambda: everything[:19])
+        migrate(wh)
+        for month_s in (1_785_542_400, 1_788_220_800, 1_790_812_800):  # Aug, Sep, Oct 2026
+            rows = []
+            for day in range(28):
+                start_us = (month_s + day * 86_400 + 30) * 1_000_000
+                end_us = start_us + 10_000_000
+                report = ("n1", "b1", month_s + day, "sc1", start_us, end_us, 0, day)
+                holding = ("GPU-a", 0, "H100", "aurora-labs", "job")
+                samples = ([start_us], [end_us], [10_000_000], [day], [0], [7], [1], [0])
+                rows.append((*report, *holding, *samples))
+            wh.insert(LEDGER_TABLE, LEDGER_COLUMNS, rows)  # one part per month
+        wh.insert(LEDGER_TABLE, LEDGER_COLUMNS, rows[:1])  # a replayed report
+        sample = "SELECT seq, tick_start_us, busy_us, energy_mj FROM usage_ledger ORDER BY seq"
+        before = wh.execute(sample)
+        assert len(before) == 84
+
+        monkeypatch.setattr(migrate_module, "available", lambda: everything[:20])
+        assert [m.version for m in migrate(wh)] == [20]
+        keys = wh.execute(
+            "SELECT name, partition_key FROM system.tables WHERE database = %(d)s "
+            "AND name LIKE 'usage_ledger_holdings%%' ORDER BY name",
+            {"d": wh.settings.database},
+        )
+        assert keys == [
+            (
+                "usage_ledger_holdings",
+                "toYYYYMM(toDateTime(intDiv(interval_start_us, 1000000), 'UTC'))",
+            ),
+            ("usage_ledger_holdings_0013", "toYYYYMM(interval_start)"),
+        ]
+        assert wh.execute(sample) == before
+        partitions = wh.execute(
+            "SELECT DISTINCT partition FROM system.parts WHERE database = %(d)s "
+            "AND table = 'usage_ledger_holdings' AND active ORDER BY partition",
+            {"d": wh.settings.database},
+        )
+        assert partitions == [("202608",), ("202609",), ("202610",)]
+
+        client = Client(
+            "127.0.0.1",
+            port=stack.clickhouse_port,
+            database=wh.settings.database,
+            password=stack.clickhouse_password,
+        )
+        try:
+            day = client.execute(
+                "SELECT seq FROM usage_ledger_holdings FINAL WHERE tenant_id = 'aurora-labs' "
+                "AND sku = 'H100' AND interval_start_us >= 1790812800000000 "
+                "AND interval_start_us < 1790899200000000"
+            )
+            assert day == [(1_790_812_800,)]
+            assert client.last_query.progress.rows <= 28  # October's part, not the others
+        finally:
+            client.disconnect()
+
+        wh.execute("ALTER TABLE schema_migrations DELETE WHERE version = 20")
+        deadline = time.monotonic() + 30
+        while wh.execute("SELECT count() FROM schema_migrations WHERE version = 20") != [(0,)]:
+            assert time.monotonic() < deadline, "the mutation did not finish"
+            time.sleep(0.2)
+        assert [m.version for m in migrate(wh)] == [20]
+        assert wh.execute(sample) == before
+    finally:
+        wh.execute(f"DROP DATABASE IF EXISTS {wh.settings.database}")
+        wh.close()
