@@ -15,6 +15,7 @@ again writes identical rows, which the table's key deduplicates.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -194,11 +195,30 @@ def copy_ledger(warehouse: Warehouse) -> int:
                         lambda t=table, p=span: warehouse.execute(packed_sql(t), p),
                     )
                 )
+    due = _ProgressDue(len(steps))
     for done, (table, when, step) in enumerate(steps, start=1):
         step()
-        if done == len(steps) or done % 30 == 0:
+        if due(done):
             log.warning("ledger copy: %d of %d steps done (%s, %s)", done, len(steps), table, when)
     return len(steps)
+
+
+class _ProgressDue:
+    """When a copy logs its progress: every 30 steps, at the end, and whenever a step
+    ends 10 s or more after the last line, since a day of a large fleet's ledger takes
+    minutes and an operator waiting on the migration must see it move."""
+
+    def __init__(self, total: int, every_s: float = 10.0) -> None:
+        self._total = total
+        self._every_s = every_s
+        self._last = time.monotonic()
+
+    def __call__(self, done: int) -> bool:
+        now = time.monotonic()
+        if done == self._total or done % 30 == 0 or now - self._last >= self._every_s:
+            self._last = now
+            return True
+        return False
 
 
 # The ledger as migration 0013 partitioned it, renamed aside by migration 0020.
@@ -218,10 +238,11 @@ def copy_moved_aside(warehouse: Warehouse) -> int:
         "WHERE interval_start >= %(from)s AND interval_start < %(to)s"
     )
     days = _days(warehouse, MOVED_ASIDE)
+    due = _ProgressDue(len(days))
     for done, day_us in enumerate(days, start=1):
         span = {"from": utc_datetime(day_us), "to": utc_datetime(day_us + US_PER_DAY)}
         warehouse.execute(sql, span)
-        if done == len(days) or done % 30 == 0:
+        if due(done):
             log.warning(
                 "ledger repartition: %d of %d days copied (through %s)",
                 done,
