@@ -541,7 +541,7 @@ def _stack_lines(stack: object) -> list[tuple[str, str]]:
     """What ``meter stack up`` prints: addresses, URLs with the password shown as ****."""
     from stack import LocalStack
     from stack.clickhouse import PASSWORD_FILE
-    from stack.cluster import CLUSTER_NAME, ReplicatedStack
+    from stack.cluster import ReplicatedStack
 
     if isinstance(stack, LocalStack):
         info = stack.up()
@@ -554,12 +554,10 @@ def _stack_lines(stack: object) -> list[tuple[str, str]]:
     assert isinstance(stack, ReplicatedStack)
     cluster = stack.up()
     lines = [("broker", f"{cluster.bootstrap}   (HAProxy before brokers {cluster.broker_ports})")]
+    settings = stack.settings("gpu_meter")
+    lines.append(("clickhouse", settings.to_url().replace(f":{settings.password}@", ":****@", 1)))
     lines += [
-        (
-            "clickhouse",
-            f"{r.name}: clickhouse://default:****@127.0.0.1:{r.tcp_port}/gpu_meter"
-            f"?http_port={r.http_port}&cluster={CLUSTER_NAME}",
-        )
+        ("replica", f"{r.name}: 127.0.0.1:{r.tcp_port} (HTTP {r.http_port})")
         for r in cluster.replicas
     ]
     lines += [

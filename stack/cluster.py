@@ -19,13 +19,14 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from clickhouse_driver import Client
 
 from stack import broker, clickhouse, process
 from stack.errors import StackError
+from warehouse.client import ClickHouseSettings, Endpoint
 
 STATE_FILE = "cluster.json"
 CLUSTER_NAME = "meter"
@@ -178,14 +179,59 @@ class ReplicatedStack:
             folder.mkdir(parents=True, exist_ok=True)
             (folder / clickhouse.PASSWORD_FILE).write_text(password)
             (folder / clickhouse.PASSWORD_FILE).chmod(0o600)
-            cluster_xml = _cluster_xml(name, interserver, zk, [p[0] for p in peers], password)
-            pid = clickhouse.start(folder, tcp, http, extra_config=cluster_xml)
+            replica = Replica(name, 0, tcp, http, interserver)
+            pid = self._start_replica(replica, zk, [p[0] for p in peers])
             started[f"clickhouse-{name}"] = pid
             replicas.append(Replica(name, pid, tcp, http, interserver))
         for replica in replicas:
             _wait_for_zookeeper(self.folder / f"clickhouse-{replica.name}", replica.tcp_port)
         pids = {k: v for k, v in started.items() if not k.startswith("clickhouse-")}
         info = ClusterInfo(str(self.folder), pids, s3, [t1, t2], lb, zk, replicas)
+        self.state_path.write_text(json.dumps(asdict(info), indent=2) + "\n")
+        return info
+
+    def _start_replica(self, replica: Replica, zk_port: int, peer_ports: list[int]) -> int:
+        folder = self.folder / f"clickhouse-{replica.name}"
+        password = clickhouse.stack_password(folder)
+        xml = _cluster_xml(replica.name, replica.interserver_port, zk_port, peer_ports, password)
+        return clickhouse.start(folder, replica.tcp_port, replica.http_port, extra_config=xml)
+
+    def settings(self, database: str = "gpu_meter") -> ClickHouseSettings:
+        """The pipeline's connection to the cluster: the first replica, failing over to
+        the other (``&replica=`` in the URL ``meter stack up`` prints)."""
+        info = self.read()
+        if info is None:
+            raise StackError("the replicated stack is not up (meter stack up --replicated)")
+        first, *others = info.replicas
+        return ClickHouseSettings(
+            port=first.tcp_port,
+            http_port=first.http_port,
+            database=database,
+            password=clickhouse.stack_password(self.folder / f"clickhouse-{first.name}"),
+            cluster=CLUSTER_NAME,
+            replicas=tuple(Endpoint("127.0.0.1", r.tcp_port, r.http_port) for r in others),
+        )
+
+    def kill(self, name: str) -> None:
+        """``kill -9`` one process of the stack (``tansu1``, ``clickhouse-r1``, …), for the
+        fault tests and drills; ``restart_replica`` brings a replica back."""
+        info = self.read()
+        pids = info.all_pids() if info else {}
+        if name not in pids:
+            raise StackError(f"no process {name!r} in the stack; it has {sorted(pids)}")
+        process.kill(pids[name])
+
+    def restart_replica(self, name: str) -> ClusterInfo:
+        """Start replica ``name`` again on its ports and data (after a kill or a stop)."""
+        info = self.read()
+        if info is None:
+            raise StackError("the replicated stack is not up (meter stack up --replicated)")
+        (replica,) = [r for r in info.replicas if r.name == name]
+        process.stop(replica.pid, grace_s=30.0)
+        pid = self._start_replica(replica, info.zookeeper_port, [r.tcp_port for r in info.replicas])
+        _wait_for_zookeeper(self.folder / f"clickhouse-{name}", replica.tcp_port)
+        replicas = [replace(r, pid=pid) if r.name == name else r for r in info.replicas]
+        info = replace(info, replicas=replicas)
         self.state_path.write_text(json.dumps(asdict(info), indent=2) + "\n")
         return info
 

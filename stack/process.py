@@ -54,7 +54,17 @@ def is_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    return not _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    """Exited, waiting to be reaped by a parent that is not us (a server one process
+    restarted and another stopped): it holds no port and no file, so it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] == "Z"
 
 
 def stop(pid: int, grace_s: float = 15.0) -> None:
@@ -68,6 +78,14 @@ def stop(pid: int, grace_s: float = 15.0) -> None:
         if not is_alive(pid):
             return
         time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    while is_alive(pid):
+        time.sleep(0.05)
+
+
+def kill(pid: int) -> None:
+    """SIGKILL, as a crash or a lost machine ends a process; returns once it is gone."""
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
     while is_alive(pid):

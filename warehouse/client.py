@@ -40,6 +40,31 @@ def check_identifier(name: str, what: str = "database") -> str:
 
 
 @dataclass(frozen=True)
+class Endpoint:
+    """One ClickHouse server: its native port (queries) and HTTP port (the ledger)."""
+
+    host: str
+    port: int = 9000
+    http_port: int = 8123
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @classmethod
+    def parse(cls, text: str) -> Endpoint:
+        """``host:port:http_port``, as ``&replica=`` gives it in a URL."""
+        host, _, ports = text.partition(":")
+        port, _, http_port = ports.partition(":")
+        try:
+            return cls(host, int(port), int(http_port))
+        except ValueError as exc:
+            raise ConfigError(
+                f"replica {text!r} in the ClickHouse URL must be HOST:PORT:HTTP_PORT "
+                "(the native and the HTTP port), e.g. replica=ch2.internal:9000:8123"
+            ) from exc
+
+
+@dataclass(frozen=True)
 class ClickHouseSettings:
     host: str = "127.0.0.1"
     port: int = 9000
@@ -50,6 +75,9 @@ class ClickHouseSettings:
     # The cluster (remote_servers) the database is replicated across; "": one server.
     # Migrations then run ON CLUSTER with Replicated engines (warehouse/cluster_ddl.py).
     cluster: str = ""
+    # Other replicas of the same shard, tried in order when the current one is unreachable
+    # (docs/CLUSTER.md, "The worker on a cluster").
+    replicas: tuple[Endpoint, ...] = ()
     # How long to wait out an unreachable server; None: for ever (a worker must not drop
     # data). One-shot commands give up after a bounded time.
     give_up_after_s: float | None = None
@@ -58,20 +86,34 @@ class ClickHouseSettings:
         check_identifier(self.database)
         if self.cluster:
             check_identifier(self.cluster)
-        for port in (self.port, self.http_port):
-            if not 0 < port < 65536:
-                raise ConfigError(f"ClickHouse port {port} out of range")
+        for endpoint in self.endpoints:
+            for port in (endpoint.port, endpoint.http_port):
+                if not 0 < port < 65536:
+                    raise ConfigError(f"ClickHouse port {port} of {endpoint.host} out of range")
+        if self.replicas and not self.cluster:
+            raise ConfigError(
+                "replica= in the ClickHouse URL names other replicas of a cluster: add "
+                "&cluster=NAME (the remote_servers cluster they belong to)"
+            )
+
+    @property
+    def endpoints(self) -> tuple[Endpoint, ...]:
+        """Every server to use, the URL's own first."""
+        return (Endpoint(self.host, self.port, self.http_port), *self.replicas)
 
     def to_url(self) -> str:
         return (
             f"clickhouse://{self.user}:{self.password}@{self.host}:{self.port}/{self.database}"
-            f"?http_port={self.http_port}" + (f"&cluster={self.cluster}" if self.cluster else "")
+            f"?http_port={self.http_port}"
+            + (f"&cluster={self.cluster}" if self.cluster else "")
+            + "".join(f"&replica={r.host}:{r.port}:{r.http_port}" for r in self.replicas)
         )
 
     @classmethod
     def from_url(cls, url: str, database: str | None = None) -> ClickHouseSettings:
-        """``clickhouse://user:password@host:port/database?http_port=8123[&cluster=NAME]``
-        (the native port; ``cluster``: the database is replicated across that cluster)."""
+        """``clickhouse://user:password@host:port/database?http_port=8123[&cluster=NAME]
+        [&replica=HOST:PORT:HTTP_PORT ...]`` (the native port; ``cluster``: the database is
+        replicated across that cluster; ``replica``: another replica to fail over to)."""
         parsed = urlparse(url)
         if parsed.scheme != "clickhouse" or not parsed.hostname:
             raise ConfigError(f"ClickHouse URL {url!r} must look like clickhouse://host:port/db")
@@ -92,6 +134,7 @@ class ClickHouseSettings:
             password=parsed.password or "",
             http_port=http_port,
             cluster=query.get("cluster", [""])[0],
+            replicas=tuple(Endpoint.parse(r) for r in query.get("replica", [])),
         )
 
 
@@ -109,7 +152,11 @@ class Backoff:
 
 
 class Warehouse:
-    """A ClickHouse connection that reconnects and retries transient failures."""
+    """A ClickHouse connection that reconnects and retries transient failures.
+
+    Given replicas, it uses one at a time for every read and write, so what it reads is
+    what it wrote, and moves to the next when the current one fails: a worker keeps
+    metering through a lost replica (docs/CLUSTER.md, "The worker on a cluster")."""
 
     def __init__(
         self,
@@ -123,18 +170,25 @@ class Warehouse:
         # out an unreachable server (nothing it was writing is committed).
         self._cancelled = threading.Event()
         self._sleep = sleep if sleep is not None else self._cancelled.wait
+        self._endpoints = settings.endpoints
+        self._at = 0  # the replica in use
         self._client = self._connect(settings.database)
         # clickhouse-driver allows one query at a time per connection; the worker loads a
         # partition's state while the previous batch is still being written.
         self._lock = threading.RLock()
 
+    @property
+    def endpoint(self) -> Endpoint:
+        """The server queries and inserts go to now."""
+        return self._endpoints[self._at]
+
     def _connect(
         self, database: str, timeout_s: float = 60, settings: dict[str, Any] | None = None
     ) -> Client:
-        s = self.settings
+        s, endpoint = self.settings, self.endpoint
         return Client(
-            s.host,
-            port=s.port,
+            endpoint.host,
+            port=endpoint.port,
             database=database,
             user=s.user,
             password=s.password,
@@ -150,46 +204,70 @@ class Warehouse:
         """End every retry loop now, from any thread: the process is stopping."""
         self._cancelled.set()
 
-    def _retrying(
-        self, what: str, call: Callable[[], T], reset: Callable[[], None] | None = None
-    ) -> T:
-        """``call`` until it succeeds; ``reset`` (if any) runs before each retry."""
+    def _retrying(self, what: str, call: Callable[[Endpoint], T], driver: bool = True) -> T:
+        """``call`` on the replica in use until it succeeds. After a failure the next
+        attempt goes to the next replica; with one server, a driver call reconnects (an
+        HTTP call leaves the driver's connection alone: other threads use it)."""
         started = time.monotonic()
         for delay in self.backoff.delays():
             if self._cancelled.is_set():
                 raise SinkError(f"{what}: stopped while waiting for ClickHouse (not written)")
+            used = self._at
             try:
-                return call()
+                return call(self._endpoints[used])
             except _TRANSIENT as exc:
                 limit = self.backoff.give_up_after_s
                 if limit is not None and time.monotonic() - started + delay > limit:
                     raise SinkError(self._unreachable(what, limit, exc)) from exc
-                log.warning("%s: ClickHouse unreachable (%s); retrying in %.1f s", what, exc, delay)
-                if reset is not None:
-                    reset()
+                log.warning(
+                    "%s: ClickHouse at %s unreachable (%s); retrying in %.1f s",
+                    what,
+                    self._endpoints[used],
+                    exc,
+                    delay,
+                )
+                if not self._fail_over(used) and driver:
+                    with self._lock:
+                        self._client.disconnect()
                 self._sleep(delay)
         raise AssertionError("unreachable")
 
+    def _fail_over(self, used: int) -> bool:
+        """Move to the replica after ``used`` unless another thread already moved; False
+        with one server. Sticky: it stays on the new replica while that one answers."""
+        if len(self._endpoints) == 1:
+            return False
+        with self._lock:
+            if self._at == used:
+                self._client.disconnect()
+                self._at = (used + 1) % len(self._endpoints)
+                self._client = self._connect(self.settings.database)
+                log.warning(
+                    "ClickHouse: failing over from %s to replica %s",
+                    self._endpoints[used],
+                    self.endpoint,
+                )
+        return True
+
     def _unreachable(self, what: str, limit: float, exc: BaseException) -> str:
         s = self.settings
+        where = ", ".join(map(str, self._endpoints))
         if isinstance(exc, EOFError):
             # 18.16 drops the connection at login, sending no error, when the user may not
             # use the database (code 291 in the server's log).
             return (
-                f"{what}: ClickHouse at {s.host}:{s.port} closed the connection at login "
+                f"{what}: ClickHouse at {where} closed the connection at login "
                 f"for {limit:g} s: is user {s.user!r} allowed database {s.database!r} "
                 "(a read-only user such as finance is not, nor `default`)?"
             )
         return (
-            f"{what}: cannot reach ClickHouse at {s.host}:{s.port} for {limit:g} s ({exc}): "
+            f"{what}: cannot reach ClickHouse at {where} for {limit:g} s ({exc}): "
             "is it running, and is --clickhouse-url right?"
         )
 
     def execute(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
         with self._lock:
-            return self._retrying(
-                "query", lambda: self._client.execute(sql, params), self._client.disconnect
-            )
+            return self._retrying("query", lambda _: self._client.execute(sql, params))
 
     def execute_long(self, sql: str, timeout_s: float, settings: dict[str, Any]) -> None:
         """``sql`` once, on a connection of its own that waits up to ``timeout_s`` for the
@@ -209,11 +287,7 @@ class Warehouse:
             return 0
         sql = f"INSERT INTO {check_identifier(table, 'table')} ({', '.join(columns)}) VALUES"
         with self._lock:
-            self._retrying(
-                f"insert into {table}",
-                lambda: self._client.execute(sql, rows),
-                self._client.disconnect,
-            )
+            self._retrying(f"insert into {table}", lambda _: self._client.execute(sql, rows))
         return len(rows)
 
     def insert_native(self, table: str, columns: Sequence[str], data: bytes, rows: int) -> int:
@@ -231,8 +305,8 @@ class Warehouse:
             }
         )
 
-        def post() -> None:
-            conn = http.client.HTTPConnection(s.host, s.http_port, timeout=120)
+        def post(endpoint: Endpoint) -> None:
+            conn = http.client.HTTPConnection(endpoint.host, endpoint.http_port, timeout=120)
             try:
                 conn.request("POST", f"/?{query}", body=data)
                 response = conn.getresponse()
@@ -246,18 +320,20 @@ class Warehouse:
 
         # A fresh HTTP connection per attempt, and never a reset of the driver's connection:
         # several of these run at once, beside driver queries on other threads.
-        self._retrying(f"insert into {table}", post)
+        self._retrying(f"insert into {table}", post, driver=False)
         return rows
 
     def _on_default_database(self, sql: str) -> None:
         """Run ``sql`` over a connection to ``default``: one to our database may not exist."""
-        admin = self._connect("default")
-        try:
-            self._retrying(
-                sql.split(" IF ")[0].lower(), lambda: admin.execute(sql), admin.disconnect
-            )
-        finally:
-            admin.disconnect()
+
+        def attempt(_: Endpoint) -> None:
+            admin = self._connect("default")  # on the replica in use at each attempt
+            try:
+                admin.execute(sql)
+            finally:
+                admin.disconnect()
+
+        self._retrying(sql.split(" IF ")[0].lower(), attempt, driver=False)
         with self._lock:
             self._client.disconnect()  # reconnect to the database as it now is
 

@@ -17,20 +17,22 @@ from warehouse.migrate import pending
 def check_warehouse(warehouse: Warehouse, timeout_s: float = 10.0) -> None:
     s = warehouse.settings
     warehouse.execute("SELECT 1")  # the native port, within the settings' give-up time
-    connection = http.client.HTTPConnection(s.host, s.http_port, timeout=timeout_s)
+    at = warehouse.endpoint  # a replica that answered, if the first did not
+    connection = http.client.HTTPConnection(at.host, at.http_port, timeout=timeout_s)
     try:
         connection.request("GET", "/ping")
         answer = connection.getresponse().read()
     except OSError as exc:
         raise ConfigError(
-            f"ClickHouse's HTTP port {s.host}:{s.http_port} does not answer ({exc}): the worker "
-            "writes the ledger over HTTP; give its port as ?http_port=PORT in --clickhouse-url"
+            f"ClickHouse's HTTP port {at.host}:{at.http_port} does not answer ({exc}): the worker "
+            "writes the ledger over HTTP; give its port as ?http_port=PORT in --clickhouse-url "
+            "(and a replica's as its third field, replica=HOST:PORT:HTTP_PORT)"
         ) from exc
     finally:
         connection.close()
     if answer.strip() != b"Ok.":
         raise ConfigError(
-            f"{s.host}:{s.http_port} is not ClickHouse's HTTP port (it answered "
+            f"{at.host}:{at.http_port} is not ClickHouse's HTTP port (it answered "
             f"{answer[:60]!r}): fix ?http_port= in --clickhouse-url"
         )
     missing = [f"{m.version:04d}" for m in pending(warehouse)]

@@ -2,6 +2,8 @@
 warehouse/migrate.py): URLs, retries that leave the driver's connection alone, the
 packaged migrations."""
 
+import time
+
 import pytest
 
 from core.errors import ConfigError
@@ -101,3 +103,76 @@ def test_a_cluster_in_the_url_makes_every_statement_replicated_and_on_cluster():
             assert "ENGINE = MergeTree" not in out and "ENGINE = ReplacingMergeTree" not in out
     renamed = for_cluster("RENAME TABLE a TO b", "meter", "db", 12)
     assert renamed == "RENAME TABLE db.a TO db.b ON CLUSTER meter"
+
+
+def test_replicas_in_the_url_round_trip_and_a_malformed_one_is_named():
+    from warehouse.client import Endpoint
+
+    url = (
+        "clickhouse://u:p@ch1:9000/gpu_meter?http_port=8123&cluster=meter"
+        "&replica=ch2:9001:8124&replica=ch3:9002:8125"
+    )
+    s = ClickHouseSettings.from_url(url)
+    assert s.endpoints == (
+        Endpoint("ch1", 9000, 8123),
+        Endpoint("ch2", 9001, 8124),
+        Endpoint("ch3", 9002, 8125),
+    )
+    assert ClickHouseSettings.from_url(s.to_url()) == s
+    with pytest.raises(ConfigError, match="HOST:PORT:HTTP_PORT"):
+        ClickHouseSettings.from_url(url + "&replica=ch4:9000")
+    with pytest.raises(ConfigError, match="&cluster=NAME"):
+        ClickHouseSettings.from_url("clickhouse://ch1:9000/db?replica=ch2:9000:8123")
+    with pytest.raises(ConfigError, match="out of range"):
+        ClickHouseSettings.from_url("clickhouse://ch1/db?cluster=m&replica=ch2:9000:70000")
+
+
+class _Server:
+    """A stand-in for one replica's driver connection: answers, or is down."""
+
+    def __init__(self, name: str, down: bool) -> None:
+        self.name, self.down, self.queries = name, down, []
+
+    def execute(self, sql, params=None):  # noqa: ANN001, ANN201
+        from clickhouse_driver import errors
+
+        if self.down:
+            raise errors.NetworkError(f"{self.name} is down")
+        self.queries.append(sql)
+        return [(self.name,)]
+
+    def disconnect(self) -> None:
+        pass
+
+
+def test_a_warehouse_fails_over_to_the_next_replica_and_stays_there(monkeypatch):
+    """The first replica down: the query is answered by the second, and every later read
+    and write goes there too (what it reads is what it wrote), even once the first is
+    back; the HTTP inserts move with it."""
+    from warehouse.client import Backoff, Warehouse
+
+    servers = {"ch1": _Server("ch1", down=True), "ch2": _Server("ch2", down=False)}
+    monkeypatch.setattr(
+        Warehouse, "_connect", lambda self, database, *a, **k: servers[self.endpoint.host]
+    )
+    s = ClickHouseSettings.from_url("clickhouse://ch1:9000/db?cluster=m&replica=ch2:9001:8124")
+    warehouse = Warehouse(s, Backoff(first_s=0.01, give_up_after_s=0.5), sleep=time.sleep)
+    assert warehouse.execute("SELECT 1") == [("ch2",)]
+    servers["ch1"].down = False
+    assert warehouse.execute("SELECT 2") == [("ch2",)]
+    warehouse.insert("t", ("a",), [(1,)])
+    assert servers["ch2"].queries == ["SELECT 1", "SELECT 2", "INSERT INTO t (a) VALUES"]
+    assert servers["ch1"].queries == []
+    assert (warehouse.endpoint.host, warehouse.endpoint.http_port) == ("ch2", 8124)
+
+
+def test_two_threads_failing_on_one_replica_move_once(monkeypatch):
+    """Ledger inserts run two at a time: both failing on the same replica must not move
+    the warehouse two steps (back onto the replica that failed)."""
+    from warehouse.client import Warehouse
+
+    monkeypatch.setattr(Warehouse, "_connect", lambda self, database, *a, **k: _Server("x", False))
+    s = ClickHouseSettings.from_url("clickhouse://ch1:9000/db?cluster=m&replica=ch2:9001:8124")
+    warehouse = Warehouse(s)
+    assert warehouse._fail_over(0) and warehouse._fail_over(0)
+    assert warehouse.endpoint.host == "ch2"
