@@ -62,6 +62,8 @@ class ClusterInfo:
     bootstrap_port: int  # HAProxy's: the only address clients are given
     zookeeper_port: int
     replicas: list[Replica] = field(default_factory=list)
+    # SeaweedFS's master, volume, filer and admin ports, to start it again on the same
+    seaweed_ports: list[int] = field(default_factory=list)
 
     @property
     def bootstrap(self) -> str:
@@ -159,14 +161,7 @@ class ReplicatedStack:
         s3, master, volume, filer, admin, lb, zk, t1, t2 = free_ports(9)
         started["seaweedfs"] = self._start_seaweedfs(weed, s3, master, volume, filer, admin)
         for name, port in (("tansu1", t1), ("tansu2", t2)):
-            started[name] = broker.start(
-                self.folder / name,
-                port,
-                advertised_port=lb,
-                storage=f"s3://{BUCKET}/",
-                extra_env={**_S3_KEYS, "AWS_ENDPOINT": f"http://127.0.0.1:{s3}"},
-                cluster_id=CLUSTER_NAME,
-            )
+            started[name] = self._start_broker(name, port, lb, s3)
         started["haproxy"] = self._start_haproxy(haproxy, lb, [t1, t2])
         started["zookeeper"] = self._start_zookeeper(zk_classpath, zk)
         password = clickhouse.default_password(self.folder)
@@ -186,9 +181,20 @@ class ReplicatedStack:
         for replica in replicas:
             _wait_for_zookeeper(self.folder / f"clickhouse-{replica.name}", replica.tcp_port)
         pids = {k: v for k, v in started.items() if not k.startswith("clickhouse-")}
-        info = ClusterInfo(str(self.folder), pids, s3, [t1, t2], lb, zk, replicas)
+        seaweed = [master, volume, filer, admin]
+        info = ClusterInfo(str(self.folder), pids, s3, [t1, t2], lb, zk, replicas, seaweed)
         self.state_path.write_text(json.dumps(asdict(info), indent=2) + "\n")
         return info
+
+    def _start_broker(self, name: str, port: int, advertised_port: int, s3_port: int) -> int:
+        return broker.start(
+            self.folder / name,
+            port,
+            advertised_port=advertised_port,
+            storage=f"s3://{BUCKET}/",
+            extra_env={**_S3_KEYS, "AWS_ENDPOINT": f"http://127.0.0.1:{s3_port}"},
+            cluster_id=CLUSTER_NAME,
+        )
 
     def _start_replica(self, replica: Replica, zk_port: int, peer_ports: list[int]) -> int:
         folder = self.folder / f"clickhouse-{replica.name}"
@@ -214,24 +220,42 @@ class ReplicatedStack:
 
     def kill(self, name: str) -> None:
         """``kill -9`` one process of the stack (``tansu1``, ``clickhouse-r1``, …), for the
-        fault tests and drills; ``restart_replica`` brings a replica back."""
+        fault tests and drills; ``restart`` brings it back."""
         info = self.read()
         pids = info.all_pids() if info else {}
         if name not in pids:
             raise StackError(f"no process {name!r} in the stack; it has {sorted(pids)}")
         process.kill(pids[name])
 
-    def restart_replica(self, name: str) -> ClusterInfo:
-        """Start replica ``name`` again on its ports and data (after a kill or a stop)."""
+    def restart(self, name: str) -> ClusterInfo:
+        """Start process ``name`` (``seaweedfs``, ``tansu1``, ``zookeeper``,
+        ``clickhouse-r1``, …) again on its ports and data, after a kill or a stop."""
         info = self.read()
         if info is None:
             raise StackError("the replicated stack is not up (meter stack up --replicated)")
-        (replica,) = [r for r in info.replicas if r.name == name]
-        process.stop(replica.pid, grace_s=30.0)
-        pid = self._start_replica(replica, info.zookeeper_port, [r.tcp_port for r in info.replicas])
-        _wait_for_zookeeper(self.folder / f"clickhouse-{name}", replica.tcp_port)
-        replicas = [replace(r, pid=pid) if r.name == name else r for r in info.replicas]
-        info = replace(info, replicas=replicas)
+        pids = info.all_pids()
+        if name not in pids:
+            raise StackError(f"no process {name!r} in the stack; it has {sorted(pids)}")
+        process.stop(pids[name], grace_s=30.0)
+        if name.startswith("clickhouse-"):
+            (replica,) = [r for r in info.replicas if f"clickhouse-{r.name}" == name]
+            peers = [r.tcp_port for r in info.replicas]
+            pid = self._start_replica(replica, info.zookeeper_port, peers)
+            _wait_for_zookeeper(self.folder / name, replica.tcp_port)
+            replicas = [replace(r, pid=pid) if r is replica else r for r in info.replicas]
+            info = replace(info, replicas=replicas)
+        else:
+            if name == "seaweedfs":
+                pid = self._start_seaweedfs(weed_binary(), info.s3_port, *info.seaweed_ports)
+            elif name.startswith("tansu"):
+                port = info.broker_ports[int(name.removeprefix("tansu")) - 1]
+                pid = self._start_broker(name, port, info.bootstrap_port, info.s3_port)
+            elif name == "zookeeper":
+                pid = self._start_zookeeper(zookeeper_classpath(), info.zookeeper_port)
+            else:  # haproxy: its config is the stack's, start it as up() does
+                binary, port = haproxy_binary(), info.bootstrap_port
+                pid = self._start_haproxy(binary, port, info.broker_ports)
+            info = replace(info, pids={**info.pids, name: pid})
         self.state_path.write_text(json.dumps(asdict(info), indent=2) + "\n")
         return info
 

@@ -25,6 +25,11 @@ _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 UNKNOWN_DATABASE = 81
 # Failures that mean "the server is not reachable right now", worth waiting out.
 _TRANSIENT = (ch_errors.NetworkError, ch_errors.SocketTimeoutError, EOFError, OSError)
+# Server errors of a replicated table that lost ZooKeeper, worth waiting out too: every
+# replica refuses inserts until it is back (docs/CLUSTER.md). 242: table is in readonly
+# mode; 225: no ZooKeeper; 999: a ZooKeeper session error; 319: the insert's outcome is
+# unknown (the retry writes the same rows, which the tables' keys make harmless).
+_TRANSIENT_CODES = frozenset({242, 225, 999, 319})
 
 
 # ClickHouse 18.16 pushes a WHERE into the views (through GROUP BY and UNION ALL) only with
@@ -215,7 +220,9 @@ class Warehouse:
             used = self._at
             try:
                 return call(self._endpoints[used])
-            except _TRANSIENT as exc:
+            except (*_TRANSIENT, ch_errors.ServerException) as exc:
+                if isinstance(exc, ch_errors.ServerException) and exc.code not in _TRANSIENT_CODES:
+                    raise
                 limit = self.backoff.give_up_after_s
                 if limit is not None and time.monotonic() - started + delay > limit:
                     raise SinkError(self._unreachable(what, limit, exc)) from exc
@@ -223,7 +230,7 @@ class Warehouse:
                     "%s: ClickHouse at %s unreachable (%s); retrying in %.1f s",
                     what,
                     self._endpoints[used],
-                    exc,
+                    str(exc).split(". Stack trace")[0][:300],
                     delay,
                 )
                 if not self._fail_over(used) and driver:

@@ -31,16 +31,17 @@ class AgentProcess:
     spool_max_mb: float = 64
     gpus: int = 8
     metrics_port: int = field(default_factory=free_port)
+    node_id: str = NODE
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
 
     def __post_init__(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        units = SimulatedCollector(NODE, gpus=self.gpus).units()
+        units = SimulatedCollector(self.node_id, gpus=self.gpus).units()
         self.uuids = [u.uuid for u in units]
         self.write_allocations({u: "aurora-labs" for u in self.uuids[: self.gpus // 2]})
         config = f"""
-node_id = "{NODE}"
+node_id = "{self.node_id}"
 cluster = "sc1"
 broker = "{self.bootstrap}"
 topic = "{self.topic}"
@@ -151,9 +152,14 @@ class TopicRecord:
 
 
 def read_topic(
-    bootstrap: str, topic: str, want_seqs: set[int], timeout_s: float = 60
+    bootstrap: str,
+    topic: str,
+    want_seqs: set[int] | None = None,
+    timeout_s: float = 60,
+    want_keys: set[tuple[str, int]] | None = None,
 ) -> list[TopicRecord]:
-    """Every record of ``topic`` in (partition, offset) order, once ``want_seqs`` are all there."""
+    """Every record of ``topic`` in (partition, offset) order, once ``want_seqs`` (of one
+    node) or ``want_keys`` ((node, seq) of several) are all there."""
     consumer = KafkaConsumer(
         bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=2_000
     )
@@ -176,7 +182,10 @@ def read_topic(
                         codec.decode(message.value),
                     )
                 )
-            if want_seqs <= {r.report["seq"] for r in records}:
+            if want_seqs is not None and want_seqs <= {r.report["seq"] for r in records}:
+                break
+            keys = {(r.report["node_id"], r.report["seq"]) for r in records}
+            if want_keys is not None and want_keys <= keys:
                 break
         return sorted(records, key=lambda r: (r.partition, r.offset))
     finally:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -21,6 +21,7 @@ from stack import process
 from stack.cluster import ReplicatedStack
 from streams.host.settings import WorkerSettings
 from streams.host.topics import ensure_topics
+from tests.e2e.agent_harness import AgentProcess, end_offsets, read_topic, unique_reports
 from tests.e2e.harness import BackgroundPublisher, assert_exact, drain, encode_all, progress
 from warehouse.client import ClickHouseSettings, Warehouse
 
@@ -135,44 +136,211 @@ def _fleet_run(
     return worker_settings, Warehouse(settings)
 
 
-def test_a_fleet_is_metered_exactly_through_a_replica_killed_and_restarted(
-    cluster: ReplicatedStack, tmp_path: Path
-) -> None:
-    """Replica r1 (the one the URL names first) is killed with kill -9 mid-run: the worker
-    fails over to r2 and goes on metering while r1 is down; r1 restarts, fetches what it
-    missed, and both replicas end with every total exact and the same rows."""
-    settings, warehouse = _fleet_run(cluster, "replica_kill", tmp_path)
-    spec = FleetSpec(nodes=24, gpus_per_node=8, tenants=3, reports_per_node=40, seed=41)
-    emitted = EmittedTotals()
-    publisher = BackgroundPublisher(
-        settings, encode_all(fleet_reports(spec), emitted), per_second=40
-    )
-    worker = WorkerProcess.start(settings, tmp_path / "worker.log")
-    r1, r2 = _on_each_replica(settings.clickhouse)
-    publisher.start()
-    try:
-        deadline = time.monotonic() + 120
-        while progress(r2)["accepted_reports"] < 100:
-            assert worker.alive() and time.monotonic() < deadline, worker.log_path.read_text()
+class FleetRun:
+    """A fleet sending through HAProxy, one worker metering it (a new one after a kill),
+    and the replicas to read progress from, one by one. The fleet is a publisher of a
+    simulated fleet's reports at a steady rate, or, where the brokers are what fails,
+    real agent processes, which spool through an outage and drain after it."""
+
+    def __init__(self, cluster: ReplicatedStack, name: str, tmp_path: Path, agents: int) -> None:
+        self.cluster, self.tmp_path = cluster, tmp_path
+        self.settings, self.warehouse = _fleet_run(cluster, name, tmp_path)
+        self.emitted = EmittedTotals()
+        self.publisher: BackgroundPublisher | None = None
+        self.agents = [
+            AgentProcess(
+                tmp_path / f"agent-{i}",
+                self.settings.bootstrap,
+                self.settings.topic,
+                node_id=f"sc1-node-{i:03d}",
+            )
+            for i in range(agents)
+        ]
+        if not agents:
+            spec = FleetSpec(nodes=24, gpus_per_node=8, tenants=3, reports_per_node=60, seed=41)
+            frames = encode_all(fleet_reports(spec), self.emitted)
+            self.publisher = BackgroundPublisher(self.settings, frames, per_second=40)
+        self.workers = [WorkerProcess.start(self.settings, tmp_path / "worker-0.log")]
+        self.replicas = _on_each_replica(self.settings.clickhouse)
+
+    def start(self) -> None:
+        for agent in self.agents:
+            agent.start()
+        if self.publisher:
+            self.publisher.start()
+
+    def sending(self) -> bool:
+        if self.publisher:
+            return self.publisher.is_alive()
+        return all(a.proc is not None and a.proc.poll() is None for a in self.agents)
+
+    def stop_sources(self) -> None:
+        for agent in self.agents:
+            if agent.proc is not None and agent.proc.poll() is None:
+                agent.kill()
+
+    def _agents_sent(self) -> dict[int, int]:
+        """Once every agent's spool is empty, stop them; what they minted must all be on
+        the topic. Returns the topic's end offsets; ``emitted`` is what reached it."""
+        for agent in self.agents:
+            agent.wait_metric("meter_agent_spool_reports", lambda v: v == 0, 120)
+        for agent in self.agents:
+            assert agent.stop() == 0, agent.log_tail()
+        minted = set()
+        for agent in self.agents:
+            state = agent.state()
+            assert state["dropped"] == [], f"{agent.node_id} dropped reports"
+            minted |= {(agent.node_id, seq) for seq in range(state["next_seq"])}
+        records = read_topic(self.settings.bootstrap, self.settings.topic, want_keys=minted)
+        reports = unique_reports(records)
+        assert {(r["node_id"], r["seq"]) for r in reports} == minted, "a report never arrived"
+        self.emitted.add_reports(reports)
+        return end_offsets(records)
+
+    @property
+    def worker(self) -> WorkerProcess:
+        return self.workers[-1]
+
+    def accepted(self, replica: int = 1) -> int:
+        """Reports metered so far, as one replica (r2 by default) holds them."""
+        return progress(self.replicas[replica])["accepted_reports"]
+
+    def wait_accepted(self, at_least: int, replica: int = 1, timeout_s: float = 120) -> None:
+        deadline = time.monotonic() + timeout_s
+        while self.accepted(replica) < at_least:
+            assert time.monotonic() < deadline, self.log()[-3000:]
             time.sleep(0.5)
-        cluster.kill("clickhouse-r1")
-        at_kill = progress(r2)["accepted_reports"]
-        time.sleep(12)  # the worker writes to r2 alone meanwhile
-        while_down = progress(r2)["accepted_reports"]
-        info = cluster.read()
-        assert info is not None and not process.is_alive(info.replicas[0].pid)
-        cluster.restart_replica("r1")
-        drain(settings, publisher.finish(), [worker])
-    finally:
-        worker.stop()
-    log = worker.log_path.read_text()
-    first = settings.clickhouse.endpoints[0]
-    assert f"failing over from {first} to replica" in log, log[-3000:]
-    assert while_down > at_kill, "nothing was metered while r1 was down"
-    replicas = _on_each_replica(settings.clickhouse)
-    _assert_replicas_identical(replicas)
-    for replica in replicas:
-        assert_exact(replica, emitted)
-        assert progress(replica)["accepted_samples"] == emitted.samples == spec.samples
-    for w in (warehouse, r1, r2, *replicas):
-        w.close()
+
+    def kill_worker(self) -> None:
+        self.worker.kill()
+        self.workers.append(
+            WorkerProcess.start(self.settings, self.tmp_path / f"worker-{len(self.workers)}.log")
+        )
+
+    def log(self) -> str:
+        return "".join(Path(w.log_path).read_text() for w in self.workers)
+
+    def finish(self) -> None:
+        """Publishing ends, the group commits every offset, and then: both replicas hold
+        the same rows, and every total is exact read on each alone."""
+        try:
+            ends = self.publisher.finish() if self.publisher else self._agents_sent()
+            drain(self.settings, ends, self.workers)
+        finally:
+            for worker in self.workers:
+                worker.stop()
+        replicas = _on_each_replica(self.settings.clickhouse)
+        _assert_replicas_identical(replicas)
+        for replica in replicas:
+            assert_exact(replica, self.emitted)
+            assert progress(replica)["accepted_samples"] == self.emitted.samples
+        for w in (self.warehouse, *self.replicas, *replicas):
+            w.close()
+
+
+def _dead(cluster: ReplicatedStack, name: str) -> bool:
+    info = cluster.read()
+    assert info is not None
+    return not process.is_alive(info.all_pids()[name])
+
+
+def _replica_killed(run: FleetRun) -> None:
+    """r1, the replica the URL names first, is killed mid-run: the worker fails over to
+    r2 and meters on while r1 is down; r1 restarts and fetches what it missed."""
+    run.cluster.kill("clickhouse-r1")
+    at_kill = run.accepted()
+    time.sleep(12)
+    assert _dead(run.cluster, "clickhouse-r1")
+    assert run.accepted() > at_kill, "nothing was metered while r1 was down"
+    run.cluster.restart("clickhouse-r1")
+    first = run.settings.clickhouse.endpoints[0]
+    assert f"failing over from {first} to replica" in run.log()
+
+
+def _brokers_killed_one_after_the_other(run: FleetRun) -> None:
+    """Each broker is killed and restarted in turn: HAProxy sends every client to the
+    other, which reads the same log from S3; nothing acknowledged is lost."""
+    for name in ("tansu1", "tansu2"):
+        run.cluster.kill(name)
+        before = run.accepted()
+        time.sleep(6)
+        assert _dead(run.cluster, name)
+        run.wait_accepted(before + 20, timeout_s=60)  # metering went on through the other
+        run.cluster.restart(name)
+        time.sleep(3)
+
+
+def _seaweedfs_down_10_s(run: FleetRun) -> None:
+    """The S3 store dies for 10 s: produces and fetches fail meanwhile (the agents spool),
+    and go on once it is back, without restarting a broker."""
+    run.cluster.kill("seaweedfs")
+    time.sleep(10)
+    assert _dead(run.cluster, "seaweedfs")
+    spooled = [a.metrics()["meter_agent_spool_reports"] for a in run.agents]
+    assert max(spooled) >= 3, f"the agents did not spool through the outage: {spooled}"
+    before = run.accepted()
+    run.cluster.restart("seaweedfs")
+    run.wait_accepted(before + 20, timeout_s=90)
+
+
+def _zookeeper_stopped_20_s(run: FleetRun) -> None:
+    """ZooKeeper stops for 20 s: every replica refuses inserts (read-only tables); the
+    worker waits and retries, neither crashing nor skipping, and goes on after."""
+    run.cluster.kill("zookeeper")
+    time.sleep(20)
+    assert _dead(run.cluster, "zookeeper")
+    before = run.accepted()
+    run.cluster.restart("zookeeper")
+    run.wait_accepted(before + 20, timeout_s=90)
+    assert "Code: 242" in run.log() or "Code: 225" in run.log() or "Code: 999" in run.log()
+    assert all(w.alive() for w in run.workers), "the worker exited while ZooKeeper was down"
+
+
+def _worker_and_replica_killed_at_once(run: FleetRun) -> None:
+    """The worker and replica r1 are killed at the same moment; a new worker starts at
+    once (on r2, r1 being down) and r1 restarts 10 s later."""
+    run.cluster.kill("clickhouse-r1")
+    run.kill_worker()
+    before = run.accepted()
+    time.sleep(10)
+    assert _dead(run.cluster, "clickhouse-r1")
+    run.cluster.restart("clickhouse-r1")
+    run.wait_accepted(before + 20, timeout_s=90)
+
+
+# Faults of the broker side: the fleet is real agents, which spool through them.
+_BROKER_SIDE = (_brokers_killed_one_after_the_other, _seaweedfs_down_10_s)
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        _replica_killed,
+        _brokers_killed_one_after_the_other,
+        _seaweedfs_down_10_s,
+        _zookeeper_stopped_20_s,
+        _worker_and_replica_killed_at_once,
+    ],
+    ids=lambda f: f.__name__.strip("_"),
+)
+def test_a_fleet_is_metered_exactly_through(
+    fault: Callable[[FleetRun], None], cluster: ReplicatedStack, tmp_path: Path
+) -> None:
+    info = cluster.read()
+    assert info is not None
+    for process_name, pid in info.all_pids().items():
+        if not process.is_alive(pid):  # left dead by an earlier test that failed
+            cluster.restart(process_name)
+    agents = 4 if fault in _BROKER_SIDE else 0
+    run = FleetRun(cluster, fault.__name__.strip("_")[:24], tmp_path, agents)
+    run.start()
+    try:
+        run.wait_accepted(20 if agents else 100)
+        fault(run)
+        assert run.sending(), "the fleet ended before the fault did: make it longer"
+    except BaseException:
+        run.stop_sources()
+        for worker in run.workers:
+            worker.kill()
+        raise
+    run.finish()

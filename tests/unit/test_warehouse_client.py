@@ -133,7 +133,7 @@ class _Server:
     def __init__(self, name: str, down: bool) -> None:
         self.name, self.down, self.queries = name, down, []
 
-    def execute(self, sql, params=None):  # noqa: ANN001, ANN201
+    def execute(self, sql, params=None):
         from clickhouse_driver import errors
 
         if self.down:
