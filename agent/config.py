@@ -25,6 +25,12 @@ seed = 7
 
 [nvml.sku_names]           # board names NVML reports that no built-in rule knows
 "NVIDIA Example GPU" = "H100"
+
+[broker_auth]              # optional: SASL over TLS to the agents' listener (docker/)
+mechanism = "SCRAM-SHA-512"                  # or SCRAM-SHA-256
+username = "sc1-node-00042"                  # default: node_id (one user per node)
+password_file = "/etc/gpu-meter/broker-password"   # one line, readable by its owner only
+ca_file = "/etc/gpu-meter/broker-ca.pem"     # the CA that signed the brokers' certificates
 """
 
 from __future__ import annotations
@@ -41,6 +47,19 @@ from core.identity import check_topic, is_valid_name
 from core.units import US_PER_MINUTE, US_PER_SECOND
 
 DEFAULT_TOPIC = "gpu-usage"  # the worker's default topic
+
+
+SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256")
+
+
+@dataclass(frozen=True)
+class BrokerAuth:
+    """A node's own credentials for the brokers: SASL (SCRAM) over TLS."""
+
+    mechanism: str
+    username: str
+    password: str = field(repr=False)
+    ca_file: Path
 
 
 @dataclass(frozen=True)
@@ -63,6 +82,7 @@ class AgentConfig:
     simulated_gpus: int = 8
     simulated_sku: str = "H100"
     simulated_seed: int = 7
+    broker_auth: BrokerAuth | None = None
     sku_names: dict[str, str] = field(default_factory=dict)
 
 
@@ -105,6 +125,7 @@ def config_from_dict(doc: dict[str, Any], base: Path = Path(".")) -> AgentConfig
         "allocation",
         "collector",
         "nvml",
+        "broker_auth",
     }
     unknown = sorted(set(doc) - known)
     if unknown:
@@ -169,4 +190,35 @@ def config_from_dict(doc: dict[str, Any], base: Path = Path(".")) -> AgentConfig
         simulated_sku=str(collector.get("sku", "H100")),
         simulated_seed=int(collector.get("seed", 7)),
         sku_names=dict(doc.get("nvml", {}).get("sku_names", {})),
+        broker_auth=_broker_auth(doc.get("broker_auth"), str(doc["node_id"]), resolve),
     )
+
+
+def _broker_auth(section: dict[str, Any] | None, node_id: str, resolve: Any) -> BrokerAuth | None:
+    """[broker_auth], read once at start: the password from a file only its owner may
+    read (never from the config, which is often world-readable), the CA file present."""
+    if section is None:
+        return None
+    unknown = sorted(set(section) - {"mechanism", "username", "password_file", "ca_file"})
+    if unknown:
+        raise ConfigError(f"unknown [broker_auth] keys: {', '.join(unknown)}")
+    mechanism = str(section.get("mechanism", SASL_MECHANISMS[0]))
+    if mechanism not in SASL_MECHANISMS:
+        raise ConfigError(
+            f"[broker_auth] mechanism {mechanism!r} must be one of {', '.join(SASL_MECHANISMS)}"
+        )
+    for key in ("password_file", "ca_file"):
+        if not section.get(key):
+            raise ConfigError(f"[broker_auth] {key} is required")
+    password_file, ca_file = resolve(section["password_file"]), resolve(section["ca_file"])
+    for path in (password_file, ca_file):
+        if not path.is_file():
+            raise ConfigError(f"[broker_auth] {path} does not exist")
+    if password_file.stat().st_mode & 0o077:
+        raise ConfigError(
+            f"[broker_auth] {password_file} is readable by others: chmod 600 {password_file}"
+        )
+    password = password_file.read_text(encoding="utf-8").strip()
+    if not password:
+        raise ConfigError(f"[broker_auth] {password_file} is empty")
+    return BrokerAuth(mechanism, str(section.get("username", node_id)), password, ca_file)

@@ -234,7 +234,7 @@ def run_agent(config: AgentConfig, drain_s: float = STOP_BUDGET_S) -> int:
         config.topic,
         config.node_id.encode(),
         metrics,
-        lambda: kafka_producer(config.broker),
+        lambda: kafka_producer(config.broker, config.broker_auth),
         on_death=lambda _: stop.set(),
     )
     agent = Agent(

@@ -23,6 +23,7 @@ from typing import Any
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
+from agent.config import BrokerAuth
 from agent.metrics import AgentMetrics
 from agent.spool import Spool, SpoolEntry
 
@@ -31,8 +32,9 @@ log = logging.getLogger("meter.agent.sender")
 CHUNK_BYTES = 512 * 1024
 
 
-def kafka_producer(bootstrap: str) -> KafkaProducer:
-    return KafkaProducer(
+def producer_options(bootstrap: str, auth: BrokerAuth | None = None) -> dict[str, Any]:
+    """The sender's producer settings; with ``auth``, SASL over TLS as the node's user."""
+    options: dict[str, Any] = dict(
         bootstrap_servers=bootstrap,
         acks="all",
         max_in_flight_requests_per_connection=1,
@@ -53,6 +55,19 @@ def kafka_producer(bootstrap: str) -> KafkaProducer:
         reconnect_backoff_ms=200,
         reconnect_backoff_max_ms=2_000,
     )
+    if auth is not None:
+        options |= dict(
+            security_protocol="SASL_SSL",
+            sasl_mechanism=auth.mechanism,
+            sasl_plain_username=auth.username,
+            sasl_plain_password=auth.password,
+            ssl_cafile=str(auth.ca_file),
+        )
+    return options
+
+
+def kafka_producer(bootstrap: str, auth: BrokerAuth | None = None) -> KafkaProducer:
+    return KafkaProducer(**producer_options(bootstrap, auth))
 
 
 MAX_BACKOFF_S = 30.0

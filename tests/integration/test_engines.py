@@ -511,3 +511,19 @@ def test_the_readme_ledger_table_query_reads_only_its_month_on_both_engines(stac
             client.disconnect()
     finally:
         server.query(f"DROP DATABASE IF EXISTS {database}", database=None)
+
+
+def test_the_finance_grants_make_every_view_definer_on_current_clickhouse(engines):
+    """docker/clickhouse/finance.sql turns each documented view to SQL SECURITY DEFINER,
+    so finance needs SELECT on the views alone; current ClickHouse must take those ALTERs
+    on the views the migrations create (chdb has no users, so the grants run only in
+    production; the list is held to the views by tests/unit/test_docker.py)."""
+    _server, embedded = engines
+    sql = (ROOT / "docker" / "clickhouse" / "finance.sql").read_text()
+    alters = re.findall(
+        r"^ALTER TABLE gpu_meter\.(\w+) ON CLUSTER meter (MODIFY SQL SECURITY \w+);", sql, re.M
+    )
+    assert len(alters) == len(_views())
+    for view, change in alters:
+        embedded.query(f"ALTER TABLE {view} {change}")
+        assert "SQL SECURITY DEFINER" in embedded.query(f"SHOW CREATE TABLE {view}"), view

@@ -44,3 +44,46 @@ def test_the_example_config_loads() -> None:
     config = load_config(Path(__file__).parents[2] / "agent" / "agent.example.toml")
     assert (config.collector, config.tick_us, config.spool_fsync) == ("nvml", TICK, "always")
     assert config.metrics_host == "0.0.0.0"  # scrapeable from the Prometheus host
+
+
+def test_broker_credentials_come_from_a_private_file_and_make_the_producer_use_sasl_over_tls(
+    tmp_path: Path,
+) -> None:
+    from agent.sender import producer_options
+
+    base = {
+        "node_id": "sc1-node-00042",
+        "cluster": "sc1",
+        "broker": "kafka-1:19094",
+        "spool_dir": "spool",
+        "allocation": {"path": "a.json"},
+    }
+    secret, ca = tmp_path / "broker-password", tmp_path / "ca.pem"
+    secret.write_text("n0de-secret\n")
+    secret.chmod(0o600)
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    auth = {"password_file": "broker-password", "ca_file": "ca.pem"}
+    config = config_from_dict({**base, "broker_auth": auth}, tmp_path)
+    assert config.broker_auth is not None
+    assert config.broker_auth.username == "sc1-node-00042"  # one user per node by default
+    assert "n0de-secret" not in repr(config)
+    options = producer_options(config.broker, config.broker_auth)
+    assert options["security_protocol"] == "SASL_SSL"
+    assert options["sasl_mechanism"] == "SCRAM-SHA-512"
+    assert (options["sasl_plain_username"], options["sasl_plain_password"]) == (
+        "sc1-node-00042",
+        "n0de-secret",
+    )
+    assert options["ssl_cafile"] == str(ca) and options["acks"] == "all"
+    assert "security_protocol" not in producer_options(config.broker)
+    secret.chmod(0o644)
+    with pytest.raises(ConfigError, match=f"chmod 600 {secret}"):
+        config_from_dict({**base, "broker_auth": auth}, tmp_path)
+    secret.chmod(0o600)
+    for patch, message in [
+        ({"mechanism": "PLAIN"}, "must be one of SCRAM-SHA-512, SCRAM-SHA-256"),
+        ({"ca_file": "missing.pem"}, "does not exist"),
+        ({"password": "inline"}, "unknown \\[broker_auth\\] keys: password"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            config_from_dict({**base, "broker_auth": {**auth, **patch}}, tmp_path)
