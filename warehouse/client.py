@@ -83,6 +83,10 @@ class ClickHouseSettings:
     # Other replicas of the same shard, tried in order when the current one is unreachable
     # (docs/CLUSTER.md, "The worker on a cluster").
     replicas: tuple[Endpoint, ...] = ()
+    # Replicated tables drop a block identical to one inserted recently; exactness must
+    # not rest on it (the tables' keys make a rewrite harmless), and the fault tests run
+    # with it off to show so (``&insert_deduplicate=0``).
+    insert_deduplicate: bool = True
     # How long to wait out an unreachable server; None: for ever (a worker must not drop
     # data). One-shot commands give up after a bounded time.
     give_up_after_s: float | None = None
@@ -112,6 +116,7 @@ class ClickHouseSettings:
             f"?http_port={self.http_port}"
             + (f"&cluster={self.cluster}" if self.cluster else "")
             + "".join(f"&replica={r.host}:{r.port}:{r.http_port}" for r in self.replicas)
+            + ("" if self.insert_deduplicate else "&insert_deduplicate=0")
         )
 
     @classmethod
@@ -140,7 +145,13 @@ class ClickHouseSettings:
             http_port=http_port,
             cluster=query.get("cluster", [""])[0],
             replicas=tuple(Endpoint.parse(r) for r in query.get("replica", [])),
+            insert_deduplicate=query.get("insert_deduplicate", ["1"])[0] != "0",
         )
+
+    @property
+    def server_settings(self) -> dict[str, Any]:
+        """Settings every query and insert of this connection sends."""
+        return {**QUERY_SETTINGS, **({} if self.insert_deduplicate else {"insert_deduplicate": 0})}
 
 
 @dataclass(frozen=True)
@@ -199,7 +210,7 @@ class Warehouse:
             password=s.password,
             connect_timeout=5,
             send_receive_timeout=timeout_s,
-            settings={**QUERY_SETTINGS, **(settings or {})},
+            settings={**s.server_settings, **(settings or {})},
         )
 
     def close(self) -> None:
@@ -309,6 +320,7 @@ class Warehouse:
                 "password": s.password,
                 "query": f"INSERT INTO {check_identifier(table, 'table')} "
                 f"({', '.join(columns)}) FORMAT Native",
+                **s.server_settings,
             }
         )
 

@@ -120,7 +120,8 @@ def _fleet_run(
 ) -> tuple[WorkerSettings, Warehouse]:
     """A fresh database (migrated with ``meter migrate`` through the failover URL) and
     topic for one test."""
-    settings = cluster.settings(f"t_{name}")
+    # Block deduplication off: exactness must not rest on it (docs/CLUSTER.md).
+    settings = replace(cluster.settings(f"t_{name}"), insert_deduplicate=False)
     _meter("migrate", "--clickhouse-url", settings.to_url(), "--give-up-after-s", "60")
     info = cluster.read()
     assert info is not None
@@ -133,7 +134,10 @@ def _fleet_run(
         datadir=tmp_path / "faust",
     )
     ensure_topics(info.bootstrap, {worker_settings.topic: 4, worker_settings.dlq_topic: 1})
-    return worker_settings, Warehouse(settings)
+    warehouse = Warehouse(settings)
+    deduplicate = "SELECT value FROM system.settings WHERE name = 'insert_deduplicate'"
+    assert warehouse.execute(deduplicate) == [("0",)]
+    return worker_settings, warehouse
 
 
 class FleetRun:
@@ -157,7 +161,7 @@ class FleetRun:
             for i in range(agents)
         ]
         if not agents:
-            spec = FleetSpec(nodes=24, gpus_per_node=8, tenants=3, reports_per_node=60, seed=41)
+            spec = FleetSpec(nodes=24, gpus_per_node=8, tenants=3, reports_per_node=100, seed=41)
             frames = encode_all(fleet_reports(spec), self.emitted)
             self.publisher = BackgroundPublisher(self.settings, frames, per_second=40)
         self.workers = [WorkerProcess.start(self.settings, tmp_path / "worker-0.log")]

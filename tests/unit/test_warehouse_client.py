@@ -119,6 +119,10 @@ def test_replicas_in_the_url_round_trip_and_a_malformed_one_is_named():
         Endpoint("ch3", 9002, 8125),
     )
     assert ClickHouseSettings.from_url(s.to_url()) == s
+    assert s.insert_deduplicate and "insert_deduplicate" not in s.server_settings
+    off = ClickHouseSettings.from_url(url + "&insert_deduplicate=0")
+    assert off.server_settings["insert_deduplicate"] == 0
+    assert ClickHouseSettings.from_url(off.to_url()) == off
     with pytest.raises(ConfigError, match="HOST:PORT:HTTP_PORT"):
         ClickHouseSettings.from_url(url + "&replica=ch4:9000")
     with pytest.raises(ConfigError, match="&cluster=NAME"):
