@@ -72,6 +72,17 @@ def available() -> list[Migration]:
     return found
 
 
+def view_names() -> list[str]:
+    """Every view the migrations create, in the order they first appear: the finance
+    interface (docker/clickhouse/finance.sql grants each of them)."""
+    names: list[str] = []
+    for migration in available():
+        for name in re.findall(r"CREATE VIEW IF NOT EXISTS (\w+)", migration.sql):
+            if name not in names:
+                names.append(name)
+    return names
+
+
 def applied(warehouse: Warehouse) -> dict[int, tuple[str, str]]:
     rows = warehouse.execute("SELECT version, name, sha256 FROM schema_migrations")
     return {int(v): (name, digest) for v, name, digest in rows}

@@ -20,7 +20,7 @@ import pytest
 from chdb import session as chdb_session
 
 from warehouse import backfill, ledger_copy
-from warehouse.migrate import available
+from warehouse.migrate import available, view_names
 
 pytestmark = pytest.mark.integration
 
@@ -140,15 +140,6 @@ ROWS = [
 ]
 
 
-def _views() -> list[str]:
-    names: list[str] = []
-    for migration in available():
-        for name in re.findall(r"CREATE VIEW IF NOT EXISTS (\w+)", migration.sql):
-            if name not in names:
-                names.append(name)
-    return names
-
-
 def _finance_queries() -> list[str]:
     readme = (ROOT / "README.md").read_text()
     section = readme.split("## For finance", 1)[1].split("\n## ", 1)[0]
@@ -230,7 +221,7 @@ def engines(stack, unique_name):
 
 def test_every_view_gives_the_same_rows_on_clickhouse_18_16_and_current(engines):
     server, embedded = engines
-    views = _views()
+    views = view_names()
     assert len(views) >= 15
     for view in views:
         old = _rows(server.query(f"SELECT * FROM {view}"))
@@ -523,7 +514,7 @@ def test_the_finance_grants_make_every_view_definer_on_current_clickhouse(engine
     alters = re.findall(
         r"^ALTER TABLE gpu_meter\.(\w+) ON CLUSTER meter (MODIFY SQL SECURITY \w+);", sql, re.M
     )
-    assert len(alters) == len(_views())
+    assert len(alters) == len(view_names())
     for view, change in alters:
         embedded.query(f"ALTER TABLE {view} {change}")
         assert "SQL SECURITY DEFINER" in embedded.query(f"SHOW CREATE TABLE {view}"), view

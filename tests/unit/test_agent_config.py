@@ -13,16 +13,17 @@ from core.errors import ConfigError
 T0 = 1_800_000_000_000_000
 TICK = 10_000_000
 UNIT = GpuUnit("GPU-0000", 0, "H100")
+BASE = {
+    "node_id": "n1",
+    "cluster": "sc1",
+    "broker": "k:9092",
+    "spool_dir": "spool",
+    "allocation": {"path": "a.json"},
+}
 
 
 def test_config_is_validated_at_the_edge(tmp_path: Path) -> None:
-    base = {
-        "node_id": "n1",
-        "cluster": "sc1",
-        "broker": "k:9092",
-        "spool_dir": "spool",
-        "allocation": {"path": "a.json"},
-    }
+    base = BASE
     config = config_from_dict({**base, "tick_seconds": 0.25, "publish_seconds": 1}, tmp_path)
     assert (config.tick_us, config.publish_us) == (250_000, 1_000_000)
     assert config.spool_dir == tmp_path / "spool"
@@ -51,13 +52,7 @@ def test_broker_credentials_come_from_a_private_file_and_make_the_producer_use_s
 ) -> None:
     from agent.sender import producer_options
 
-    base = {
-        "node_id": "sc1-node-00042",
-        "cluster": "sc1",
-        "broker": "kafka-1:19094",
-        "spool_dir": "spool",
-        "allocation": {"path": "a.json"},
-    }
+    base = {**BASE, "node_id": "sc1-node-00042", "broker": "kafka-1:19094"}
     secret, ca = tmp_path / "broker-password", tmp_path / "ca.pem"
     secret.write_text("n0de-secret\n")
     secret.chmod(0o600)

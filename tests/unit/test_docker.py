@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from warehouse.client import ClickHouseSettings
-from warehouse.migrate import available
+from warehouse.migrate import view_names
 
 DOCKER = Path(__file__).parents[2] / "docker"
 ONE_SHOT = {"migrate", "finance-grants"}
@@ -115,22 +115,13 @@ def test_prometheus_config_and_its_rules_pass_promtool():
     assert "SUCCESS" in done.stdout + done.stderr
 
 
-def _views() -> list[str]:
-    names: list[str] = []
-    for migration in available():
-        for name in re.findall(r"CREATE VIEW IF NOT EXISTS (\w+)", migration.sql):
-            if name not in names:
-                names.append(name)
-    return names
-
-
 def test_finance_may_select_the_documented_views_and_the_ledger_table_only():
     sql = (DOCKER / "clickhouse" / "finance.sql").read_text()
     granted = re.findall(
         r"GRANT ON CLUSTER meter SELECT ON gpu_meter\.(\w+) TO finance_reader", sql
     )
     definer = re.findall(r"ALTER TABLE gpu_meter\.(\w+) ON CLUSTER meter MODIFY SQL SECURITY", sql)
-    assert sorted(granted) == sorted([*_views(), "usage_ledger_holdings"])
-    assert sorted(definer) == sorted(_views())
+    assert sorted(granted) == sorted([*view_names(), "usage_ledger_holdings"])
+    assert sorted(definer) == sorted(view_names())
     statements = "\n".join(x for x in sql.splitlines() if not x.startswith("--"))
     assert "gpu_meter.*" not in statements and "INSERT" not in statements.upper()
