@@ -238,7 +238,7 @@ class Warehouse:
                 if limit is not None and time.monotonic() - started + delay > limit:
                     raise SinkError(self._unreachable(what, limit, exc)) from exc
                 log.warning(
-                    "%s: ClickHouse at %s unreachable (%s); retrying in %.1f s",
+                    "%s: ClickHouse unreachable at %s (%s); retrying in %.1f s",
                     what,
                     self._endpoints[used],
                     str(exc).split(". Stack trace")[0][:300],
