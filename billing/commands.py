@@ -72,7 +72,7 @@ def statements(
     force: bool = False,
     dry_run: bool = False,
 ) -> int:
-    issuer = _issuer(issuer_file)
+    issuer = issuer_of(issuer_file)
     outcomes = run_statements(
         Warehouse(settings), period, out, tenant, force=force, dry_run=dry_run, issuer=issuer
     )
@@ -96,7 +96,7 @@ def statements(
     return 1 if refused else 0
 
 
-def _issuer(path: Path | None) -> Issuer:
+def issuer_of(path: Path | None) -> Issuer:
     if path is None:
         raise ConfigError(
             "statements name their issuer: pass --issuer FILE (or METER_ISSUER_FILE), the "
@@ -113,7 +113,7 @@ def drafts(
     tenant: str | None,
     issuer_file: Path | None,
 ) -> int:
-    issuer = _issuer(issuer_file)
+    issuer = issuer_of(issuer_file)
     outcomes = draft_statements(Warehouse(settings), period, out, tenant, issuer=issuer)
     print(f"DRAFT statements of {period}: not issued, nothing recorded, no digest")
     for o in outcomes:

@@ -401,6 +401,36 @@ def run_statements(
     return outcomes
 
 
+def draft_documents(
+    warehouse: Warehouse,
+    period_label: str,
+    tenant_id: str | None = None,
+    clock: Clock = utc_now,
+    *,
+    issuer: Issuer,
+) -> list[tuple[str, dict[str, Any] | None, str]]:
+    """(tenant, DRAFT statement or None, why not) for each tenant of ``period`` as it
+    stands now: the open month too, or any month not issued. Nothing is recorded, a draft
+    has no digest, and ``verify-statement`` refuses one."""
+    period = Period.parse(period_label)
+    book = read_contract_book(warehouse)
+    tenants = [tenant_id] if tenant_id is not None else tenants_of_period(warehouse, book, period)
+    drafts: list[tuple[str, dict[str, Any] | None, str]] = []
+    for tid in tenants:
+        issued = issued_statements(warehouse, tid)
+        if period.label in issued:
+            drafts.append((tid, None, f"{period.label} is already issued"))
+            continue
+        tenant = book.tenant(tid) or Tenant(tid, tid)
+        try:
+            composed = compose(warehouse, book, tenant, period, issued, Heading(issuer))
+        except BillingError as exc:
+            drafts.append((tid, None, str(exc)))
+            continue
+        drafts.append((tid, mark_draft(composed, clock), ""))
+    return drafts
+
+
 def draft_statements(
     warehouse: Warehouse,
     period_label: str,
@@ -410,24 +440,13 @@ def draft_statements(
     *,
     issuer: Issuer,
 ) -> list[Outcome]:
-    """Each tenant's statement for ``period`` as it stands now, marked DRAFT in every file,
-    for review: the open month too, or any month not issued. Nothing is recorded, there is
-    no digest, and ``verify-statement`` refuses a draft."""
-    period = Period.parse(period_label)
-    book = read_contract_book(warehouse)
-    tenants = [tenant_id] if tenant_id is not None else tenants_of_period(warehouse, book, period)
+    """Each tenant's DRAFT statement for ``period`` (:func:`draft_documents`), as files."""
     outcomes = []
-    for tid in tenants:
-        issued = issued_statements(warehouse, tid)
-        if period.label in issued:
-            outcomes.append(Outcome(tid, "refused", f"{period.label} is already issued"))
-            continue
-        tenant = book.tenant(tid) or Tenant(tid, tid)
-        try:
-            composed = compose(warehouse, book, tenant, period, issued, Heading(issuer))
-            statement = mark_draft(composed, clock)
-        except BillingError as exc:
-            outcomes.append(Outcome(tid, "refused", str(exc)))
+    for tid, statement, why in draft_documents(
+        warehouse, period_label, tenant_id, clock, issuer=issuer
+    ):
+        if statement is None:
+            outcomes.append(Outcome(tid, "refused", why))
             continue
         files = write_files(out, statement, "")
         outcomes.append(Outcome(tid, "draft", "", "", statement["totals"]["total"], files))

@@ -366,6 +366,10 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(compact, "--period", "PERIOD", required=True, help="a month that is over, YYYY-MM")
     _warehouse_flags(compact)
 
+    from portal.cli import add_parser as add_portal
+
+    add_portal(sub, _flag, _warehouse_flags)
+
     demo = sub.add_parser("demo", help="simulated fleet through the whole pipeline, checked")
     _fleet_flags(demo)
     _flag(demo, "--database", "DEMO_DATABASE", default="demo", help="database (recreated)")
@@ -700,6 +704,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_portal(args: argparse.Namespace) -> int:
+    from portal.cli import run
+
+    return run(args, _clickhouse_settings)
+
+
 def _cmd_agent(args: argparse.Namespace) -> int:
     if args.agent_command == "bench":
         from bench.agent import main_agent_bench
@@ -733,6 +743,7 @@ COMMANDS = {
     "verify-statement": _cmd_verify,
     "reconcile": _cmd_reconcile,
     "compact": _cmd_compact,
+    "portal": _cmd_portal,
 }
 
 
