@@ -34,7 +34,7 @@ from portal.tokens import FINANCE, Grant
 log = logging.getLogger(__name__)
 COOKIE = "meter_portal_token"
 TENANT_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
-MONTH = r"^[0-9]{4}-(0[1-9]|1[0-2])$"
+MONTH = r"^2[0-9]{3}-(0[1-9]|1[0-2])$"
 _REFUSED = "a valid portal token is needed: ask your account team for a new link"
 _FORBIDDEN = "this token does not give access to that tenant"
 _PROBLEMS: dict[int | str, dict[str, Any]] = {

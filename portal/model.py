@@ -71,17 +71,24 @@ def usage_doc(
     billable: list[dict[str, Any]],
     fresh: dict[str, Any],
 ) -> dict[str, Any]:
+    # Whole GPUs and MIG slices apart, as statements keep them: a slice-hour is not a
+    # GPU-hour (billing/README.md). The totals are whole GPUs; slices have their own.
     daily: dict[str, list[int]] = {d: [0, 0] for d in period.days}
     totals = {"allocated_us": 0, "busy_us": 0, "unhealthy_us": 0, "energy_mj": 0}
+    mig_us = 0
     for row in by_day:
-        whole = gpu_sevenths(row["sku"]) == MIG_SLICES_PER_GPU
+        whole = _whole(row["sku"])
         daily.setdefault(row["day"], [0, 0])[0 if whole else 1] += row["allocated_us"]
+        if not whole:
+            mig_us += row["allocated_us"]
+            continue
         for key in totals:
             totals[key] += row[key]
     sums = {
-        k: sum(r[k] for r in billable)
+        k: sum(r[k] for r in billable if _whole(r["sku"]))
         for k in ("measured_us", "corrections_us", "billable_us", "credited_unhealthy_us")
     }
+    mig_billable_us = sum(r["billable_us"] for r in billable if not _whole(r["sku"]))
     return {
         "tenant_id": tenant_id,
         "month": period.label,
@@ -89,6 +96,9 @@ def usage_doc(
         "totals": {
             "allocated_us": _counter(totals["allocated_us"]),
             "allocated_gpu_hours": hours_text(totals["allocated_us"]),
+            "mig_slice_us": _counter(mig_us),
+            "mig_slice_hours": hours_text(mig_us),
+            "mig_slice_billable_us": _counter(mig_billable_us),
             "busy_us": _counter(totals["busy_us"]),
             "unhealthy_us": _counter(totals["unhealthy_us"]),
             "unhealthy_gpu_hours": hours_text(totals["unhealthy_us"]),
@@ -144,6 +154,10 @@ def usage_doc(
             for r in billable
         ],
     }
+
+
+def _whole(sku: str) -> bool:
+    return gpu_sevenths(sku) == MIG_SLICES_PER_GPU
 
 
 def project(used_us: int, start_us: int, end_us: int, through_us: int) -> int:

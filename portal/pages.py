@@ -136,9 +136,17 @@ def _usage(usage: dict[str, Any]) -> str:
             "unhealthy-gpu-hours",
         )
         + _kpi(t["energy_kwh"], "kWh energy", "energy-kwh")
-        + "</div><div class=card style='margin-top:18px'><h2>GPU-hours by day</h2>"
+        + "</div>"
+        + (
+            f"<p class=muted id=mig>MIG slices, apart from GPU-hours: "
+            f"{escape(t['mig_slice_hours'])} slice-hours allocated.</p>"
+            if t["mig_slice_us"] != "0"
+            else ""
+        )
+        + "<div class=card style='margin-top:18px'><h2>GPU-hours by day</h2>"
         f"{chart}</div><div class=card><h2>Measured, billable and credited, by SKU and "
-        "cluster (GPU-hours)</h2><table id=billable><tr><th>SKU</th><th>Cluster</th>"
+        "cluster (GPU-hours; slice-hours for MIG)</h2><table id=billable><tr><th>SKU</th>"
+        "<th>Cluster</th>"
         "<th class=num>Measured</th><th class=num>Corrections</th><th class=num>Billable</th>"
         f"<th class=num>Unhealthy, credited</th></tr>{rows}</table><p class=muted>Billable "
         "is measured plus corrections. Unhealthy time is allocated time on a GPU reported "

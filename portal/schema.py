@@ -35,8 +35,13 @@ class Fresh(Strict):
 
 
 class UsageTotals(Strict):
+    """Whole GPUs; MIG slices apart (``mig_slice_*``), never added to GPU-hours."""
+
     allocated_us: str = Digits
     allocated_gpu_hours: str = Hours
+    mig_slice_us: str = Digits
+    mig_slice_hours: str = Hours
+    mig_slice_billable_us: str = Digits
     busy_us: str = Digits
     unhealthy_us: str = Digits
     unhealthy_gpu_hours: str = Hours

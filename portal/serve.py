@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import signal
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -104,9 +105,13 @@ def serve(settings: ClickHouseSettings, host: str, port: int, connections: int) 
         timeout_graceful_shutdown=3,
         lifespan="off",
     )
+    # uvicorn handles SIGTERM and SIGINT while it runs, then raises the signal again for
+    # the handler found before it: this one lets the process end with status 0, done.
+    previous = signal.signal(signal.SIGTERM, lambda *_: None)
     try:
         uvicorn.Server(config).run(sockets=[sock])
     finally:
+        signal.signal(signal.SIGTERM, previous)
         pool.close()
         sock.close()
     return 0

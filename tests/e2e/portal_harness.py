@@ -47,7 +47,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def meter(*args: str, timeout_s: float = 60, env: dict | None = None) -> subprocess.CompletedProcess:
+def meter(
+    *args: str, timeout_s: float = 60, env: dict | None = None
+) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "meter", *args],
         capture_output=True,
@@ -65,8 +67,11 @@ def build_history(local_stack: LocalStack, info: StackInfo, database: str, out: 
     local_stack.allow_finance(database)
     # Over HTTP: the generator's INSERT … VALUES literals would wait for data blocks on the
     # native protocol.
-    history.build(Server(info.clickhouse_http_port, database, password=info.clickhouse_password),
-                  SHAPE, lambda _: None)
+    history.build(
+        Server(info.clickhouse_http_port, database, password=info.clickhouse_password),
+        SHAPE,
+        lambda _: None,
+    )
     store_contracts(warehouse, history.contract_book(SHAPE), "generated", clock=lambda: NOW)
     outcomes = run_statements(warehouse, ISSUED, out, clock=lambda: NOW, issuer=ISSUER)
     assert {o.status for o in outcomes} == {"issued"}, outcomes
@@ -84,8 +89,16 @@ class Portal:
     tokens: dict[str, str] = field(default_factory=dict)
 
     def issue(self, *args: str) -> str:
-        done = meter("portal", "token", "issue", *args, "--public-url", self.url,
-                     "--clickhouse-url", self.clickhouse_url)
+        done = meter(
+            "portal",
+            "token",
+            "issue",
+            *args,
+            "--public-url",
+            self.url,
+            "--clickhouse-url",
+            self.clickhouse_url,
+        )
         assert done.returncode == 0, done.stderr
         url = done.stdout.strip()
         assert url.startswith(f"{self.url}/login?token=mpt_"), url
@@ -114,9 +127,20 @@ def start_portal(info: StackInfo, database: str, folder: Path) -> Portal:
     log = folder / "portal.log"
     finance = clickhouse_url(info, database, FINANCE_USER, FINANCE_PASSWORD)
     process = subprocess.Popen(
-        [sys.executable, "-m", "meter", "portal", "serve", "--port", str(port),
-         "--clickhouse-url", finance],
-        stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=ROOT,
+        [
+            sys.executable,
+            "-m",
+            "meter",
+            "portal",
+            "serve",
+            "--port",
+            str(port),
+            "--clickhouse-url",
+            finance,
+        ],
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
