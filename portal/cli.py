@@ -79,6 +79,9 @@ def add_parser(sub: Any, flag: Flag, warehouse_flags: Callable[..., None]) -> No
     aset.add_argument("--unhealthy-share", default="", help="of allocated time, e.g. 0.02")
     aset.add_argument("--gap-minutes", type=int, help="alert on a gap open longer than this")
     warehouse_flags(aset)
+    adisable = asub.add_parser("disable", help="stop a tenant's alerts (set enables again)")
+    adisable.add_argument("--tenant", required=True)
+    warehouse_flags(adisable)
     arun = asub.add_parser("run", help="evaluate every hook and deliver what is due")
     arun.add_argument("--once", action="store_true", help="one round, then exit")
     arun.add_argument("--interval-s", type=float, default=60.0, help="between rounds")
@@ -192,6 +195,13 @@ def _alerts(args: argparse.Namespace, warehouse: Any) -> int:
         )
         book.set_hook(hook, _now_us())
         print(f"alerts for {hook.tenant_id}: {hook.url}")
+        return 0
+    if args.alerts_command == "disable":
+        hook = next((h for h in book.hooks() if h.tenant_id == args.tenant), None)
+        if hook is None:
+            raise ConfigError(f"tenant {args.tenant!r} has no alert hook (meter portal alerts set)")
+        book.set_hook(replace(hook, enabled=False), _now_us())
+        print(f"alerts for {args.tenant} disabled")
         return 0
     if args.alerts_command == "run":
         from billing.rating import Period

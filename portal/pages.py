@@ -3,6 +3,7 @@ returns, so a figure on a page is the API's figure. Every value is escaped."""
 
 from __future__ import annotations
 
+from decimal import Decimal
 from html import escape
 from typing import Any
 
@@ -68,10 +69,17 @@ def _fresh(doc: dict[str, Any]) -> str:
     if doc["stale"]:
         return (
             f'<div class="fresh stale" id=freshness>Usage through {escape(through)}: '
-            f"STALE, the pipeline has not moved for {doc['age_s']} s; figures may be "
-            "behind.</div>"
+            f"STALE, nothing new from the pipeline for {_duration(doc['age_s'])}; figures "
+            "may be behind.</div>"
         )
     return f'<div class="fresh ok" id=freshness>Usage through {escape(through)}</div>'
+
+
+def _duration(seconds: int) -> str:
+    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if seconds >= 2 * size:
+            return f"{seconds // size} {unit}"
+    return f"{seconds} s"
 
 
 def tenant_list(tenants: list[tuple[str, str]], fresh: dict[str, Any]) -> str:
@@ -173,14 +181,25 @@ def _position(position: dict[str, Any]) -> str:
             f"{escape(c['committed_gpu_hours'])}</td>"
             f'<td class=num id="used-{escape(c["contract_id"])}">{escape(c["used_gpu_hours"])}</td>'
             f"<td class=num>{escape(c['projected_gpu_hours'])}</td>"
-            f"<td>{escape(c['outlook'])}: overage {escape(c['projected_overage_gpu_hours'])}, "
-            f"shortfall {escape(c['projected_shortfall_gpu_hours'])} GPU-hours</td></tr></table>"
+            f"<td>{_outlook(c)}</td></tr></table>"
         )
     body = "".join(cards) or "<p>No contract is in force this month.</p>"
     return (
         f"<div class=card id=position>{body}<p class=muted>{escape(position['rule'])} "
         "The red mark is the time elapsed.</p></div>"
     )
+
+
+def _outlook(c: dict[str, Any]) -> str:
+    if c["outlook"] == "overage":
+        return f"Overage of {escape(c['projected_overage_gpu_hours'])} GPU-hours"
+    if c["outlook"] == "commitment true-up":
+        return (
+            f"Short of the commitment by {escape(c['projected_shortfall_gpu_hours'])} "
+            f"GPU-hours: the minimum of {escape(c['minimum_monthly_commitment'])} "
+            f"{escape(c['currency'])} applies (a true-up line)"
+        )
+    return "On the commitment"
 
 
 def _gaps(gaps: dict[str, Any]) -> str:
@@ -208,11 +227,13 @@ def _statements(tenant_id: str, statements: list[dict[str, Any]]) -> str:
     base = f"/api/v1/tenants/{escape(tenant_id)}/"
     rows = []
     for s in statements:
+        by_period: dict[str, list[Decimal]] = {}
+        for a in s["adjustments"]:
+            by_period.setdefault(a["for_period"], []).append(Decimal(a["amount"]))
         adj = "; ".join(
-            f"{a['for_period']} {a['kind']} {a['amount']}"
-            + (f" (correction {a['correction']})" if a.get("correction") else "")
-            + (f" adjusts {a['adjusts_statement']}" if a["adjusts_statement"] else "")
-            for a in s["adjustments"]
+            f"{period}: {len(amounts)} prior-period line(s), {sum(amounts, Decimal(0))} "
+            f"{s['currency']}"
+            for period, amounts in sorted(by_period.items())
         )
         links = " ".join(
             f'<a href="{base}{escape(path)}">{kind.upper()}</a>'
@@ -244,12 +265,15 @@ def overview(
     finance: bool,
 ) -> str:
     tenant_id, month = usage["tenant_id"], usage["month"]
-    draft = (
-        f'<a class=draft href="/tenants/{escape(tenant_id)}/draft?month={month}">'
-        f"DRAFT statement of {month}</a>"
-        if has_draft
-        else f"<span class=muted>No draft of {month} yet.</span>"
-    )
+    if any(st["period"] == month for st in statements):
+        draft = f"<span class=muted>{month} is issued: its statement is listed below.</span>"
+    elif has_draft:
+        draft = (
+            f'<a class=draft href="/tenants/{escape(tenant_id)}/draft?month={month}">'
+            f"DRAFT statement of {month}</a>"
+        )
+    else:
+        draft = f"<span class=muted>No draft of {month} yet.</span>"
     body = (
         f"{_fresh(usage)}<h1>{escape(name)}</h1><p class=muted>{escape(tenant_id)} · "
         f"{month}</p>{_months(month, tenant_id)}<p>{draft}</p>{_usage(usage)}"
