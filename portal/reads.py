@@ -19,6 +19,7 @@ from warehouse.client import Warehouse
 VIEWS = (
     "portal_token_state",
     "tenants_current",
+    "contracts_current",
     "pipeline_progress",
     "usage_by_day",
     "billable_usage_by_month",

@@ -83,8 +83,8 @@ def check(row: tuple | None, now_us: int) -> Grant:
     or TokenRefused; the reason is kept for the log, never shown to the caller."""
     if row is None:
         raise TokenRefused("unknown token")
-    kind, tenant_id, label, expires_at, revoked_at = row
-    if epoch_us(revoked_at) > 0:
+    kind, tenant_id, label, expires_at, revoked_at_s = row
+    if revoked_at_s:
         raise TokenRefused("revoked token")
     expires_us = epoch_us(expires_at)
     if expires_us <= now_us:
@@ -105,7 +105,7 @@ class TokenBook:
         if not _TOKEN.match(token):
             raise TokenRefused("not a portal token")
         rows = self.warehouse.execute(
-            "SELECT kind, tenant_id, label, expires_at, revoked_at FROM portal_token_state "
+            "SELECT kind, tenant_id, label, expires_at, revoked_at_s FROM portal_token_state "
             "WHERE token_sha256 = %(h)s",
             {"h": token_sha256(token)},
         )
@@ -144,7 +144,7 @@ class TokenBook:
 
     def _rows(self, where: str = "", params: dict | None = None) -> list[tuple]:
         return self.warehouse.execute(
-            "SELECT token_sha256, kind, tenant_id, label, issued_at, expires_at, revoked_at "
+            "SELECT token_sha256, kind, tenant_id, label, issued_at, expires_at, revoked_at_s "
             f"FROM portal_token_state {where} ORDER BY issued_at, token_sha256",
             params or {},
         )
@@ -161,7 +161,7 @@ class TokenBook:
                 label,
                 issued,
                 expires,
-                revoked if epoch_us(revoked) > 0 else None,
+                utc_datetime(revoked * US_PER_SECOND) if revoked else None,
             )
             for h, kind, tid, label, issued, expires, revoked in rows
         ]

@@ -46,6 +46,10 @@ ALTER TABLE gpu_meter.usage_by_month_exact ON CLUSTER meter MODIFY SQL SECURITY 
 ALTER TABLE gpu_meter.usage_corrections ON CLUSTER meter MODIFY SQL SECURITY DEFINER;
 ALTER TABLE gpu_meter.billable_usage_by_month ON CLUSTER meter MODIFY SQL SECURITY DEFINER;
 ALTER TABLE gpu_meter.node_status ON CLUSTER meter MODIFY SQL SECURITY DEFINER;
+ALTER TABLE gpu_meter.portal_token_state ON CLUSTER meter MODIFY SQL SECURITY DEFINER;
+ALTER TABLE gpu_meter.draft_statements ON CLUSTER meter MODIFY SQL SECURITY DEFINER;
+ALTER TABLE gpu_meter.issued_statement_documents ON CLUSTER meter MODIFY SQL SECURITY DEFINER;
+ALTER TABLE gpu_meter.alert_delivery_log ON CLUSTER meter MODIFY SQL SECURITY DEFINER;
 
 GRANT ON CLUSTER meter SELECT ON gpu_meter.usage_by_minute TO finance_reader;
 GRANT ON CLUSTER meter SELECT ON gpu_meter.usage_by_hour TO finance_reader;
@@ -69,7 +73,33 @@ GRANT ON CLUSTER meter SELECT ON gpu_meter.usage_corrections TO finance_reader;
 GRANT ON CLUSTER meter SELECT ON gpu_meter.billable_usage_by_month TO finance_reader;
 GRANT ON CLUSTER meter SELECT ON gpu_meter.node_status TO finance_reader;
 GRANT ON CLUSTER meter SELECT ON gpu_meter.usage_ledger_holdings TO finance_reader;
+GRANT ON CLUSTER meter SELECT ON gpu_meter.portal_token_state TO finance_reader;
+GRANT ON CLUSTER meter SELECT ON gpu_meter.draft_statements TO finance_reader;
+GRANT ON CLUSTER meter SELECT ON gpu_meter.issued_statement_documents TO finance_reader;
+GRANT ON CLUSTER meter SELECT ON gpu_meter.alert_delivery_log TO finance_reader;
 
 CREATE USER IF NOT EXISTS finance ON CLUSTER meter IDENTIFIED WITH sha256_password BY 'CHANGE-ME'
     SETTINGS PROFILE 'finance_profile' DEFAULT ROLE finance_reader;
 GRANT ON CLUSTER meter finance_reader TO finance;
+
+-- The portal (`meter portal serve`) reads as its own user, through its own role: SELECT on
+-- the views it serves from and the ledger table it asks which nodes served a tenant
+-- (portal/reads.py VIEWS; tests/unit/test_docker.py holds the two lists equal), nothing
+-- else. A tenant's token never reaches ClickHouse: the portal checks it, then reads.
+CREATE ROLE IF NOT EXISTS portal_reader ON CLUSTER meter;
+
+GRANT ON CLUSTER meter SELECT ON gpu_meter.portal_token_state TO portal_reader;
+GRANT ON CLUSTER meter SELECT ON gpu_meter.tenants_current TO portal_reader;
+GRANT ON CLUSTER meter SELECT ON gpu_meter.contracts_current TO portal_reader;
+GRANT ON CLUSTER meter SELECT ON gpu_meter.pipeline_progress TO portal_reader;
+GRANT ON CLUSTER meter SELECT ON gpu_meter.usage_by_day TO portal_reader;
+GRANT ON CLUSTER meter SELECT ON gpu_meter.billable_usage_by_month TO portal_reader;
+GRANT ON CLUSTER meter SELECT ON gpu_meter.contract_position_by_month TO portal_reader;
+GRANT ON CLUSTER meter SELECT ON gpu_meter.issued_statement_documents TO portal_reader;
+GRANT ON CLUSTER meter SELECT ON gpu_meter.draft_statements TO portal_reader;
+GRANT ON CLUSTER meter SELECT ON gpu_meter.open_seq_gaps TO portal_reader;
+GRANT ON CLUSTER meter SELECT ON gpu_meter.usage_ledger_holdings TO portal_reader;
+
+CREATE USER IF NOT EXISTS portal ON CLUSTER meter IDENTIFIED WITH sha256_password BY 'CHANGE-ME-PORTAL'
+    SETTINGS PROFILE 'finance_profile' DEFAULT ROLE portal_reader;
+GRANT ON CLUSTER meter portal_reader TO portal;

@@ -137,6 +137,24 @@ ROWS = [
     " ('sc1-node-00001','b1',0,9,1,'2026-10-01 00:05:00',12,'" + LOAD + "'),"
     " ('sc1-node-00001','b2',0,2,0,'2026-10-01 00:09:00',20,'" + LOAD + "'),"
     " ('sc1-node-00002','b9',1,0,0,'2026-10-01 00:02:00',3,'" + LOAD + "')",
+    # Portal: a token issued then revoked, and one live; two drawings of a draft; an alert
+    # event delivered on its second attempt, and one never tried.
+    "INSERT INTO portal_tokens VALUES"
+    " ('aa11','tenant','aurora-labs','a','2026-10-01 00:00:00','2026-10-02 00:00:00',"
+    "'1970-01-01 00:00:00',1),"
+    " ('aa11','tenant','aurora-labs','a','2026-10-01 00:00:00','2026-10-02 00:00:00',"
+    "'2026-10-01 01:00:00',5),"
+    " ('bb22','finance','','ops','2026-10-01 00:00:00','2026-10-03 00:00:00',"
+    "'1970-01-01 00:00:00',1)",
+    "INSERT INTO statement_drafts VALUES"
+    " ('aurora-labs','2026-11','2026-11-02 00:00:00','10.00','{\"v\":1}'),"
+    " ('aurora-labs','2026-11','2026-11-03 00:00:00','12.00','{\"v\":2}')",
+    "INSERT INTO alert_events VALUES"
+    " ('evt_1','aurora-labs','usage_commitment','2026-10','0.8','{}','2026-10-20 00:00:00'),"
+    " ('evt_2','aurora-labs','open_gap','','30','{}','2026-10-21 00:00:00')",
+    "INSERT INTO alert_deliveries VALUES"
+    " ('evt_1','aurora-labs',1,'2026-10-20 00:00:00',503,0,'HTTP 503'),"
+    " ('evt_1','aurora-labs',2,'2026-10-20 00:00:01',200,1,'')",
 ]
 
 
@@ -518,3 +536,24 @@ def test_the_finance_grants_make_every_view_definer_on_current_clickhouse(engine
     for view, change in alters:
         embedded.query(f"ALTER TABLE {view} {change}")
         assert "SQL SECURITY DEFINER" in embedded.query(f"SHOW CREATE TABLE {view}"), view
+
+
+def test_the_portal_views_give_the_latest_token_draft_and_delivery(engines):
+    for engine in engines:
+        assert _rows(
+            engine.query(
+                "SELECT token_sha256, kind, revoked_at_s FROM portal_token_state "
+                "ORDER BY token_sha256"
+            )
+        ) == [("aa11", "tenant", "1790816400"), ("bb22", "finance", "0")]
+        assert _rows(
+            engine.query(
+                "SELECT tenant_id, period, toString(drawn_at), total, document FROM draft_statements"
+            )
+        ) == [("aurora-labs", "2026-11", "2026-11-03 00:00:00", "12", '{"v":2}')]
+        assert _rows(
+            engine.query(
+                "SELECT event_id, attempts, delivered, last_status FROM alert_delivery_log "
+                "ORDER BY event_id"
+            )
+        ) == [("evt_1", "2", "1", "200"), ("evt_2", "0", "0", "0")]

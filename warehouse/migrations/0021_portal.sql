@@ -6,7 +6,8 @@
 -- A token is stored only as the SHA-256 of its secret. Issue writes version 1; revoke
 -- writes the same row again with revoked_at set and a higher version. The view is read on
 -- every request, so a revocation counts from the next request (argMax, not FINAL: the
--- table is small and argMax needs no merge).
+-- table is small and argMax needs no merge). revoked_at_s: when it was revoked, in Unix
+-- seconds; 0: it was not (a zero DateTime prints differently on 18.16 and current).
 CREATE TABLE IF NOT EXISTS portal_tokens (
     token_sha256 String,
     kind String,
@@ -23,7 +24,8 @@ ORDER BY token_sha256;
 -- alias equal to a column's name inside the aggregate as the aggregate itself.)
 CREATE VIEW IF NOT EXISTS portal_token_state AS
 SELECT token_sha256, t_kind AS kind, t_tenant_id AS tenant_id, t_label AS label,
-       t_issued_at AS issued_at, t_expires_at AS expires_at, t_revoked_at AS revoked_at
+       t_issued_at AS issued_at, t_expires_at AS expires_at,
+       toUInt32(t_revoked_at) AS revoked_at_s
 FROM (
     SELECT token_sha256,
            argMax(kind, version) AS t_kind,
@@ -107,17 +109,19 @@ CREATE TABLE IF NOT EXISTS alert_deliveries (
 ) ENGINE = MergeTree()
 ORDER BY (tenant_id, event_id, attempt);
 
+-- Per event: its attempts, whether one was delivered, the last answer; last_attempt_at_s in
+-- Unix seconds, 0 when never tried.
 CREATE VIEW IF NOT EXISTS alert_delivery_log AS
 SELECT e.tenant_id AS tenant_id, e.event_id AS event_id, e.kind AS kind, e.month AS month,
        e.threshold AS threshold, e.created_at AS created_at,
        d.attempts AS attempts, d.any_delivered AS delivered, d.last_status AS last_status,
-       d.last_error AS last_error, d.last_attempt_at AS last_attempt_at
+       d.last_error AS last_error, d.last_attempt_at_s AS last_attempt_at_s
 FROM (SELECT DISTINCT tenant_id, event_id, kind, month, threshold, created_at
       FROM {db}.alert_events) AS e
 LEFT JOIN (
     SELECT event_id, count() AS attempts, max(delivered) AS any_delivered,
            argMax(status_code, attempt) AS last_status, argMax(error, attempt) AS last_error,
-           max(attempted_at) AS last_attempt_at
+           toUInt32(max(attempted_at)) AS last_attempt_at_s
     FROM {db}.alert_deliveries
     GROUP BY event_id
 ) AS d ON e.event_id = d.event_id;
