@@ -548,7 +548,8 @@ def test_the_portal_views_give_the_latest_token_draft_and_delivery(engines):
         ) == [("aa11", "tenant", "1790816400"), ("bb22", "finance", "0")]
         assert _rows(
             engine.query(
-                "SELECT tenant_id, period, toString(drawn_at), total, document FROM draft_statements"
+                "SELECT tenant_id, period, toString(drawn_at), total, document "
+                "FROM draft_statements"
             )
         ) == [("aurora-labs", "2026-11", "2026-11-03 00:00:00", "12", '{"v":2}')]
         assert _rows(
