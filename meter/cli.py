@@ -255,6 +255,16 @@ def build_parser() -> argparse.ArgumentParser:
     e2e.add_argument("--batch-messages", type=int, default=5_000, help="the worker's batch")
     e2e.add_argument("--stack-dir", default="", help="stack folder (default: a fresh temp dir)")
     e2e.add_argument("--json", action="store_true", help="last line: one JSON object")
+    fresh = bench_sub.add_parser(
+        "freshness", help="steady fleet: broker ack -> usage visible to the portal, per report"
+    )
+    fresh.add_argument("--nodes", type=int, default=25_000, help="each reports once a minute")
+    fresh.add_argument("--gpus", type=int, default=8, help="GPUs per node")
+    fresh.add_argument("--seconds", type=float, default=180.0, help="measured publishing")
+    fresh.add_argument("--warmup-s", type=float, default=30.0, help="published, not measured")
+    fresh.add_argument("--partitions", type=int, default=8)
+    fresh.add_argument("--stack-dir", default="", help="stack folder (default: a fresh temp dir)")
+    fresh.add_argument("--json", action="store_true", help="last line: one JSON object")
     soak = bench_sub.add_parser("soak", help="a worker under steady load, memory sampled")
     soak.add_argument("--seconds", type=float, default=600.0, help="how long to publish")
     soak.add_argument("--rate", type=float, default=1_500.0, help="messages per second")
@@ -691,6 +701,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         from bench.finance import main_finance
 
         return main_finance(args)
+    if args.bench == "freshness":
+        from bench.freshness import main_freshness
+
+        return main_freshness(args)
     if args.bench == "e2e":
         from bench.e2e import main_e2e
 

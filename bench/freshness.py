@@ -1,0 +1,265 @@
+"""``meter bench freshness``: how soon a tenant sees a report's usage in the portal.
+
+A steady fleet (default 25,000 nodes, each reporting once a minute: about 417 reports/s)
+is published, at that rate and in real time, to the local broker; the metering worker
+writes ClickHouse; and this process, reading as the portal does (the finance user), polls
+each partition's applied offset in ``pipeline_progress`` every 50 ms. The worker writes a
+batch's rollups before the partition's state, so once a partition's applied offset has
+reached a report, its usage is in the views the portal's live page reads. Per report:
+from the broker's acknowledgement (the producer's callback) to the first poll answered
+with that offset applied. The baseline is a plain consumer of the same topic in this
+process: acknowledgement to the record being fetched (the broker's own floor).
+
+Reports carry the current time (each covers the minute before it is published), so they
+are this month's, live. After the run, the rollups and the ledger are checked against
+what was published, exactly.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from agent.fleet import FleetSpec, build_nodes, node_report
+from agent.totals import EmittedTotals
+from bench.e2e import bench_pipeline, say
+from core.units import US_PER_SECOND
+from meter.runner import WorkerProcess, totals_exact
+from schemas import ReportCodec
+from stack import LocalStack
+from stack.clickhouse import FINANCE_PASSWORD, FINANCE_USER
+from warehouse.client import Warehouse
+
+POLL_S = 0.05
+
+
+def _figures(latencies: list[float]) -> dict[str, float | None]:
+    if not latencies:
+        return {"p50_s": None, "p99_s": None, "max_s": None}
+    ordered = sorted(latencies)
+
+    def at(q: float) -> float:
+        return round(ordered[min(int(q * len(ordered)), len(ordered) - 1)], 3)
+
+    return {"p50_s": at(0.50), "p99_s": at(0.99), "max_s": round(ordered[-1], 3)}
+
+
+class Poller(threading.Thread):
+    """Each partition's applied offset, every POLL_S, as the portal's connection reads it."""
+
+    def __init__(self, warehouse: Warehouse, topic: str) -> None:
+        super().__init__(daemon=True)
+        self.warehouse, self.topic = warehouse, topic
+        self.seen: dict[int, tuple[list[float], list[int]]] = {}
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            rows = self.warehouse.execute(
+                "SELECT partition, applied_offset FROM pipeline_progress WHERE topic = %(t)s",
+                {"t": self.topic},
+            )
+            answered = time.monotonic()
+            for partition, applied in rows:
+                times, offsets = self.seen.setdefault(int(partition), ([], []))
+                if not offsets or applied > offsets[-1]:
+                    times.append(answered)
+                    offsets.append(int(applied))
+            self.stop.wait(POLL_S)
+
+    def visible_at(self, partition: int, offset: int, after: float) -> float | None:
+        times, offsets = self.seen.get(partition, ([], []))
+        i = max(bisect.bisect_left(offsets, offset), bisect.bisect_left(times, after))
+        return times[i] if i < len(times) else None
+
+
+class Fetcher(threading.Thread):
+    """The baseline: a plain consumer noting when each record is fetched."""
+
+    def __init__(self, bootstrap: str, topic: str, partitions: int) -> None:
+        super().__init__(daemon=True)
+        self.consumer = KafkaConsumer(
+            bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=10
+        )
+        self.consumer.assign([TopicPartition(topic, p) for p in range(partitions)])
+        self.consumer.seek_to_beginning()
+        self.fetched: dict[tuple[int, int], float] = {}
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            for tp, records in self.consumer.poll(timeout_ms=50).items():
+                now = time.monotonic()
+                for record in records:
+                    self.fetched[(tp.partition, record.offset)] = now
+        self.consumer.close()
+
+
+def run_freshness(
+    nodes: int,
+    gpus: int,
+    seconds: float,
+    warmup_s: float,
+    partitions: int,
+    folder: Path | None,
+) -> dict[str, Any]:
+    folder = folder or Path(tempfile.mkdtemp(prefix="meter-fresh-"))
+    stack = LocalStack(folder)
+    info = stack.up()
+    name = f"fresh_{uuid.uuid4().hex[:6]}"
+    round_s = 60.0
+    rounds = int((warmup_s + seconds) // round_s) + 1
+    now_us = time.time_ns() // 1000
+    tick_us = 10 * US_PER_SECOND
+    # Each report covers a minute that ended before it is published (never in the future).
+    start_us = (now_us // tick_us) * tick_us - 2 * 60 * US_PER_SECOND
+    spec = FleetSpec(
+        nodes=nodes, gpus_per_node=gpus, tenants=3, reports_per_node=rounds, start_us=start_us
+    )
+    try:
+        warehouse, settings = bench_pipeline(info, name, partitions, folder)
+        stack.allow_finance(name)
+        portal = Warehouse(
+            replace(info.settings(name), user=FINANCE_USER, password=FINANCE_PASSWORD)
+        )
+        worker = WorkerProcess.start(settings, folder / "worker.log")
+        say(f"building {nodes:,} nodes; worker starting")
+        fleet = build_nodes(spec)
+        codec, emitted = ReportCodec(), EmittedTotals()
+        producer = KafkaProducer(bootstrap_servers=info.bootstrap, acks="all", linger_ms=2)
+        acks: list[tuple[int, int, float, float]] = []  # partition, offset, acked, sent
+        lock = threading.Lock()
+        poller = Poller(portal, settings.topic)
+        fetcher = Fetcher(info.bootstrap, settings.topic, partitions)
+        poller.start()
+        fetcher.start()
+        rate = nodes / round_s
+        say(
+            f"publishing {rate:,.0f} reports/s for {warmup_s + seconds:.0f} s "
+            f"({warmup_s:.0f} s warm-up)"
+        )
+        sent = 0
+
+        def publish_next() -> None:
+            nonlocal sent
+            seq, n = divmod(sent, nodes)
+            report = node_report(spec, fleet[n], seq)
+            emitted.add_report(report)
+            sent_at = time.monotonic()
+
+            def acked(meta: Any, sent_at: float = sent_at) -> None:
+                with lock:
+                    acks.append((meta.partition, meta.offset, time.monotonic(), sent_at))
+
+            producer.send(
+                settings.topic, codec.encode(report), key=report["node_id"].encode()
+            ).add_callback(acked)
+            sent += 1
+
+        try:
+            # The first reports wait for the worker to join and write: the clock starts once
+            # it has (a worker's start-up is not freshness).
+            for _ in range(4 * partitions):
+                publish_next()
+            producer.flush(30)
+            ready_by = time.monotonic() + 180
+            while not all(poller.visible_at(p, o, 0) for p, o, _, _ in list(acks)):
+                if time.monotonic() > ready_by or not worker.alive():
+                    raise RuntimeError(
+                        f"the worker metered nothing in 180 s; see {worker.log_path}"
+                    )
+                time.sleep(0.2)
+            say("the worker is metering; the clock starts")
+            began = time.monotonic()
+            deadline = began + warmup_s + seconds
+            first = sent
+            while True:
+                due = began + (sent - first) / rate
+                if due >= deadline:
+                    break
+                pause = due - time.monotonic()
+                if pause > 0:
+                    time.sleep(pause)
+                publish_next()
+                if sent % (nodes // 4 or 1) == 0:
+                    say(f"{sent:,} reports published, {time.monotonic() - began:.0f} s")
+                if not worker.alive():
+                    raise RuntimeError(f"worker exited; see {worker.log_path}")
+            producer.flush(30)
+            published_s = time.monotonic() - began
+            time.sleep(10)  # the last reports become visible
+        finally:
+            poller.stop.set()
+            fetcher.stop.set()
+            poller.join(5)
+            fetcher.join(5)
+            worker.stop()
+            producer.close(5)
+        measured = [a for a in acks if a[3] >= began + warmup_s]
+        fresh, floor, unseen = [], [], 0
+        for partition, offset, acked_at, _ in measured:
+            seen = poller.visible_at(partition, offset, acked_at)
+            if seen is None:
+                unseen += 1
+            else:
+                fresh.append(seen - acked_at)
+            fetched = fetcher.fetched.get((partition, offset))
+            if fetched is not None:
+                floor.append(max(fetched - acked_at, 0.0))
+        exact = totals_exact(emitted, warehouse)
+        result = {
+            "nodes": nodes,
+            "gpus_per_node": gpus,
+            "partitions": partitions,
+            "target_reports_per_s": round(rate, 1),
+            "achieved_reports_per_s": round((sent - first) / published_s, 1),
+            "reports_published": sent,
+            "reports_measured": len(measured),
+            "reports_unseen": unseen,
+            "poll_interval_s": POLL_S,
+            "freshness": _figures(fresh),
+            "baseline_consumer": _figures(floor),
+            "exact": exact,
+        }
+        base = result["baseline_consumer"]["p99_s"]
+        result["ratio_p99"] = (
+            round(result["freshness"]["p99_s"] / base, 1)
+            if base and result["freshness"]["p99_s"] is not None
+            else None
+        )
+        warehouse.drop_database()
+        warehouse.close()
+        portal.close()
+        return result
+    finally:
+        stack.down()
+
+
+def main_freshness(args: Any) -> int:
+    result = run_freshness(
+        args.nodes,
+        args.gpus,
+        args.seconds,
+        args.warmup_s,
+        args.partitions,
+        Path(args.stack_dir) if args.stack_dir else None,
+    )
+    if args.json:
+        print(json.dumps(result))
+    else:
+        f, b = result["freshness"], result["baseline_consumer"]
+        print(
+            f"freshness (broker ack -> visible to the portal): p50 {f['p50_s']} s, "
+            f"p99 {f['p99_s']} s, max {f['max_s']} s; a plain consumer: p99 {b['p99_s']} s; "
+            f"{result['achieved_reports_per_s']} reports/s; exact: {result['exact']}"
+        )
+    return 0 if result["exact"] and not result["reports_unseen"] else 1
