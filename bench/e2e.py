@@ -22,6 +22,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,10 @@ def say(message: str) -> None:
 
 
 def build_backlog(
-    nodes: int, reports: int, messages_per_s: float | None = None
+    nodes: int,
+    reports: int,
+    messages_per_s: float | None = None,
+    start_us: int | None = None,
 ) -> tuple[Iterator[Record | float], EmittedTotals]:
     """Records (generated lazily) of ``nodes`` × ``reports`` reports, and their exact totals.
 
@@ -53,6 +57,8 @@ def build_backlog(
     (see :func:`bench.loadgen.publish`).
     """
     spec = FleetSpec(nodes=nodes, gpus_per_node=8, tenants=3, reports_per_node=reports)
+    if start_us is not None:  # reports of the present (bench/freshness.py)
+        spec = replace(spec, start_us=start_us)
     codec = ReportCodec()
     shift_us = spec.report_us
     totals = EmittedTotals()

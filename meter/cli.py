@@ -259,7 +259,6 @@ def build_parser() -> argparse.ArgumentParser:
         "freshness", help="steady fleet: broker ack -> usage visible to the portal, per report"
     )
     fresh.add_argument("--nodes", type=int, default=25_000, help="each reports once a minute")
-    fresh.add_argument("--gpus", type=int, default=8, help="GPUs per node")
     fresh.add_argument("--seconds", type=float, default=180.0, help="measured publishing")
     fresh.add_argument("--warmup-s", type=float, default=30.0, help="published, not measured")
     fresh.add_argument("--partitions", type=int, default=8)
@@ -286,6 +285,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fin.add_argument("--folder", default="", help="working folder (default: a fresh temp dir)")
     fin.add_argument("--json", action="store_true", help="one JSON object on one line")
+    pb = bench_sub.add_parser(
+        "portal", help="the portal's pages and API on the finance benchmark's history"
+    )
+    pb.add_argument("--months", type=int, default=3)
+    pb.add_argument("--tenants", type=int, default=20)
+    pb.add_argument("--skus", type=int, default=4)
+    pb.add_argument("--clusters", type=int, default=2)
+    pb.add_argument("--partitions", type=int, default=8, help="source partitions")
+    pb.add_argument("--rounds", type=int, default=10, help="requests per page and tenant")
+    pb.add_argument("--folder", default="", help="working folder (default: a fresh temp dir)")
+    pb.add_argument("--json", action="store_true", help="one JSON object on one line")
     agent = sub.add_parser("agent", help="the GPU node agent")
     agent_sub = agent.add_subparsers(dest="agent_command", required=True)
     agent_run = agent_sub.add_parser("run", help="sample GPUs, spool and send reports")
@@ -701,6 +711,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         from bench.finance import main_finance
 
         return main_finance(args)
+    if args.bench == "portal":
+        from bench.portal import main_portal
+
+        return main_portal(args)
     if args.bench == "freshness":
         from bench.freshness import main_freshness
 
