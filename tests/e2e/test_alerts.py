@@ -6,7 +6,6 @@ signature and fails the first requests on purpose."""
 from __future__ import annotations
 
 import json
-import os
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import quote
@@ -17,7 +16,7 @@ from billing.rating import Period
 from core.units import US_PER_SECOND
 from portal import alerts
 from portal.webhooks import AlertBook, run_once
-from tests.e2e.portal_harness import ISSUED, SHAPE, build_history, meter
+from tests.e2e.portal_harness import ISSUED, SHAPE, meter
 
 pytestmark = pytest.mark.e2e
 SECRET = "test-secret-" + "x" * 24
@@ -73,21 +72,15 @@ def _now_us() -> int:
 
 
 @pytest.fixture(scope="module")
-def alerting(local_stack, tmp_path_factory):
-    info = local_stack.running()
-    assert info is not None
-    folder = tmp_path_factory.mktemp("alerts")
-    database = f"alerts_{os.urandom(3).hex()}"
-    warehouse = build_history(local_stack, info, database, folder / "statements")
+def alerting(portal_world):
     receiver = Receiver(fail_first=3)
     thread = threading.Thread(target=receiver.serve_forever, daemon=True)
     thread.start()
     try:
-        yield warehouse, receiver, folder, info, database
+        w = portal_world
+        yield w.warehouse, receiver, w.folder, w.info, w.database
     finally:
         receiver.shutdown()
-        warehouse.drop_database()
-        warehouse.close()
 
 
 def test_thresholds_fire_once_with_retries_signed_and_never_twice(alerting):

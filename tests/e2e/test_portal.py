@@ -9,11 +9,9 @@ SIGTERM stops the server within seconds.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
-from dataclasses import replace
 
 import httpx
 import pytest
@@ -25,39 +23,19 @@ from tests.e2e.portal_harness import (
     DRAFTED,
     ISSUED,
     SHAPE,
-    build_history,
     clickhouse_url,
     meter,
     start_portal,
 )
-from warehouse.client import Warehouse
 
 pytestmark = pytest.mark.e2e
 TENANTS = SHAPE.tenant_ids
 
 
-@pytest.fixture(scope="module")
-def portal_env(local_stack, tmp_path_factory):
-    info = local_stack.running()
-    assert info is not None
-    folder = tmp_path_factory.mktemp("portal")
-    database = f"portal_{os.urandom(3).hex()}"
-    warehouse = build_history(local_stack, info, database, folder / "statements")
-    finance = Warehouse(
-        replace(info.settings(database), user=FINANCE_USER, password=FINANCE_PASSWORD)
-    )
-    portal = start_portal(info, database, folder)
-    try:
-        for tenant in TENANTS:
-            portal.tokens[tenant] = portal.issue("--tenant", tenant, "--ttl", "2h")
-        portal.tokens["finance"] = portal.issue("--finance", "--ttl", "2h", "--label", "ops")
-        yield portal, finance, warehouse, folder, info, database
-    finally:
-        if portal.process.poll() is None:
-            portal.process.kill()
-        finance.close()
-        warehouse.drop_database()
-        warehouse.close()
+@pytest.fixture
+def portal_env(portal_world):
+    w = portal_world
+    return w.portal, w.finance, w.warehouse, w.folder, w.info, w.database
 
 
 def _october_days() -> list[int]:
@@ -424,9 +402,10 @@ def test_portal_mistakes_get_one_line_and_status_2(portal_env, tmp_path):
         assert "Traceback" not in done.stderr
 
 
-def test_sigterm_stops_the_portal_within_seconds(portal_env):
-    portal, *_ = portal_env
-    assert portal.get("/api/v1/freshness", portal.tokens["finance"]).status_code == 200
+def test_sigterm_stops_the_portal_within_seconds(portal_env, tmp_path):
+    shared, _, _, _, info, database = portal_env
+    portal = start_portal(info, database, tmp_path)  # its own: the shared one serves on
+    assert portal.get("/api/v1/freshness", shared.tokens["finance"]).status_code == 200
     took = portal.stop()
     assert portal.process.returncode == 0, portal.log.read_text()[-2000:]
     assert took < 10, took

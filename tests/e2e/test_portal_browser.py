@@ -6,18 +6,14 @@ kept under the test artifacts folder (tests/browser.py)."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
-from dataclasses import replace
 
 import pytest
 
 from portal.model import hours_text, kwh_text
-from stack.clickhouse import FINANCE_PASSWORD, FINANCE_USER
 from tests.browser import ARTIFACTS
-from tests.e2e.portal_harness import DRAFTED, ISSUED, SHAPE, build_history, meter, start_portal
-from warehouse.client import Warehouse
+from tests.e2e.portal_harness import DRAFTED, ISSUED, SHAPE, meter
 
 pytestmark = pytest.mark.e2e
 playwright = pytest.importorskip("playwright.sync_api")
@@ -33,29 +29,16 @@ _FLAGS = [
 
 
 @pytest.fixture(scope="module")
-def browser_env(local_stack, tmp_path_factory):
+def browser_env(portal_world):
     chromium = shutil.which("chromium")
     assert chromium, "chromium is missing: apt-get install -y chromium (make test does it)"
-    info = local_stack.running()
-    assert info is not None
-    folder = tmp_path_factory.mktemp("portal-browser")
-    database = f"portal_ui_{os.urandom(3).hex()}"
-    warehouse = build_history(local_stack, info, database, folder / "statements")
-    finance = Warehouse(
-        replace(info.settings(database), user=FINANCE_USER, password=FINANCE_PASSWORD)
-    )
-    portal = start_portal(info, database, folder)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, headless=True, args=_FLAGS)
         try:
-            yield portal, finance, browser
+            yield portal_world.portal, portal_world.finance, browser
         finally:
             browser.close()
-            portal.stop()
-            finance.close()
-            warehouse.drop_database()
-            warehouse.close()
 
 
 def _login_url(portal, *args: str) -> str:
