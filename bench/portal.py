@@ -30,6 +30,7 @@ from billing.issue import run_statements
 from billing.issuer import load_issuer_file
 from meter.demo import ISSUER_EXAMPLE
 from portal.drafts import draw
+from portal.serve import wait_until_serving
 from portal.tokens import TENANT, TokenBook
 from stack import LocalStack
 from stack.clickhouse import FINANCE_PASSWORD, FINANCE_USER
@@ -113,7 +114,7 @@ def run_portal_bench(shape: history.Shape, rounds: int, folder: Path | None) -> 
             stderr=subprocess.STDOUT,
         )
         url = f"http://127.0.0.1:{port}"
-        _wait(url, process)
+        wait_until_serving(url, lambda: process.poll() is None)
         times: dict[str, list[float]] = {}
         with httpx.Client(base_url=url, timeout=30) as client:
             for tenant, token in tokens.items():  # once untimed: connections, caches
@@ -157,19 +158,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _wait(url: str, process: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError("the portal exited; see portal.log")
-        try:
-            if httpx.get(f"{url}/openapi.json", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            time.sleep(0.2)
-    raise RuntimeError("the portal did not answer in 60 s")
 
 
 def main_portal(args: Any) -> int:

@@ -413,6 +413,20 @@ _COMMAND_EXAMPLES = {
     "bench e2e": "meter bench e2e --reports 8000 --json",
     "bench soak": "meter bench soak --json",
     "bench finance": "meter bench finance --months 3 --engines server --json",
+    "bench freshness": "meter bench freshness --nodes 25000 --seconds 180 --json",
+    "bench portal": "meter bench portal --rounds 10 --json",
+    "portal serve": "meter portal serve --port 8080 --clickhouse-url "
+    "'clickhouse://portal:PASSWORD@ch1:9000/gpu_meter'",
+    "portal token issue": "meter portal token issue --tenant aurora-labs --ttl 12h "
+    "--public-url https://portal.example",
+    "portal token revoke": "meter portal token revoke 0c2592734ce7",
+    "portal token list": "meter portal token list --tenant aurora-labs",
+    "portal drafts": "meter portal drafts --issuer billing/issuer.example.json",
+    "portal alerts set": "meter portal alerts set --tenant aurora-labs --url "
+    "https://hooks.example/meter --secret-file secret.txt --usage-fractions 0.8,1",
+    "portal alerts run": "meter portal alerts run --interval-s 60",
+    "portal alerts disable": "meter portal alerts disable --tenant aurora-labs",
+    "portal alerts log": "meter portal alerts log --tenant aurora-labs",
     "agent run": "meter agent run --config agent/agent.example.toml",
     "agent bench": "meter agent bench --json",
     "corrections": "meter corrections add billing/corrections.example.json --dry-run",

@@ -8,7 +8,9 @@ import logging
 import queue
 import signal
 import socket
-from collections.abc import Iterator
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 
@@ -115,3 +117,18 @@ def serve(settings: ClickHouseSettings, host: str, port: int, connections: int) 
         pool.close()
         sock.close()
     return 0
+
+
+def wait_until_serving(url: str, alive: Callable[[], bool], timeout_s: float = 60.0) -> None:
+    """Until ``url`` answers its OpenAPI description (a portal just started), or raise."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not alive():
+            raise PortalError(f"the portal at {url} exited before it answered")
+        try:
+            with urllib.request.urlopen(f"{url}/openapi.json", timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise PortalError(f"the portal at {url} did not answer in {timeout_s:.0f} s")

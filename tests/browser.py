@@ -14,8 +14,8 @@ from pathlib import Path
 ROOT = Path(__file__).parents[1]
 ARTIFACTS = Path(os.environ.get("METER_TEST_ARTIFACTS", ROOT / "test-artifacts"))
 WIDTH, HEIGHT = 900, 1500
-_FLAGS = [
-    "--headless",
+# What a root, offline machine needs (the background services' connections are refused).
+QUIET_FLAGS = [
     "--no-sandbox",
     "--disable-gpu",
     "--disable-quic",
@@ -23,9 +23,8 @@ _FLAGS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
-    "--hide-scrollbars",
-    f"--window-size={WIDTH},{HEIGHT}",
 ]
+_FLAGS = ["--headless", *QUIET_FLAGS, "--hide-scrollbars", f"--window-size={WIDTH},{HEIGHT}"]
 
 
 def render(page: Path, name: str | None = None) -> tuple[Path, str]:

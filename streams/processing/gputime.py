@@ -123,7 +123,8 @@ class GpuTime:
             self.ranges[gpu_uuid] = kept
 
     def to_doc(self) -> list[list[Any]]:
-        return sorted([gpu, found] for gpu, found in self.ranges.items())
+        ranges = self.ranges
+        return [[gpu, ranges[gpu]] for gpu in sorted(ranges)]  # keys are unique: same order
 
     @classmethod
     def from_doc(cls, doc: list[list[Any]]) -> GpuTime:

@@ -167,7 +167,9 @@ class PartitionState:
             "late_folds_after": self.late_folds_after,
         }
         text = json.dumps(doc, separators=(",", ":"), sort_keys=True)
-        return zlib.compress(text.encode("utf-8"), 6)
+        # Level 1: written for every partition of every batch, this is on the path to
+        # freshness; level 6 took 2.5x as long for a blob 10 % smaller (docs/PERFORMANCE.md).
+        return zlib.compress(text.encode("utf-8"), 1)
 
     @classmethod
     def from_snapshot(cls, blob: bytes) -> PartitionState:

@@ -29,6 +29,8 @@ from billing.issue import run_statements
 from billing.issuer import Issuer
 from billing.store import store_contracts
 from portal.drafts import draw
+from portal.errors import PortalError
+from portal.serve import wait_until_serving
 from stack import LocalStack, StackInfo
 from stack.clickhouse import FINANCE_PASSWORD, FINANCE_USER
 from warehouse.client import Warehouse
@@ -143,13 +145,9 @@ def start_portal(info: StackInfo, database: str, folder: Path) -> Portal:
         cwd=ROOT,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert process.poll() is None, log.read_text()
-        try:
-            if httpx.get(f"{url}/openapi.json", timeout=2).status_code == 200:
-                return Portal(url, process, log, clickhouse_url(info, database))
-        except httpx.TransportError:
-            time.sleep(0.2)
-    process.kill()
-    raise AssertionError(f"the portal did not answer in 60 s: {log.read_text()}")
+    try:
+        wait_until_serving(url, lambda: process.poll() is None)
+    except PortalError:
+        process.kill()
+        raise AssertionError(log.read_text()) from None
+    return Portal(url, process, log, clickhouse_url(info, database))

@@ -12,20 +12,11 @@ import time
 import pytest
 
 from portal.model import hours_text, kwh_text
-from tests.browser import ARTIFACTS
+from tests.browser import ARTIFACTS, QUIET_FLAGS
 from tests.e2e.portal_harness import DRAFTED, ISSUED, SHAPE, meter
 
 pytestmark = pytest.mark.e2e
 playwright = pytest.importorskip("playwright.sync_api")
-_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +25,7 @@ def browser_env(portal_world):
     assert chromium, "chromium is missing: apt-get install -y chromium (make test does it)"
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, headless=True, args=_FLAGS)
+        browser = p.chromium.launch(executable_path=chromium, headless=True, args=QUIET_FLAGS)
         try:
             yield portal_world.portal, portal_world.finance, browser
         finally:
