@@ -11,6 +11,7 @@ the token's lookup and one small query), timed in the same run.
 from __future__ import annotations
 
 import json
+import logging
 import statistics
 import subprocess
 import sys
@@ -28,6 +29,7 @@ from bench.e2e import say
 from bench.finance import Server, prepare, settle_merges
 from billing.issue import run_statements
 from billing.issuer import load_issuer_file
+from core.errors import ConfigError
 from meter.demo import ISSUER_EXAMPLE
 from portal.drafts import draw
 from portal.serve import wait_until_serving
@@ -50,7 +52,7 @@ def _pages(tenant: str) -> dict[str, str]:
         "api_position": f"{api}/position?month={ISSUED}",
         "api_statements": f"{api}/statements",
         "api_statement_csv": f"{api}/statements/{ISSUED}/statement.csv",
-        "api_gaps": f"{api}/gaps?month={ISSUED}",
+        "api_gaps": f"{api}/gaps",
         "baseline_freshness": "/api/v1/freshness",
     }
 
@@ -65,31 +67,27 @@ def _figures(times: list[float]) -> dict[str, Any]:
     }
 
 
-def run_portal_bench(shape: history.Shape, rounds: int, folder: Path | None) -> dict[str, Any]:
+def run_portal_bench(
+    shape: history.Shape, rounds: int, folder: Path | None, reuse: str = "", keep: bool = False
+) -> dict[str, Any]:
+    """``reuse``: a database this bench built before in ``folder`` (kept with ``--keep``):
+    its history, statements and drafts are timed again without the half hour of building."""
     folder = folder or Path(tempfile.mkdtemp(prefix="meter-portal-"))
     stack = LocalStack(folder / "stack")
     info = stack.up()
-    database = f"portal_{uuid.uuid4().hex[:6]}"
+    database = reuse or f"portal_{uuid.uuid4().hex[:6]}"
     process = None
     try:
         warehouse = Warehouse(info.settings(database))
-        warehouse.ensure_database()
-        stack.allow_finance(database)
-        say(f"building {shape.months} month(s) of history for {shape.tenants} tenants")
-        prepare(
-            Server(info.clickhouse_http_port, database, password=info.clickhouse_password),
-            database,
-            shape,
-            warehouse,
-        )
-        settle_merges(warehouse)
-        issuer = load_issuer_file(ISSUER_EXAMPLE)
-        say(f"issuing {ISSUED}, drawing {DRAFTED}")
-        outcomes = run_statements(
-            warehouse, ISSUED, folder / "statements", clock=lambda: NOW, issuer=issuer
-        )
-        assert all(o.status == "issued" for o in outcomes), outcomes
-        draw(warehouse, DRAFTED, issuer, lambda: NOW)
+        if reuse:
+            issued = warehouse.execute("SELECT count() FROM issued_statements")[0][0]
+            if issued != shape.tenants:
+                raise ConfigError(
+                    f"database {reuse!r} holds {issued} issued statements, "
+                    f"not one per tenant of the shape ({shape.tenants})"
+                )
+        else:
+            _build(info, stack, warehouse, database, shape, folder)
         book = TokenBook(warehouse)
         now_us = time.time_ns() // 1000
         tokens = {t: book.issue(TENANT, t, 3600, "bench", now_us) for t in shape.tenant_ids}
@@ -135,7 +133,8 @@ def run_portal_bench(shape: history.Shape, rounds: int, folder: Path | None) -> 
         worst = max(v["p99_s"] for k, v in result["pages"].items() if k != "baseline_freshness")
         result["worst_p99_s"] = worst
         result["ratio_worst_p99_to_baseline"] = round(worst / base, 1) if base else None
-        warehouse.drop_database()
+        if not keep:
+            warehouse.drop_database()
         warehouse.close()
         return result
     finally:
@@ -143,6 +142,34 @@ def run_portal_bench(shape: history.Shape, rounds: int, folder: Path | None) -> 
             process.terminate()
             process.wait(15)
         stack.down()
+
+
+def _build(
+    info: Any,
+    stack: LocalStack,
+    warehouse: Warehouse,
+    database: str,
+    shape: history.Shape,
+    folder: Path,
+) -> None:
+    warehouse.ensure_database()
+    stack.allow_finance(database)
+    say(f"building {shape.months} month(s) of history for {shape.tenants} tenants")
+    prepare(
+        Server(info.clickhouse_http_port, database, password=info.clickhouse_password),
+        database,
+        shape,
+        warehouse,
+    )
+    settle_merges(warehouse)
+    issuer = load_issuer_file(ISSUER_EXAMPLE)
+    say(f"issuing {ISSUED}, drawing {DRAFTED}")
+    outcomes = run_statements(
+        warehouse, ISSUED, folder / "statements", clock=lambda: NOW, issuer=issuer
+    )
+    if not all(o.status == "issued" for o in outcomes):
+        raise RuntimeError(f"statements refused: {outcomes}")
+    draw(warehouse, DRAFTED, issuer, lambda: NOW)
 
 
 def _get(client: httpx.Client, path: str, token: str) -> None:
@@ -162,7 +189,10 @@ def _free_port() -> int:
 
 def main_portal(args: Any) -> int:
     shape = history.Shape(args.months, args.tenants, args.skus, args.clusters, args.partitions)
-    result = run_portal_bench(shape, args.rounds, Path(args.folder) if args.folder else None)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    result = run_portal_bench(
+        shape, args.rounds, Path(args.folder) if args.folder else None, args.reuse, args.keep
+    )
     if args.json:
         print(json.dumps(result))
     else:

@@ -295,6 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     pb.add_argument("--partitions", type=int, default=8, help="source partitions")
     pb.add_argument("--rounds", type=int, default=10, help="requests per page and tenant")
     pb.add_argument("--folder", default="", help="working folder (default: a fresh temp dir)")
+    pb.add_argument("--keep", action="store_true", help="keep the database for --reuse")
+    pb.add_argument("--reuse", default="", help="time a database built before in --folder")
     pb.add_argument("--json", action="store_true", help="one JSON object on one line")
     agent = sub.add_parser("agent", help="the GPU node agent")
     agent_sub = agent.add_subparsers(dest="agent_command", required=True)

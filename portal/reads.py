@@ -30,6 +30,8 @@ VIEWS = (
     "usage_ledger_holdings",
 )
 
+_HOUR_US = 3_600_000_000
+
 
 @dataclass(frozen=True)
 class Freshness:
@@ -176,17 +178,40 @@ class Reader:
         )
         return (str(rows[0][0]), rows[0][1]) if rows else None
 
-    def gaps(self, tenant_id: str, since_us: int) -> list[dict[str, Any]]:
-        """Open seq gaps of the nodes that served the tenant since ``since_us``: reports
-        that may carry its usage and have not arrived."""
-        rows = self.q(
+    def gaps(self, tenant_id: str, most: int = 200) -> list[dict[str, Any]]:
+        """Open seq gaps of nodes that served the tenant around when the gap was found
+        (its ledger has the tenant's usage on that node and boot in the hour before
+        ``first_seen`` or the hour after): reports that may carry its usage and have
+        not arrived. Each is looked up in the ledger by its own narrow time range, so the
+        question reads a few granules, not the tenant's month."""
+        open_gaps = self.q(
             "SELECT node_id, boot_id, first_missing, last_missing, missing_reports, first_seen "
-            "FROM open_seq_gaps WHERE (node_id, boot_id) IN ("
-            " SELECT node_id, boot_id FROM usage_ledger_holdings"
-            " WHERE tenant_id = %(t)s AND interval_start_us >= %(since)s"
-            " AND (node_id, boot_id) IN (SELECT node_id, boot_id FROM open_seq_gaps)) "
-            "ORDER BY first_seen, node_id, boot_id, first_missing",
-            {"t": tenant_id, "since": since_us},
+            f"FROM open_seq_gaps ORDER BY first_seen DESC, node_id, boot_id LIMIT {int(most)}"
+        )
+        if not open_gaps:
+            return []
+        params: dict[str, Any] = {"t": tenant_id}
+        ranges = []
+        for i, (node, boot, *_, seen) in enumerate(open_gaps):
+            seen_us = epoch_us(seen)
+            params.update(
+                {
+                    f"n{i}": node,
+                    f"b{i}": boot,
+                    f"a{i}": seen_us - _HOUR_US,
+                    f"z{i}": seen_us + _HOUR_US,
+                }
+            )
+            ranges.append(
+                f"(node_id = %(n{i})s AND boot_id = %(b{i})s AND interval_start_us >= %(a{i})s"
+                f" AND interval_start_us < %(z{i})s)"
+            )
+        served = set(
+            self.q(
+                "SELECT DISTINCT node_id, boot_id FROM usage_ledger_holdings "
+                f"WHERE tenant_id = %(t)s AND ({' OR '.join(ranges)})",
+                params,
+            )
         )
         return [
             {
@@ -197,7 +222,10 @@ class Reader:
                 "missing_reports": int(n),
                 "first_seen_us": epoch_us(seen),
             }
-            for node, boot, first, last, n, seen in rows
+            for node, boot, first, last, n, seen in sorted(
+                open_gaps, key=lambda g: (g[5], g[0], g[1], g[2])
+            )
+            if (node, boot) in served
         ]
 
     @staticmethod
