@@ -94,21 +94,7 @@ def run_portal_bench(
             f"clickhouse://{FINANCE_USER}:{FINANCE_PASSWORD}@127.0.0.1:"
             f"{info.clickhouse_port}/{database}?http_port={info.clickhouse_http_port}"
         )
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "meter",
-                "portal",
-                "serve",
-                "--port",
-                str(port),
-                "--clickhouse-url",
-                finance,
-            ],
-            stdout=(folder / "portal.log").open("w"),
-            stderr=subprocess.STDOUT,
-        )
+        process = spawn_portal(finance, port, folder / "portal.log")
         url = f"http://127.0.0.1:{port}"
         wait_until_serving(url, lambda: process.poll() is None)
         times: dict[str, list[float]] = {}
@@ -171,6 +157,26 @@ def _build(
     if not all(o.status == "issued" for o in outcomes):
         raise RuntimeError(f"statements refused: {outcomes}")
     draw(warehouse, DRAFTED, issuer, lambda: NOW)
+
+
+def spawn_portal(clickhouse_url: str, port: int, log: Path) -> subprocess.Popen:
+    """``meter portal serve`` as its own process (as an operator runs it), logging to
+    ``log``; wait for it with portal.serve.wait_until_serving."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "meter",
+            "portal",
+            "serve",
+            "--port",
+            str(port),
+            "--clickhouse-url",
+            clickhouse_url,
+        ],
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
 
 
 def _get(client: http.client.HTTPConnection, path: str, token: str) -> None:

@@ -25,6 +25,7 @@ import httpx
 
 from bench import history
 from bench.finance import Server
+from bench.portal import spawn_portal
 from billing.issue import run_statements
 from billing.issuer import Issuer
 from billing.store import store_contracts
@@ -128,22 +129,7 @@ def start_portal(info: StackInfo, database: str, folder: Path) -> Portal:
     port = free_port()
     log = folder / "portal.log"
     finance = clickhouse_url(info, database, FINANCE_USER, FINANCE_PASSWORD)
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "meter",
-            "portal",
-            "serve",
-            "--port",
-            str(port),
-            "--clickhouse-url",
-            finance,
-        ],
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-        cwd=ROOT,
-    )
+    process = spawn_portal(finance, port, log)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_serving(url, lambda: process.poll() is None)
