@@ -13,9 +13,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
@@ -92,11 +91,6 @@ def build_app(
     app.state.grant_of = grant_of
     app.state.now_us = now_us
 
-    @contextmanager
-    def reader() -> Iterator[Reader]:
-        with readers() as r:
-            yield r
-
     def tenant_of(auth: Grant, tenant_id: str, r: Reader) -> str:
         if not auth.may_read(tenant_id):
             raise HTTPException(403, _FORBIDDEN)
@@ -170,13 +164,13 @@ def build_app(
 
     @app.get("/api/v1/tenants", response_model=schema.Tenants, responses=_PROBLEMS)
     def api_tenants(auth: Auth) -> dict[str, Any]:
-        with reader() as r:
+        with readers() as r:
             rows = r.tenants()
         return {"tenants": [{"tenant_id": t, "name": n} for t, n in rows if auth.may_read(t)]}
 
     @app.get("/api/v1/tenants/{tenant_id}/usage", response_model=schema.Usage, responses=_PROBLEMS)
     def api_usage(auth: Auth, tenant_id: TenantPath, month: MonthQuery = None) -> dict:
-        with reader() as r:
+        with readers() as r:
             tenant_of(auth, tenant_id, r)
             return usage(r, tenant_id, period_of(month))
 
@@ -184,13 +178,13 @@ def build_app(
         "/api/v1/tenants/{tenant_id}/position", response_model=schema.Position, responses=_PROBLEMS
     )
     def api_position(auth: Auth, tenant_id: TenantPath, month: MonthQuery = None) -> dict:
-        with reader() as r:
+        with readers() as r:
             tenant_of(auth, tenant_id, r)
             return position(r, tenant_id, period_of(month))
 
     @app.get("/api/v1/tenants/{tenant_id}/draft", response_model=schema.Draft, responses=_PROBLEMS)
     def api_draft(auth: Auth, tenant_id: TenantPath, month: MonthQuery = None) -> dict:
-        with reader() as r:
+        with readers() as r:
             tenant_of(auth, tenant_id, r)
             return draft(r, tenant_id, period_of(month))
 
@@ -200,7 +194,7 @@ def build_app(
         responses=_PROBLEMS,
     )
     def api_statements(auth: Auth, tenant_id: TenantPath) -> dict:
-        with reader() as r:
+        with readers() as r:
             tenant_of(auth, tenant_id, r)
             return {"tenant_id": tenant_id, "statements": statements(r, tenant_id)}
 
@@ -221,7 +215,7 @@ def build_app(
         period: Annotated[str, Path(pattern=MONTH)],
         kind: Annotated[str, Path(pattern=r"^(json|csv|html)$")],
     ) -> Response:
-        with reader() as r:
+        with readers() as r:
             tenant_of(auth, tenant_id, r)
             statement, digest = issued_one(r, tenant_id, period)
         body, media = {
@@ -238,13 +232,13 @@ def build_app(
 
     @app.get("/api/v1/tenants/{tenant_id}/gaps", response_model=schema.Gaps, responses=_PROBLEMS)
     def api_gaps(auth: Auth, tenant_id: TenantPath) -> dict:
-        with reader() as r:
+        with readers() as r:
             tenant_of(auth, tenant_id, r)
             return gaps(r, tenant_id)
 
     @app.get("/api/v1/freshness", response_model=schema.Fresh, responses=_PROBLEMS)
     def api_freshness(auth: Auth) -> dict:
-        with reader() as r:
+        with readers() as r:
             return model.freshness_doc(r.freshness(), now_us())
 
     # ---- pages ----
@@ -273,20 +267,20 @@ def build_app(
     def home(auth: Auth) -> Response:
         if auth.kind != FINANCE:
             return RedirectResponse(f"/tenants/{auth.tenant_id}", 303, headers=_HEADERS)
-        with reader() as r:
+        with readers() as r:
             return _html(
                 pages.tenant_list(r.tenants(), model.freshness_doc(r.freshness(), now_us()))
             )
 
     @app.get("/tenants/{tenant_id}", include_in_schema=False)
     def tenant_page(auth: Auth, tenant_id: TenantPath, month: MonthQuery = None) -> Response:
-        with reader() as r:
+        with readers() as r:
             name = tenant_of(auth, tenant_id, r)
             fresh_row = r.freshness()
         period = period_of(month)
 
         def on_own(call: Callable[[Reader], Any]) -> Any:
-            with reader() as own:
+            with readers() as own:
                 return call(own)
 
         # The page's questions are independent: asked side by side on the pool's
@@ -306,7 +300,7 @@ def build_app(
 
     @app.get("/tenants/{tenant_id}/draft", include_in_schema=False)
     def draft_page(auth: Auth, tenant_id: TenantPath, month: MonthQuery = None) -> Response:
-        with reader() as r:
+        with readers() as r:
             tenant_of(auth, tenant_id, r)
             found = draft(r, tenant_id, period_of(month))
         return _html(render_html(found["statement"], "").decode())
@@ -315,7 +309,7 @@ def build_app(
     def statement_page(
         auth: Auth, tenant_id: TenantPath, period: Annotated[str, Path(pattern=MONTH)]
     ) -> Response:
-        with reader() as r:
+        with readers() as r:
             tenant_of(auth, tenant_id, r)
             statement, digest = issued_one(r, tenant_id, period)
         return _html(render_html(statement, digest).decode())

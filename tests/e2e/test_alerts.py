@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import quote
 
@@ -66,8 +67,6 @@ def _url(warehouse) -> str:
 
 
 def _now_us() -> int:
-    import time
-
     return time.time_ns() // 1000
 
 
