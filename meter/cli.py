@@ -189,6 +189,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _flag(
         worker,
+        "--snapshot-interval-s",
+        "SNAPSHOT_INTERVAL_S",
+        default="10",
+        type=float,
+        help="seconds between stores of a partition's whole state (each partition's first "
+        "batch stores it too); after a crash up to about this much is read again",
+    )
+    _flag(
+        worker,
         "--session-timeout-s",
         "SESSION_TIMEOUT_S",
         default="2",
@@ -642,6 +651,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         hot_path=not args.plain,
         batch_max_messages=args.batch_messages,
         processing_threads=args.processing_threads,
+        snapshot_interval_s=args.snapshot_interval_s,
         session_timeout_s=args.session_timeout_s,
         heartbeat_interval_s=args.session_timeout_s / 4,
     )

@@ -48,6 +48,8 @@ def worker_argv(settings: WorkerSettings) -> list[str]:
         str(settings.batch_max_messages),
         "--processing-threads",
         str(settings.processing_threads),
+        "--snapshot-interval-s",
+        str(settings.snapshot_interval_s),
         "--session-timeout-s",
         str(settings.session_timeout_s),
         *(["--metrics-port", str(settings.metrics_port)] if settings.metrics_port else []),

@@ -11,3 +11,7 @@ class CorruptFetchError(MeterError):
 
 class NotConsumedError(MeterError):
     """The group did not reach the expected offsets in time."""
+
+
+class StateMissingError(MeterError):
+    """A partition's progress is stored but no snapshot of its state: never started afresh."""

@@ -10,9 +10,12 @@ readable twin with ``--plain``), whose state is loaded from the warehouse the fi
 this worker sees the partition and forgotten when the partition is revoked. Per batch:
 process (on a thread of its own, while the event loop fetches the next batch) →
 dead-letter the rejects → write everything and then the states to ClickHouse →
-commit the offsets (``streams/EXACTLY_ONCE.md``). A batch that cannot be written is never
-committed: ClickHouse writes retry until they succeed, and anything unexpected ends the
-process (the batch is then read again by whoever owns the partition next).
+commit the offsets as far as the stored snapshots reach (``streams/EXACTLY_ONCE.md``). A
+partition's whole state is stored with its first batch, then every
+``snapshot_interval_s``, one partition a batch: storing it costs tens of times what
+processing a batch does. A batch that cannot be written is never committed: ClickHouse
+writes retry until they succeed, and anything unexpected ends the process (the batch is
+then read again by whoever owns the partition next).
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -49,8 +54,19 @@ Written = list[tuple[BatchOutcome, StateRow]]
 class BatchHandler:
     """Everything one batch goes through, apart from Faust itself."""
 
-    def __init__(self, settings: WorkerSettings, warehouse: Warehouse, dlq: Any) -> None:
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        warehouse: Warehouse,
+        dlq: Any,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.settings = settings
+        self._clock = clock
+        # partition -> when this worker last took its snapshot (none yet: its next batch does)
+        self._snapshot_taken_at: dict[int, float] = {}
+        # partition -> the offset a worker loading the stored snapshot resumes at
+        self.resume_at: dict[int, int] = {}
         self.warehouse = warehouse
         self.sink = WarehouseSink(warehouse)
         self.dlq = dlq
@@ -77,6 +93,7 @@ class BatchHandler:
                 None, load_state, self.warehouse, self.settings.topic, partition
             )
             log.info("partition %d: resuming after offset %d", partition, state.applied_offset)
+            self.resume_at[partition] = state.applied_offset + 1
             processor_class = (
                 FastPartitionProcessor if self.settings.hot_path else PartitionProcessor
             )
@@ -89,16 +106,41 @@ class BatchHandler:
         for partition in partitions:
             self.processors.pop(partition, None)
             self.views.pop(partition, None)
+            self._snapshot_taken_at.pop(partition, None)
+            self.resume_at.pop(partition, None)
+
+    def _snapshots_due(self, partitions: list[int], now_s: float) -> set[int]:
+        """The partitions whose whole state this batch stores: each one's first batch since
+        it was loaded, and the one left longest if that is ``snapshot_interval_s`` or
+        more (one a batch, so that no batch pays for every partition at once)."""
+        taken = self._snapshot_taken_at
+        due = {p for p in partitions if p not in taken}
+        overdue = [
+            (taken[p], p)
+            for p in partitions
+            if p in taken and now_s - taken[p] >= self.settings.snapshot_interval_s
+        ]
+        if overdue:
+            due.add(min(overdue)[1])
+        return due
 
     async def prepare(self, by_partition: Batch) -> Written:
         """Process a batch and dead-letter its rejects; returns what is to be written, with
         each partition's state as of the end of the batch."""
         work = [(await self.processor(p), messages) for p, messages in by_partition.items()]
+        now_s = self._clock()
+        due = self._snapshots_due(list(by_partition), now_s)
         # Off the loop, which goes on fetching the next batch meanwhile. Every part is
         # awaited before anything fails, so no thread still works on a state after it.
         loop = asyncio.get_running_loop()
         parts = [
-            loop.run_in_executor(self._processing, _process_one, processor, fetched)
+            loop.run_in_executor(
+                self._processing,
+                _process_one,
+                processor,
+                fetched,
+                processor.state.partition in due,
+            )
             for processor, fetched in work
         ]
         done = await asyncio.gather(*parts, return_exceptions=True)
@@ -111,20 +153,44 @@ class BatchHandler:
             self.batches_to_twin += view.to_twin
             if row is None:
                 continue  # every message was applied before: nothing new to write
+            if row.snapshot is not None:
+                self._snapshot_taken_at[processor.state.partition] = now_s
             await self._dead_letter(outcome)
             written.append((outcome, row))
         self.batches += 1
         return written
 
-    async def write(self, written: Written) -> None:
-        if not written:
-            return
-        # One write for every partition of the batch, off the loop (the driver blocks) so
-        # that heartbeats keep flowing and the next batch is processed meanwhile.
+    async def checkpoint(self) -> Written | None:
+        """Idle: the snapshot of one partition whose stored snapshot lags its state (the
+        one left longest), with its progress; None if every stored snapshot is current."""
+        lagging = [
+            (self._snapshot_taken_at.get(p, float("-inf")), p)
+            for p, processor in self.processors.items()
+            if self.resume_at.get(p, 0) <= processor.state.applied_offset
+        ]
+        if not lagging:
+            return None
+        partition = min(lagging)[1]
+        state = self.processors[partition].state
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, self.sink.write_many, written)
-        for outcome, _ in written:
+        row = await loop.run_in_executor(self._processing, state_row, state, True)
+        self._snapshot_taken_at[partition] = self._clock()
+        outcome = BatchOutcome(state.topic, partition, applied_offset=state.applied_offset)
+        return [(outcome, row)]
+
+    async def write(self, written: Written) -> dict[int, int]:
+        """Write a prepared batch; returns, per partition, the offset a worker loading the
+        stored snapshots would resume at (how far the batch may be committed)."""
+        if written:
+            # One write for every partition of the batch, off the loop (the driver blocks)
+            # so that heartbeats keep flowing and the next batch is processed meanwhile.
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(None, self.sink.write_many, written)
+        for outcome, row in written:
             self.rejected_by_reason.update(r.reason for r in outcome.rejections)
+            if row.snapshot is not None:
+                self.resume_at[outcome.partition] = row.applied_offset + 1
+        return dict(self.resume_at)
 
     async def _dead_letter(self, outcome: BatchOutcome) -> None:
         """Send every reject and await the acks: only then may the source be acked.
@@ -190,10 +256,10 @@ def _too_large(exc: BaseException) -> bool:
 
 
 def _process_one(
-    processor: PartitionProcessor | FastPartitionProcessor, fetched: list[Any]
+    processor: PartitionProcessor | FastPartitionProcessor, fetched: list[Any], snapshot: bool
 ) -> tuple[BatchOutcome, StateRow | None, PartitionSnapshot]:
     """A partition's outcome, its state row (None: every message was a replay, nothing to
-    write) and its snapshot."""
+    write; with the whole state's snapshot if ``snapshot``) and the metrics' view of it."""
     state = processor.state
     block = MessageBlock.fetched(state.topic, state.partition, fetched)
     handed_before = getattr(processor, "batches_to_twin", 0)  # the twin itself has none
@@ -201,7 +267,7 @@ def _process_one(
     replays_only = outcome.skipped_replays == len(block)
     to_twin = getattr(processor, "batches_to_twin", 0) - handed_before
     view = PartitionSnapshot(dict(state.counters), state.open_gaps(), state.applied_offset, to_twin)
-    return outcome, None if replays_only else state_row(state), view
+    return outcome, None if replays_only else state_row(state, snapshot), view
 
 
 class _HostBoot(BootStrategy):
@@ -237,7 +303,9 @@ def create_app(settings: WorkerSettings) -> faust.App:
     )
     dlq = app.topic(settings.dlq_topic, key_type=bytes, value_type=bytes, partitions=1)
     handler = BatchHandler(settings, Warehouse(settings.clickhouse), dlq)
-    source = BatchSource(settings, handler.prepare, handler.write, handler.forget)
+    source = BatchSource(
+        settings, handler.prepare, handler.write, handler.forget, checkpoint=handler.checkpoint
+    )
     app.meter_handler = handler  # type: ignore[attr-defined]  # for tests and status
 
     @app.task

@@ -36,6 +36,11 @@ class WorkerSettings:
     # Partitions of a batch are processed this many at a time (the compiled kernels release
     # the GIL); each partition's state is still touched by one thread at a time.
     processing_threads: int = 2
+    # A partition's whole state is stored with its first batch, then at most this often
+    # (one partition a batch): storing it costs tens of times what processing a batch does
+    # (docs/PERFORMANCE.md, "Freshness"). After a crash, up to about this much of the
+    # partition is read again; it rewrites identical rows (streams/EXACTLY_ONCE.md).
+    snapshot_interval_s: float = 10.0
     processor: ProcessorSettings = field(default_factory=ProcessorSettings)
     datadir: Path = Path(".stack/faust")
     # From docs/BROKER.md: the local broker holds JoinGroup for half the session timeout,
@@ -60,6 +65,11 @@ class WorkerSettings:
             raise ConfigError(
                 f"replication_factor {self.replication_factor} must be 1..32 (copies of each "
                 "topic: 1 on a single broker, 3 on a production cluster)"
+            )
+        if not 0 < self.snapshot_interval_s <= 3600:
+            raise ConfigError(
+                f"snapshot_interval_s {self.snapshot_interval_s} must be above 0 and at most "
+                "3600 (seconds between stores of a partition's whole state)"
             )
         if not 1 <= self.processing_threads <= 64:
             raise ConfigError(f"processing_threads {self.processing_threads} must be 1..64")

@@ -10,10 +10,11 @@ several fetches make one batch of ``batch_max_messages``, give or take one fetch
 still hosts the worker: lifecycle, the dead-letter producer, the metrics page and timers.
 Processing a batch overlaps writing the one before (see :class:`BatchSource`).
 
-Offsets are committed explicitly, after a batch's rows and partition state are in the
-warehouse. The warehouse's state is what makes the result exact (streams/EXACTLY_ONCE.md);
-the committed offset only saves re-reading: a batch re-read after a crash or a rebalance is
-skipped up to the stored applied offset.
+Offsets are committed explicitly, after a batch's rows are in the warehouse, and only as
+far as the partition states stored there reach: ``write`` says where a worker loading them
+would resume. A state is stored every few seconds, not with every batch
+(streams/EXACTLY_ONCE.md), so the committed offset trails the batches written; what lies
+between is read again after a crash or a rebalance, and rewrites identical rows.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Generic, TypeVar
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -52,6 +53,11 @@ class BatchSource(Generic[Job]):
     warehouse, mostly waiting on ClickHouse). Batch n + 1 is prepared while batch n is
     written; writes stay in batch order, and a batch's offsets are committed only after its
     write. ``prepare`` must therefore capture the partition state it hands to ``write``.
+    ``write`` returns, per partition, the offset a worker loading the warehouse's stored
+    state would resume at: a batch's offsets are committed no further than that. When no
+    records come, ``checkpoint`` is asked for a job that stores a lagging state (None:
+    none lags), written and committed as a batch is, so that the committed offsets reach
+    what was written once the worker is idle.
 
     ``forget`` is called with the partitions this worker loses in a rebalance, once the
     batch in hand is prepared, written and committed.
@@ -61,14 +67,18 @@ class BatchSource(Generic[Job]):
         self,
         settings: WorkerSettings,
         prepare: Callable[[Batch], Awaitable[Job]],
-        write: Callable[[Job], Awaitable[None]],
+        write: Callable[[Job], Awaitable[Mapping[int, int]]],
         forget: Callable[[set[int]], None],
+        *,
+        checkpoint: Callable[[], Awaitable[Job | None]],
     ) -> None:
         self.settings = settings
         self.prepare = prepare
         self.write = write
         self.forget = forget
+        self.checkpoint = checkpoint
         self.committed: dict[int, int] = {}  # partition -> next offset to read
+        self._written_to: dict[TopicPartition, int] = {}  # next offset after what was written
         # Seconds spent per stage since start: where a slow worker's time goes.
         self.stage_seconds: Counter[str] = Counter()
         self._consumer: AIOKafkaConsumer | None = None
@@ -118,6 +128,7 @@ class BatchSource(Generic[Job]):
                         continue
                     if not records:
                         await self.settle()  # idle: finish the write in flight
+                        await self._catch_up(consumer)
                         continue
                     taken = clock()
                     job = await self.prepare(_batch_of(records))
@@ -161,6 +172,20 @@ class BatchSource(Generic[Job]):
                 break
         return generation, records
 
+    async def _catch_up(self, consumer: AIOKafkaConsumer) -> None:
+        """Idle, with commits behind what was written: store a lagging state (one a round,
+        so that traffic resuming meanwhile waits for one snapshot at most)."""
+        behind = {
+            tp: offset
+            for tp, offset in self._written_to.items()
+            if offset > self.committed.get(tp.partition, -1)
+        }
+        if not behind:
+            return
+        job = await self.checkpoint()
+        if job is not None:
+            self._writing = asyncio.create_task(self._write(consumer, job, behind))
+
     async def settle(self) -> None:
         """Wait for the write in flight, if any; re-raises its failure."""
         writing, self._writing = self._writing, None
@@ -171,16 +196,28 @@ class BatchSource(Generic[Job]):
         self, consumer: AIOKafkaConsumer, job: Job, offsets: dict[TopicPartition, int]
     ) -> None:
         started = time.monotonic()
-        await self.write(job)
+        resume_at = await self.write(job)
         self.stage_seconds["write"] += time.monotonic() - started
+        self._written_to.update(offsets)
+        # Committed past the stored state, a message would be neither read again nor in
+        # the state a new owner loads: its seq and its windows' sums would be lost.
+        durable = {
+            tp: offset
+            for tp, next_offset in offsets.items()
+            if tp.partition in resume_at
+            and (offset := min(next_offset, resume_at[tp.partition]))
+            > self.committed.get(tp.partition, -1)
+        }
+        if not durable:
+            return
         try:
-            await consumer.commit(offsets)
+            await consumer.commit(durable)
         except KafkaError as error:
             # The group moved on (a rebalance): whoever reads these partitions next skips
             # what the warehouse already holds.
             log.warning("offsets not committed (%s); the next owner skips them", error)
             return
-        self.committed.update((tp.partition, offset) for tp, offset in offsets.items())
+        self.committed.update((tp.partition, offset) for tp, offset in durable.items())
 
 
 def _batch_of(records: Records) -> Batch:
@@ -199,6 +236,8 @@ class _Revocations(ConsumerRebalanceListener):  # type: ignore[misc]
             self.source.forget(lost)
             for partition in lost:
                 self.source.committed.pop(partition, None)
+            for tp in [tp for tp in self.source._written_to if tp.partition in lost]:
+                del self.source._written_to[tp]
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         pass  # a partition's state is loaded when its first batch arrives

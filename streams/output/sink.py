@@ -2,11 +2,14 @@
 
 The ledger (two HTTP requests at once) is written while the rejected reports, rollup
 partials, adjustments, seq gaps and node progress go over the driver's connection; the
-partition state goes only after all of them have succeeded, and a failure is raised only
+partition states go only after all of them have succeeded, and a failure is raised only
 once every insert of the batch has ended. Each table is a ReplacingMergeTree keyed so
-that writing the same batch again rewrites the same rows; the partition state is written
-last, so a crash anywhere before it makes the next owner of the partition replay the batch
-and rewrite identical rows.
+that writing the same batch again rewrites the same rows.
+
+A partition's state is two rows: its progress (``partition_state``, every batch: what
+``pipeline_progress`` shows) and, every few seconds, its whole snapshot
+(``partition_snapshots``), which is what a worker resumes from. A crash anywhere after the
+last snapshot makes the next owner replay from it and rewrite identical rows.
 """
 
 from __future__ import annotations
@@ -14,10 +17,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from core.units import US_PER_SECOND, utc_datetime
 from streams.contract import BatchOutcome
+from streams.errors import StateMissingError
 from streams.output.native import LEDGER_COLUMNS, LEDGER_TABLE
 from streams.processing.aggregate import SAMPLE_COUNT, RollupKey
 from streams.processing.grains import DAY, HOUR, MONTH, SEEDED_FROM_MINUTES, seed_from_finer
@@ -61,11 +66,27 @@ NODE_COLUMNS = (
     "node_id", "boot_id", "source_partition", "last_seq", "open_gaps", "last_seen_at",
     "version", "written_at",
 )  # fmt: skip
-STATE_COLUMNS = (
+PROGRESS_COLUMNS = (
     "topic", "partition", "applied_offset", "accepted_reports", "accepted_samples",
-    "duplicate_reports", "late_reports", "rejected_reports", "open_gaps", "state",
-    "closed_before_us", "written_at",
+    "duplicate_reports", "late_reports", "rejected_reports", "open_gaps", "closed_before_us",
 )  # fmt: skip
+SNAPSHOT_COLUMNS = ("topic", "partition", "applied_offset", "state", "written_at")
+
+
+# The snapshot a worker resumes from: the highest offset's, in partition_snapshots or, if
+# stored before migration 0022, in partition_state (whose state is empty from then on).
+LATEST_SNAPSHOT_SQL = (
+    "SELECT hex(argMax(state, applied_offset)), count() > 0 FROM ("
+    "SELECT applied_offset, state FROM partition_snapshots "
+    "WHERE topic = %(topic)s AND partition = %(partition)s "
+    "UNION ALL SELECT applied_offset, state FROM partition_state "
+    "WHERE topic = %(topic)s AND partition = %(partition)s AND state != ''"
+    ") AS stored"
+)
+PROGRESS_SQL = (
+    "SELECT count() > 0, max(applied_offset) FROM partition_state "
+    "WHERE topic = %(topic)s AND partition = %(partition)s"
+)
 
 
 def wall_clock_us() -> int:
@@ -79,10 +100,11 @@ class WarehouseSink:
         self._pool = ThreadPoolExecutor(2, thread_name_prefix="ledger-insert")
 
     def write(self, outcome: BatchOutcome, state: PartitionState) -> None:
-        self.write_many([(outcome, state_row(state))])
+        self.write_many([(outcome, state_row(state, snapshot=True))])
 
     def write_many(self, batch: list[tuple[BatchOutcome, StateRow]]) -> None:
-        """One insert per table for all partitions of a batch; every state row last."""
+        """One insert per table for all partitions of a batch; then the snapshots taken,
+        and every partition's progress last."""
         now = utc_datetime(self._clock_us())
         outcomes = [outcome for outcome, _ in batch]
         # Two requests at once: ClickHouse parses and sorts each insert in one thread.
@@ -98,7 +120,16 @@ class WarehouseSink:
             raise
         for done in ledger:
             done.result()  # re-raises the insert's failure: then no state is written
-        self.warehouse.insert("partition_state", STATE_COLUMNS, [(*row, now) for _, row in batch])
+        self.warehouse.insert(
+            "partition_snapshots",
+            SNAPSHOT_COLUMNS,
+            [(*row.progress[:3], row.snapshot, now) for _, row in batch if row.snapshot],
+        )
+        self.warehouse.insert(
+            "partition_state",
+            (*PROGRESS_COLUMNS, "written_at"),
+            [(*row.progress, now) for _, row in batch],
+        )
 
     def _insert_rows(self, outcomes: list[BatchOutcome], now: datetime) -> None:
         """The driver's inserts: rejected reports, rollups, adjustments, gaps, node progress."""
@@ -239,18 +270,29 @@ class WarehouseSink:
         )
 
 
-StateRow = tuple[object, ...]  # STATE_COLUMNS but the time written
+@dataclass(frozen=True)
+class StateRow:
+    """A partition's state as a batch left it: its progress (PROGRESS_COLUMNS) and, when
+    this batch stores it, its whole snapshot."""
+
+    progress: tuple[object, ...]
+    snapshot: bytes | None
+
+    @property
+    def applied_offset(self) -> int:
+        return int(self.progress[2])  # type: ignore[call-overload]
 
 
 def _with_window(columns: tuple[str, ...], window_column: str) -> tuple[str, ...]:
     return tuple(window_column if c == "window_start" else c for c in columns)
 
 
-def state_row(state: PartitionState) -> StateRow:
+def state_row(state: PartitionState, snapshot: bool) -> StateRow:
     """A partition's state as stored, taken when called: the processor may go on with the
-    next batch while this one is being written."""
+    next batch while this one is being written. The whole snapshot only when asked: it
+    costs tens of times what processing a batch does."""
     c = state.counters
-    return (
+    progress = (
         state.topic,
         state.partition,
         state.applied_offset,
@@ -260,20 +302,19 @@ def state_row(state: PartitionState) -> StateRow:
         c["late_reports"],
         c["rejected_reports"],
         state.open_gaps(),
-        state.to_snapshot(),
         state.closed_before_us,
     )
+    return StateRow(progress, state.to_snapshot() if snapshot else None)
 
 
 def load_state(warehouse: Warehouse, topic: str, partition: int) -> PartitionState:
-    """The partition's latest stored state, or a fresh one if it was never processed."""
-    rows = warehouse.execute(
-        "SELECT hex(argMax(state, applied_offset)), count() FROM partition_state "
-        "WHERE topic = %(topic)s AND partition = %(partition)s",
-        {"topic": topic, "partition": partition},
-    )
-    blob_hex, count = rows[0]
-    if not count:
+    """The partition's latest stored snapshot, or a fresh state if it was never processed.
+
+    Snapshots stored before migration 0022 are in ``partition_state`` itself."""
+    rows = warehouse.execute(LATEST_SNAPSHOT_SQL, {"topic": topic, "partition": partition})
+    blob_hex, found = rows[0]
+    if not found:
+        _check_never_processed(warehouse, topic, partition)
         return PartitionState(topic, partition)
     state = PartitionState.from_snapshot(bytes.fromhex(blob_hex))
     if state.unseeded & {g.name for g in SEEDED_FROM_MINUTES}:
@@ -284,6 +325,18 @@ def load_state(warehouse: Warehouse, topic: str, partition: int) -> PartitionSta
     if state.late_folds_after is None:
         state.late_folds_after = written_late_through(warehouse, state)
     return state
+
+
+def _check_never_processed(warehouse: Warehouse, topic: str, partition: int) -> None:
+    """A partition with progress but no snapshot lost its state: starting it afresh would
+    meter its next messages without the seqs and windows before them."""
+    ((found, applied),) = warehouse.execute(PROGRESS_SQL, {"topic": topic, "partition": partition})
+    if found:
+        raise StateMissingError(
+            f"{topic}/{partition} was applied through offset {applied} but no snapshot of its "
+            "state is stored (partition_snapshots emptied?): restore partition_snapshots, or "
+            "empty partition_state and the partition's rows to meter it again from the start"
+        )
 
 
 def written_late_through(warehouse: Warehouse, state: PartitionState) -> int:

@@ -28,6 +28,11 @@ pytestmark = pytest.mark.e2e
 
 
 def test_worker_killed_with_sigkill_five_times_totals_exact(worker_settings, warehouse, tmp_path):
+    import dataclasses
+
+    # A snapshot every second, so that kills land before, between and after them: each
+    # restart replays what followed its partitions' last snapshot.
+    worker_settings = dataclasses.replace(worker_settings, snapshot_interval_s=1.0)
     spec = FleetSpec(nodes=50, gpus_per_node=8, tenants=3, reports_per_node=84, seed=21)
     assert spec.samples >= 200_000
     emitted = EmittedTotals()
@@ -180,6 +185,7 @@ def test_replay_from_offset_zero_by_fresh_groups_changes_nothing(
     for name, wipe_state in (("replay-a", False), ("replay-b", True)):
         if wipe_state:
             warehouse.execute("TRUNCATE TABLE partition_state")
+            warehouse.execute("TRUNCATE TABLE partition_snapshots")
         replay = dataclasses.replace(worker_settings, app_id=f"{worker_settings.app_id}-{name}")
         meter_backlog(replay, end_offsets, tmp_path / f"{name}.log", warehouse, emitted)
         assert progress(warehouse) == before, name

@@ -558,3 +558,35 @@ def test_the_portal_views_give_the_latest_token_draft_and_delivery(engines):
                 "ORDER BY event_id"
             )
         ) == [("evt_1", "2", "1", "200"), ("evt_2", "0", "0", "0")]
+
+
+def test_a_worker_finds_the_same_snapshot_to_resume_from_on_both_engines(engines):
+    from streams.output.sink import LATEST_SNAPSHOT_SQL, PROGRESS_SQL
+
+    at = "'" + LOAD + "'"
+    for engine in engines:
+        engine.query(
+            "INSERT INTO partition_snapshots VALUES "
+            f"('usage',0,3,'s3',{at}),('usage',0,9,'s9',{at}),('usage',1,2,'s2',{at})"
+        )
+        engine.query(
+            "INSERT INTO partition_state (topic, partition, applied_offset, state, written_at) "
+            f"VALUES ('usage',0,12,'',{at}),('usage',0,5,'old5',{at}),"
+            f"('usage',2,4,'old4',{at}),('usage',3,7,'',{at})"
+        )
+    for partition, snapshot, progress in (
+        (0, (b"s9".hex().upper(), "1"), ("1", "12")),
+        (2, (b"old4".hex().upper(), "1"), ("1", "4")),
+        (3, ("", "0"), ("1", "7")),  # progress without a snapshot: refused by load_state
+        (4, ("", "0"), ("0", "0")),  # never processed
+    ):
+        for engine in engines:
+            found = [
+                _rows(
+                    engine.query(
+                        sql.replace("%(topic)s", "'usage'").replace("%(partition)s", str(partition))
+                    )
+                )
+                for sql in (LATEST_SNAPSHOT_SQL, PROGRESS_SQL)
+            ]
+            assert found == [[snapshot], [progress]], (partition, engine)

@@ -145,14 +145,14 @@ def _late_usage(warehouse, tenant, sku, cluster, window, allocated):
 
 
 def _pipeline_closed_before(warehouse, when: str, partition: int = 0, offset: int = 0) -> None:
-    """A partition state row as the worker writes it: its windows closed before ``when``."""
-    from streams.output.sink import STATE_COLUMNS
+    """A partition progress row as the worker writes it: its windows closed before ``when``."""
+    from streams.output.sink import PROGRESS_COLUMNS
 
     closed_us = int(_at(when).timestamp()) * 1_000_000
     warehouse.insert(
         "partition_state",
-        STATE_COLUMNS,
-        [("usage", partition, offset, 0, 0, 0, 0, 0, 0, b"", closed_us, NOW)],
+        (*PROGRESS_COLUMNS, "written_at"),
+        [("usage", partition, offset, 0, 0, 0, 0, 0, 0, closed_us, NOW)],
     )
 
 

@@ -49,6 +49,18 @@ def _state(applied_offset: int) -> PartitionState:
     return state
 
 
+def _store_as_before_0022(wh: Warehouse, state: PartitionState, blob: bytes) -> None:
+    """A partition's state as a worker older than migration 0022 stored it: the snapshot
+    in ``partition_state`` itself, with every batch."""
+    from streams.output.sink import PROGRESS_COLUMNS, state_row
+
+    row = state_row(state, snapshot=False)
+    now = datetime.now(tz=UTC)
+    wh.insert(
+        "partition_state", (*PROGRESS_COLUMNS, "state", "written_at"), [(*row.progress, blob, now)]
+    )
+
+
 def test_sink_rewrites_are_idempotent_and_the_highest_version_wins(warehouse):
     sink = WarehouseSink(warehouse)
     sink.write(_outcome(10, version=3), _state(3))
@@ -63,6 +75,35 @@ def test_sink_rewrites_are_idempotent_and_the_highest_version_wins(warehouse):
     assert warehouse.execute("SELECT reason, reports FROM rejected_by_reason") == [("bad", 1)]
     # The partition state with the highest applied offset is the one a new owner resumes.
     assert load_state(warehouse, "usage", 0) == _state(7)
+    assert load_state(warehouse, "usage", 1) == PartitionState("usage", 1)
+
+
+def test_a_worker_resumes_from_the_latest_snapshot_wherever_it_was_stored(warehouse):
+    """Progress is written every batch, a snapshot only every few seconds (the newest in
+    ``partition_snapshots``, or in ``partition_state`` from before migration 0022): the
+    state loaded is the snapshot with the highest offset, never a newer progress row."""
+    from streams.output.sink import state_row
+
+    sink = WarehouseSink(warehouse)
+    sink.write_many([(_outcome(10, version=3), state_row(_state(3), snapshot=True))])
+    sink.write_many([(_outcome(25, version=7), state_row(_state(7), snapshot=False))])
+    assert warehouse.execute("SELECT applied_offset FROM pipeline_progress") == [(7,)]
+    assert load_state(warehouse, "usage", 0) == _state(3)
+    _store_as_before_0022(warehouse, _state(5), _state(5).to_snapshot())
+    assert load_state(warehouse, "usage", 0) == _state(5)
+    sink.write_many([(_outcome(25, version=7), state_row(_state(7), snapshot=True))])
+    assert load_state(warehouse, "usage", 0) == _state(7)
+
+
+def test_progress_without_any_snapshot_is_refused_not_started_afresh(warehouse):
+    from streams.errors import StateMissingError
+    from streams.output.sink import state_row
+
+    WarehouseSink(warehouse).write_many(
+        [(_outcome(10, version=3), state_row(_state(3), snapshot=False))]
+    )
+    with pytest.raises(StateMissingError, match=r"usage/0 was applied through offset 3"):
+        load_state(warehouse, "usage", 0)
     assert load_state(warehouse, "usage", 1) == PartitionState("usage", 1)
 
 
@@ -665,9 +706,8 @@ def test_upgrading_from_0015_with_data_fills_the_month_rollups_and_resumes_exact
             outcomes.append(out)
             doc = json.loads(zlib.decompress(old.state.to_snapshot()))
             doc["format"], doc["coarse"] = 3, {g: doc["coarse"][g] for g in ("hour", "day")}
-            row = list(state_row(old.state))
-            row[9] = zlib.compress(json.dumps(doc).encode())
-            old_sink.write_many([(out, tuple(row))])
+            old_sink.write_many([(out, state_row(old.state, snapshot=False))])
+            _store_as_before_0022(wh, old.state, zlib.compress(json.dumps(doc).encode()))
         monkeypatch.undo()
         # Stopped after the month closed, with the next one open.
         assert old.state.closed_before_us > MONTH_MIDNIGHT
@@ -723,13 +763,11 @@ def test_a_worker_upgraded_after_a_kill_replays_what_the_old_one_wrote_exactly(
     )
     batches = list(cut(frames, random.Random(8)))
 
-    def format_4(state: PartitionState) -> tuple:
+    def format_4(state: PartitionState) -> bytes:
         doc = json.loads(zlib.decompress(state.to_snapshot()))
         doc["format"] = 4
         del doc["late_folds_after"]
-        row = list(state_row(state))
-        row[9] = zlib.compress(json.dumps(doc).encode())
-        return tuple(row)
+        return zlib.compress(json.dumps(doc).encode())
 
     try:
         migrate(wh)
@@ -744,7 +782,8 @@ def test_a_worker_upgraded_after_a_kill_replays_what_the_old_one_wrote_exactly(
             if n >= len(batches) // 3 and folded.coarse_adjustments != out.coarse_adjustments:
                 killed = out
                 break
-            sink.write_many([(out, format_4(old.state))])
+            sink.write_many([(out, state_row(old.state, snapshot=False))])
+            _store_as_before_0022(wh, old.state, format_4(old.state))
             written.append(out)
         else:
             pytest.fail("no batch had a late piece for an open coarse window")
@@ -758,7 +797,7 @@ def test_a_worker_upgraded_after_a_kill_replays_what_the_old_one_wrote_exactly(
 
         monkeypatch.setattr(wh, "insert", killed_before_the_state)
         with pytest.raises(ConnectionError):
-            sink.write_many([(killed, format_4(old.state))])
+            sink.write_many([(killed, state_row(old.state, snapshot=False))])
         monkeypatch.undo()
 
         state = load_state(wh, "usage", 4)

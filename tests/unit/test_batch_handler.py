@@ -25,8 +25,9 @@ NOW_MS = 1_900_000_000_000  # after the fleet's simulated time: nothing is "far 
 class FreshWarehouse:
     """Every partition was never processed: ``load_state`` finds no stored state."""
 
-    def execute(self, query: str, params: Any = None) -> list[tuple[str, int]]:
-        return [("", 0)]
+    def execute(self, query: str, params: Any = None) -> list[tuple[Any, int]]:
+        # No snapshot (its blob, count 0), and no progress (count 0, highest offset 0).
+        return [("", 0)] if "hex(" in query else [(0, 0)]
 
 
 class AckingDeadLetters:
@@ -88,7 +89,7 @@ def _run(threads: int) -> tuple[list[Any], list[bytes], dict[int, int]]:
                         bytes(outcome.ledger),
                         sorted((r.key, r.sums, r.version) for r in outcome.rollups),
                         [(r.reason, r.message.offset) for r in outcome.rejections],
-                        row[:-1],  # the snapshot's bytes are compared through the counters
+                        row.progress,  # the snapshot's bytes are compared through these
                     )
                 )
         return seen
@@ -174,3 +175,50 @@ def test_a_dead_letter_the_broker_refuses_as_too_large_is_sent_as_a_stub():
     assert big_garbage.startswith(stub) and len(stub) < dlq.limit
     assert dlq.headers[0]["payload"] == "truncated"
     assert dlq.headers[0]["payload_size"] == str(len(big_garbage))
+
+
+def test_a_partition_state_is_stored_with_its_first_batch_then_once_an_interval():
+    """Storing a partition's whole state costs far more than processing its batch
+    (docs/PERFORMANCE.md), so it is stored with the partition's first batch, then when
+    ``snapshot_interval_s`` has passed, one partition a batch, the longest unstored first.
+    The offsets a write allows to be committed are where those stored states resume."""
+    from dataclasses import replace
+
+    now_s = [0.0]
+    settings = replace(_settings(2), snapshot_interval_s=10.0)
+    handler = BatchHandler(settings, FreshWarehouse(), AckingDeadLetters(), clock=lambda: now_s[0])  # type: ignore[arg-type]
+    written_by_sink: list[Any] = []
+    handler.sink.write_many = written_by_sink.append  # type: ignore[method-assign]
+
+    async def go() -> tuple[list[list[int]], list[dict[int, int]]]:
+        stored, resume = [], []
+        for at_s, batch in zip((0.0, 4.0, 11.0, 12.0), _fleet_batches(4), strict=True):
+            now_s[0] = at_s
+            written = await handler.prepare(batch)
+            stored.append(sorted(o.partition for o, row in written if row.snapshot))
+            resume.append(dict(await handler.write(written)))
+        return stored, resume
+
+    stored, resume = asyncio.run(go())
+    assert stored == [list(range(PARTITIONS)), [], [0], [1]]
+    # Reports per batch: 2 from each node; 3 nodes in partitions 0-2, 2 in the others.
+    per_batch = {p: 2 * (3 if p < 3 else 2) for p in range(PARTITIONS)}
+    first = dict(per_batch)
+    assert resume[0] == resume[1] == first
+    assert resume[2] == {**first, 0: 3 * per_batch[0]}
+    assert resume[3] == {**first, 0: 3 * per_batch[0], 1: 4 * per_batch[1]}
+    assert len(written_by_sink) == 4
+
+    async def idle() -> list[tuple[int, int]]:
+        # Idle: the lagging snapshots, one a call, the one left longest first; then none.
+        stored = []
+        while (job := await handler.checkpoint()) is not None:
+            [(outcome, row)] = job
+            assert row.snapshot and not outcome.ledger_rows and not outcome.rollups
+            resume = await handler.write(job)
+            stored.append((outcome.partition, resume[outcome.partition]))
+        return stored
+
+    lagging = [2, 3, 4, 5, 0]  # 0 was stored at 11 s; 1 with the last batch, so it is current
+    assert asyncio.run(idle()) == [(p, 4 * per_batch[p]) for p in lagging]
+    assert handler.resume_at == {p: 4 * per_batch[p] for p in range(PARTITIONS)}

@@ -79,6 +79,11 @@ class ScriptedConsumer:
         self.log.append("commit " + ",".join(f"{tp.partition}:{o}" for tp, o in offsets.items()))
 
 
+async def _nothing_lags() -> None:
+    """A checkpoint when every state written is stored: nothing to write."""
+    return None
+
+
 async def _run_until(source: ingest.BatchSource, done, then_s: float = 0.0) -> None:
     """Runs ``source`` until ``done()`` (3 s at most), ``then_s`` longer, then stops it."""
     task = asyncio.create_task(source.run())
@@ -108,12 +113,13 @@ def test_batches_are_written_in_order_committed_after_their_write_and_revocation
         log.append(f"write {job} start")
         await asyncio.sleep(0.05)  # the next batch is prepared meanwhile
         log.append(f"write {job} done")
+        return {p: offsets[-1] + 1 for p, offsets in job.items()}  # every state stored
 
     def forget(partitions):
         log.append(f"forget {sorted(partitions)}")
 
     async def main():
-        source = ingest.BatchSource(_settings(3), prepare, write, forget)
+        source = ingest.BatchSource(_settings(3), prepare, write, forget, checkpoint=_nothing_lags)
         task = asyncio.create_task(source.run())
         while "revoked" not in log:
             await asyncio.sleep(0.01)
@@ -154,7 +160,9 @@ def test_a_failed_write_is_never_committed_and_ends_the_run(monkeypatch):
     async def write(job):
         raise OSError(f"ClickHouse is gone while writing {job}")
 
-    source = ingest.BatchSource(_settings(2), prepare, write, lambda partitions: None)
+    source = ingest.BatchSource(
+        _settings(2), prepare, write, lambda partitions: None, checkpoint=_nothing_lags
+    )
     with pytest.raises(OSError, match=r"writing \[0, 1\]"):
         asyncio.run(source.run())
     assert not any(line.startswith("commit") for line in log)
@@ -178,9 +186,11 @@ def test_fetches_are_gathered_into_one_batch_up_to_its_size(monkeypatch):
         prepared.append({p: [m.offset for m in ms] for p, ms in batch.items()})
 
     async def write(job):
-        pass
+        return {}
 
-    source = ingest.BatchSource(_settings(5), prepare, write, lambda partitions: None)
+    source = ingest.BatchSource(
+        _settings(5), prepare, write, lambda partitions: None, checkpoint=_nothing_lags
+    )
     asyncio.run(_run_until(source, lambda: len(prepared) == 2))
     # Five messages make a batch; the next fetch starts the next one.
     assert prepared == [{0: [0, 1, 2, 3], 1: [0]}, {1: [1, 2, 3, 4]}]
@@ -208,9 +218,11 @@ def test_records_taken_before_a_rebalance_are_dropped_and_those_after_it_kept(mo
         await asyncio.sleep(0.02)  # the next take runs meanwhile
 
     async def write(job):
-        pass
+        return {}
 
-    source = ingest.BatchSource(_settings(2), prepare, write, lambda partitions: None)
+    source = ingest.BatchSource(
+        _settings(2), prepare, write, lambda partitions: None, checkpoint=_nothing_lags
+    )
     asyncio.run(_run_until(source, lambda: len(prepared) == 2, then_s=0.05))
     assert "revoked" in log
     assert prepared == [{0: [0, 1]}, {0: [2, 3]}]
@@ -238,13 +250,91 @@ def test_a_batch_taken_before_a_rebalance_that_begins_while_one_is_processed_is_
             await asyncio.sleep(0)
 
     async def write(job):
-        pass
+        return {}
 
     async def main():
-        source = ingest.BatchSource(_settings(2), prepare, write, lambda partitions: None)
+        source = ingest.BatchSource(
+            _settings(2), prepare, write, lambda partitions: None, checkpoint=_nothing_lags
+        )
         # Long enough for a third batch, were the stale one prepared.
         await _run_until(source, lambda: len(prepared) >= 2, then_s=0.2)
         await revoking[0]
 
     asyncio.run(main())
     assert prepared == [{0: [0, 1]}, {0: [2, 3]}]
+
+
+def test_offsets_are_committed_only_as_far_as_the_stored_states_resume(monkeypatch):
+    """Partition states are stored every few seconds, not every batch: a batch's offsets
+    are committed only up to where a worker loading the stored state would resume, so the
+    messages between are read again after a crash, never skipped."""
+    log: list[str] = []
+    batches = [
+        {TP0: _records(TP0, 0, 1), TP1: _records(TP1, 0, 1)},
+        {TP0: _records(TP0, 1, 2)},
+        {TP0: _records(TP0, 3, 2)},
+    ]
+    monkeypatch.setattr(
+        ingest, "AIOKafkaConsumer", lambda **_: ScriptedConsumer(log, batches, False)
+    )
+    # After each write: where the stored states resume (partition 0's state is stored
+    # with batches 1 and 3 only; partition 1's with batch 1).
+    stored = [{0: 1, 1: 1}, {0: 1, 1: 1}, {0: 5, 1: 1}]
+    writes: list[int] = []
+
+    async def prepare(batch):
+        return batch
+
+    async def write(job):
+        writes.append(len(writes))
+        return stored[len(writes) - 1]
+
+    source = ingest.BatchSource(
+        _settings(2), prepare, write, lambda partitions: None, checkpoint=_nothing_lags
+    )
+    asyncio.run(_run_until(source, lambda: len(writes) == 3, then_s=0.05))
+    assert len(writes) == 3
+    assert [line for line in log if line.startswith("commit")] == ["commit 0:1,1:1", "commit 0:5"]
+    assert source.committed == {0: 5, 1: 1}
+
+
+def test_an_idle_worker_stores_lagging_snapshots_until_its_commits_reach_what_it_wrote(
+    monkeypatch,
+):
+    """Once no records come, the worker stores the snapshots that lag what it has written,
+    one a round, so the group's committed offsets reach the end of what was read (consumer
+    lag reads 0, and whatever waits for the group to finish sees it finish)."""
+    log: list[str] = []
+    batches = [
+        {TP0: _records(TP0, 0, 1), TP1: _records(TP1, 0, 1)},
+        {TP0: _records(TP0, 1, 1), TP1: _records(TP1, 1, 1)},
+    ]
+    monkeypatch.setattr(
+        ingest, "AIOKafkaConsumer", lambda **_: ScriptedConsumer(log, batches, False)
+    )
+    stored = {0: 1, 1: 1}  # the first batch's snapshots; the second batch stores none
+    checkpoints: list[int] = []
+
+    async def prepare(batch):
+        return batch
+
+    async def write(job):
+        if isinstance(job, int):  # a checkpoint: that partition's snapshot is now stored
+            stored[job] = 2
+        return dict(stored)
+
+    async def checkpoint():
+        lagging = [p for p in (0, 1) if stored[p] < 2]
+        checkpoints.append(lagging[0] if lagging else -1)
+        return lagging[0] if lagging else None
+
+    source = ingest.BatchSource(
+        _settings(2), prepare, write, lambda partitions: None, checkpoint=checkpoint
+    )
+    asyncio.run(_run_until(source, lambda: source.committed == {0: 2, 1: 2}, then_s=0.1))
+    assert [line for line in log if line.startswith("commit")] == [
+        "commit 0:1,1:1",
+        "commit 0:2",
+        "commit 1:2",
+    ]
+    assert checkpoints == [0, 1]  # one a round, and none once the commits caught up

@@ -19,6 +19,11 @@ def test_worker_settings_are_validated_once():
         WorkerSettings(bootstrap="b:1", topic="t", clickhouse=CH, heartbeat_interval_s=1.0)
     with pytest.raises(ConfigError, match="processing_threads"):
         WorkerSettings(bootstrap="b:1", topic="t", clickhouse=CH, processing_threads=0)
+    for interval_s in (0.0, -1.0, 3601.0):
+        with pytest.raises(ConfigError, match="snapshot_interval_s"):
+            WorkerSettings(
+                bootstrap="b:1", topic="t", clickhouse=CH, snapshot_interval_s=interval_s
+            )
     with pytest.raises(ConfigError):
         ProcessorSettings(window_us=7_000_000)  # must divide an hour
 

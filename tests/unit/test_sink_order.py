@@ -29,6 +29,7 @@ class RecordingWarehouse:
         self.ledger_s = ledger_s
         self.release = threading.Event()
         self.calls: list[str] = []
+        self.rows: dict[str, int] = {}
         self._lock = threading.Lock()
 
     def insert(self, table: str, columns: Any, rows: Any) -> int:
@@ -36,6 +37,7 @@ class RecordingWarehouse:
         if rows:
             with self._lock:
                 self.calls.append(table)
+                self.rows[table] = self.rows.get(table, 0) + len(rows)
         if table == self.driver_fails_on:
             self.release.set()
             raise SinkError(f"insert into {table}: connection reset")
@@ -63,14 +65,17 @@ def _batch() -> list[tuple[Any, Any]]:
         processor = FastPartitionProcessor(PartitionState("usage", partition), ProcessorSettings())
         outcome = processor.process([message])
         assert outcome.ledger_rows == 1
-        written.append((outcome, state_row(processor.state)))
+        written.append((outcome, state_row(processor.state, snapshot=partition == 0)))
     return written
 
 
 def test_the_state_is_written_last_after_the_ledger_that_ran_beside_the_rest():
     warehouse = RecordingWarehouse()
     WarehouseSink(warehouse).write_many(_batch())  # type: ignore[arg-type]
-    assert warehouse.calls[-1] == "partition_state"
+    # The snapshot taken (partition 0's), then every partition's progress.
+    assert warehouse.calls[-2:] == ["partition_snapshots", "partition_state"]
+    assert warehouse.rows["partition_snapshots"] == 1
+    assert warehouse.rows["partition_state"] == 2
     assert warehouse.calls.count("usage_ledger_holdings") == 2  # one request per half
     assert warehouse.calls.index("usage_rollup_partials") < warehouse.calls.index(
         "usage_ledger_holdings"
@@ -81,7 +86,7 @@ def test_a_failed_ledger_insert_leaves_the_state_unwritten():
     warehouse = RecordingWarehouse(ledger_fails=True)
     with pytest.raises(SinkError):
         WarehouseSink(warehouse).write_many(_batch())  # type: ignore[arg-type]
-    assert "partition_state" not in warehouse.calls
+    assert not {"partition_state", "partition_snapshots"} & set(warehouse.calls)
     assert "usage_rollup_partials" in warehouse.calls
 
 
@@ -91,4 +96,4 @@ def test_a_failed_driver_insert_is_raised_only_once_the_ledger_inserts_have_fini
         WarehouseSink(warehouse).write_many(_batch())  # type: ignore[arg-type]
     # Nothing of the failed batch is still being written when its failure surfaces.
     assert warehouse.calls.count("usage_ledger_holdings") == 2
-    assert "partition_state" not in warehouse.calls
+    assert not {"partition_state", "partition_snapshots"} & set(warehouse.calls)
