@@ -13,10 +13,17 @@ process: acknowledgement to the record being fetched (the broker's own floor).
 Reports carry the current time (each covers the minute before it is published), so they
 are this month's, live. After the run, the rollups and the ledger are checked against
 what was published, exactly.
+
+The publisher and the baseline consumer are aiokafka's, whose record batches are built and
+read in compiled code. kafka-python's checksum each record batch with a CRC-32C in pure
+Python unless the optional ``crc32c`` module is present (5.8 MB/s measured here): at
+417 reports of 6 kB a second that took most of a core from the machine the worker shares,
+and the baseline fell a minute behind (docs/PERFORMANCE.md).
 """
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import json
 import math
@@ -28,7 +35,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from bench.e2e import bench_pipeline, build_backlog, say
 from core.units import US_PER_SECOND
@@ -81,25 +88,100 @@ class Poller(threading.Thread):
 
 
 class Fetcher(threading.Thread):
-    """The baseline: a plain consumer noting when each record is fetched."""
+    """The baseline: a plain consumer (on its own thread and event loop) noting when each
+    record is fetched."""
 
     def __init__(self, bootstrap: str, topic: str, partitions: int) -> None:
         super().__init__(daemon=True)
-        self.consumer = KafkaConsumer(
-            bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=10
-        )
-        self.consumer.assign([TopicPartition(topic, p) for p in range(partitions)])
-        self.consumer.seek_to_beginning()
+        self.bootstrap, self.topic, self.partitions = bootstrap, topic, partitions
         self.fetched: dict[tuple[int, int], float] = {}
         self.stop = threading.Event()
 
     def run(self) -> None:
-        while not self.stop.is_set():
-            for tp, records in self.consumer.poll(timeout_ms=50).items():
-                now = time.monotonic()
-                for record in records:
-                    self.fetched[(tp.partition, record.offset)] = now
-        self.consumer.close()
+        asyncio.run(self._fetch())
+
+    async def _fetch(self) -> None:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap.split(","),
+            enable_auto_commit=False,
+            fetch_max_wait_ms=10,
+            auto_offset_reset="earliest",
+        )
+        await consumer.start()
+        try:
+            consumer.assign([TopicPartition(self.topic, p) for p in range(self.partitions)])
+            while not self.stop.is_set():
+                for tp, records in (await consumer.getmany(timeout_ms=50)).items():
+                    now = time.monotonic()
+                    for record in records:
+                        self.fetched[(tp.partition, record.offset)] = now
+        finally:
+            await consumer.stop()
+
+
+Ack = tuple[int, int, float, float]  # partition, offset, acknowledged at, sent at
+
+
+class SteadyPublisher:
+    """Publishes records one by one at a fixed rate, noting each one's acknowledgement."""
+
+    def __init__(self, bootstrap: str, topic: str, records: Any) -> None:
+        self.bootstrap, self.topic, self.records = bootstrap, topic, records
+        self.acks: list[Ack] = []
+        self.sent = 0
+
+    async def run(
+        self, warm: int, rate: float, total: int, ready: Any, alive: Any, say_every: int
+    ) -> tuple[float, int, float]:
+        """``warm`` records, then (once ``ready()``) the rest up to ``total`` at ``rate``
+        a second. Returns when the clock started, the records sent before it, and how long
+        publishing took."""
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap.split(","), acks="all", linger_ms=2
+        )
+        await producer.start()
+        pending: set[asyncio.Future[Any]] = set()
+        try:
+            for _ in range(warm):
+                pending.add(await self._send(producer))
+            await asyncio.gather(*pending)
+            pending.clear()
+            ready_by = time.monotonic() + 180
+            while not ready():
+                if time.monotonic() > ready_by or not alive():
+                    raise RuntimeError("the worker metered nothing in 180 s")
+                await asyncio.sleep(0.2)
+            say("the worker is metering; the clock starts")
+            began, first = time.monotonic(), self.sent
+            while self.sent < total:
+                pause = began + (self.sent - first) / rate - time.monotonic()
+                if pause > 0:
+                    await asyncio.sleep(pause)
+                future = await self._send(producer)
+                pending.add(future)
+                future.add_done_callback(pending.discard)
+                if self.sent % say_every == 0:
+                    say(f"{self.sent:,} reports published, {time.monotonic() - began:.0f} s")
+                    if not alive():
+                        raise RuntimeError("the worker exited")
+            await asyncio.wait_for(asyncio.gather(*pending), 30)
+            return began, first, time.monotonic() - began
+        finally:
+            await producer.stop()
+
+    async def _send(self, producer: AIOKafkaProducer) -> asyncio.Future[Any]:
+        key, value, _ = next(self.records)
+        sent_at = time.monotonic()
+        future = await producer.send(self.topic, value, key=key)
+
+        def acked(done: asyncio.Future[Any]) -> None:
+            if not done.cancelled() and done.exception() is None:
+                meta = done.result()
+                self.acks.append((meta.partition, meta.offset, time.monotonic(), sent_at))
+
+        future.add_done_callback(acked)
+        self.sent += 1
+        return future
 
 
 def run_freshness(
@@ -132,72 +214,42 @@ def run_freshness(
         # generating 417 reports/s in Python would hold the GIL the timing threads need.
         frames, emitted = build_backlog(nodes, rounds, start_us=start_us)
         records = (r for r in frames if not isinstance(r, float))
-        producer = KafkaProducer(bootstrap_servers=info.bootstrap, acks="all", linger_ms=2)
-        acks: list[tuple[int, int, float, float]] = []  # partition, offset, acked, sent
-        lock = threading.Lock()
+        publisher = SteadyPublisher(info.bootstrap, settings.topic, records)
         poller = Poller(portal, settings.topic)
         fetcher = Fetcher(info.bootstrap, settings.topic, partitions)
         poller.start()
         fetcher.start()
         rate = nodes / round_s
         say(f"publishing {rate:,.0f} reports/s for {rounds} minute(s) ({warmup_s:.0f} s warm-up)")
-        sent = 0
-
-        def publish_next() -> None:
-            nonlocal sent
-            key, value, _ = next(records)
-            sent_at = time.monotonic()
-
-            def acked(meta: Any, sent_at: float = sent_at) -> None:
-                with lock:
-                    acks.append((meta.partition, meta.offset, time.monotonic(), sent_at))
-
-            producer.send(settings.topic, value, key=key).add_callback(acked)
-            sent += 1
-
+        acks = publisher.acks
         try:
             # The first reports wait for the worker to join and write: the clock starts once
             # it has (a worker's start-up is not freshness).
-            for _ in range(4 * partitions):
-                publish_next()
-            producer.flush(30)
-            ready_by = time.monotonic() + 180
-            while not all(poller.visible_at(p, o, 0) for p, o, _, _ in list(acks)):
-                if time.monotonic() > ready_by or not worker.alive():
-                    raise RuntimeError(
-                        f"the worker metered nothing in 180 s; see {worker.log_path}"
-                    )
-                time.sleep(0.2)
-            say("the worker is metering; the clock starts")
-            began = time.monotonic()
-            first = sent
-            while True:
-                if sent >= nodes * rounds:
-                    break
-                due = began + (sent - first) / rate
-                pause = due - time.monotonic()
-                if pause > 0:
-                    time.sleep(pause)
-                publish_next()
-                if sent % (nodes // 4 or 1) == 0:
-                    say(f"{sent:,} reports published, {time.monotonic() - began:.0f} s")
-                if not worker.alive():
-                    raise RuntimeError(f"worker exited; see {worker.log_path}")
-            producer.flush(30)
-            published_s = time.monotonic() - began
+            began, first, published_s = asyncio.run(
+                publisher.run(
+                    warm=4 * partitions,
+                    rate=rate,
+                    total=nodes * rounds,
+                    ready=lambda: all(poller.visible_at(p, o, 0) for p, o, _, _ in list(acks)),
+                    alive=worker.alive,
+                    say_every=nodes // 4 or 1,
+                )
+            )
             # Until every report is visible (or 120 s): the totals are checked after.
             settle_by = time.monotonic() + 120
             while time.monotonic() < settle_by and not all(
                 poller.visible_at(p, o, 0) for p, o, _, _ in list(acks)
             ):
                 time.sleep(0.5)
+        except RuntimeError as error:
+            raise RuntimeError(f"{error}; see {worker.log_path}") from error
         finally:
             poller.stop.set()
             fetcher.stop.set()
             poller.join(5)
             fetcher.join(5)
             worker.stop()
-            producer.close(5)
+        sent = publisher.sent
         measured = [a for a in acks if a[3] >= began + warmup_s]
         fresh, floor, unseen = [], [], 0
         for partition, offset, acked_at, _ in measured:
