@@ -161,22 +161,29 @@ class BatchHandler:
         return written
 
     async def checkpoint(self) -> Written | None:
-        """Idle: the snapshot of one partition whose stored snapshot lags its state (the
-        one left longest), with its progress; None if every stored snapshot is current."""
-        lagging = [
-            (self._snapshot_taken_at.get(p, float("-inf")), p)
+        """Idle: the snapshots of the partitions whose stored snapshot lags their state,
+        with their progress; None if every stored snapshot is current. All at once: a
+        worker is idle when no record came for ``batch_within_s``, and the group's
+        committed offsets reach what it wrote only once they are stored."""
+        lagging = sorted(
+            p
             for p, processor in self.processors.items()
             if self.resume_at.get(p, 0) <= processor.state.applied_offset
-        ]
+        )
         if not lagging:
             return None
-        partition = min(lagging)[1]
-        state = self.processors[partition].state
         loop = asyncio.get_running_loop()
-        row = await loop.run_in_executor(self._processing, state_row, state, True)
-        self._snapshot_taken_at[partition] = self._clock()
-        outcome = BatchOutcome(state.topic, partition, applied_offset=state.applied_offset)
-        return [(outcome, row)]
+        states = [self.processors[p].state for p in lagging]
+        rows = await asyncio.gather(
+            *(loop.run_in_executor(self._processing, state_row, s, True) for s in states)
+        )
+        now_s = self._clock()
+        written: Written = []
+        for state, row in zip(states, rows, strict=True):
+            self._snapshot_taken_at[state.partition] = now_s
+            outcome = BatchOutcome(state.topic, state.partition, state.applied_offset)
+            written.append((outcome, row))
+        return written
 
     async def write(self, written: Written) -> dict[int, int]:
         """Write a prepared batch; returns, per partition, the offset a worker loading the

@@ -55,7 +55,7 @@ class BatchSource(Generic[Job]):
     write. ``prepare`` must therefore capture the partition state it hands to ``write``.
     ``write`` returns, per partition, the offset a worker loading the warehouse's stored
     state would resume at: a batch's offsets are committed no further than that. When no
-    records come, ``checkpoint`` is asked for a job that stores a lagging state (None:
+    records come, ``checkpoint`` is asked for a job that stores the lagging states (None:
     none lags), written and committed as a batch is, so that the committed offsets reach
     what was written once the worker is idle.
 
@@ -173,8 +173,7 @@ class BatchSource(Generic[Job]):
         return generation, records
 
     async def _catch_up(self, consumer: AIOKafkaConsumer) -> None:
-        """Idle, with commits behind what was written: store a lagging state (one a round,
-        so that traffic resuming meanwhile waits for one snapshot at most)."""
+        """Idle, with commits behind what was written: store the lagging states."""
         behind = {
             tp: offset
             for tp, offset in self._written_to.items()

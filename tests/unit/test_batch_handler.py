@@ -209,16 +209,15 @@ def test_a_partition_state_is_stored_with_its_first_batch_then_once_an_interval(
     assert resume[3] == {**first, 0: 3 * per_batch[0], 1: 4 * per_batch[1]}
     assert len(written_by_sink) == 4
 
-    async def idle() -> list[tuple[int, int]]:
-        # Idle: the lagging snapshots, one a call, the one left longest first; then none.
+    async def idle() -> list[list[tuple[int, int]]]:
+        # Idle: every lagging snapshot at once; then none.
         stored = []
         while (job := await handler.checkpoint()) is not None:
-            [(outcome, row)] = job
-            assert row.snapshot and not outcome.ledger_rows and not outcome.rollups
+            assert all(row.snapshot and not o.ledger_rows and not o.rollups for o, row in job)
             resume = await handler.write(job)
-            stored.append((outcome.partition, resume[outcome.partition]))
+            stored.append([(o.partition, resume[o.partition]) for o, _ in job])
         return stored
 
-    lagging = [2, 3, 4, 5, 0]  # 0 was stored at 11 s; 1 with the last batch, so it is current
-    assert asyncio.run(idle()) == [(p, 4 * per_batch[p]) for p in lagging]
+    lagging = [0, 2, 3, 4, 5]  # 0 was stored at 11 s; 1 with the last batch, so it is current
+    assert asyncio.run(idle()) == [[(p, 4 * per_batch[p]) for p in lagging]]
     assert handler.resume_at == {p: 4 * per_batch[p] for p in range(PARTITIONS)}

@@ -302,8 +302,9 @@ def test_an_idle_worker_stores_lagging_snapshots_until_its_commits_reach_what_it
     monkeypatch,
 ):
     """Once no records come, the worker stores the snapshots that lag what it has written,
-    one a round, so the group's committed offsets reach the end of what was read (consumer
-    lag reads 0, and whatever waits for the group to finish sees it finish)."""
+    so the group's committed offsets reach the end of what was read (consumer lag reads 0,
+    and whatever waits for the group to finish sees it finish). Here each checkpoint stores
+    one partition's, so the rounds repeat until none lags."""
     log: list[str] = []
     batches = [
         {TP0: _records(TP0, 0, 1), TP1: _records(TP1, 0, 1)},
@@ -337,4 +338,4 @@ def test_an_idle_worker_stores_lagging_snapshots_until_its_commits_reach_what_it
         "commit 0:2",
         "commit 1:2",
     ]
-    assert checkpoints == [0, 1]  # one a round, and none once the commits caught up
+    assert checkpoints == [0, 1]  # asked each idle round, and not once the commits caught up
