@@ -261,21 +261,34 @@ def fixed_rows(shape: Shape) -> list[str]:
         f"'00', 'xyz', toDateTime({end_s - 3600 * (i + 1)}, 'UTC'))"
         for i, reason in enumerate(("unknown_sku", "unknown_sku", "future_timestamp"))
     ]
-    states = []
+    # Each partition's progress and its snapshot, as the worker stores them.
+    progress, snapshots = [], []
+    written_at = f"toDateTime({end_s + 3600}, 'UTC')"
     for p in range(shape.partitions):
         last = (shape.end_us // US_PER_MINUTE - 1) * 10 + 5
         state = PartitionState("usage", p, applied_offset=last)
         state.closed_before_us = shape.end_us + 3600 * US_PER_SECOND
-        states.append(
-            f"('usage', {p}, {last}, 0, 0, 0, 0, 0, 0, unhex('{state.to_snapshot().hex()}'), "
-            f"{state.closed_before_us}, toDateTime({end_s + 3600}, 'UTC'))"
+        progress.append(
+            f"('usage', {p}, {last}, 0, 0, 0, 0, 0, 0, {state.closed_before_us}, {written_at})"
         )
-    state_sql = (
+        snapshots.append(
+            f"('usage', {p}, {last}, unhex('{state.to_snapshot().hex()}'), {written_at})"
+        )
+    progress_sql = (
         "INSERT INTO partition_state (topic, partition, applied_offset, accepted_reports, "
-        "accepted_samples, duplicate_reports, late_reports, rejected_reports, open_gaps, state, "
+        "accepted_samples, duplicate_reports, late_reports, rejected_reports, open_gaps, "
         "closed_before_us, written_at) VALUES "
     )
-    return [gap + ", ".join(gaps), rejected + ", ".join(rejects), state_sql + ", ".join(states)]
+    snapshot_sql = (
+        "INSERT INTO partition_snapshots (topic, partition, applied_offset, state, written_at) "
+        "VALUES "
+    )
+    return [
+        gap + ", ".join(gaps),
+        rejected + ", ".join(rejects),
+        progress_sql + ", ".join(progress),
+        snapshot_sql + ", ".join(snapshots),
+    ]
 
 
 OPEN_GAPS = 3
