@@ -32,6 +32,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from bench.e2e import bench_pipeline, build_backlog, say
+from bench.loadgen import Record
 from core.units import US_PER_SECOND
 from meter.runner import WorkerProcess, totals_exact
 from stack import LocalStack
@@ -126,13 +128,19 @@ Ack = tuple[int, int, float, float]  # partition, offset, acknowledged at, sent 
 class SteadyPublisher:
     """Publishes records one by one at a fixed rate, noting each one's acknowledgement."""
 
-    def __init__(self, bootstrap: str, topic: str, records: Any) -> None:
+    def __init__(self, bootstrap: str, topic: str, records: Iterator[Record]) -> None:
         self.bootstrap, self.topic, self.records = bootstrap, topic, records
         self.acks: list[Ack] = []
         self.sent = 0
 
     async def run(
-        self, warm: int, rate: float, total: int, ready: Any, alive: Any, say_every: int
+        self,
+        warm: int,
+        rate: float,
+        total: int,
+        ready: Callable[[], bool],
+        alive: Callable[[], bool],
+        say_every: int,
     ) -> tuple[float, int, float]:
         """``warm`` records, then (once ``ready()``) the rest up to ``total`` at ``rate``
         a second. Returns when the clock started, the records sent before it, and how long

@@ -633,6 +633,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     from streams.contract import ProcessorSettings
     from streams.host.settings import WorkerSettings
     from streams.host.worker import run_worker
+    from streams.output.sink import check_states_stored
     from warehouse.client import Warehouse
     from warehouse.preflight import check_warehouse
 
@@ -660,6 +661,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     preflight = Warehouse(_clickhouse_settings(args))
     try:
         check_warehouse(preflight)
+        check_states_stored(preflight, settings.topic)
     finally:
         preflight.close()
     from core.logs import configure, wants_json

@@ -112,7 +112,11 @@ class BatchHandler:
     def _snapshots_due(self, partitions: list[int], now_s: float) -> set[int]:
         """The partitions whose whole state this batch stores: each one's first batch since
         it was loaded, and the one left longest if that is ``snapshot_interval_s`` or
-        more (one a batch, so that no batch pays for every partition at once)."""
+        more (one a batch, so that no batch pays for every partition at once).
+
+        The first batch stores one because a state loaded from before migration 0022 lies
+        in ``partition_state``, which this batch's progress row replaces once merged: its
+        snapshot must be in ``partition_snapshots`` by then (it is written first)."""
         taken = self._snapshot_taken_at
         due = {p for p in partitions if p not in taken}
         overdue = [

@@ -327,6 +327,20 @@ def load_state(warehouse: Warehouse, topic: str, partition: int) -> PartitionSta
     return state
 
 
+def check_states_stored(warehouse: Warehouse, topic: str) -> None:
+    """Before a worker joins its group: every partition of ``topic`` with progress has a
+    snapshot to resume from (raises :class:`StateMissingError`, naming the first that
+    has none)."""
+    rows = warehouse.execute(
+        "SELECT DISTINCT partition FROM partition_state WHERE topic = %(topic)s ORDER BY partition",
+        {"topic": topic},
+    )
+    for (partition,) in rows:
+        where = {"topic": topic, "partition": int(partition)}
+        if not warehouse.execute(LATEST_SNAPSHOT_SQL, where)[0][1]:
+            _check_never_processed(warehouse, topic, int(partition))
+
+
 def _check_never_processed(warehouse: Warehouse, topic: str, partition: int) -> None:
     """A partition with progress but no snapshot lost its state: starting it afresh would
     meter its next messages without the seqs and windows before them."""

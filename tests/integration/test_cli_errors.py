@@ -202,3 +202,23 @@ def test_the_demo_refuses_to_drop_a_database_it_did_not_make(stack, warehouse):
     done = _meter("demo", "--database", warehouse.settings.database, "--stack-dir", stack.folder)
     _one_line(done, "exists and was not made by meter demo")
     assert warehouse.execute(tables, {"d": warehouse.settings.database})[0][0] == before
+
+
+def test_a_worker_refuses_a_topic_whose_stored_state_is_gone_before_joining(stack, warehouse):
+    """Progress rows with no snapshot anywhere (partition_snapshots emptied, say): metering
+    the partition afresh would lose the seqs and windows before it, so the worker names
+    the partition and the fix instead of starting, or of dying on its first batch."""
+    from streams.output.sink import PROGRESS_COLUMNS
+
+    now = warehouse.execute("SELECT now()")[0][0]
+    warehouse.insert(
+        "partition_state",
+        (*PROGRESS_COLUMNS, "written_at"),
+        [("usage-lost", 3, 41, 0, 0, 0, 0, 0, 0, 0, now)],
+    )
+    url = stack.clickhouse_url_for(warehouse.settings.database)
+    worker = ("worker", "--bootstrap", stack.bootstrap, "--give-up-after-s", "5")
+    _one_line(
+        _meter(*worker, "--topic", "usage-lost", "--clickhouse-url", url),
+        "usage-lost/3 was applied through offset 41 but no snapshot of its state is stored",
+    )

@@ -16,6 +16,7 @@ from agent.fleet import FleetSpec, build_nodes, node_report
 from schemas import ReportCodec
 from streams.host.app import BatchHandler
 from streams.host.settings import WorkerSettings
+from streams.output.sink import LATEST_SNAPSHOT_SQL, PROGRESS_SQL
 from warehouse.client import ClickHouseSettings
 
 PARTITIONS = 6
@@ -26,8 +27,9 @@ class FreshWarehouse:
     """Every partition was never processed: ``load_state`` finds no stored state."""
 
     def execute(self, query: str, params: Any = None) -> list[tuple[Any, int]]:
-        # No snapshot (its blob, count 0), and no progress (count 0, highest offset 0).
-        return [("", 0)] if "hex(" in query else [(0, 0)]
+        # No snapshot (no blob, none found), and no progress (none found, offset 0).
+        assert query in (LATEST_SNAPSHOT_SQL, PROGRESS_SQL), query
+        return [("", 0)] if query == LATEST_SNAPSHOT_SQL else [(0, 0)]
 
 
 class AckingDeadLetters:
